@@ -1,0 +1,68 @@
+"""Errors raised by filterscope.
+
+Every error a user can cause by bad input is a :class:`FilterscopeError`. Its message is one line
+that says what is wrong, the closest valid choice where there is one, and how to list the choices.
+The CLI prints that line and exits with status 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "FilterscopeError",
+    "UnknownModelError",
+    "UnknownLayerError",
+    "ChannelError",
+    "InvalidObjectiveError",
+    "InvalidRecipeError",
+    "ImageError",
+    "WeightsError",
+    "DeviceError",
+    "did_you_mean",
+]
+
+
+class FilterscopeError(Exception):
+    """Base class of every error caused by bad input or a missing resource."""
+
+
+class UnknownModelError(FilterscopeError, LookupError):
+    """A model name that is not in the registry."""
+
+
+class UnknownLayerError(FilterscopeError, LookupError):
+    """A layer name or index path that does not resolve to a module of the model."""
+
+
+class ChannelError(FilterscopeError, IndexError):
+    """A channel (filter) index outside the layer's range."""
+
+
+class InvalidObjectiveError(FilterscopeError, ValueError):
+    """An objective that cannot be built or evaluated."""
+
+
+class InvalidRecipeError(FilterscopeError, ValueError):
+    """A recipe with an impossible setting (negative steps, a size below 1, ...)."""
+
+
+class ImageError(FilterscopeError, OSError):
+    """An image that cannot be read or used."""
+
+
+class WeightsError(FilterscopeError, OSError):
+    """Weights that cannot be found, downloaded, verified or loaded."""
+
+
+class DeviceError(FilterscopeError, RuntimeError):
+    """A device that is not available on this machine."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" Did you mean 'a', 'b'?"`` for the closest choices, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + ", ".join(f"'{c}'" for c in close) + "?"
