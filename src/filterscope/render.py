@@ -1,0 +1,347 @@
+"""Activation maximization: the optimization loop and its recipe.
+
+The paper's method (Amirli 2021, section 2): start from faint noise at 56 px, run Adam on the pixels
+so that the objective rises, then repeatedly upscale the image by 1.2, blur it, and optimize again.
+Every number of that method is a field of :class:`Recipe`, whose defaults reproduce the paper's code:
+
+====================  =========  ============================================================
+field                 default    meaning
+====================  =========  ============================================================
+size                  56         side of the starting noise image, px
+scales                12         optimization scales: 56, 67, 80, 96, 115, 138, 165, 198, 237,
+                                 284, 340, 408 (each ``int(previous * upscale)``)
+upscale               1.2        factor between scales (bicubic)
+steps                 20         Adam steps per scale in the first half of the scales
+late_steps_factor     1.3        later scales run ``int(steps * factor)`` = 26 steps
+lr                    0.1        Adam learning rate
+weight_decay          1e-6       Adam weight decay. The paper's text says 1e-2; the authors' code
+                                 uses this value, and so do we
+blur                  5          box blur (px, odd; 0 = none) applied after each upscaling
+noise_mean/amplitude  128, 20    start image ``(U(0,1)*20 + 128)/255``
+====================  =========  ============================================================
+
+As in the authors' code, the optimized tensor at each scale is the *normalized* image (the model's
+own normalization is applied when a scale starts and undone when it ends); the output is clipped to
+[0, 1] once, at the end. The loss is minus the objective (the channel's mean activation).
+
+Many objectives are optimized together, one image each, in one batch: batch elements never interact
+(eval-mode networks, element-wise Adam), so the result equals running them one by one. Each image's
+starting noise is drawn from a generator seeded by ``(seed, objective description)``, so it does not
+depend on which other objectives share the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import InvalidRecipeError
+from .layers import Capture
+from .objectives import Channel, Objective
+from .zoo.registry import LoadedModel, coerce_model
+
+__all__ = ["Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "visualize_filters",
+           "start_noise", "upscale", "box_blur"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The numbers of the multi-scale activation-maximization schedule (defaults: the paper's)."""
+
+    size: int = 56
+    scales: int = 12
+    upscale: float = 1.2
+    steps: int = 20
+    late_steps_factor: float = 1.3
+    lr: float = 0.1
+    weight_decay: float = 1e-6
+    blur: int = 5
+    noise_mean: float = 128 / 255
+    noise_amplitude: float = 20 / 255
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.size < 1:
+            problems.append(f"size must be at least 1 px (got {self.size})")
+        if self.scales < 1:
+            problems.append(f"scales must be at least 1 (got {self.scales})")
+        if self.upscale < 1:
+            problems.append(f"upscale must be at least 1 (got {self.upscale})")
+        if self.steps < 0 or self.late_steps_factor < 0:
+            problems.append("steps and late_steps_factor must not be negative")
+        if self.lr <= 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
+        if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
+            problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
+        if problems:
+            raise InvalidRecipeError("Invalid recipe: " + "; ".join(problems))
+
+    def sizes(self) -> list[int]:
+        """Image side at each scale: ``[56, 67, 80, ..., 408]`` for the paper's recipe."""
+        sizes = [self.size]
+        for _ in range(self.scales - 1):
+            sizes.append(int(sizes[-1] * self.upscale))
+        return sizes
+
+    def steps_per_scale(self) -> list[int]:
+        """Adam steps at each scale: ``steps`` in the first half, ``int(steps * late_steps_factor)`` after."""
+        first_late = math.ceil(self.scales / 2)
+        late = int(self.steps * self.late_steps_factor)
+        return [self.steps if i < first_late else late for i in range(self.scales)]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps_per_scale())
+
+    @property
+    def output_size(self) -> int:
+        return self.sizes()[-1]
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, float | int]) -> Recipe:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidRecipeError(f"Unknown recipe field(s) {unknown}; fields are {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: float | int | None) -> Recipe:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PAPER_RECIPE = Recipe()
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress of one optimization step, passed to the ``callback`` of :func:`render`."""
+
+    chunk: int
+    chunks: int
+    scale: int
+    size: int
+    step: int
+    steps_done: int
+    total_steps: int
+    values: torch.Tensor
+
+
+@dataclass
+class RenderResult:
+    """Images and numbers of one activation-maximization run.
+
+    Attributes:
+        images: ``(N,3,S,S)`` float in [0, 1] on the CPU, one per objective.
+        objectives: The resolved objectives, in order.
+        values: ``(N,)`` each objective on its final (clipped) image.
+        initial_values: ``(N,)`` each objective on its starting noise image.
+        history: ``(N, total_steps)`` the objective before each Adam step.
+        recipe, seed: What produced the images.
+        model_name, weights: Which network, with which weights.
+        seconds: Wall time of the optimization.
+    """
+
+    images: torch.Tensor
+    objectives: list[Objective]
+    values: torch.Tensor
+    initial_values: torch.Tensor
+    history: torch.Tensor
+    recipe: Recipe
+    seed: int
+    model_name: str
+    weights: str
+    seconds: float
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.objectives)
+
+    def pil(self, index: int) -> Image.Image:
+        """Image ``index`` as an 8-bit RGB PIL image."""
+        array = (self.images[index].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        return Image.fromarray(array, mode="RGB")
+
+    def to_pil(self) -> list[Image.Image]:
+        return [self.pil(i) for i in range(len(self))]
+
+    def metadata(self, index: int) -> dict[str, str]:
+        """Text metadata of image ``index``: model, weights, objective, layer, filter, seed, recipe, ..."""
+        from . import __version__  # late: the package imports this module
+
+        obj = self.objectives[index]
+        meta = {
+            "filterscope_version": __version__,
+            "model": self.model_name,
+            "weights": self.weights,
+            "objective": obj.description,
+            "seed": str(self.seed),
+            "recipe": _json(self.recipe.to_dict()),
+            "final_activation": f"{float(self.values[index]):.6g}",
+            "initial_activation": f"{float(self.initial_values[index]):.6g}",
+        }
+        if isinstance(obj, Channel):
+            meta["layer"] = str(obj.layer)
+            meta["filter"] = str(obj.channel)
+        meta.update(self.extra)
+        return meta
+
+    @staticmethod
+    def concatenate(parts: Sequence[RenderResult]) -> RenderResult:
+        first = parts[0]
+        return RenderResult(
+            images=torch.cat([p.images for p in parts]),
+            objectives=[o for p in parts for o in p.objectives],
+            values=torch.cat([p.values for p in parts]),
+            initial_values=torch.cat([p.initial_values for p in parts]),
+            history=torch.cat([p.history for p in parts]),
+            recipe=first.recipe, seed=first.seed, model_name=first.model_name, weights=first.weights,
+            seconds=sum(p.seconds for p in parts), extra=first.extra,
+        )
+
+
+def _json(values: dict) -> str:
+    import json
+
+    return json.dumps(values, sort_keys=True)
+
+
+def _noise_seed(seed: int, key: str) -> int:
+    return (int(seed) & 0xFFFFFFFF) << 32 | zlib.crc32(key.encode("utf-8"))
+
+
+def start_noise(recipe: Recipe, seed: int, key: str) -> torch.Tensor:
+    """The starting image ``(3,S,S)`` in [0, 1] for one objective: ``(U(0,1)*20 + 128)/255`` by default."""
+    generator = torch.Generator().manual_seed(_noise_seed(seed, key))
+    noise = torch.rand((3, recipe.size, recipe.size), generator=generator)
+    return noise * recipe.noise_amplitude + recipe.noise_mean
+
+
+def upscale(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic resize of ``(B,3,H,W)`` to ``size`` x ``size`` (as OpenCV's INTER_CUBIC: a = -0.75)."""
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def box_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
+    """``kernel`` x ``kernel`` mean filter with reflected borders (OpenCV's ``cv2.blur``)."""
+    if kernel <= 1:
+        return images
+    pad = kernel // 2
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    return F.avg_pool2d(padded, kernel, stride=1)
+
+
+def _evaluate(objectives: Sequence[Objective], activations) -> torch.Tensor:
+    """``(B,)``: objective ``i`` on batch element ``i``."""
+    first = objectives[0]
+    if all(isinstance(o, Channel) and o.layer == first.layer for o in objectives):
+        # One gather instead of B slices: the common case of many filters of one layer.
+        act = activations[first.layer]
+        index = torch.tensor([o.channel for o in objectives], device=act.device)
+        picked = act[torch.arange(len(objectives), device=act.device), index]
+        return picked.reshape(len(objectives), -1).mean(dim=1)
+    values = []
+    for i, objective in enumerate(objectives):
+        own = {ref: act[i:i + 1] for ref, act in activations.items()}
+        values.append(objective(own).expand(1))
+    return torch.cat(values)
+
+
+def _run_chunk(model: LoadedModel, objectives: list[Objective], recipe: Recipe, seed: int,
+               callback: Callable[[StepInfo], None] | None, chunk: int, chunks: int) -> RenderResult:
+    device = model.device
+    normalize, denormalize = model.preprocessing.normalize, model.preprocessing.denormalize
+    layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
+    images = torch.stack([start_noise(recipe, seed, o.description) for o in objectives]).to(device)
+    history = torch.zeros(len(objectives), recipe.total_steps)
+    started = time.perf_counter()
+    done = 0
+    with Capture(model, layers) as capture:
+        with torch.no_grad():
+            initial = _evaluate(objectives, capture(normalize(images))).float().cpu()
+        for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
+            if scale > 0:
+                images = box_blur(upscale(images, size), recipe.blur)
+            x = normalize(images).detach().requires_grad_(True)
+            optimizer = torch.optim.Adam([x], lr=recipe.lr, weight_decay=recipe.weight_decay)
+            for step in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                values = _evaluate(objectives, capture(x))
+                (-values.sum()).backward()
+                optimizer.step()
+                values = values.detach().float().cpu()
+                history[:, done] = values
+                done += 1
+                if callback is not None:
+                    callback(StepInfo(chunk, chunks, scale, size, step, done, recipe.total_steps, values))
+            images = denormalize(x.detach())
+        images = images.clamp(0, 1)
+        with torch.no_grad():
+            final = _evaluate(objectives, capture(normalize(images))).float().cpu()
+    return RenderResult(images=images.cpu(), objectives=objectives, values=final, initial_values=initial,
+                        history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
+                        seconds=time.perf_counter() - started)
+
+
+def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
+                recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None,
+                callback: Callable[[StepInfo], None] | None = None) -> Iterator[RenderResult]:
+    """Like :func:`render`, but yields one :class:`RenderResult` per batch as soon as it is finished."""
+    model = coerce_model(model)
+    objectives = [objectives] if isinstance(objectives, Objective) else list(objectives)
+    if not objectives:
+        return
+    resolved = [o.resolve(model) for o in objectives]  # all checked before any work starts
+    size = batch_size or len(resolved)
+    if size < 1:
+        raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
+    chunks = math.ceil(len(resolved) / size)
+    was_training = model.module.training
+    model.module.eval()
+    try:
+        for chunk in range(chunks):
+            part = resolved[chunk * size:(chunk + 1) * size]
+            yield _run_chunk(model, part, recipe, seed, callback, chunk, chunks)
+    finally:
+        model.module.train(was_training)
+
+
+def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
+           recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None,
+           callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
+    """Optimize one image per objective, from noise, with the network frozen.
+
+    Args:
+        model: A :class:`LoadedModel` (or any ``nn.Module``, used with ImageNet preprocessing).
+        objectives: One objective, or a sequence: one image is optimized for each.
+        recipe: The schedule; the paper's by default.
+        seed: Seeds the starting noise; the same seed, recipe and model give the same images.
+        batch_size: How many images are optimized together (default: all of them).
+        callback: Called after every Adam step with a :class:`StepInfo`.
+
+    Returns:
+        Images, final and initial objective values, per-step history and metadata.
+
+    Raises:
+        UnknownLayerError, ChannelError, InvalidObjectiveError: an objective does not fit the model.
+    """
+    return RenderResult.concatenate(list(iter_render(model, objectives, recipe=recipe, seed=seed,
+                                                     batch_size=batch_size, callback=callback)))
+
+
+def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], **options) -> RenderResult:
+    """:func:`render` with one :class:`~filterscope.objectives.Channel` objective per filter of ``layer``."""
+    return render(model, [Channel(layer, int(f)) for f in filters], **options)
