@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import DeviceError, UnknownModelError, did_you_mean
+from ..errors import DeviceError, UnknownModelError, WeightsError, did_you_mean
 from .preprocessing import Preprocessing
 from .weights import PackageWeights, UrlWeights, load_state_dict_into, read_state_dict
 
@@ -130,7 +131,10 @@ def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageW
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching the fnmatch ``pattern`` (``"*resnet*"``), sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    def natural(name: str) -> list[int | str]:  # resnet18 before resnet101
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=natural)
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -180,6 +184,9 @@ def load_model(name: str, weights: str | Path | None = None, *, seed: int = 0, d
         if weights is None or str(weights) == "default":
             state_dict, source = spec.weights.fetch(name, progress=progress)
         else:
+            if not Path(weights).is_file():
+                raise WeightsError(f"Weights file not found: {weights} (--weights takes 'default', 'random' "
+                                   "or the path of a state-dict file)")
             state_dict, source = read_state_dict(weights), f"file {Path(weights)}"
         load_state_dict_into(module, state_dict, name, source)
     return LoadedModel(

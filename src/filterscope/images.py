@@ -1,0 +1,103 @@
+"""Reading and writing images.
+
+Writing is atomic (a temporary file in the same folder, renamed into place), so an interrupted run
+never leaves a half-written PNG. Saved visualizations carry their provenance as PNG text chunks:
+model, weights, objective, layer, filter, seed, recipe, final activation, package version.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import ImageError
+from .objectives import Channel, ClassLogit, Neuron, Objective
+from .render import RenderResult
+
+__all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result"]
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``image`` as PNG with ``metadata`` as text chunks, atomically. Returns the path."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(key, str(value))
+    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+    return path
+
+
+def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text chunks of a PNG written by :func:`save_png`."""
+    with Image.open(path) as image:
+        return dict(getattr(image, "text", {}))
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read an image as RGB, with its EXIF orientation applied.
+
+    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha over white).
+
+    Raises:
+        ImageError: the file is missing, not an image, or truncated/corrupt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"Image not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"Expected an image file, got a folder: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, rgba).convert("RGB")
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageError(f"Not an image file (or an unsupported format): {path}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"Cannot read image {path}: it is truncated or corrupt ({exc})") from None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text).strip("_") or "output"
+
+
+def output_name(model_name: str, objective: Objective) -> str:
+    """File name of one visualization: ``resnet34-layer4.2.relu-f0484.png`` and similar."""
+    if isinstance(objective, Channel):
+        return f"{model_name}-{_slug(str(objective.layer).replace(':', '@'))}-f{objective.channel:04d}.png"
+    if isinstance(objective, Neuron):
+        where = "" if objective.y is None and objective.x is None else f"-y{objective.y}x{objective.x}"
+        return f"{model_name}-{_slug(str(objective.layer).replace(':', '@'))}-n{objective.channel:04d}{where}.png"
+    if isinstance(objective, ClassLogit):
+        return f"{model_name}-class{objective.index:04d}.png"
+    return f"{model_name}-{_slug(objective.description)[:120]}.png"
+
+
+def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Path]:
+    """Save every image of ``result`` in ``folder`` under :func:`output_name`, with its metadata."""
+    folder = Path(folder)
+    return [
+        save_png(result.pil(i), folder / output_name(result.model_name, obj), result.metadata(i))
+        for i, obj in enumerate(result.objectives)
+    ]
