@@ -220,7 +220,8 @@ def _json(values: dict) -> str:
 
 
 def _noise_seed(seed: int, key: str) -> int:
-    return (int(seed) & 0xFFFFFFFF) << 32 | zlib.crc32(key.encode("utf-8"))
+    # torch's CPU generator (mt19937) keeps only 32 bits of its seed: mix seed and key into 32 bits.
+    return zlib.crc32(f"{int(seed)}\x00{key}".encode("utf-8"))
 
 
 def start_noise(recipe: Recipe, seed: int, key: str) -> torch.Tensor:

@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    # The same thread count in every test, so results that are compared bit for bit are computed alike.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from filterscope import load_model
+
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def resnet18_random():
+    from filterscope import load_model
+
+    return load_model("resnet18", "random")

