@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from PIL import Image
 
@@ -11,6 +13,9 @@ def test_png_metadata_round_trip(tmp_path):
     assert read_png_metadata(path) == {"model": "m", "filter": "7"}
     assert load_image(path).getpixel((0, 0)) == (200, 10, 30)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_load_image_converts_modes_and_honors_exif(tmp_path):

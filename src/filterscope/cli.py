@@ -293,7 +293,7 @@ def demo_command(
             bar.close()
     for path in figures:
         typer.echo(f"wrote {path}")
-    typer.echo(f"demo figures are in {out}/ (single filters in {out}/filters/), "
+    typer.echo(f"demo figures are in {out}/ (single images with metadata in {out}/filters/ and {out}/figure1/), "
                f"{time.perf_counter() - started:.0f} s")
 
 

@@ -51,7 +51,7 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
 
     Args:
         model: Usually ``load_model("efficientnet_lite0")``.
-        out: Output folder (created). Individual PNGs go to ``out/filters/``.
+        out: Output folder (created). Single images go to ``out/filters/`` and ``out/figure1/{a,b,c}/``.
         plan: Which layers and filters.
         recipe: The multi-scale recipe (the paper's by default).
         seed: Seed of the starting noise.
@@ -60,16 +60,16 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
     out = Path(out)
     figures: list[Path] = []
 
-    def run(label: str, objectives: list[Channel], run_recipe: Recipe) -> RenderResult:
+    def run(label: str, objectives: list[Channel], run_recipe: Recipe, folder: Path) -> RenderResult:
         callback = progress(label, run_recipe.total_steps) if progress else None
         result = render(model, objectives, recipe=run_recipe, seed=seed, callback=callback)
-        save_result(result, out / "filters")
+        save_result(result, folder)
         return result
 
     target = Channel(plan.figure1_layer, plan.figure1_filter)
     panels, titles = [], []
     for title, run_recipe in _figure1_recipes(recipe):
-        result = run(f"Figure 1 {title}", [target], run_recipe)
+        result = run(f"Figure 1 {title}", [target], run_recipe, out / "figure1" / title[1])
         panels.append(result.pil(0))
         titles.append(f"{title}\nactivation {float(result.values[0]):.1f}")
     fig = image_grid(panels, titles, columns=3, panel_inches=3.4,
@@ -79,7 +79,7 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
 
     for label, layer, filters in (("middle", plan.middle_layer, plan.middle_filters),
                                   ("deep", plan.deep_layer, plan.deep_filters)):
-        result = run(f"{label} layer {layer}", [Channel(layer, f) for f in filters], recipe)
+        result = run(f"{label} layer {layer}", [Channel(layer, f) for f in filters], recipe, out / "filters")
         fig = image_grid(result.to_pil(), [f"filter {f}" for f in filters], columns=3,
                          suptitle=f"{model.name} {layer} ({label} layer), paper recipe, seed {seed}")
         figures.append(save_figure(fig, out / f"grid_{label}_{layer.strip('_').replace('.', '_')}.png"))

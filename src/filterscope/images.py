@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,8 +24,8 @@ __all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_r
 
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    # A plain file name (not mkstemp, whose files are private): the result gets the usual permissions.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -79,7 +79,7 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text).strip("_") or "output"
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text) or "output"
 
 
 def output_name(model_name: str, objective: Objective) -> str:

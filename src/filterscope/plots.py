@@ -27,8 +27,9 @@ def image_grid(images: Sequence[Image.Image], titles: Sequence[str], *, suptitle
     count = max(1, len(images))
     columns = columns or min(count, 6)
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(panel_inches * columns, panel_inches * rows + (0.5 if suptitle else 0.1)),
-                 layout="constrained")
+    title_lines = max((t.count("\n") + 1 for t in titles), default=1)
+    height = rows * (panel_inches + 0.2 * title_lines) + (0.4 if suptitle else 0.1)
+    fig = Figure(figsize=(panel_inches * columns, height), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
