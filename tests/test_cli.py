@@ -86,3 +86,11 @@ def test_python_dash_m_help():
     out = subprocess.run([sys.executable, "-m", "filterscope", "--help"], capture_output=True, text=True, check=True)
     for command in ("visualize", "layers", "models", "demo"):
         assert command in out.stdout
+
+
+def test_visualize_neuron_objective(tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "2", "--neuron",
+                 "-o", str(tmp_path), *TINY)
+    assert result.exit_code == 0, result.output
+    meta = read_png_metadata(tmp_path / "resnet18-layer1.0.conv1-n0002.png")
+    assert meta["objective"] == "neuron(layer1.0.conv1, 2)"

@@ -1,0 +1,30 @@
+from PIL import Image
+
+from filterscope.demo import DemoPlan, run_demo
+from filterscope.images import read_png_metadata
+
+from .test_render import SMALL
+from .helpers.models import small_net
+
+
+def test_demo_writes_the_three_figures_and_every_image(tmp_path):
+    plan = DemoPlan(figure1_layer="features.5", figure1_filter=3, middle_layer="features.3",
+                    middle_filters=(0, 1, 2, 3, 4, 5), deep_layer="features.5", deep_filters=(6, 7, 8, 9, 10, 11))
+    labels = []
+    figures = run_demo(small_net(), tmp_path, plan=plan, recipe=SMALL,
+                       progress=lambda label, total: labels.append((label, total)))
+    assert [p.name for p in figures] == ["figure1_scales.png", "grid_middle_features_3.png",
+                                         "grid_deep_features_5.png"]
+    for path in figures:
+        with Image.open(path) as figure:
+            assert figure.size[0] > 400
+    # Figure 1: the same total number of steps at a fixed small size, a fixed 224 px, and upscaled.
+    sizes = {}
+    for run in "abc":
+        (png,) = (tmp_path / "figure1" / run).iterdir()
+        with Image.open(png) as image:
+            sizes[run] = image.size[0]
+        assert read_png_metadata(png)["filter"] == "3"
+    assert sizes == {"a": SMALL.size, "b": 224, "c": SMALL.output_size}
+    assert {total for label, total in labels} == {SMALL.total_steps}
+    assert len(list((tmp_path / "filters").iterdir())) == 12
