@@ -18,6 +18,7 @@ __all__ = [
     "InvalidObjectiveError",
     "InvalidRecipeError",
     "ImageError",
+    "RegionError",
     "WeightsError",
     "DeviceError",
     "did_you_mean",
@@ -50,6 +51,10 @@ class InvalidRecipeError(FilterscopeError, ValueError):
 
 class ImageError(FilterscopeError, OSError):
     """An image that cannot be read or used."""
+
+
+class RegionError(FilterscopeError, ValueError):
+    """An occlusion region that is malformed, empty, or outside the image."""
 
 
 class WeightsError(FilterscopeError, OSError):

@@ -7,8 +7,10 @@ model, weights, objective, layer, filter, seed, recipe, final activation, packag
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import warnings
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,13 +52,16 @@ def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         return dict(getattr(image, "text", {}))
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> Image.Image:
     """Read an image as RGB, with its EXIF orientation applied.
 
-    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha over white).
+    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha over white). With
+    ``min_side``, a large JPEG is decoded directly at a reduced scale whose shorter side is still at
+    least ``min_side`` (Pillow's draft mode), so a 12000 x 8000 photo never needs its full-size pixels.
+    ``image.info["original_size"]`` keeps the full (oriented) size, which region coordinates refer to.
 
     Raises:
-        ImageError: the file is missing, not an image, or truncated/corrupt.
+        ImageError: the file is missing, not an image, too large, or truncated/corrupt.
     """
     path = Path(path)
     if not path.exists():
@@ -64,18 +69,31 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     if path.is_dir():
         raise ImageError(f"Expected an image file, got a folder: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, rgba).convert("RGB")
-            return image.convert("RGB")
+        with warnings.catch_warnings():
+            # Large photos are expected here; Pillow still refuses absurd sizes with DecompressionBombError.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                raw_w, raw_h = image.size
+                if min_side and image.format == "JPEG" and min(raw_w, raw_h) > 2 * min_side:
+                    factor = min_side / min(raw_w, raw_h)
+                    image.draft("RGB", (math.ceil(raw_w * factor), math.ceil(raw_h * factor)))
+                image.load()
+                rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                    rgba = image.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, rgba).convert("RGB")
+                else:
+                    image = image.convert("RGB")
     except UnidentifiedImageError:
         raise ImageError(f"Not an image file (or an unsupported format): {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"Image too large to read safely: {path} ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"Cannot read image {path}: it is truncated or corrupt ({exc})") from None
+    image.info["original_size"] = (raw_h, raw_w) if rotated else (raw_w, raw_h)
+    return image
 
 
 def _slug(text: str) -> str:

@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .images import _atomic_write
 
-__all__ = ["image_grid", "save_figure"]
+__all__ = ["image_grid", "activation_bars", "heatmap_overlays", "save_figure"]
 
 
 def image_grid(images: Sequence[Image.Image], titles: Sequence[str], *, suptitle: str | None = None,
@@ -47,3 +49,50 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Pa
     suffix = path.suffix.lstrip(".") or "png"
     _atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=dpi))
     return path
+
+
+def activation_bars(means: torch.Tensor, top: Sequence[int], *, title: str, values_label: str = "mean activation") -> Figure:
+    """The paper's Figure 5: every filter's mean activation (clipped at 0), the top k marked."""
+    values = means.clamp(min=0).numpy()
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax = fig.subplots()
+    index = np.arange(len(values))
+    ax.bar(index, values, width=1.0, color="#9aa7b8", linewidth=0)
+    top = list(top)
+    ax.bar(top, values[top], width=max(1.0, len(values) / 250), color="#d1495b", linewidth=0,
+           label=f"top {len(top)}")
+    for rank, f in enumerate(top[:10]):
+        ax.annotate(str(f), (f, values[f]), textcoords="offset points", xytext=(0, 3 + 9 * (rank % 2)),
+                    ha="center", fontsize=8, color="#8b1e2d")
+    ax.set_xlim(-1, len(values))
+    ax.set_ylim(0, max(float(values.max()), 1e-6) * 1.15)
+    ax.set_xlabel("filter")
+    ax.set_ylabel(f"{values_label} (clipped at 0)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", frameon=False)
+    return fig
+
+
+def heatmap_overlays(image: Image.Image, maps: torch.Tensor, titles: Sequence[str], *, suptitle: str | None = None,
+                     columns: int | None = None, panel_inches: float = 2.8) -> Figure:
+    """The image, then one panel per map: the map (red = occluding here lowers the filter) over the image."""
+    count = len(titles) + 1
+    columns = columns or min(count, 4)
+    rows = math.ceil(count / columns)
+    fig = Figure(figsize=(panel_inches * columns, rows * (panel_inches + 0.45) + (0.4 if suptitle else 0)),
+                 layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes.flat[0].imshow(image)
+    axes.flat[0].set_title("image", fontsize=10)
+    for ax, heat, title in zip(axes.flat[1:], maps, titles):
+        limit = max(float(heat.abs().max()), 1e-12)
+        ax.imshow(image)
+        shown = ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
+                          extent=(-0.5, image.size[0] - 0.5, image.size[1] - 0.5, -0.5))
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(shown, ax=ax, shrink=0.75, label="activation drop")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    return fig

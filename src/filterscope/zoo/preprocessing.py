@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Preprocessing", "Placement", "FITS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,17 +65,69 @@ class Preprocessing:
         mean, std = self._stats(x)
         return x * std + mean
 
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        """Resize the shorter side, center-crop to ``input_size``: ``(1,3,S,S)`` float in [0, 1]."""
+    def prepare(self, image: Image.Image, fit: str = "crop") -> torch.Tensor:
+        """The network's view of ``image``: ``(1,3,S,S)`` float in [0, 1], S = ``input_size``.
+
+        ``fit`` is ``crop`` (the evaluation preprocessing: resize the shorter side to ``resize_size``,
+        center-crop), ``squash`` (resize the whole image to S x S) or ``pad`` (fit the longer side,
+        pad with the normalization mean).
+        """
+        return self.place(image, fit)[0]
+
+    def place(self, image: Image.Image, fit: str = "crop",
+              original_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, Placement]:
+        """:meth:`prepare`, plus the :class:`Placement` mapping image pixels to input pixels.
+
+        ``original_size`` is the size the caller's coordinates refer to, when ``image`` was decoded
+        smaller (JPEG draft mode); by default ``image.size``.
+        """
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
         image = image.convert("RGB")
         w, h = image.size
-        scale = self.resize_size / min(w, h)
-        new_w, new_h = max(self.resize_size, round(w * scale)), max(self.resize_size, round(h * scale))
-        if min(w, h) != self.resize_size:
-            # reducing_gap keeps very large images fast and light (a box pre-shrink, then the filter).
-            image = image.resize((new_w, new_h), _RESAMPLE[self.interpolation], reducing_gap=3.0)
-        left = (new_w - self.input_size) // 2
-        top = (new_h - self.input_size) // 2
-        image = image.crop((left, top, left + self.input_size, top + self.input_size))
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+        ow, oh = original_size or (w, h)
+        s, resample = self.input_size, _RESAMPLE[self.interpolation]
+        if fit == "squash":
+            out = image.resize((s, s), resample, reducing_gap=3.0)
+            placement = Placement(s / ow, s / oh, 0.0, 0.0, s)
+        elif fit == "pad":
+            scale = s / max(w, h)
+            new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+            fill = tuple(round(m * 255) for m in self.mean)
+            out = Image.new("RGB", (s, s), fill)
+            left, top = (s - new_w) // 2, (s - new_h) // 2
+            out.paste(image.resize((new_w, new_h), resample, reducing_gap=3.0), (left, top))
+            placement = Placement(new_w / ow, new_h / oh, float(left), float(top), s)
+        else:
+            scale = self.resize_size / min(w, h)
+            new_w, new_h = max(self.resize_size, round(w * scale)), max(self.resize_size, round(h * scale))
+            if (new_w, new_h) != (w, h):
+                # reducing_gap keeps very large images fast and light (a box pre-shrink, then the filter).
+                image = image.resize((new_w, new_h), resample, reducing_gap=3.0)
+            left, top = (new_w - s) // 2, (new_h - s) // 2
+            out = image.crop((left, top, left + s, top + s))
+            placement = Placement(new_w / ow, new_h / oh, float(-left), float(-top), s)
+        array = np.asarray(out, dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous(), placement
+
+
+FITS = ("crop", "squash", "pad")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an image lands in the network's ``size`` x ``size`` input: ``input = image * scale + offset``."""
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+    size: int
+
+    def box_to_input(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        """An image-pixel box ``(x0, y0, x1, y1)`` in input pixels, clipped to the input (may be empty)."""
+        x0, y0, x1, y1 = box
+        def clip(v: float) -> int:
+            return int(min(max(round(v), 0), self.size))
+        return (clip(x0 * self.scale_x + self.offset_x), clip(y0 * self.scale_y + self.offset_y),
+                clip(x1 * self.scale_x + self.offset_x), clip(y1 * self.scale_y + self.offset_y))
