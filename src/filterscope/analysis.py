@@ -21,7 +21,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ChannelError, ImageError, RegionError
-from .images import load_image
+from .images import load_image, to_pil
 from .layers import Capture, LayerRef, layer_info, resolve_layer
 from .zoo.preprocessing import Placement
 from .zoo.registry import LoadedModel, coerce_model
@@ -63,8 +63,7 @@ class AnalysisImage:
     original_size: tuple[int, int]
 
     def pil(self) -> Image.Image:
-        array = (self.pixels.permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-        return Image.fromarray(array, mode="RGB")
+        return to_pil(self.pixels)
 
 
 def prepare_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, *, fit: str = "crop",
@@ -580,10 +579,12 @@ class SensitivityMaps:
 
 def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                      layer: str | LayerRef, filters: Sequence[int], *, patch: int = 32, stride: int = 8,
-                     fill: str = "gray", seed: int = 0, batch_size: int = 32, fit: str = "crop") -> SensitivityMaps:
+                     fill: str = "gray", seed: int = 0, batch_size: int = 32, fit: str = "crop",
+                     progress: Callable[[int, int], None] | None = None) -> SensitivityMaps:
     """Slide a ``patch`` x ``patch`` occluder over the image with ``stride`` and map each filter's drop.
 
-    All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``.
+    All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``;
+    ``progress(done, total)`` is called after each batch.
     """
     model = coerce_model(model)
     ref, channels = _checked_layer(model, layer)
@@ -612,5 +613,7 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
         for i, (y, x) in enumerate(chunk):
             drops[:, y:y + patch, x:x + patch] += (baseline - values[i]).double()[:, None, None]
             counts[y:y + patch, x:x + patch] += 1
+        if progress is not None:
+            progress(min(start + batch_size, len(positions)), len(positions))
     maps = (drops / counts.clamp(min=1)).float()
     return SensitivityMaps(list(filters), maps, baseline, item, patch, stride, fill)

@@ -79,6 +79,29 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
 
 
+RecipeSize = Annotated[Optional[int], typer.Option("--size", help="Recipe: start size, px.", rich_help_panel="Recipe")]
+RecipeScales = Annotated[Optional[int], typer.Option("--scales", help="Recipe: number of scales.",
+                                                     rich_help_panel="Recipe")]
+RecipeUpscale = Annotated[Optional[float], typer.Option("--upscale", help="Recipe: factor between scales.",
+                                                        rich_help_panel="Recipe")]
+RecipeSteps = Annotated[Optional[int], typer.Option("--steps", help="Recipe: Adam steps per early scale.",
+                                                    rich_help_panel="Recipe")]
+RecipeLateSteps = Annotated[Optional[float], typer.Option(
+    "--late-steps-factor", help="Recipe: later scales run int(steps*factor) steps.", rich_help_panel="Recipe")]
+RecipeLr = Annotated[Optional[float], typer.Option("--lr", help="Recipe: Adam learning rate.", rich_help_panel="Recipe")]
+RecipeWeightDecay = Annotated[Optional[float], typer.Option("--weight-decay", help="Recipe: Adam weight decay.",
+                                                            rich_help_panel="Recipe")]
+RecipeBlur = Annotated[Optional[int], typer.Option(
+    "--blur", help="Recipe: box blur after each upscaling, px (odd, 0 = none).", rich_help_panel="Recipe")]
+FitOption = Annotated[str, typer.Option(
+    "--fit", help="How the image meets the input: crop (the model's evaluation preprocessing), squash or pad.")]
+KOption = Annotated[int, typer.Option("-k", "--top", help="How many top filters.")]
+
+
+def _recipe(**values: float | int | None) -> Recipe:
+    return PAPER_RECIPE.replace(**values)
+
+
 def _load(model: str, weights: str | None, seed: int, device: str, quiet: bool):
     from .zoo import load_model
 
@@ -191,16 +214,14 @@ def visualize_command(
         "--batch-size", help="Images optimized together (default: all). Each finished batch is saved at once.")] = None,
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
-    size: Annotated[Optional[int], typer.Option(help="Recipe: start size, px.", rich_help_panel="Recipe")] = None,
-    scales: Annotated[Optional[int], typer.Option(help="Recipe: number of scales.", rich_help_panel="Recipe")] = None,
-    upscale: Annotated[Optional[float], typer.Option(help="Recipe: factor between scales.", rich_help_panel="Recipe")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Recipe: Adam steps per early scale.", rich_help_panel="Recipe")] = None,
-    late_steps_factor: Annotated[Optional[float], typer.Option(
-        help="Recipe: later scales run int(steps*factor) steps.", rich_help_panel="Recipe")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Recipe: Adam learning rate.", rich_help_panel="Recipe")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Recipe: Adam weight decay.", rich_help_panel="Recipe")] = None,
-    blur: Annotated[Optional[int], typer.Option(
-        help="Recipe: box blur after each upscaling, px (odd, 0 = none).", rich_help_panel="Recipe")] = None,
+    size: RecipeSize = None,
+    scales: RecipeScales = None,
+    upscale: RecipeUpscale = None,
+    steps: RecipeSteps = None,
+    late_steps_factor: RecipeLateSteps = None,
+    lr: RecipeLr = None,
+    weight_decay: RecipeWeightDecay = None,
+    blur: RecipeBlur = None,
 ) -> None:
     """Render what filters (or classes) respond to most, with the paper's multi-scale recipe.
 
@@ -211,8 +232,8 @@ def visualize_command(
     from .images import output_name, save_result
     from .plots import image_grid, save_figure
 
-    recipe = PAPER_RECIPE.replace(size=size, scales=scales, upscale=upscale, steps=steps,
-                                  late_steps_factor=late_steps_factor, lr=lr, weight_decay=weight_decay, blur=blur)
+    recipe = _recipe(size=size, scales=scales, upscale=upscale, steps=steps, late_steps_factor=late_steps_factor,
+                     lr=lr, weight_decay=weight_decay, blur=blur)
     if classes is None and (layer is None or filters is None):
         raise InvalidObjectiveError("Give --layer and --filters (or --classes); see filterscope visualize --help")
     if classes is not None and (layer is not None or filters is not None or neuron):
@@ -263,6 +284,176 @@ def _panel_title(objective: Objective) -> str:
     if isinstance(objective, (Channel, Neuron)):
         return f"filter {objective.channel}"
     return objective.description
+
+
+def _image_label(paths: list[Path]) -> str:
+    return paths[0].stem if len(paths) == 1 else f"{paths[0].stem}+{len(paths) - 1}"
+
+
+def _file_layer(layer: str) -> str:
+    return layer.replace(":", "@") or "output"
+
+
+@app.command("top")
+@_guarded
+def top_command(
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.", show_default=False)],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer to analyse (any accepted form).")],
+    k: KOption = 10,
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = None,
+    augment: Annotated[int, typer.Option(
+        "--augment", help="Random augmented views per image (crops, flips, brightness), averaged in.")] = 0,
+    fit: FitOption = "crop",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full per-filter table as JSON.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the full per-filter table as CSV.")] = None,
+    visualize: Annotated[bool, typer.Option(
+        "--visualize", help="Also render the top k filters with the recipe, and a Figure-4 panel.")] = False,
+    out: OutOption = Path("out/top"),
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
+    quiet: QuietOption = False,
+    size: RecipeSize = None,
+    scales: RecipeScales = None,
+    upscale: RecipeUpscale = None,
+    steps: RecipeSteps = None,
+    late_steps_factor: RecipeLateSteps = None,
+    lr: RecipeLr = None,
+    weight_decay: RecipeWeightDecay = None,
+    blur: RecipeBlur = None,
+) -> None:
+    """Which filters of a layer an image activates most (mean activation), the top k, and a plot.
+
+    With several images (or a folder) filters are ranked by the mean over all of them, and the stability of the top k across images is reported. Writes a Figure-5-style plot to --out.
+
+    Example: filterscope top cat.jpg -l _blocks.15 -k 10 --visualize
+    """
+    from .analysis import collect_images, rank_filters
+    from .images import atomic_write_text, save_result
+    from .plots import activation_bars, image_grid, save_figure
+    from .render import visualize_filters
+
+    recipe = _recipe(size=size, scales=scales, upscale=upscale, steps=steps, late_steps_factor=late_steps_factor,
+                     lr=lr, weight_decay=weight_decay, blur=blur)
+    paths = collect_images(images)
+    loaded = _load(model, weights, seed, device, quiet)
+    ranking = rank_filters(loaded, paths, layer, k=k, augment=augment, seed=seed, fit=fit)
+    label = _image_label(paths)
+    views = f", {augment} augmented views each" if augment else ""
+    typer.echo(f"{loaded.name} {ranking.layer}: top {k} of {ranking.means.numel()} filters by mean activation "
+               f"over {len(paths)} image(s){views}")
+    typer.echo(f"{'rank':>4}  {'filter':>6}  {'mean activation':>15}")
+    for rank, (f, value) in enumerate(zip(ranking.top, ranking.top_values), start=1):
+        typer.echo(f"{rank:>4}  {f:>6}  {value:>15.4f}")
+    c = ranking.concentration
+    typer.echo(f"concentration: top-{k} share {100 * c.top_k_share:.1f}% (no preference: {100 * c.uniform_share:.1f}%), "
+               f"top/median {c.top_to_median:.2f}, effective filters {c.effective_filters:.1f} "
+               f"→ {c.scenario}")
+    if len(paths) > 1:
+        counts = ", ".join(f"{f}: {n}/{len(paths)}" for f, n in ranking.frequency().items())
+        typer.echo(f"stability: {100 * ranking.stability:.0f}% of each image's top {k} is in the overall top {k}; "
+                   f"images with each filter in their top {k}: {counts}")
+    stem = f"{label}-{_file_layer(ranking.layer)}"
+    for path, text in ((json_path, ranking.to_json()), (csv_path, ranking.to_csv())):
+        if path is not None:
+            typer.echo(f"wrote {atomic_write_text(path, text)}")
+    fig = activation_bars(ranking.means, ranking.top,
+                          title=f"{loaded.name} {ranking.layer}: mean activation per filter, {label}{views}")
+    typer.echo(f"wrote {save_figure(fig, out / f'{stem}-top{k}.png')}")
+    if visualize:
+        progress = _Progress(f"visualizing top {k}", recipe.total_steps, quiet)
+        try:
+            result = visualize_filters(loaded, ranking.layer, ranking.top, recipe=recipe, seed=seed, callback=progress)
+        finally:
+            progress.close()
+        save_result(result, out / "filters")
+        panels = [ranking.images[0].pil(), *result.to_pil()]
+        titles = [ranking.images[0].name] + [f"filter {f}\nmean act. {v:.2f}" for f, v in
+                                             zip(ranking.top, ranking.top_values)]
+        fig = image_grid(panels, titles, columns=min(6, len(panels)),
+                         suptitle=f"{loaded.name} {ranking.layer}: the {k} filters {label} activates most")
+        typer.echo(f"wrote {save_figure(fig, out / f'{stem}-top{k}-visualized.png')}")
+
+
+@app.command("occlude")
+@_guarded
+def occlude_command(
+    image: Annotated[Path, typer.Argument(help="The image.", show_default=False)],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer to analyse (any accepted form).")],
+    region: Annotated[Optional[list[str]], typer.Option(
+        "--region", "-r", help="NAME=x0,y0,x1,y1 in image pixels, or with % suffixes; boxes joined with + "
+                               "form one variant. Repeatable.")] = None,
+    regions: Annotated[Optional[Path], typer.Option(
+        "--regions", help="JSON ({name: [[x0,y0,x1,y1], ...]}) or CSV (name,x0,y0,x1,y1) of variants.")] = None,
+    k: KOption = 10,
+    fill: Annotated[str, typer.Option("--fill", help="gray, black, mean, blur or noise.")] = "gray",
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = None,
+    fit: FitOption = "crop",
+    maps: Annotated[bool, typer.Option(
+        "--maps/--no-maps", help="Occlusion sensitivity maps for the top filters of the original.")] = False,
+    maps_k: Annotated[int, typer.Option("--maps-k", help="How many top filters get a sensitivity map.")] = 3,
+    patch: Annotated[int, typer.Option("--patch", help="Sensitivity maps: patch side, input px.")] = 32,
+    stride: Annotated[int, typer.Option("--stride", help="Sensitivity maps: patch stride, input px.")] = 8,
+    out: OutOption = Path("out/occlude"),
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
+    quiet: QuietOption = False,
+) -> None:
+    """How the top filters change when parts of the image are occluded (the paper's Table 1).
+
+    Prints the table (top k per variant, filters in common with the original as 7/10, change of the original top k's mean activation, rank correlation) and writes it as Markdown and CSV, with a sheet of the occluded images, to --out. --maps adds occlusion sensitivity maps.
+
+    Example: filterscope occlude cat.jpg -l _blocks.15 -r eyes=130,80,205,150+295,105,345,165 -r face=95,20,355,285 --maps
+    """
+    from .analysis import occlusion_study, parse_region, prepare_image, read_regions, sensitivity_maps
+    from .errors import RegionError
+    from .images import atomic_write_text, to_pil
+    from .plots import heatmap_overlays, image_grid, save_figure
+
+    variants: dict = dict(read_regions(regions)) if regions is not None else {}
+    for spec in region or []:
+        name, boxes = parse_region(spec)
+        variants.setdefault(name, []).extend(boxes)
+    if not variants:
+        raise RegionError("Give at least one --region NAME=x0,y0,x1,y1 or a --regions FILE")
+    loaded = _load(model, weights, seed, device, quiet)
+    item = prepare_image(loaded, image, fit=fit)
+    study = occlusion_study(loaded, item, layer, variants, k=k, fill=fill, seed=seed)
+    sensitivity = None
+    if maps:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="sensitivity maps", unit="patch", disable=quiet, leave=False, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            sensitivity = sensitivity_maps(loaded, item, study.layer, study.rows[0].top[:maps_k], patch=patch,
+                                           stride=stride, fill=fill, seed=seed, progress=progress)
+        finally:
+            bar.close()
+    typer.echo(f"{loaded.name} {study.layer}, {item.name}, fill {fill}:")
+    typer.echo(study.text(), nl=False)
+    for row in study.rows[1:]:
+        if row.occluded_share == 0:
+            typer.echo(f"note: region {row.name!r} lies outside the part of the image the model sees "
+                       f"(--fit {fit}); try --fit squash or pad")
+    stem = f"{Path(image).stem}-{_file_layer(study.layer)}"
+    for suffix, text in (("md", study.markdown()), ("csv", study.to_csv())):
+        path = atomic_write_text(out / f"{stem}-occlusion.{suffix}", text)
+        typer.echo(f"wrote {path}")
+    sheet = image_grid([to_pil(p) for p in study.images], [r.name for r in study.rows], columns=min(5, len(study.rows)),
+                       suptitle=f"{item.name}: occluded variants ({fill})")
+    typer.echo(f"wrote {save_figure(sheet, out / f'{stem}-occlusion-sheet.png')}")
+    if sensitivity is not None:
+        fig = heatmap_overlays(item.pil(), sensitivity.maps,
+                               [f"filter {f} (act. {float(b):.2f})" for f, b in zip(sensitivity.filters, sensitivity.baseline)],
+                               suptitle=f"{loaded.name} {study.layer}: where occluding a {patch} px patch lowers each "
+                                        f"filter (stride {stride}, {fill})")
+        typer.echo(f"wrote {save_figure(fig, out / f'{stem}-sensitivity.png')}")
 
 
 @app.command("demo")

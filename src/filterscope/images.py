@@ -14,14 +14,18 @@ import warnings
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
 from .objectives import Channel, ClassLogit, Neuron, Objective
-from .render import RenderResult
 
-__all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result"]
+if TYPE_CHECKING:
+    from .render import RenderResult
+
+__all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result", "to_pil", "atomic_write_text"]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -34,6 +38,19 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically. Returns the path."""
+    path = Path(path)
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """``(3,H,W)`` float in [0, 1] → 8-bit RGB PIL image."""
+    array = (pixels.detach().cpu().permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(array, mode="RGB")
 
 
 def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> Path:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import InvalidRecipeError
+from .images import to_pil
 from .layers import Capture
 from .objectives import Channel, Objective
 from .zoo.registry import LoadedModel, coerce_model
@@ -172,8 +173,7 @@ class RenderResult:
 
     def pil(self, index: int) -> Image.Image:
         """Image ``index`` as an 8-bit RGB PIL image."""
-        array = (self.images[index].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-        return Image.fromarray(array, mode="RGB")
+        return to_pil(self.images[index])
 
     def to_pil(self) -> list[Image.Image]:
         return [self.pil(i) for i in range(len(self))]
