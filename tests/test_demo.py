@@ -9,12 +9,18 @@ from .helpers.models import small_net
 
 def test_demo_writes_the_three_figures_and_every_image(tmp_path):
     plan = DemoPlan(figure1_layer="features.5", figure1_filter=3, middle_layer="features.3",
-                    middle_filters=(0, 1, 2, 3, 4, 5), deep_layer="features.5", deep_filters=(6, 7, 8, 9, 10, 11))
+                    middle_filters=(0, 1, 2, 3, 4, 5), deep_layer="features.5", deep_filters=(6, 7, 8, 9, 10, 11),
+                    analysis_layer="features.5", top_k=4, visualize_k=2, maps_k=2, patch=8, stride=4)
     labels = []
-    figures = run_demo(small_net(), tmp_path, plan=plan, recipe=SMALL,
+    outputs = run_demo(small_net(), tmp_path, plan=plan, recipe=SMALL,
                        progress=lambda label, total: labels.append((label, total)))
+    figures = outputs.figures
     assert [p.name for p in figures] == ["figure1_scales.png", "grid_middle_features_3.png",
-                                         "grid_deep_features_5.png"]
+                                         "grid_deep_features_5.png", "figure5_top10.png", "figure4_top5.png",
+                                         "figure6_occlusions.png", "sensitivity_top3.png"]
+    table = (tmp_path / "table1_occlusion.md").read_text()
+    assert table.count("\n") == 2 + 1 + 8 and "| whole face |" in table and "4/4" in table
+    assert outputs.table.splitlines()[1].startswith("original")
     for path in figures:
         with Image.open(path) as figure:
             assert figure.size[0] > 400
@@ -27,4 +33,4 @@ def test_demo_writes_the_three_figures_and_every_image(tmp_path):
         assert read_png_metadata(png)["filter"] == "3"
     assert sizes == {"a": SMALL.size, "b": 224, "c": SMALL.output_size}
     assert {total for label, total in labels} == {SMALL.total_steps}
-    assert len(list((tmp_path / "filters").iterdir())) == 12
+    assert len(list((tmp_path / "filters").iterdir())) == 12 + 2

@@ -330,7 +330,7 @@ def top_command(
     """
     from .analysis import collect_images, rank_filters
     from .images import atomic_write_text, save_result
-    from .plots import activation_bars, image_grid, save_figure
+    from .plots import activation_bars, save_figure, top_filters_panel
     from .render import visualize_filters
 
     recipe = _recipe(size=size, scales=scales, upscale=upscale, steps=steps, late_steps_factor=late_steps_factor,
@@ -367,11 +367,9 @@ def top_command(
         finally:
             progress.close()
         save_result(result, out / "filters")
-        panels = [ranking.images[0].pil(), *result.to_pil()]
-        titles = [ranking.images[0].name] + [f"filter {f}\nmean act. {v:.2f}" for f, v in
-                                             zip(ranking.top, ranking.top_values)]
-        fig = image_grid(panels, titles, columns=min(6, len(panels)),
-                         suptitle=f"{loaded.name} {ranking.layer}: the {k} filters {label} activates most")
+        fig = top_filters_panel(ranking.images[0].pil(), ranking.images[0].name, result.to_pil(), ranking.top,
+                                ranking.top_values,
+                                suptitle=f"{loaded.name} {ranking.layer}: the {k} filters {label} activates most")
         typer.echo(f"wrote {save_figure(fig, out / f'{stem}-top{k}-visualized.png')}")
 
 
@@ -408,8 +406,8 @@ def occlude_command(
     """
     from .analysis import occlusion_study, parse_region, prepare_image, read_regions, sensitivity_maps
     from .errors import RegionError
-    from .images import atomic_write_text, to_pil
-    from .plots import heatmap_overlays, image_grid, save_figure
+    from .images import atomic_write_text
+    from .plots import occlusion_sheet, save_figure, sensitivity_figure
 
     variants: dict = dict(read_regions(regions)) if regions is not None else {}
     for spec in region or []:
@@ -445,14 +443,11 @@ def occlude_command(
     for suffix, text in (("md", study.markdown()), ("csv", study.to_csv())):
         path = atomic_write_text(out / f"{stem}-occlusion.{suffix}", text)
         typer.echo(f"wrote {path}")
-    sheet = image_grid([to_pil(p) for p in study.images], [r.name for r in study.rows], columns=min(5, len(study.rows)),
-                       suptitle=f"{item.name}: occluded variants ({fill})")
+    sheet = occlusion_sheet(study.images, [r.name for r in study.rows],
+                            suptitle=f"{item.name}: occluded variants ({fill})")
     typer.echo(f"wrote {save_figure(sheet, out / f'{stem}-occlusion-sheet.png')}")
     if sensitivity is not None:
-        fig = heatmap_overlays(item.pil(), sensitivity.maps,
-                               [f"filter {f} (act. {float(b):.2f})" for f, b in zip(sensitivity.filters, sensitivity.baseline)],
-                               suptitle=f"{loaded.name} {study.layer}: where occluding a {patch} px patch lowers each "
-                                        f"filter (stride {stride}, {fill})")
+        fig = sensitivity_figure(sensitivity, model_name=f"{loaded.name} {study.layer}")
         typer.echo(f"wrote {save_figure(fig, out / f'{stem}-sensitivity.png')}")
 
 
@@ -464,7 +459,7 @@ def demo_command(
     seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
-    """Reproduce the paper's Figures 1-3 on the embedded model (a few minutes on 2 CPU cores)."""
+    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~5 min on 2 cores)."""
     from .demo import run_demo
 
     loaded = _load(model, None, seed, "cpu", quiet)
@@ -478,11 +473,13 @@ def demo_command(
 
     started = time.perf_counter()
     try:
-        figures = run_demo(loaded, out, seed=seed, progress=progress)
+        outputs = run_demo(loaded, out, seed=seed, progress=progress)
     finally:
         for bar in bars:
             bar.close()
-    for path in figures:
+    typer.echo("Table 1 on chelsea (occluded regions vs the top 10 filters):")
+    typer.echo(outputs.table, nl=False)
+    for path in outputs.figures:
         typer.echo(f"wrote {path}")
     typer.echo(f"demo figures are in {out}/ (single images with metadata in {out}/filters/ and {out}/figure1/), "
                f"{time.perf_counter() - started:.0f} s")

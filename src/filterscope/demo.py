@@ -3,6 +3,9 @@
 * Figure 1: one deep filter optimized at a fixed 56 px, at a fixed 224 px, and with the paper's
   56 → 408 px upscaling, each with the same total number of Adam steps (276).
 * Figures 2/3: grids of 6 filters from a middle and from a deep layer, at the full paper recipe.
+* Figures 4/5, Table 1, Figure 6 on scikit-image's cat photo (``chelsea``): the 10 filters of a deep
+  layer it activates most, the top 5 visualized, an occlusion study over 8 regions (one covers the whole
+  face), and occlusion sensitivity maps for the top 3.
 
 The recipe is never reduced; the demo stays within minutes by rendering few filters.
 """
@@ -13,13 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .images import save_result
+from PIL import Image
+
+from .analysis import Box, occlusion_study, rank_filters, sensitivity_maps
+from .images import atomic_write_text, save_png, save_result
 from .objectives import Channel
-from .plots import image_grid, save_figure
+from .plots import activation_bars, image_grid, occlusion_sheet, save_figure, sensitivity_figure, top_filters_panel
 from .render import PAPER_RECIPE, Recipe, RenderResult, StepInfo, render
 from .zoo.registry import LoadedModel
 
-__all__ = ["DemoPlan", "DEMO_PLAN", "run_demo"]
+__all__ = ["DemoPlan", "DEMO_PLAN", "DemoOutputs", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,23 @@ class DemoPlan:
     middle_filters: tuple[int, ...] = (2, 9, 16, 34, 91, 92)  # the paper's Figure 2 indices
     deep_layer: str = "_blocks.15"
     deep_filters: tuple[int, ...] = (16, 128, 164, 219, 257, 306)  # indices from the paper that fit 320 channels
+    analysis_layer: str = "_blocks.15"
+    top_k: int = 10
+    visualize_k: int = 5
+    maps_k: int = 3
+    patch: int = 32
+    stride: int = 8
+    # Boxes in chelsea's pixels (451 x 300); the model's center crop sees about x 94-357, y 19-281.
+    regions: tuple[tuple[str, tuple[tuple[int, int, int, int], ...]], ...] = (
+        ("left eye", ((130, 80, 205, 150),)),
+        ("right eye", ((295, 105, 345, 165),)),
+        ("both eyes", ((130, 80, 205, 150), (295, 105, 345, 165))),
+        ("nose", ((225, 215, 295, 265),)),
+        ("forehead", ((160, 20, 290, 80),)),
+        ("left cheek", ((100, 170, 200, 280),)),
+        ("mouth", ((215, 250, 305, 300),)),
+        ("whole face", ((95, 20, 355, 285),)),
+    )
 
 
 DEMO_PLAN = DemoPlan()
@@ -44,10 +67,16 @@ def _figure1_recipes(recipe: Recipe) -> list[tuple[str, Recipe]]:
     ]
 
 
+@dataclass
+class DemoOutputs:
+    figures: list[Path]
+    table: str  # the occlusion table (Table 1), as text
+
+
 def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recipe: Recipe = PAPER_RECIPE,
              seed: int = 0, progress: Callable[[str, int], Callable[[StepInfo], None] | None] | None = None,
-             ) -> list[Path]:
-    """Render the demo figures into ``out``; returns the figure paths.
+             ) -> DemoOutputs:
+    """Render the demo figures into ``out``; returns their paths and the occlusion table.
 
     Args:
         model: Usually ``load_model("efficientnet_lite0")``.
@@ -83,4 +112,43 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
         fig = image_grid(result.to_pil(), [f"filter {f}" for f in filters], columns=3,
                          suptitle=f"{model.name} {layer} ({label} layer), paper recipe, seed {seed}")
         figures.append(save_figure(fig, out / f"grid_{label}_{layer.strip('_').replace('.', '_')}.png"))
-    return figures
+
+    table = _cat_analysis(model, out, plan, recipe, figures, run)
+    return DemoOutputs(figures, table)
+
+
+def _cat_analysis(model: LoadedModel, out: Path, plan: DemoPlan, recipe: Recipe, figures: list[Path], run) -> str:
+    from skimage import data
+
+    cat = Image.fromarray(data.chelsea())
+    save_png(cat, out / "chelsea.png")
+    layer, k = plan.analysis_layer, plan.top_k
+    ranking = rank_filters(model, [cat], layer, k=k, names=["chelsea"])
+    c = ranking.concentration
+    fig = activation_bars(ranking.means, ranking.top,
+                          title=f"{model.name} {ranking.layer}: mean activation per filter for chelsea "
+                                f"(top-{k} share {100 * c.top_k_share:.0f}%, {c.scenario})")
+    figures.append(save_figure(fig, out / "figure5_top10.png"))
+    atomic_write_text(out / "top10.csv", ranking.to_csv())
+
+    top = ranking.top[:plan.visualize_k]
+    result = run(f"top {len(top)} filters for chelsea", [Channel(ranking.layer, f) for f in top], recipe,
+                 out / "filters")
+    fig = top_filters_panel(ranking.images[0].pil(), "chelsea (model's view)", result.to_pil(), top,
+                            ranking.top_values[:len(top)],
+                            suptitle=f"{model.name} {ranking.layer}: the {len(top)} filters the cat activates most")
+    figures.append(save_figure(fig, out / "figure4_top5.png"))
+
+    variants = {name: [Box(*box) for box in boxes] for name, boxes in plan.regions}
+    study = occlusion_study(model, ranking.images[0], ranking.layer, variants, k=k)
+    atomic_write_text(out / "table1_occlusion.md", study.markdown())
+    atomic_write_text(out / "table1_occlusion.csv", study.to_csv())
+    fig = occlusion_sheet(study.images, [r.name for r in study.rows],
+                          suptitle="chelsea: occluded variants (gray fill), as the model sees them")
+    figures.append(save_figure(fig, out / "figure6_occlusions.png"))
+
+    maps = sensitivity_maps(model, ranking.images[0], ranking.layer, ranking.top[:plan.maps_k], patch=plan.patch,
+                            stride=plan.stride)
+    figures.append(save_figure(sensitivity_figure(maps, model_name=f"{model.name} {ranking.layer}"),
+                               out / "sensitivity_top3.png"))
+    return study.text()

@@ -16,9 +16,10 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .images import _atomic_write
+from .images import _atomic_write, to_pil
 
-__all__ = ["image_grid", "activation_bars", "heatmap_overlays", "save_figure"]
+__all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
+           "sensitivity_figure", "save_figure"]
 
 
 def image_grid(images: Sequence[Image.Image], titles: Sequence[str], *, suptitle: str | None = None,
@@ -96,3 +97,23 @@ def heatmap_overlays(image: Image.Image, maps: torch.Tensor, titles: Sequence[st
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
+
+
+def top_filters_panel(image: Image.Image, image_name: str, visualizations: Sequence[Image.Image],
+                      filters: Sequence[int], values: Sequence[float], *, suptitle: str) -> Figure:
+    """The paper's Figure 4: the image, then each top filter's visualization titled with its mean activation."""
+    titles = [image_name] + [f"filter {f}\nmean act. {v:.2f}" for f, v in zip(filters, values)]
+    return image_grid([image, *visualizations], titles, columns=min(6, len(titles)), suptitle=suptitle)
+
+
+def occlusion_sheet(images: Sequence[torch.Tensor], names: Sequence[str], *, suptitle: str) -> Figure:
+    """The paper's Figure 6: the original and each occluded variant, labelled with its name."""
+    return image_grid([to_pil(p) for p in images], list(names), columns=min(5, len(names)), suptitle=suptitle)
+
+
+def sensitivity_figure(maps, *, model_name: str) -> Figure:
+    """Heatmap overlays of :class:`~filterscope.analysis.SensitivityMaps`, one panel per filter."""
+    titles = [f"filter {f} (act. {float(b):.2f})" for f, b in zip(maps.filters, maps.baseline)]
+    return heatmap_overlays(maps.image.pil(), maps.maps, titles,
+                            suptitle=f"{model_name}: where occluding a {maps.patch} px patch lowers each filter "
+                                     f"(stride {maps.stride}, {maps.fill} fill)")
