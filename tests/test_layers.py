@@ -13,6 +13,8 @@ def test_list_layers_gives_shapes_and_call_counts():
     assert infos["conv1"].shape == (4, 32, 32)
     assert infos["conv2"].shape == (6, 32, 32)
     assert infos["act"].calls == 2 and infos["act"].shape == (6, 32, 32)  # last call's shape
+    assert infos["act"].call_shapes == ((4, 32, 32), (6, 32, 32))
+    assert layer_info(model, "act:0").channels == 4 and layer_info(model, "act").channels == 6
     assert infos[""].shape == (5,)
     assert list_layers(model, 16)[1].shape == (4, 16, 16)
 

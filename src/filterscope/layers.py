@@ -17,6 +17,7 @@ layer is computed. Hooks are removed when the ``with`` block ends, whatever happ
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,14 +53,17 @@ class LayerInfo:
     Attributes:
         name: Module path ("" for the model output).
         type: The module's class name.
-        shape: Output shape of one sample at its last call, e.g. ``(512, 7, 7)``.
+        shape: Output shape of one sample, e.g. ``(512, 7, 7)``: at the last call, or at the call that
+            :func:`layer_info` was asked about.
         calls: How many times the module runs in one forward pass.
+        call_shapes: The output shape at each call.
     """
 
     name: str
     type: str
     shape: tuple[int, ...]
     calls: int
+    call_shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def channels(self) -> int:
@@ -83,15 +87,12 @@ def _probe(model: LoadedModel, size: int) -> dict[str, LayerInfo]:
     if size in cached:
         return cached[size]
     modules = dict(model.module.named_modules())
-    calls: dict[str, int] = {name: 0 for name in modules}
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in modules}
 
     def make_hook(name: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            calls[name] += 1
             tensor = _first_tensor(output)
-            if tensor is not None:
-                shapes[name] = tuple(tensor.shape[1:])
+            shapes[name].append(tuple(tensor.shape[1:]) if tensor is not None else ())
 
         return hook
 
@@ -103,7 +104,8 @@ def _probe(model: LoadedModel, size: int) -> dict[str, LayerInfo]:
         for handle in handles:
             handle.remove()
     infos = {
-        name: LayerInfo(name, type(module).__name__, shapes.get(name, ()), calls[name])
+        name: LayerInfo(name, type(module).__name__, shapes[name][-1] if shapes[name] else (), len(shapes[name]),
+                        tuple(shapes[name]))
         for name, module in modules.items()
     }
     cached[size] = infos
@@ -177,13 +179,15 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
 
 
 def layer_info(model: LoadedModel, spec: str | LayerRef) -> LayerInfo:
-    """:class:`LayerInfo` of a layer given in any accepted form."""
-    return _probe(model, model.preprocessing.input_size)[resolve_layer(model, spec).name]
+    """:class:`LayerInfo` of a layer given in any accepted form; ``shape`` is that of the selected call."""
+    ref = resolve_layer(model, spec)
+    info = _probe(model, model.preprocessing.input_size)[ref.name]
+    return dataclasses.replace(info, shape=info.call_shapes[ref.call])
 
 
 def check_channel(model: LoadedModel, layer: LayerRef, channel: int) -> None:
     """Raise :class:`ChannelError` unless ``0 <= channel < channels`` of ``layer``."""
-    channels = _probe(model, model.preprocessing.input_size)[layer.name].channels
+    channels = layer_info(model, layer).channels
     if not 0 <= channel < channels:
         raise ChannelError(f"Channel {channel} is out of range for layer {layer} of {model.name}, which has "
                            f"{channels} channels (0-{channels - 1})")
