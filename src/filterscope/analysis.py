@@ -122,11 +122,12 @@ def _checked_layer(model: LoadedModel, layer: str | LayerRef, k: int | None = No
 
 
 def layer_means(model: LoadedModel, layer: str | LayerRef, pixels: torch.Tensor, *,
-                filters: Sequence[int] | None = None, batch_size: int = 32) -> torch.Tensor:
+                filters: Sequence[int] | None = None, batch_size: int = 4) -> torch.Tensor:
     """Mean activation of every filter (or of ``filters``) for each image of ``(B,3,S,S)`` in [0, 1].
 
     Returns ``(B, C)`` (or ``(B, len(filters))``), float32 on the CPU. Runs in batches of
-    ``batch_size`` under ``no_grad``, stopping the forward pass at ``layer``.
+    ``batch_size`` under ``no_grad``, stopping the forward pass at ``layer``. Small batches are fastest
+    on a CPU, where big ones spill the caches (see benchmarks/RESULTS.md).
     """
     model = coerce_model(model)
     ref = resolve_layer(model, layer)
@@ -277,7 +278,7 @@ class Ranking:
 
 
 def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | Image.Image], layer: str | LayerRef,
-                 *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop", batch_size: int = 32,
+                 *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop", batch_size: int = 4,
                  names: Sequence[str] | None = None) -> Ranking:
     """Rank the filters of ``layer`` by mean activation over ``images`` (paper §4.2, Figure 5).
 
@@ -579,7 +580,7 @@ class SensitivityMaps:
 
 def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                      layer: str | LayerRef, filters: Sequence[int], *, patch: int = 32, stride: int = 8,
-                     fill: str = "gray", seed: int = 0, batch_size: int = 32, fit: str = "crop",
+                     fill: str = "gray", seed: int = 0, batch_size: int = 4, fit: str = "crop",
                      progress: Callable[[int, int], None] | None = None) -> SensitivityMaps:
     """Slide a ``patch`` x ``patch`` occluder over the image with ``stride`` and map each filter's drop.
 
