@@ -90,3 +90,25 @@ def test_metadata_names_everything():
     assert meta["seed"] == "4" and '"steps": 10' in meta["recipe"]
     assert float(meta["final_activation"]) == pytest.approx(float(result.values[0]), rel=1e-5)
     assert meta["filterscope_version"]
+
+
+def test_copies_start_from_different_noise_and_diversity_pushes_them_apart():
+    from filterscope.objectives import diversity
+
+    model = small_net()
+    plain = render(model, channel("features.5", 3), recipe=SMALL, copies=3, seed=0)
+    assert len(plain) == 3 and not torch.equal(plain.images[0], plain.images[1])
+    diverse = render(model, channel("features.5", 3) + 5.0 * diversity("features.5"), recipe=SMALL, copies=3, seed=0)
+
+    def gram_similarity(images):
+        from filterscope.layers import Capture, resolve_layer
+
+        ref = resolve_layer(model, "features.5")
+        with torch.no_grad(), Capture(model, [ref]) as capture:
+            act = capture(model.preprocessing.normalize(images))[ref]
+        return -float(diversity(ref)({ref: act}).mean())
+
+    # Gram matrices of ReLU features are all alike (cosine ~0.9997 here); diversity multiplies the gap.
+    assert 1 - gram_similarity(diverse.images) > 3 * (1 - gram_similarity(plain.images))
+    with pytest.raises(Exception, match="batchwise"):
+        render(model, diversity("features.5"), recipe=SMALL, copies=3, batch_size=1)

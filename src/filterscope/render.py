@@ -46,7 +46,7 @@ from PIL import Image
 from .errors import InvalidRecipeError
 from .images import to_pil
 from .layers import Capture
-from .objectives import Channel, Objective
+from .objectives import Channel, Objective, evaluate, is_batchwise
 from .zoo.registry import LoadedModel, coerce_model
 
 __all__ = ["Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "visualize_filters",
@@ -245,34 +245,18 @@ def box_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool2d(padded, kernel, stride=1)
 
 
-def _evaluate(objectives: Sequence[Objective], activations) -> torch.Tensor:
-    """``(B,)``: objective ``i`` on batch element ``i``."""
-    first = objectives[0]
-    if all(isinstance(o, Channel) and o.layer == first.layer for o in objectives):
-        # One gather instead of B slices: the common case of many filters of one layer.
-        act = activations[first.layer]
-        index = torch.tensor([o.channel for o in objectives], device=act.device)
-        picked = act[torch.arange(len(objectives), device=act.device), index]
-        return picked.reshape(len(objectives), -1).mean(dim=1)
-    values = []
-    for i, objective in enumerate(objectives):
-        own = {ref: act[i:i + 1] for ref, act in activations.items()}
-        values.append(objective(own).expand(1))
-    return torch.cat(values)
-
-
-def _run_chunk(model: LoadedModel, objectives: list[Objective], recipe: Recipe, seed: int,
+def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str], recipe: Recipe, seed: int,
                callback: Callable[[StepInfo], None] | None, chunk: int, chunks: int) -> RenderResult:
     device = model.device
     normalize, denormalize = model.preprocessing.normalize, model.preprocessing.denormalize
     layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
-    images = torch.stack([start_noise(recipe, seed, o.description) for o in objectives]).to(device)
+    images = torch.stack([start_noise(recipe, seed, key) for key in keys]).to(device)
     history = torch.zeros(len(objectives), recipe.total_steps)
     started = time.perf_counter()
     done = 0
     with Capture(model, layers) as capture:
         with torch.no_grad():
-            initial = _evaluate(objectives, capture(normalize(images))).float().cpu()
+            initial = evaluate(objectives, capture(normalize(images))).float().cpu()
         for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
             if scale > 0:
                 images = box_blur(upscale(images, size), recipe.blur)
@@ -280,7 +264,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], recipe: Recipe, 
             optimizer = torch.optim.Adam([x], lr=recipe.lr, weight_decay=recipe.weight_decay)
             for step in range(steps):
                 optimizer.zero_grad(set_to_none=True)
-                values = _evaluate(objectives, capture(x))
+                values = evaluate(objectives, capture(x))
                 (-values.sum()).backward()
                 optimizer.step()
                 values = values.detach().float().cpu()
@@ -291,37 +275,49 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], recipe: Recipe, 
             images = denormalize(x.detach())
         images = images.clamp(0, 1)
         with torch.no_grad():
-            final = _evaluate(objectives, capture(normalize(images))).float().cpu()
+            final = evaluate(objectives, capture(normalize(images))).float().cpu()
     return RenderResult(images=images.cpu(), objectives=objectives, values=final, initial_values=initial,
                         history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
                         seconds=time.perf_counter() - started)
 
 
 def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
-                recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None,
+                recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
                 callback: Callable[[StepInfo], None] | None = None) -> Iterator[RenderResult]:
     """Like :func:`render`, but yields one :class:`RenderResult` per batch as soon as it is finished."""
     model = coerce_model(model)
     objectives = [objectives] if isinstance(objectives, Objective) else list(objectives)
+    if copies < 1:
+        raise InvalidRecipeError(f"copies must be at least 1 (got {copies})")
+    objectives = [o for o in objectives for _ in range(copies)]
     if not objectives:
         return
     resolved = [o.resolve(model) for o in objectives]  # all checked before any work starts
+    # The k-th repeat of an objective gets its own starting noise.
+    seen: dict[str, int] = {}
+    keys = []
+    for o in resolved:
+        n = seen[o.description] = seen.get(o.description, -1) + 1
+        keys.append(o.description if n == 0 else f"{o.description}#{n}")
     size = batch_size or len(resolved)
     if size < 1:
         raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
+    if any(is_batchwise(o) for o in resolved) and size < len(resolved):
+        raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch: "
+                                 "leave batch_size unset")
     chunks = math.ceil(len(resolved) / size)
     was_training = model.module.training
     model.module.eval()
     try:
         for chunk in range(chunks):
-            part = resolved[chunk * size:(chunk + 1) * size]
-            yield _run_chunk(model, part, recipe, seed, callback, chunk, chunks)
+            part = slice(chunk * size, (chunk + 1) * size)
+            yield _run_chunk(model, resolved[part], keys[part], recipe, seed, callback, chunk, chunks)
     finally:
         model.module.train(was_training)
 
 
 def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
-           recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None,
+           recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
            callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
     """Optimize one image per objective, from noise, with the network frozen.
 
@@ -331,6 +327,7 @@ def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequenc
         recipe: The schedule; the paper's by default.
         seed: Seeds the starting noise; the same seed, recipe and model give the same images.
         batch_size: How many images are optimized together (default: all of them).
+        copies: Images per objective, each from its own noise (with ``diversity`` they are pushed apart).
         callback: Called after every Adam step with a :class:`StepInfo`.
 
     Returns:
@@ -340,7 +337,7 @@ def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequenc
         UnknownLayerError, ChannelError, InvalidObjectiveError: an objective does not fit the model.
     """
     return RenderResult.concatenate(list(iter_render(model, objectives, recipe=recipe, seed=seed,
-                                                     batch_size=batch_size, callback=callback)))
+                                                     batch_size=batch_size, copies=copies, callback=callback)))
 
 
 def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], **options) -> RenderResult:
