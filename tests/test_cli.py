@@ -34,7 +34,7 @@ def test_visualize_writes_pngs_with_metadata_and_a_grid(tmp_path):
     (["-l", "layer4.1.relu", "-f", "512"], "which has 512 channels (0-511)"),
     (["-l", "layer4.1.relu", "-f", "1,x"], "Bad --filters value '1,x'"),
     (["-l", "layer4.1.relu", "-f", "1", "--blur", "4"], "blur must be 0 or an odd number"),
-    (["-l", "layer4.1.relu"], "Give --layer and --filters"),
+    (["-l", "layer4.1.relu"], "--layer and --filters go together"),
     (["--classes", "1000"], "Class 1000 is out of range for resnet18, which has 1000 classes (0-999)"),
 ])
 def test_bad_input_gives_one_line_and_exit_1(args, expected, tmp_path):
@@ -94,3 +94,24 @@ def test_visualize_neuron_objective(tmp_path):
     assert result.exit_code == 0, result.output
     meta = read_png_metadata(tmp_path / "resnet18-layer1.0.conv1-n0002.png")
     assert meta["objective"] == "neuron(layer1.0.conv1, 2)"
+
+
+def test_visualize_objective_expressions_and_copies(tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-O", "channel(5.1.conv1, 3) - 0.5*channel(layer2.1.conv1, 4)",
+                 "--copies", "2", "-o", str(tmp_path), *TINY)
+    assert result.exit_code == 0, result.output
+    pngs = sorted((p.name for p in tmp_path.glob("*.png") if "grid" not in p.name), key=len)
+    assert pngs == ["resnet18-channel_layer2.1.conv1_3_-_0.5_channel_layer2.1.conv1_4.png",
+                    "resnet18-channel_layer2.1.conv1_3_-_0.5_channel_layer2.1.conv1_4-copy1.png"]
+    assert read_png_metadata(tmp_path / pngs[0])["objective"] == \
+        "channel(layer2.1.conv1, 3) - 0.5*channel(layer2.1.conv1, 4)"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-O", "channel(layer4.1.relu, 1) - )"], "position 29"),
+    (["-O", "channel(layer4.1.relu, 1)", "-l", "layer4.1.relu", "-f", "1"], "Give one of"),
+    (["-l", "layer4.1.relu", "--classes", "3"], "Give one of"),
+])
+def test_objective_option_errors(args, expected, tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-o", str(tmp_path / "o"), *args)
+    assert result.exit_code == 1 and expected in result.output and result.output.count("\n") == 1

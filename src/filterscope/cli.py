@@ -18,7 +18,7 @@ import typer
 from . import __version__
 from .errors import FilterscopeError, InvalidObjectiveError
 from .layers import list_layers, resolve_layer
-from .objectives import Channel, ClassLogit, Neuron, Objective
+from .objectives import Channel, ClassLogit, Neuron, Objective, parse_objective
 from .render import PAPER_RECIPE, Recipe, StepInfo, iter_render
 
 app = typer.Typer(
@@ -206,6 +206,13 @@ def visualize_command(
         "--classes", help="Maximize these class logits instead of filters, e.g. 281,285.")] = None,
     neuron: Annotated[bool, typer.Option(
         "--neuron", help="Maximize the central neuron of each filter instead of its mean.")] = False,
+    objective: Annotated[Optional[list[str]], typer.Option(
+        "--objective", "-O", help="An objective expression, e.g. \"channel(layer4.2.relu,484) - "
+                                  "0.5*channel(layer4.2.relu,257)\"; functions: channel, neuron, class, layer, "
+                                  "direction, diversity. Repeatable: one image each.")] = None,
+    copies: Annotated[int, typer.Option(
+        "--copies", help="Images per objective, each from its own noise (add diversity(LAYER) to push them "
+                         "apart).")] = 1,
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
     out: OutOption = Path("out/visualize"),
@@ -234,16 +241,25 @@ def visualize_command(
 
     recipe = _recipe(size=size, scales=scales, upscale=upscale, steps=steps, late_steps_factor=late_steps_factor,
                      lr=lr, weight_decay=weight_decay, blur=blur)
-    if classes is None and (layer is None or filters is None):
-        raise InvalidObjectiveError("Give --layer and --filters (or --classes); see filterscope visualize --help")
-    if classes is not None and (layer is not None or filters is not None or neuron):
-        raise InvalidObjectiveError("--classes maximizes output logits: do not combine it with --layer, "
-                                    "--filters or --neuron")
+    modes = [name for name, given in (("--layer/--filters", layer is not None or filters is not None),
+                                      ("--classes", classes is not None), ("--objective", bool(objective)))
+             if given]
+    if len(modes) != 1:
+        raise InvalidObjectiveError(f"Give one of --layer with --filters, --classes or --objective (got "
+                                    f"{', '.join(modes) or 'none'}); see filterscope visualize --help")
+    if (layer is None) != (filters is None):
+        raise InvalidObjectiveError("--layer and --filters go together; see filterscope visualize --help")
+    if neuron and layer is None:
+        raise InvalidObjectiveError("--neuron applies to --layer/--filters")
+    parsed = [parse_objective(text) for text in objective or []]  # syntax errors before loading anything
     loaded = _load(model, weights, seed, device, quiet)
     objectives: list[Objective]
     if classes is not None:
         objectives = [ClassLogit(i) for i in _parse_indices(classes, "--classes")]
         title_layer = "output"
+    elif parsed:
+        objectives = parsed
+        title_layer = "objectives"
     else:
         ref = resolve_layer(loaded, layer)
         if str(ref) != layer:
@@ -253,14 +269,15 @@ def visualize_command(
         title_layer = str(ref)
     objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
 
-    chunk = batch_size or len(objectives)
-    total = recipe.total_steps * -(-len(objectives) // chunk)
+    count = len(objectives) * copies
+    chunk = batch_size or count
+    total = recipe.total_steps * -(-count // chunk)
     progress = _Progress(f"{loaded.name} {title_layer}", total, quiet)
     results = []
     started = time.perf_counter()
     try:
         for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size,
-                                  callback=progress):
+                                  copies=copies, callback=progress):
             for path, obj, before, after in zip(save_result(result, out), result.objectives,
                                                 result.initial_values, result.values):
                 progress.bar.write(f"{path}  {obj.description}: activation {float(before):.3g} → {float(after):.3g}")
@@ -270,8 +287,8 @@ def visualize_command(
     images = [r.pil(i) for r in results for i in range(len(r))]
     titles = [_panel_title(o) for r in results for o in r.objectives]
     grid_name = output_name(loaded.name, objectives[0]).rsplit("-", 1)[0] + "-grid.png"
-    if classes is not None:
-        grid_name = f"{loaded.name}-classes-grid.png"
+    if classes is not None or parsed:
+        grid_name = f"{loaded.name}-{'classes' if classes is not None else 'objectives'}-grid.png"
     fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
                                               f"seed {seed}")
     typer.echo(f"{save_figure(fig, out / grid_name)}  grid of {len(images)} "

@@ -126,13 +126,21 @@ def output_name(model_name: str, objective: Objective) -> str:
         return f"{model_name}-{_slug(str(objective.layer).replace(':', '@'))}-n{objective.channel:04d}{where}.png"
     if isinstance(objective, ClassLogit):
         return f"{model_name}-class{objective.index:04d}.png"
-    return f"{model_name}-{_slug(objective.description)[:120]}.png"
+    return f"{model_name}-{_slug(objective.description)[:120].strip('_')}.png"
 
 
 def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Path]:
-    """Save every image of ``result`` in ``folder`` under :func:`output_name`, with its metadata."""
+    """Save every image of ``result`` in ``folder`` under :func:`output_name`, with its metadata.
+
+    Repeats of one objective (``copies``) get ``-copy1``, ``-copy2``, ... before the suffix.
+    """
     folder = Path(folder)
-    return [
-        save_png(result.pil(i), folder / output_name(result.model_name, obj), result.metadata(i))
-        for i, obj in enumerate(result.objectives)
-    ]
+    seen: dict[str, int] = {}
+    paths = []
+    for i, obj in enumerate(result.objectives):
+        name = output_name(result.model_name, obj)
+        n = seen[name] = seen.get(name, -1) + 1
+        if n:
+            name = f"{name[:-4]}-copy{n}.png"
+        paths.append(save_png(result.pil(i), folder / name, result.metadata(i)))
+    return paths
