@@ -115,3 +115,25 @@ def test_visualize_objective_expressions_and_copies(tmp_path):
 def test_objective_option_errors(args, expected, tmp_path):
     result = run("visualize", "-m", "resnet18", "-w", "random", "-o", str(tmp_path / "o"), *args)
     assert result.exit_code == 1 and expected in result.output and result.output.count("\n") == 1
+
+
+def test_evaluate_reads_the_objective_from_the_png(tmp_path):
+    made = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "2", "-o", str(tmp_path),
+               *TINY)
+    assert made.exit_code == 0, made.output
+    png = tmp_path / "resnet18-layer1.0.conv1-f0002.png"
+    result = run("evaluate", str(png), "--samples", "2", "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    import json
+
+    (row,) = json.loads((tmp_path / "s.json").read_text())
+    assert row["objective"] == "channel(layer1.0.conv1, 2)" and row["model"] == "resnet18"
+    assert 0 <= row["high_frequency_share"] <= 1 and row["activation_ratio"] > 0
+
+
+def test_evaluate_without_an_objective_is_an_error(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "plain.png")
+    result = run("evaluate", str(tmp_path / "plain.png"))
+    assert result.exit_code == 1 and "carries no objective" in result.output

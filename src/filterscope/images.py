@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
@@ -25,7 +26,8 @@ from .objectives import Channel, ClassLogit, Neuron, Objective
 if TYPE_CHECKING:
     from .render import RenderResult
 
-__all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result", "to_pil", "atomic_write_text"]
+__all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result", "to_pil", "to_tensor",
+           "atomic_write_text"]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -51,6 +53,12 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
     """``(3,H,W)`` float in [0, 1] → 8-bit RGB PIL image."""
     array = (pixels.detach().cpu().permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(array, mode="RGB")
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image → ``(1,3,H,W)`` float in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> Path:

@@ -1,0 +1,167 @@
+"""Quality scores of a visualization: numbers where the paper had to judge by eye.
+
+For a visualization of a unit (an objective), with the image resized to the model's input size:
+
+1. **activation ratio**: the objective on the visualization divided by its maximum over a reference
+   set of natural images (by default the photos shipped with scikit-image, each seen whole and in random
+   crops). Above 1: the visualization drives the unit harder than any reference photo.
+2. **robustness**: the same ratio averaged over random small translations (±8 %), rotations (±10°)
+   and rescalings (0.9–1.1). An adversarial-looking pattern collapses here; a real feature does not.
+3. **high-frequency share**: the share of the image's spectral power (mean removed, all channels)
+   at frequencies above half the Nyquist frequency, ``max(|fx|, |fy|) > 1/4`` cycles per pixel. A flat
+   image has 0, white noise about 3/4.
+4. **transfer** (class objectives): the top-1 class another network assigns to the visualization.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .images import to_tensor
+from .objectives import ClassLogit, Objective, measure
+from .transforms import random_affine
+from .zoo.registry import LoadedModel
+
+__all__ = ["NATURAL_IMAGES", "natural_images", "reference_crops", "high_frequency_share", "to_input_size",
+           "activation_ratio", "robustness", "transfer", "Quality", "score"]
+
+# Photos shipped inside scikit-image (no download): people, animals, objects, textures, a telescope field.
+NATURAL_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "brick", "grass", "gravel",
+                  "hubble_deep_field")
+
+
+@functools.cache
+def natural_images() -> tuple[Image.Image, ...]:
+    """The reference photos of :data:`NATURAL_IMAGES` as RGB PIL images."""
+    from skimage import data
+
+    return tuple(Image.fromarray(getattr(data, name)()).convert("RGB") for name in NATURAL_IMAGES)
+
+
+def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = None, *, crops_per_image: int = 8,
+                    seed: int = 0) -> torch.Tensor:
+    """Each image in the model's view plus ``crops_per_image`` random square crops (30–100 % of the shorter
+    side), resized to the input size: ``(N,3,S,S)`` in [0, 1]."""
+    size = model.preprocessing.input_size
+    generator = torch.Generator().manual_seed(seed)
+    views = []
+    for image in images if images is not None else natural_images():
+        views.append(model.preprocessing.prepare(image)[0])
+        w, h = image.size
+        for _ in range(crops_per_image):
+            side = int(min(w, h) * (0.3 + 0.7 * float(torch.rand((), generator=generator))))
+            x = int(torch.randint(0, w - side + 1, (), generator=generator))
+            y = int(torch.randint(0, h - side + 1, (), generator=generator))
+            crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
+            views.append(to_tensor(crop)[0])
+    return torch.stack(views)
+
+
+def high_frequency_share(images: torch.Tensor) -> torch.Tensor:
+    """``(B,)``: share of spectral power above half Nyquist (``max(|fx|,|fy|) > 1/4``), mean removed."""
+    if images.dim() == 3:
+        images = images[None]
+    images = images.double()
+    centred = images - images.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(centred).abs() ** 2
+    fy = torch.fft.fftfreq(images.shape[-2], dtype=torch.float64).abs()
+    fx = torch.fft.fftfreq(images.shape[-1], dtype=torch.float64).abs()
+    high = torch.maximum(fy[:, None], fx[None, :]) > 0.25
+    total = power.sum(dim=(1, 2, 3))
+    share = (power * high).sum(dim=(1, 2, 3)) / total.clamp(min=1e-30)
+    return torch.where(total > 1e-20, share, torch.zeros_like(share)).float()
+
+
+def to_input_size(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W)`` resized (antialiased) to the model's square input size."""
+    size = model.preprocessing.input_size
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def reference_max(model: LoadedModel, objective: Objective, crops: torch.Tensor) -> float:
+    """The objective's largest value over the reference ``crops`` (at least a tiny positive number)."""
+    return max(float(measure(model, [objective], crops).max()), 1e-6)
+
+
+def activation_ratio(model: LoadedModel, objective: Objective, images: torch.Tensor, reference: float) -> torch.Tensor:
+    """``(B,)``: the objective on each image (at the input size) over ``reference``."""
+    return measure(model, [objective], to_input_size(model, images)) / reference
+
+
+def robustness(model: LoadedModel, objective: Objective, images: torch.Tensor, reference: float, *, samples: int = 16,
+               seed: int = 0, shift: float = 0.08, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),
+               ) -> torch.Tensor:
+    """``(B,)``: the activation ratio averaged over ``samples`` random small affine transforms of each image."""
+    generator = torch.Generator().manual_seed(seed)
+    base = to_input_size(model, images)
+    totals = torch.zeros(base.shape[0])
+    for _ in range(samples):
+        count = base.shape[0]
+        shifts = (torch.rand(count, 2, generator=generator) * 2 - 1) * shift * 2
+        angles = (torch.rand(count, generator=generator) * 2 - 1) * degrees
+        scales = scale[0] + torch.rand(count, generator=generator) * (scale[1] - scale[0])
+        moved = random_affine(base, shifts, scales, angles, padding_mode="reflection")
+        totals += measure(model, [objective], moved) / reference
+    return totals / samples
+
+
+def transfer(other: LoadedModel, images: torch.Tensor) -> list[tuple[int, float]]:
+    """Top-1 class and its probability that ``other`` assigns to each image."""
+    with torch.no_grad():
+        probabilities = other(to_input_size(other, images).to(other.device)).softmax(dim=1).cpu()
+    values, indices = probabilities.max(dim=1)
+    return [(int(i), float(v)) for i, v in zip(indices, values)]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The scores of one visualization (see the module docstring)."""
+
+    objective: str
+    activation_ratio: float
+    robustness: float
+    high_frequency_share: float
+    transfer_class: int | None = None
+    transfer_label: str | None = None
+    transfer_probability: float | None = None
+
+
+
+def score(model: LoadedModel, objective: Objective, images: torch.Tensor, *, reference: torch.Tensor | None = None,
+          transfer_model: LoadedModel | None = None, samples: int = 16, seed: int = 0) -> list[Quality]:
+    """All scores for visualizations ``(B,3,H,W)`` of one ``objective``.
+
+    Args:
+        model: The model the visualizations were made for.
+        objective: The unit they visualize.
+        images: The visualizations, in [0, 1], any square size.
+        reference: Reference crops from :func:`reference_crops` (computed when not given; pass them to
+            score many visualizations against the same set).
+        transfer_model: For class objectives, the network whose top-1 class is reported.
+        samples: Random transforms for :func:`robustness`.
+        seed: Seeds the reference crops and the transforms.
+    """
+    objective = objective.resolve(model)
+    crops = reference if reference is not None else reference_crops(model, seed=seed)
+    ref = reference_max(model, objective, crops)
+    ratios = activation_ratio(model, objective, images, ref)
+    robust = robustness(model, objective, images, ref, samples=samples, seed=seed)
+    hf = high_frequency_share(images)
+    transfers: list[tuple[int, float] | None] = [None] * images.shape[0]
+    if transfer_model is not None and isinstance(objective, ClassLogit):
+        transfers = list(transfer(transfer_model, images))
+    out = []
+    for i in range(images.shape[0]):
+        t = transfers[i]
+        label = transfer_model.categories[t[0]] if t and transfer_model and transfer_model.categories else None
+        out.append(Quality(objective.description, float(ratios[i]), float(robust[i]), float(hf[i]),
+                           t[0] if t else None, label, t[1] if t else None))
+    return out

@@ -1,0 +1,99 @@
+"""Random transformations an image must survive: padding, jitter, scaling and rotation.
+
+All of them are folded into **one** affine resampling per image (``affine_grid`` + ``grid_sample``),
+so a stack of transforms blurs the image once, not once per stage, and stays differentiable. Each
+image draws its own parameters from its own ``torch.Generator``, so the result of an image does not
+depend on the other images of its batch, and one seed reproduces everything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["TransformStack", "LUCID_TRANSFORMS", "NO_TRANSFORMS", "random_affine"]
+
+
+@dataclass(frozen=True)
+class TransformStack:
+    """Pad, then a random translation, scaling and rotation per image.
+
+    Attributes:
+        pad: Constant padding on each side, px (Lucid pads 12 with gray 0.5).
+        pad_value: Value of the padding, in [0, 1].
+        jitter: Largest translation, px, in x and in y (Lucid jitters by 8 and later by 4: 12 in all).
+        scales: Scale factors to draw from (empty: no scaling).
+        angles: Rotations in degrees to draw from (empty: no rotation).
+    """
+
+    pad: int = 0
+    pad_value: float = 0.5
+    jitter: int = 0
+    scales: tuple[float, ...] = ()
+    angles: tuple[float, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.pad or self.jitter or self.scales or self.angles)
+
+    def to_dict(self) -> dict:
+        return {"pad": self.pad, "pad_value": self.pad_value, "jitter": self.jitter, "scales": list(self.scales),
+                "angles": list(self.angles)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TransformStack:
+        return cls(int(values.get("pad", 0)), float(values.get("pad_value", 0.5)), int(values.get("jitter", 0)),
+                   tuple(float(v) for v in values.get("scales", ())), tuple(float(v) for v in values.get("angles", ())))
+
+    def __call__(self, images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Transform ``(B,3,H,W)`` images; ``generators`` holds one generator per image."""
+        if not self.active:
+            return images
+        if self.pad:
+            images = F.pad(images, (self.pad,) * 4, value=self.pad_value)
+        size = images.shape[-1]
+        shifts, scales, angles = [], [], []
+        for g in generators:
+            shifts.append([_uniform_int(g, self.jitter), _uniform_int(g, self.jitter)])
+            scales.append(_choice(g, self.scales, 1.0))
+            angles.append(_choice(g, self.angles, 0.0))
+        return random_affine(images, torch.tensor(shifts, dtype=torch.float32) * 2 / size,
+                             torch.tensor(scales), torch.tensor(angles), padding_mode="reflection")
+
+
+def _uniform_int(generator: torch.Generator, limit: int) -> int:
+    if limit <= 0:
+        return 0
+    return int(torch.randint(-limit, limit + 1, (), generator=generator))
+
+
+def _choice(generator: torch.Generator, values: Sequence[float], default: float) -> float:
+    if not values:
+        return default
+    return float(values[int(torch.randint(0, len(values), (), generator=generator))])
+
+
+def random_affine(images: torch.Tensor, shifts: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor,
+                  padding_mode: str = "reflection") -> torch.Tensor:
+    """Resample each image once: translate by ``shifts`` (``(B,2)``, in units of half the image), scale
+    by ``scales`` (``(B,)``, >1 zooms in), rotate by ``angles`` (``(B,)``, degrees). Differentiable."""
+    batch = images.shape[0]
+    radians = angles.to(torch.float32) * math.pi / 180
+    cos, sin = torch.cos(radians) / scales, torch.sin(radians) / scales
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos, -sin, shifts[:, 0]
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin, cos, shifts[:, 1]
+    theta = theta.to(device=images.device, dtype=images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+NO_TRANSFORMS = TransformStack()
+# Lucid's standard_transforms: pad(12), jitter(8), random_scale(0.9..1.1), random_rotate(-10..10), jitter(4).
+LUCID_TRANSFORMS = TransformStack(
+    pad=12, jitter=12, scales=tuple(1 + (i - 5) / 50 for i in range(11)), angles=tuple(float(a) for a in range(-10, 11)),
+)
