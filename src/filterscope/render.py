@@ -47,6 +47,8 @@ from .errors import InvalidRecipeError
 from .images import to_pil
 from .layers import Capture
 from .objectives import Channel, Objective, evaluate, is_batchwise
+from .params import PARAMS, make_param
+from .transforms import NO_TRANSFORMS, TransformStack
 from .zoo.registry import LoadedModel, coerce_model
 
 __all__ = ["Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "visualize_filters",
@@ -67,9 +69,21 @@ class Recipe:
     blur: int = 5
     noise_mean: float = 128 / 255
     noise_amplitude: float = 20 / 255
+    param: str = "pixel"
+    decorrelate: bool = False
+    fft_decay: float = 1.0
+    transforms: TransformStack = NO_TRANSFORMS
+    tv: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    name: str = "paper"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.param not in PARAMS:
+            problems.append(f"param must be one of {', '.join(PARAMS)} (got {self.param!r})")
+        if min(self.tv, self.l1, self.l2) < 0:
+            problems.append("tv, l1 and l2 must not be negative")
         if self.size < 1:
             problems.append(f"size must be at least 1 px (got {self.size})")
         if self.scales < 1:
@@ -112,12 +126,18 @@ class Recipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, float | int]) -> Recipe:
+    def from_dict(cls, values: dict) -> Recipe:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidRecipeError(f"Unknown recipe field(s) {unknown}; fields are {sorted(known)}")
-        return cls(**values)
+        values = dict(values)
+        if isinstance(values.get("transforms"), dict):
+            values["transforms"] = TransformStack.from_dict(values["transforms"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidRecipeError(f"Invalid recipe: {exc}") from None
 
     def replace(self, **changes: float | int | None) -> Recipe:
         """A copy with the given fields changed; ``None`` values are ignored."""
@@ -245,12 +265,29 @@ def box_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool2d(padded, kernel, stride=1)
 
 
+def _penalty(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """``(B,)`` weighted total variation and L1/L2 distance from mid-gray, per image."""
+    total = images.new_zeros(images.shape[0])
+    if recipe.tv:
+        dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+        total = total + recipe.tv * (dx + dy)
+    if recipe.l1:
+        total = total + recipe.l1 * (images - 0.5).abs().mean(dim=(1, 2, 3))
+    if recipe.l2:
+        total = total + recipe.l2 * ((images - 0.5) ** 2).mean(dim=(1, 2, 3))
+    return total
+
+
 def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str], recipe: Recipe, seed: int,
                callback: Callable[[StepInfo], None] | None, chunk: int, chunks: int) -> RenderResult:
     device = model.device
-    normalize, denormalize = model.preprocessing.normalize, model.preprocessing.denormalize
+    normalize = model.preprocessing.normalize
     layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
     images = torch.stack([start_noise(recipe, seed, key) for key in keys]).to(device)
+    # One generator per image for the random transforms: an image's result never depends on its batch.
+    generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key in keys]
+    penalized = bool(recipe.tv or recipe.l1 or recipe.l2)
     history = torch.zeros(len(objectives), recipe.total_steps)
     started = time.perf_counter()
     done = 0
@@ -260,19 +297,25 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str],
         for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
             if scale > 0:
                 images = box_blur(upscale(images, size), recipe.blur)
-            x = normalize(images).detach().requires_grad_(True)
-            optimizer = torch.optim.Adam([x], lr=recipe.lr, weight_decay=recipe.weight_decay)
+            param = make_param(recipe.param, images, model.preprocessing, decay=recipe.fft_decay,
+                               decorrelate=recipe.decorrelate).to(device)
+            optimizer = torch.optim.Adam(param.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
             for step in range(steps):
                 optimizer.zero_grad(set_to_none=True)
-                values = evaluate(objectives, capture(x))
-                (-values.sum()).backward()
+                image = param()
+                values = evaluate(objectives, capture(normalize(recipe.transforms(image, generators))))
+                loss = -values.sum()
+                if penalized:
+                    loss = loss + _penalty(image, recipe).sum()
+                loss.backward()
                 optimizer.step()
                 values = values.detach().float().cpu()
                 history[:, done] = values
                 done += 1
                 if callback is not None:
                     callback(StepInfo(chunk, chunks, scale, size, step, done, recipe.total_steps, values))
-            images = denormalize(x.detach())
+            with torch.no_grad():
+                images = param()
         images = images.clamp(0, 1)
         with torch.no_grad():
             final = evaluate(objectives, capture(normalize(images))).float().cpu()

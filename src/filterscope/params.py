@@ -1,0 +1,137 @@
+"""Image parameterizations: what the optimizer actually changes.
+
+Each is an ``nn.Module`` built **from images** ``(B,3,H,W)`` in [0, 1] (so every scale of the multi-scale
+schedule can start from the upscaled result of the previous one) whose ``forward()`` returns the images
+``(B,3,H,W)``:
+
+* :class:`PixelParam` (the paper's): the pixels themselves, in the model's normalized space; the output
+  is not clipped during optimization (the paper clips once, at the end).
+* :class:`FourierParam` (Lucid's spectral parameterization): the 2-D spectrum of each channel, scaled by
+  ``1/f^decay`` so low frequencies move first, optionally through a color decorrelation matrix, then a
+  sigmoid. Output in (0, 1).
+* :class:`MacoParam` (Fel et al. 2023, "MACO"): only the Fourier **phase** is optimized; the magnitude
+  spectrum is fixed to the average magnitude of natural photos (scikit-image's, see
+  :mod:`filterscope.metrics`), which keeps the image's power spectrum natural by construction.
+
+**Color decorrelation.** Lucid's ``color_correlation_svd_sqrt`` matrix (the square root, via SVD, of the
+3x3 RGB covariance of ImageNet images), divided by its largest column norm; optimizing in these
+decorrelated coordinates moves luminance and the two opponent colors independently.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .zoo.preprocessing import Preprocessing
+
+__all__ = ["PARAMS", "PixelParam", "FourierParam", "MacoParam", "make_param", "COLOR_CORRELATION_SVD_SQRT"]
+
+COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                           [0.27, 0.00, -0.05],
+                                           [0.27, -0.09, 0.03]])
+_COLOR = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+_EPS = 1e-4
+
+
+def _to_color(t: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bchw,dc->bdhw", t, _COLOR.to(t))
+
+
+def _from_color(t: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bchw,dc->bdhw", t, torch.linalg.inv(_COLOR).to(t))
+
+
+def _frequencies(height: int, width: int) -> torch.Tensor:
+    fy = torch.fft.fftfreq(height)[:, None]
+    fx = torch.fft.rfftfreq(width)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+class PixelParam(nn.Module):
+    """The pixels, stored normalized as the model sees them (the paper's parameterization)."""
+
+    def __init__(self, images: torch.Tensor, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.preprocessing = preprocessing
+        self.x = nn.Parameter(preprocessing.normalize(images).detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.preprocessing.denormalize(self.x)
+
+
+class FourierParam(nn.Module):
+    """Spectrum of each (optionally decorrelated) channel, scaled by ``1/f^decay``, through a sigmoid."""
+
+    def __init__(self, images: torch.Tensor, decay: float = 1.0, decorrelate: bool = True) -> None:
+        super().__init__()
+        height, width = images.shape[-2:]
+        self.size = (height, width)
+        self.decorrelate = decorrelate
+        scale = 1.0 / _frequencies(height, width).clamp(min=1.0 / max(height, width)) ** decay
+        self.register_buffer("scale", scale.to(images))
+        logits = torch.logit(images.detach().clamp(_EPS, 1 - _EPS))
+        if decorrelate:
+            logits = _from_color(logits)
+        spectrum = torch.fft.rfft2(logits, norm="ortho") / self.scale
+        self.spectrum = nn.Parameter(torch.view_as_real(spectrum).contiguous())
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.spectrum) * self.scale
+        logits = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
+        if self.decorrelate:
+            logits = _to_color(logits)
+        return torch.sigmoid(logits)
+
+
+@functools.cache
+def natural_magnitude(height: int, width: int) -> torch.Tensor:
+    """Mean magnitude spectrum ``(3, H, W//2+1)`` of scikit-image's photos resized to ``height`` x ``width``."""
+    from .images import to_tensor
+    from .metrics import natural_images
+
+    spectra = []
+    for image in natural_images():
+        pixels = to_tensor(image.resize((width, height)))
+        pixels = pixels - pixels.mean(dim=(-2, -1), keepdim=True)
+        spectra.append(torch.fft.rfft2(pixels, norm="ortho").abs()[0])
+    return torch.stack(spectra).mean(dim=0)
+
+
+class MacoParam(nn.Module):
+    """MACO: the phase of each channel's spectrum, with the natural-image magnitude held fixed.
+
+    The image is the inverse transform, standardized per image and channel, through ``sigmoid(1.5 z)``.
+    """
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        height, width = images.shape[-2:]
+        self.size = (height, width)
+        self.register_buffer("magnitude", natural_magnitude(height, width).to(images))
+        centred = images.detach() - images.detach().mean(dim=(-2, -1), keepdim=True)
+        self.phase = nn.Parameter(torch.angle(torch.fft.rfft2(centred, norm="ortho")))
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        x = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
+        z = (x - x.mean(dim=(-2, -1), keepdim=True)) / (x.std(dim=(-2, -1), keepdim=True) + 1e-8)
+        return torch.sigmoid(1.5 * z)
+
+
+PARAMS = ("pixel", "fft", "maco")
+
+
+def make_param(kind: str, images: torch.Tensor, preprocessing: Preprocessing, *, decay: float = 1.0,
+               decorrelate: bool = False) -> nn.Module:
+    """Build the parameterization ``kind`` (one of :data:`PARAMS`) from ``images`` ``(B,3,H,W)`` in [0, 1]."""
+    if kind == "pixel":
+        return PixelParam(images, preprocessing)
+    if kind == "fft":
+        return FourierParam(images, decay=decay, decorrelate=decorrelate)
+    if kind == "maco":
+        return MacoParam(images)
+    raise ValueError(f"Unknown parameterization {kind!r}: use one of {', '.join(PARAMS)}")
