@@ -137,3 +137,18 @@ def test_evaluate_without_an_objective_is_an_error(tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "plain.png")
     result = run("evaluate", str(tmp_path / "plain.png"))
     assert result.exit_code == 1 and "carries no objective" in result.output
+
+
+def test_recipes_command_lists_the_named_recipes():
+    result = run("recipes")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()] == ["paper", "lucid", "filterscope"]
+    assert "512 Adam steps" in result.output
+
+
+def test_visualize_with_a_named_recipe(tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "1", "--recipe", "lucid",
+                 "--size", "24", "--steps", "3", "-o", str(tmp_path), "-q")
+    assert result.exit_code == 0, result.output
+    meta = read_png_metadata(tmp_path / "resnet18-layer1.0.conv1-f0001.png")
+    assert '"param": "fft"' in meta["recipe"] and '"name": "lucid"' in meta["recipe"]

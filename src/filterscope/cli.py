@@ -20,7 +20,7 @@ from . import __version__
 from .errors import FilterscopeError, InvalidObjectiveError
 from .layers import list_layers, resolve_layer
 from .objectives import Channel, ClassLogit, Neuron, Objective, parse_objective
-from .render import PAPER_RECIPE, Recipe, StepInfo, iter_render
+from .render import Recipe, StepInfo, iter_render
 
 app = typer.Typer(
     name="filterscope",
@@ -99,8 +99,15 @@ FitOption = Annotated[str, typer.Option(
 KOption = Annotated[int, typer.Option("-k", "--top", help="How many top filters.")]
 
 
-def _recipe(**values: float | int | None) -> Recipe:
-    return PAPER_RECIPE.replace(**values)
+RecipeOption = Annotated[str, typer.Option(
+    "--recipe", help="A named recipe (paper, lucid, filterscope; see `filterscope recipes`) or a .json/.toml file. "
+                     "The options below change single numbers of it.", rich_help_panel="Recipe")]
+
+
+def _recipe(name: str = "paper", **values: float | int | None) -> Recipe:
+    from .recipes import get_recipe
+
+    return get_recipe(name).replace(**values)
 
 
 def _load(model: str, weights: str | None, seed: int, device: str, quiet: bool):
@@ -173,6 +180,22 @@ def models_command(pattern: Annotated[str, typer.Argument(help="fnmatch pattern,
         typer.echo(f"{name:<20} {spec.preprocessing.input_size:>3} px  {where:<58} {spec.description}")
 
 
+@app.command("recipes")
+@_guarded
+def recipes_command() -> None:
+    """List the named recipes (use one with --recipe NAME, or write a .json/.toml file with its fields)."""
+    from .recipes import RECIPES
+
+    for name, recipe in RECIPES.items():
+        t = recipe.transforms
+        transforms = "none" if not t.active else (f"pad {t.pad}, jitter {t.jitter}, scale {min(t.scales, default=1):g}-"
+                                                  f"{max(t.scales, default=1):g}, rotate ±{max(t.angles, default=0):g}°")
+        color = " + decorrelated color" if recipe.decorrelate else ""
+        typer.echo(f"{name:<12} {recipe.param}{color}; sizes {recipe.sizes()[0]}→{recipe.output_size} px in "
+                   f"{recipe.scales} scale(s); {recipe.total_steps} Adam steps, lr {recipe.lr:g}; blur {recipe.blur}; "
+                   f"transforms: {transforms}")
+
+
 @app.command("layers")
 @_guarded
 def layers_command(
@@ -222,6 +245,7 @@ def visualize_command(
         "--batch-size", help="Images optimized together (default: all). Each finished batch is saved at once.")] = None,
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    recipe_name: RecipeOption = "paper",
     size: RecipeSize = None,
     scales: RecipeScales = None,
     upscale: RecipeUpscale = None,
@@ -240,8 +264,8 @@ def visualize_command(
     from .images import output_name, save_result
     from .plots import image_grid, save_figure
 
-    recipe = _recipe(size=size, scales=scales, upscale=upscale, steps=steps, late_steps_factor=late_steps_factor,
-                     lr=lr, weight_decay=weight_decay, blur=blur)
+    recipe = _recipe(recipe_name, size=size, scales=scales, upscale=upscale, steps=steps,
+                     late_steps_factor=late_steps_factor, lr=lr, weight_decay=weight_decay, blur=blur)
     modes = [name for name, given in (("--layer/--filters", layer is not None or filters is not None),
                                       ("--classes", classes is not None), ("--objective", bool(objective)))
              if given]
@@ -331,6 +355,7 @@ def top_command(
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    recipe_name: RecipeOption = "paper",
     size: RecipeSize = None,
     scales: RecipeScales = None,
     upscale: RecipeUpscale = None,
@@ -351,8 +376,8 @@ def top_command(
     from .plots import activation_bars, save_figure, top_filters_panel
     from .render import visualize_filters
 
-    recipe = _recipe(size=size, scales=scales, upscale=upscale, steps=steps, late_steps_factor=late_steps_factor,
-                     lr=lr, weight_decay=weight_decay, blur=blur)
+    recipe = _recipe(recipe_name, size=size, scales=scales, upscale=upscale, steps=steps,
+                     late_steps_factor=late_steps_factor, lr=lr, weight_decay=weight_decay, blur=blur)
     paths = collect_images(images)
     loaded = _load(model, weights, seed, device, quiet)
     ranking = rank_filters(loaded, paths, layer, k=k, augment=augment, seed=seed, fit=fit)

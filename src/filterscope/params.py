@@ -28,7 +28,8 @@ from torch import nn
 
 from .zoo.preprocessing import Preprocessing
 
-__all__ = ["PARAMS", "PixelParam", "FourierParam", "MacoParam", "make_param", "COLOR_CORRELATION_SVD_SQRT"]
+__all__ = ["PARAMS", "PixelParam", "FourierParam", "MacoParam", "make_param", "initial_state",
+           "COLOR_CORRELATION_SVD_SQRT"]
 
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                            [0.27, 0.00, -0.05],
@@ -52,36 +53,58 @@ def _frequencies(height: int, width: int) -> torch.Tensor:
 
 
 class PixelParam(nn.Module):
-    """The pixels, stored normalized as the model sees them (the paper's parameterization)."""
+    """The pixels, stored normalized as the model sees them (the paper's parameterization).
+
+    Its state (what the multi-scale schedule upscales and blurs between scales) is the image itself.
+    """
 
     def __init__(self, images: torch.Tensor, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.preprocessing = preprocessing
         self.x = nn.Parameter(preprocessing.normalize(images).detach().clone())
 
+    @staticmethod
+    def state_from_image(images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def state(self) -> torch.Tensor:
+        return self.forward().detach()
+
     def forward(self) -> torch.Tensor:
         return self.preprocessing.denormalize(self.x)
 
 
 class FourierParam(nn.Module):
-    """Spectrum of each (optionally decorrelated) channel, scaled by ``1/f^decay``, through a sigmoid."""
+    """Spectrum of each (optionally decorrelated) channel, scaled by ``1/f^decay``, through a sigmoid.
 
-    def __init__(self, images: torch.Tensor, decay: float = 1.0, decorrelate: bool = True) -> None:
+    Its state is the logits before the sigmoid (in decorrelated coordinates when ``decorrelate``): the
+    multi-scale schedule resizes those, so saturated pixels keep their value instead of being clamped.
+    """
+
+    def __init__(self, state: torch.Tensor, decay: float = 1.0, decorrelate: bool = True) -> None:
         super().__init__()
-        height, width = images.shape[-2:]
+        height, width = state.shape[-2:]
         self.size = (height, width)
         self.decorrelate = decorrelate
         scale = 1.0 / _frequencies(height, width).clamp(min=1.0 / max(height, width)) ** decay
-        self.register_buffer("scale", scale.to(images))
-        logits = torch.logit(images.detach().clamp(_EPS, 1 - _EPS))
-        if decorrelate:
-            logits = _from_color(logits)
-        spectrum = torch.fft.rfft2(logits, norm="ortho") / self.scale
+        self.register_buffer("scale", scale.to(state))
+        spectrum = torch.fft.rfft2(state.detach(), norm="ortho") / self.scale
         self.spectrum = nn.Parameter(torch.view_as_real(spectrum).contiguous())
 
-    def forward(self) -> torch.Tensor:
+    @staticmethod
+    def state_from_image(images: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
+        logits = torch.logit(images.detach().clamp(_EPS, 1 - _EPS))
+        return _from_color(logits) if decorrelate else logits
+
+    def state(self) -> torch.Tensor:
+        return self._logits().detach()
+
+    def _logits(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
-        logits = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
+        return torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
+
+    def forward(self) -> torch.Tensor:
+        logits = self._logits()
         if self.decorrelate:
             logits = _to_color(logits)
         return torch.sigmoid(logits)
@@ -104,7 +127,8 @@ def natural_magnitude(height: int, width: int) -> torch.Tensor:
 class MacoParam(nn.Module):
     """MACO: the phase of each channel's spectrum, with the natural-image magnitude held fixed.
 
-    The image is the inverse transform, standardized per image and channel, through ``sigmoid(1.5 z)``.
+    The image is the inverse transform, standardized per image and channel, through ``sigmoid(1.5 z)``;
+    its state is the image (only its phase survives into the next scale).
     """
 
     def __init__(self, images: torch.Tensor) -> None:
@@ -114,6 +138,13 @@ class MacoParam(nn.Module):
         self.register_buffer("magnitude", natural_magnitude(height, width).to(images))
         centred = images.detach() - images.detach().mean(dim=(-2, -1), keepdim=True)
         self.phase = nn.Parameter(torch.angle(torch.fft.rfft2(centred, norm="ortho")))
+
+    @staticmethod
+    def state_from_image(images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def state(self) -> torch.Tensor:
+        return self.forward().detach()
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
@@ -125,13 +156,28 @@ class MacoParam(nn.Module):
 PARAMS = ("pixel", "fft", "maco")
 
 
-def make_param(kind: str, images: torch.Tensor, preprocessing: Preprocessing, *, decay: float = 1.0,
-               decorrelate: bool = False) -> nn.Module:
-    """Build the parameterization ``kind`` (one of :data:`PARAMS`) from ``images`` ``(B,3,H,W)`` in [0, 1]."""
-    if kind == "pixel":
-        return PixelParam(images, preprocessing)
+def initial_state(kind: str, images: torch.Tensor, *, decorrelate: bool = False) -> torch.Tensor:
+    """The state of parameterization ``kind`` that shows ``images`` ``(B,3,H,W)`` in [0, 1]."""
     if kind == "fft":
-        return FourierParam(images, decay=decay, decorrelate=decorrelate)
-    if kind == "maco":
-        return MacoParam(images)
-    raise ValueError(f"Unknown parameterization {kind!r}: use one of {', '.join(PARAMS)}")
+        return FourierParam.state_from_image(images, decorrelate)
+    _check(kind)
+    return images
+
+
+def make_param(kind: str, state: torch.Tensor, preprocessing: Preprocessing, *, decay: float = 1.0,
+               decorrelate: bool = False) -> nn.Module:
+    """Build the parameterization ``kind`` (one of :data:`PARAMS`) from a state (see :func:`initial_state`).
+
+    The schedule resizes and blurs states between scales; ``param.state()`` gives it back.
+    """
+    _check(kind)
+    if kind == "pixel":
+        return PixelParam(state, preprocessing)
+    if kind == "fft":
+        return FourierParam(state, decay=decay, decorrelate=decorrelate)
+    return MacoParam(state)
+
+
+def _check(kind: str) -> None:
+    if kind not in PARAMS:
+        raise ValueError(f"Unknown parameterization {kind!r}: use one of {', '.join(PARAMS)}")

@@ -4,9 +4,10 @@
 * ``lucid``: Lucid/Lucent's ``render_vis`` defaults: spectral parameterization with 1/f scaling and
   decorrelated color through a sigmoid, the standard transform stack (pad 12, jitter 8 + 4, scale
   0.9–1.1, rotate ±10°), Adam lr 0.05, 512 steps at one size (224 px here, the model's input).
-* ``filterscope``: our own: the spectral, decorrelated parameterization of ``lucid`` with the paper's
-  idea of growing the image (4 scales from 96 to 224 px, blurred upscaling), a lighter transform stack
-  and 192 steps. benchmarks/quality.py compares the three.
+* ``filterscope``: our own: ``lucid``'s parameterization and transforms with the paper's idea of growing
+  the image: 128 steps at 160 px, then the logits upscaled to 224 px and 160 more steps, for less than half
+  of ``lucid``'s compute. benchmarks/quality.py compares the three (it does not beat ``lucid`` on
+  robustness at that cost: see benchmarks/RESULTS.md).
 
 A recipe file is JSON or TOML with any :class:`~filterscope.render.Recipe` fields, optionally starting
 from a named recipe with ``base``: ``{"base": "lucid", "steps": 256}``.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .errors import InvalidRecipeError, did_you_mean
 from .render import PAPER_RECIPE, Recipe
-from .transforms import LUCID_TRANSFORMS, TransformStack
+from .transforms import LUCID_TRANSFORMS
 
 __all__ = ["RECIPES", "get_recipe", "list_recipes"]
 
@@ -29,10 +30,9 @@ RECIPES: dict[str, Recipe] = {
     "paper": PAPER_RECIPE,
     "lucid": Recipe(name="lucid", size=224, scales=1, steps=512, lr=0.05, weight_decay=0.0, blur=0, param="fft",
                     decorrelate=True, transforms=LUCID_TRANSFORMS),
-    "filterscope": Recipe(name="filterscope", size=96, scales=4, upscale=1.34, steps=48, late_steps_factor=1.0,
-                          lr=0.05, weight_decay=0.0, blur=3, param="fft", decorrelate=True,
-                          transforms=TransformStack(pad=8, jitter=8, scales=(0.95, 1.0, 1.05),
-                                                    angles=(-5.0, 0.0, 5.0))),
+    "filterscope": Recipe(name="filterscope", size=160, scales=2, upscale=1.4, steps=128, late_steps_factor=1.25,
+                          lr=0.05, weight_decay=0.0, blur=0, param="fft", decorrelate=True,
+                          transforms=LUCID_TRANSFORMS),
 }
 
 

@@ -47,7 +47,7 @@ from .errors import InvalidRecipeError
 from .images import to_pil
 from .layers import Capture
 from .objectives import Channel, Objective, evaluate, is_batchwise
-from .params import PARAMS, make_param
+from .params import PARAMS, initial_state, make_param
 from .transforms import NO_TRANSFORMS, TransformStack
 from .zoo.registry import LoadedModel, coerce_model
 
@@ -294,10 +294,11 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str],
     with Capture(model, layers) as capture:
         with torch.no_grad():
             initial = evaluate(objectives, capture(normalize(images))).float().cpu()
+        state = initial_state(recipe.param, images, decorrelate=recipe.decorrelate)
         for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
             if scale > 0:
-                images = box_blur(upscale(images, size), recipe.blur)
-            param = make_param(recipe.param, images, model.preprocessing, decay=recipe.fft_decay,
+                state = box_blur(upscale(state, size), recipe.blur)
+            param = make_param(recipe.param, state, model.preprocessing, decay=recipe.fft_decay,
                                decorrelate=recipe.decorrelate).to(device)
             optimizer = torch.optim.Adam(param.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
             for step in range(steps):
@@ -314,6 +315,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str],
                 done += 1
                 if callback is not None:
                     callback(StepInfo(chunk, chunks, scale, size, step, done, recipe.total_steps, values))
+            state = param.state()
             with torch.no_grad():
                 images = param()
         images = images.clamp(0, 1)

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from filterscope import InvalidRecipeError, Preprocessing, Recipe, visualize_filters
+from filterscope.params import FourierParam, MacoParam, PixelParam, initial_state, make_param
+from filterscope.recipes import RECIPES, get_recipe
+
+from .helpers.models import small_net
+
+IMAGES = 0.1 + 0.8 * torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+
+
+def test_pixel_round_trip():
+    assert torch.allclose(PixelParam(IMAGES, Preprocessing())(), IMAGES, atol=1e-6)
+
+
+@pytest.mark.parametrize("decorrelate", [False, True])
+def test_fourier_round_trip_range_and_size(decorrelate):
+    param = FourierParam(initial_state("fft", IMAGES, decorrelate=decorrelate), decay=1.0, decorrelate=decorrelate)
+    out = param()
+    assert out.shape == IMAGES.shape
+    assert torch.allclose(out, IMAGES, atol=1e-4)
+    with torch.no_grad():
+        param.spectrum.mul_(50)  # whatever the parameters, the image stays in (0, 1)
+    assert 0 <= param().min() and param().max() <= 1
+
+
+def test_maco_keeps_the_natural_magnitude_and_range():
+    param = MacoParam(IMAGES)
+    out = param()
+    assert out.shape == IMAGES.shape and 0 < out.min() and out.max() < 1
+    with torch.no_grad():
+        param.phase.add_(torch.rand_like(param.phase))  # any phase: same magnitude spectrum, still in (0, 1)
+    assert 0 < param().min() and param().max() < 1
+    assert len(list(param.parameters())) == 1  # only the phase is optimized
+
+
+def test_unknown_param():
+    with pytest.raises(ValueError, match="pixel, fft, maco"):
+        make_param("wavelet", IMAGES, Preprocessing())
+    with pytest.raises(ValueError, match="pixel, fft, maco"):
+        initial_state("wavelet", IMAGES)
+    with pytest.raises(InvalidRecipeError, match="param must be one of"):
+        Recipe(param="wavelet")
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_named_recipe_raises_the_activation(name):
+    recipe = RECIPES[name].replace(size=16, scales=min(RECIPES[name].scales, 2), steps=16)
+    result = visualize_filters(small_net(), "features.5", [3], recipe=recipe, seed=0)
+    assert result.values[0] > 2 * result.initial_values[0]
+    assert result.images.shape[-1] == recipe.output_size
+
+
+@pytest.mark.parametrize("param", ["fft", "maco"])
+def test_batch_equals_one_by_one_with_transforms(param):
+    recipe = RECIPES["lucid"].replace(size=20, steps=6, param=param)
+    model = small_net()
+    together = visualize_filters(model, "features.5", [1, 2, 3], recipe=recipe, seed=2)
+    alone = visualize_filters(model, "features.5", [2], recipe=recipe, seed=2)
+    assert torch.allclose(together.images[1], alone.images[0], atol=1e-4)
+
+
+def test_recipe_files(tmp_path):
+    js = tmp_path / "mine.json"
+    js.write_text(json.dumps({"base": "lucid", "steps": 64, "transforms": {"pad": 4, "jitter": 2}}))
+    recipe = get_recipe(js)
+    assert recipe.name == "mine" and recipe.steps == 64 and recipe.param == "fft"
+    assert recipe.transforms.pad == 4 and recipe.transforms.scales == ()
+    toml = tmp_path / "t.toml"
+    toml.write_text('base = "paper"\nscales = 3\nlr = 0.05\n')
+    assert get_recipe(toml).sizes() == [56, 67, 80] and get_recipe(toml).lr == 0.05
+    assert Recipe.from_dict(RECIPES["lucid"].to_dict()) == RECIPES["lucid"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stepz": 3}')
+    with pytest.raises(InvalidRecipeError, match="stepz"):
+        get_recipe(bad)
+    with pytest.raises(InvalidRecipeError, match="Did you mean 'lucid'"):
+        get_recipe("lucd")
