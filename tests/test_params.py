@@ -79,3 +79,26 @@ def test_recipe_files(tmp_path):
         get_recipe(bad)
     with pytest.raises(InvalidRecipeError, match="Did you mean 'lucid'"):
         get_recipe("lucd")
+
+
+@pytest.mark.parametrize("param", ["pixel", "fft"])  # maco is not invertible: its magnitude is fixed
+def test_set_state_round_trips(param):
+    from filterscope.params import initial_state
+
+    state = initial_state(param, IMAGES, decorrelate=True)
+    module = make_param(param, state, Preprocessing(), decorrelate=True)
+    before = module().detach().clone()
+    module.set_state(module.state())
+    assert torch.allclose(module(), before, atol=1e-4)
+
+
+def test_periodic_blur_smooths_the_result():
+    from filterscope.metrics import high_frequency_share
+
+    recipe = Recipe(size=32, scales=1, steps=12, blur=3)
+    model = small_net()
+    sharp = visualize_filters(model, "features.1", [2], recipe=recipe, seed=0)
+    smooth = visualize_filters(model, "features.1", [2], recipe=recipe.replace(blur_every=3), seed=0)
+    assert high_frequency_share(smooth.images) < 0.8 * high_frequency_share(sharp.images)
+    with pytest.raises(InvalidRecipeError, match="blur_every"):
+        Recipe(blur=0, blur_every=2)

@@ -70,6 +70,10 @@ class PixelParam(nn.Module):
     def state(self) -> torch.Tensor:
         return self.forward().detach()
 
+    @torch.no_grad()
+    def set_state(self, state: torch.Tensor) -> None:
+        self.x.copy_(self.preprocessing.normalize(state))
+
     def forward(self) -> torch.Tensor:
         return self.preprocessing.denormalize(self.x)
 
@@ -98,6 +102,11 @@ class FourierParam(nn.Module):
 
     def state(self) -> torch.Tensor:
         return self._logits().detach()
+
+    @torch.no_grad()
+    def set_state(self, state: torch.Tensor) -> None:
+        spectrum = torch.fft.rfft2(state, norm="ortho") / self.scale
+        self.spectrum.copy_(torch.view_as_real(spectrum))
 
     def _logits(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
@@ -146,6 +155,11 @@ class MacoParam(nn.Module):
     def state(self) -> torch.Tensor:
         return self.forward().detach()
 
+    @torch.no_grad()
+    def set_state(self, state: torch.Tensor) -> None:
+        centred = state - state.mean(dim=(-2, -1), keepdim=True)
+        self.phase.copy_(torch.angle(torch.fft.rfft2(centred, norm="ortho")))
+
     def forward(self) -> torch.Tensor:
         spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
         x = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
@@ -168,7 +182,9 @@ def make_param(kind: str, state: torch.Tensor, preprocessing: Preprocessing, *, 
                decorrelate: bool = False) -> nn.Module:
     """Build the parameterization ``kind`` (one of :data:`PARAMS`) from a state (see :func:`initial_state`).
 
-    The schedule resizes and blurs states between scales; ``param.state()`` gives it back.
+    The schedule resizes and blurs states between scales; ``param.state()`` gives it back and
+    ``param.set_state(state)`` writes one in place (the optimizer's moments are kept), which is how the
+    periodic blur of a recipe's ``blur_every`` works.
     """
     _check(kind)
     if kind == "pixel":

@@ -17,7 +17,14 @@ lr                    0.1        Adam learning rate
 weight_decay          1e-6       Adam weight decay. The paper's text says 1e-2; the authors' code
                                  uses this value, and so do we
 blur                  5          box blur (px, odd; 0 = none) applied after each upscaling
+blur_every            0          also blur every N steps within a scale (0 = never; not the paper)
 noise_mean/amplitude  128, 20    start image ``(U(0,1)*20 + 128)/255``
+param                 pixel      parameterization: pixel, fft or maco (see :mod:`filterscope.params`)
+decorrelate           False      fft: optimize in decorrelated color space
+fft_decay             1.0        fft: spectrum scaled by 1/f^decay
+transforms            none       random pad/jitter/scale/rotate before each forward pass
+tv, l1, l2            0          penalty weights: total variation, distance from mid-gray
+name                  paper      a label (named recipes: :mod:`filterscope.recipes`)
 ====================  =========  ============================================================
 
 As in the authors' code, the optimized tensor at each scale is the *normalized* image (the model's
@@ -76,6 +83,7 @@ class Recipe:
     tv: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
+    blur_every: int = 0
     name: str = "paper"
 
     def __post_init__(self) -> None:
@@ -84,6 +92,8 @@ class Recipe:
             problems.append(f"param must be one of {', '.join(PARAMS)} (got {self.param!r})")
         if min(self.tv, self.l1, self.l2) < 0:
             problems.append("tv, l1 and l2 must not be negative")
+        if self.blur_every < 0 or (self.blur_every and self.blur < 3):
+            problems.append("blur_every needs blur of at least 3 px, and must not be negative")
         if self.size < 1:
             problems.append(f"size must be at least 1 px (got {self.size})")
         if self.scales < 1:
@@ -310,6 +320,8 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str],
                     loss = loss + _penalty(image, recipe).sum()
                 loss.backward()
                 optimizer.step()
+                if recipe.blur_every and (step + 1) % recipe.blur_every == 0 and step + 1 < steps:
+                    param.set_state(box_blur(param.state(), recipe.blur))  # periodic blur, a regularizer
                 values = values.detach().float().cpu()
                 history[:, done] = values
                 done += 1

@@ -133,6 +133,26 @@ class EfficientNetLite(nn.Module):
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The reference's initialization (as torchvision's EfficientNet): He-normal convolutions (fan-out),
+        unit BatchNorm, uniform(±1/sqrt(classes)) classifier.
+
+        Untrained, in eval mode (unit running statistics, so BatchNorm cannot renormalize), the signal
+        shrinks through the depthwise convolutions: mean activations are about 1e-7 at `_blocks.8` and
+        1e-9 at `_blocks.15`.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._relu0(self._bn0(self._conv_stem(x)))
