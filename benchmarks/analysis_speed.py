@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import platform
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
 from skimage import data
 
 import filterscope as fs
+from _results import write_section  # benchmarks/_results.py
 from filterscope.analysis import Box, occlusion_study, prepare_image, rank_filters, sensitivity_maps
 from filterscope.demo import DEMO_PLAN
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- analysis-speed:begin -->", "<!-- analysis-speed:end -->"
 
 
 def timed(fn):
@@ -58,15 +55,8 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    text = RESULTS.read_text()
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = (text.rstrip() + "\n\n## Image-driven analysis\n\n`benchmarks/analysis_speed.py`: reproduce with "
-                "`.venv/bin/python benchmarks/analysis_speed.py`.\n\n" + block + "\n")
-    RESULTS.write_text(text)
+    write_section('analysis-speed', table, heading='Image-driven analysis',
+                  intro='`benchmarks/analysis_speed.py`: reproduce with `.venv/bin/python benchmarks/analysis_speed.py`.')
 
 
 if __name__ == "__main__":

@@ -22,16 +22,14 @@ import argparse
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import filterscope as fs
+from _results import write_section  # benchmarks/_results.py
 from filterscope.metrics import reference_crops, score
 from filterscope.recipes import RECIPES
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 UNITS = {"_blocks.8": [2, 9, 34, 91], "_blocks.11": [3, 30, 77, 150], "_blocks.15": [16, 164, 257, 306]}
 
 
@@ -104,15 +102,8 @@ def main() -> None:
                  f"({'met' if ours['s/filter'] <= lucid['s/filter'] / 2 else 'not met'}: at most 0.5).")
     text = "\n".join(lines)
     print(text)
-    content = RESULTS.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
-    else:
-        content = (content.rstrip() + "\n\n## Visualization quality\n\n`benchmarks/quality.py`: reproduce with "
-                   "`.venv/bin/python benchmarks/quality.py` (about 15 minutes on 2 cores).\n\n" + block + "\n")
-    RESULTS.write_text(content)
+    write_section('quality', text, heading='Visualization quality',
+                  intro='`benchmarks/quality.py`: reproduce with `.venv/bin/python benchmarks/quality.py` (about 15 minutes on 2 cores).')
 
 
 if __name__ == "__main__":

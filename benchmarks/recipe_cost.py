@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import torch
 
 import filterscope as fs
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- recipe-cost:begin -->", "<!-- recipe-cost:end -->"
+from _results import write_section  # benchmarks/_results.py
 
 
 def seconds(fn) -> float:
@@ -49,14 +46,8 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Cost of the paper's recipe\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section('recipe-cost', table, heading="Cost of the paper's recipe",
+                  intro='`benchmarks/recipe_cost.py`: reproduce with `.venv/bin/python benchmarks/recipe_cost.py`.')
 
 
 if __name__ == "__main__":
