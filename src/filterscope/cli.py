@@ -332,10 +332,6 @@ def _image_label(paths: list[Path]) -> str:
     return paths[0].stem if len(paths) == 1 else f"{paths[0].stem}+{len(paths) - 1}"
 
 
-def _file_layer(layer: str) -> str:
-    return layer.replace(":", "@") or "output"
-
-
 @app.command("top")
 @_guarded
 def top_command(
@@ -372,7 +368,7 @@ def top_command(
     Example: filterscope top cat.jpg -l _blocks.15 -k 10 --visualize
     """
     from .analysis import collect_images, rank_filters
-    from .images import atomic_write_text, save_result
+    from .images import atomic_write_text, layer_slug, save_result
     from .plots import activation_bars, save_figure, top_filters_panel
     from .render import visualize_filters
 
@@ -396,7 +392,7 @@ def top_command(
         counts = ", ".join(f"{f}: {n}/{len(paths)}" for f, n in ranking.frequency().items())
         typer.echo(f"stability: {100 * ranking.stability:.0f}% of each image's top {k} is in the overall top {k}; "
                    f"images with each filter in their top {k}: {counts}")
-    stem = f"{label}-{_file_layer(ranking.layer)}"
+    stem = f"{label}-{layer_slug(ranking.layer)}"
     for path, text in ((json_path, ranking.to_json()), (csv_path, ranking.to_csv())):
         if path is not None:
             typer.echo(f"wrote {atomic_write_text(path, text)}")
@@ -449,7 +445,7 @@ def occlude_command(
     """
     from .analysis import occlusion_study, parse_region, prepare_image, read_regions, sensitivity_maps
     from .errors import RegionError
-    from .images import atomic_write_text
+    from .images import atomic_write_text, layer_slug
     from .plots import occlusion_sheet, save_figure, sensitivity_figure
 
     variants: dict = dict(read_regions(regions)) if regions is not None else {}
@@ -482,7 +478,7 @@ def occlude_command(
         if row.occluded_share == 0:
             typer.echo(f"note: region {row.name!r} lies outside the part of the image the model sees "
                        f"(--fit {fit}); try --fit squash or pad")
-    stem = f"{Path(image).stem}-{_file_layer(study.layer)}"
+    stem = f"{Path(image).stem}-{layer_slug(study.layer)}"
     for suffix, text in (("md", study.markdown()), ("csv", study.to_csv())):
         path = atomic_write_text(out / f"{stem}-occlusion.{suffix}", text)
         typer.echo(f"wrote {path}")

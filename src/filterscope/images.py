@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     from .render import RenderResult
 
 __all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result", "to_pil", "to_tensor",
-           "atomic_write_text"]
+           "atomic_write", "atomic_write_text", "layer_slug"]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A plain file name (not mkstemp, whose files are private): the result gets the usual permissions.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
@@ -45,7 +45,7 @@ def _atomic_write(path: Path, write) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically. Returns the path."""
     path = Path(path)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
 
 
@@ -67,7 +67,7 @@ def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping
     info = PngImagePlugin.PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(key, str(value))
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
     return path
 
 
@@ -125,13 +125,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text) or "output"
 
 
+def layer_slug(layer: object) -> str:
+    """A layer as a file-name part: ``layer4.2.relu``, ``act@0`` for a call selector, ``output``."""
+    return _slug(str(layer).replace(":", "@"))
+
+
 def output_name(model_name: str, objective: Objective) -> str:
     """File name of one visualization: ``resnet34-layer4.2.relu-f0484.png`` and similar."""
     if isinstance(objective, Channel):
-        return f"{model_name}-{_slug(str(objective.layer).replace(':', '@'))}-f{objective.channel:04d}.png"
+        return f"{model_name}-{layer_slug(objective.layer)}-f{objective.channel:04d}.png"
     if isinstance(objective, Neuron):
         where = "" if objective.y is None and objective.x is None else f"-y{objective.y}x{objective.x}"
-        return f"{model_name}-{_slug(str(objective.layer).replace(':', '@'))}-n{objective.channel:04d}{where}.png"
+        return f"{model_name}-{layer_slug(objective.layer)}-n{objective.channel:04d}{where}.png"
     if isinstance(objective, ClassLogit):
         return f"{model_name}-class{objective.index:04d}.png"
     return f"{model_name}-{_slug(objective.description)[:120].strip('_')}.png"

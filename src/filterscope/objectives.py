@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import ChannelError, InvalidObjectiveError, did_you_mean
-from .layers import OUTPUT, LayerRef, check_channel, layer_info, resolve_layer
+from .layers import OUTPUT, Capture, LayerRef, check_channel, layer_info, resolve_layer
 from .zoo.registry import LoadedModel
 
 __all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
@@ -390,8 +390,6 @@ def measure(model: LoadedModel, objectives: Sequence[Objective], images: torch.T
 
     A single objective is applied to every image.
     """
-    from .layers import Capture
-
     if len(objectives) == 1 and images.shape[0] > 1:
         objectives = list(objectives) * images.shape[0]
     if len(objectives) != images.shape[0]:

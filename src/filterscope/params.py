@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .zoo.preprocessing import Preprocessing
@@ -63,10 +62,6 @@ class PixelParam(nn.Module):
         self.preprocessing = preprocessing
         self.x = nn.Parameter(preprocessing.normalize(images).detach().clone())
 
-    @staticmethod
-    def state_from_image(images: torch.Tensor) -> torch.Tensor:
-        return images
-
     def state(self) -> torch.Tensor:
         return self.forward().detach()
 
@@ -92,8 +87,7 @@ class FourierParam(nn.Module):
         self.decorrelate = decorrelate
         scale = 1.0 / _frequencies(height, width).clamp(min=1.0 / max(height, width)) ** decay
         self.register_buffer("scale", scale.to(state))
-        spectrum = torch.fft.rfft2(state.detach(), norm="ortho") / self.scale
-        self.spectrum = nn.Parameter(torch.view_as_real(spectrum).contiguous())
+        self.spectrum = nn.Parameter(self._spectrum(state.detach()))
 
     @staticmethod
     def state_from_image(images: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
@@ -105,8 +99,11 @@ class FourierParam(nn.Module):
 
     @torch.no_grad()
     def set_state(self, state: torch.Tensor) -> None:
-        spectrum = torch.fft.rfft2(state, norm="ortho") / self.scale
-        self.spectrum.copy_(torch.view_as_real(spectrum))
+        self.spectrum.copy_(self._spectrum(state))
+
+    def _spectrum(self, state: torch.Tensor) -> torch.Tensor:
+        """The (real-view) parameter that shows ``state``."""
+        return torch.view_as_real(torch.fft.rfft2(state, norm="ortho") / self.scale).contiguous()
 
     def _logits(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
@@ -133,6 +130,11 @@ def natural_magnitude(height: int, width: int) -> torch.Tensor:
     return torch.stack(spectra).mean(dim=0)
 
 
+def _phase(images: torch.Tensor) -> torch.Tensor:
+    centred = images - images.mean(dim=(-2, -1), keepdim=True)
+    return torch.angle(torch.fft.rfft2(centred, norm="ortho"))
+
+
 class MacoParam(nn.Module):
     """MACO: the phase of each channel's spectrum, with the natural-image magnitude held fixed.
 
@@ -145,20 +147,14 @@ class MacoParam(nn.Module):
         height, width = images.shape[-2:]
         self.size = (height, width)
         self.register_buffer("magnitude", natural_magnitude(height, width).to(images))
-        centred = images.detach() - images.detach().mean(dim=(-2, -1), keepdim=True)
-        self.phase = nn.Parameter(torch.angle(torch.fft.rfft2(centred, norm="ortho")))
-
-    @staticmethod
-    def state_from_image(images: torch.Tensor) -> torch.Tensor:
-        return images
+        self.phase = nn.Parameter(_phase(images.detach()))
 
     def state(self) -> torch.Tensor:
         return self.forward().detach()
 
     @torch.no_grad()
     def set_state(self, state: torch.Tensor) -> None:
-        centred = state - state.mean(dim=(-2, -1), keepdim=True)
-        self.phase.copy_(torch.angle(torch.fft.rfft2(centred, norm="ortho")))
+        self.phase.copy_(_phase(state))
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)

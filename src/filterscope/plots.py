@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .images import _atomic_write, to_pil
+from .images import atomic_write, to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
            "sensitivity_figure", "save_figure"]
@@ -48,7 +48,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Pa
     """Write ``fig`` to ``path`` (format from the suffix), atomically."""
     path = Path(path)
     suffix = path.suffix.lstrip(".") or "png"
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=dpi))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=dpi))
     return path
 
 
