@@ -26,7 +26,8 @@ def test_red_detector_is_maximized_by_a_red_image():
 
 def test_output_images_shape_range_and_history():
     calls = []
-    result = visualize_filters(small_net(), "features.3", [0, 1, 2], recipe=SMALL, seed=3, callback=calls.append)
+    result = visualize_filters(small_net(), "features.3", [0, 1, 2], recipe=SMALL, seed=3, batch_size=3,
+                               callback=calls.append)
     side = SMALL.output_size
     assert result.images.shape == (3, 3, side, side)
     assert result.images.min() >= 0 and result.images.max() <= 1

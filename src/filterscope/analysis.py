@@ -10,7 +10,9 @@
 
 Images enter as paths or PIL images and are put into the network's view with the model's own
 preprocessing (``fit="crop"``: resize the shorter side, center crop). Everything runs under
-``torch.no_grad`` and stops the forward pass at the analysed layer.
+``torch.no_grad``, in batches, through a :class:`~filterscope.runtime.Forward` that stops at the
+analysed layer; images are decoded (and occluded copies built) by a background thread while the
+network works on the previous batch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from PIL import Image
 
 from .errors import ChannelError, ImageError, RegionError
 from .images import load_image, to_pil
-from .layers import Capture, LayerRef, layer_info, resolve_layer
+from .layers import LayerRef, layer_info, resolve_layer
+from .runtime import Forward, Runtime, prefetch
 from .zoo.preprocessing import Placement
 from .zoo.registry import LoadedModel, coerce_model
 
@@ -121,8 +124,13 @@ def _checked_layer(model: LoadedModel, layer: str | LayerRef, k: int | None = No
     return ref, channels
 
 
+ANALYSIS_BATCH = 4
+"""Default images per forward pass of the analyses (benchmarks/analysis_speed.py)."""
+
+
 def layer_means(model: LoadedModel, layer: str | LayerRef, pixels: torch.Tensor, *,
-                filters: Sequence[int] | None = None, batch_size: int = 4) -> torch.Tensor:
+                filters: Sequence[int] | None = None, batch_size: int = ANALYSIS_BATCH,
+                runtime: Runtime | None = None) -> torch.Tensor:
     """Mean activation of every filter (or of ``filters``) for each image of ``(B,3,S,S)`` in [0, 1].
 
     Returns ``(B, C)`` (or ``(B, len(filters))``), float32 on the CPU. Runs in batches of
@@ -131,15 +139,17 @@ def layer_means(model: LoadedModel, layer: str | LayerRef, pixels: torch.Tensor,
     """
     model = coerce_model(model)
     ref = resolve_layer(model, layer)
-    index = None if filters is None else torch.tensor(list(filters), device=model.device)
-    out = []
-    with torch.no_grad(), Capture(model, [ref]) as capture:
-        for start in range(0, pixels.shape[0], batch_size):
-            batch = pixels[start:start + batch_size].to(model.device)
-            act = capture(model.preprocessing.normalize(batch))[ref]
-            act = act if index is None else act[:, index]
-            out.append(act.reshape(*act.shape[:2], -1).mean(dim=2).float().cpu())
-    return torch.cat(out)
+    with torch.no_grad(), Forward(model, [ref], runtime) as forward:
+        return torch.cat([_means(forward, ref, pixels[start:start + batch_size], filters)
+                          for start in range(0, pixels.shape[0], batch_size)])
+
+
+def _means(forward: Forward, ref: LayerRef, batch: torch.Tensor, filters: Sequence[int] | None) -> torch.Tensor:
+    model = forward.model
+    act = forward(model.preprocessing.normalize(batch.to(model.device)))[ref]
+    if filters is not None:
+        act = act[:, torch.tensor(list(filters), device=act.device)]
+    return act.reshape(*act.shape[:2], -1).mean(dim=2).float().cpu()
 
 
 @dataclass(frozen=True)
@@ -278,8 +288,9 @@ class Ranking:
 
 
 def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | Image.Image], layer: str | LayerRef,
-                 *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop", batch_size: int = 4,
-                 names: Sequence[str] | None = None) -> Ranking:
+                 *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop", batch_size: int = ANALYSIS_BATCH,
+                 names: Sequence[str] | None = None, runtime: Runtime | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Ranking:
     """Rank the filters of ``layer`` by mean activation over ``images`` (paper §4.2, Figure 5).
 
     Args:
@@ -290,23 +301,55 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
         augment: Random augmented views per image (resized crops, flips, brightness), averaged into it.
         seed: Seeds the augmentations.
         fit: ``crop`` (the model's evaluation preprocessing), ``squash`` or ``pad``.
-        batch_size: Images per forward pass.
+        batch_size: Views per forward pass; the views of consecutive images share batches.
         names: Labels for the images (default: file names).
+        runtime: Precision and memory format (:mod:`filterscope.runtime`).
+        progress: Called as ``progress(images_done, images_total)``.
+
+    Images are decoded and augmented by a background thread, in order, while the network runs.
     """
     model = coerce_model(model)
     ref, _ = _checked_layer(model, layer, k)
     if not images:
         raise ImageError("No image given")
-    prepared = [prepare_image(model, img, fit=fit, name=names[i] if names else None) for i, img in enumerate(images)]
     generator = torch.Generator().manual_seed(seed)
-    per_image = []
-    for item in prepared:
+
+    def load(index: int) -> tuple[AnalysisImage, torch.Tensor]:
+        # One worker thread, items in order: the augmentations draw from `generator` deterministically.
+        item = prepare_image(model, images[index], fit=fit, name=names[index] if names else None)
         views = item.pixels[None]
         if augment > 0:
             views = torch.cat([views, _augmentations(item.pixels, augment, generator)])
-        per_image.append(layer_means(model, ref, views, batch_size=batch_size).mean(dim=0))
-    stacked = torch.stack(per_image)
-    return Ranking(model.name, str(ref), k, [p.name for p in prepared], stacked, stacked.mean(dim=0), augment,
+        return item, views
+
+    prepared: list[AnalysisImage] = []
+    sums = torch.zeros(len(images), 0)
+    pending: list[torch.Tensor] = []  # views waiting for a full batch
+    owners: list[int] = []            # which image each pending view belongs to
+    with torch.no_grad(), Forward(model, [ref], runtime) as forward:
+
+        def run(count: int) -> None:
+            nonlocal sums
+            batch = torch.cat(pending)
+            means = _means(forward, ref, batch[:count], None)
+            if sums.shape[1] == 0:
+                sums = torch.zeros(len(images), means.shape[1], dtype=torch.float64)
+            sums.index_add_(0, torch.tensor(owners[:count]), means.double())
+            pending[:] = [batch[count:]] if count < batch.shape[0] else []
+            del owners[:count]
+
+        for index, (item, views) in enumerate(prefetch(range(len(images)), load)):
+            prepared.append(item)
+            pending.append(views)
+            owners.extend([index] * views.shape[0])
+            while len(owners) >= batch_size:
+                run(batch_size)
+            if progress is not None:
+                progress(index + 1, len(images))
+        if owners:
+            run(len(owners))
+    per_image = (sums / (augment + 1)).float()
+    return Ranking(model.name, str(ref), k, [p.name for p in prepared], per_image, per_image.mean(dim=0), augment,
                    prepared)
 
 
@@ -510,7 +553,8 @@ class OcclusionStudy:
 
 def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                     layer: str | LayerRef, variants: Mapping[str, Sequence[Box]], *, k: int = 10,
-                    fill: str = "gray", seed: int = 0, fit: str = "crop") -> OcclusionStudy:
+                    fill: str = "gray", seed: int = 0, fit: str = "crop",
+                    runtime: Runtime | None = None) -> OcclusionStudy:
     """The paper's Table 1: top-k filters of the original and of each occluded variant.
 
     Args:
@@ -522,6 +566,7 @@ def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Im
         fill: One of :data:`FILLS`.
         seed: Seeds the noise fill.
         fit: How the image is fitted to the input (see :meth:`Preprocessing.place`).
+        runtime: Precision and memory format (:mod:`filterscope.runtime`).
 
     Raises:
         RegionError: a malformed, empty or out-of-image region, or an unknown fill.
@@ -537,7 +582,7 @@ def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Im
         names.append(name)
         images.append(pixels)
         shares.append(share)
-    means = layer_means(model, ref, torch.stack(images))
+    means = layer_means(model, ref, torch.stack(images), runtime=runtime)
     base = means[0]
     base_top = base.argsort(descending=True, stable=True)[:k]
     base_level = float(base[base_top].mean())
@@ -580,11 +625,13 @@ class SensitivityMaps:
 
 def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                      layer: str | LayerRef, filters: Sequence[int], *, patch: int = 32, stride: int = 8,
-                     fill: str = "gray", seed: int = 0, batch_size: int = 4, fit: str = "crop",
+                     fill: str = "gray", seed: int = 0, batch_size: int = ANALYSIS_BATCH, fit: str = "crop",
+                     runtime: Runtime | None = None,
                      progress: Callable[[int, int], None] | None = None) -> SensitivityMaps:
     """Slide a ``patch`` x ``patch`` occluder over the image with ``stride`` and map each filter's drop.
 
-    All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``;
+    All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``; a
+    background thread builds the next batch of occluded copies while the network runs.
     ``progress(done, total)`` is called after each batch.
     """
     model = coerce_model(model)
@@ -593,6 +640,8 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
         if not 0 <= f < channels:
             raise ChannelError(f"Filter {f} is out of range for layer {ref} of {model.name}, which has "
                                f"{channels} filters (0-{channels - 1})")
+    if batch_size < 1:
+        raise RegionError(f"batch_size must be at least 1 (got {batch_size})")
     item = image if isinstance(image, AnalysisImage) else prepare_image(model, image, fit=fit)
     size = item.pixels.shape[-1]
     if not 1 <= patch <= size or stride < 1:
@@ -602,19 +651,26 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
     if starts[-1] != size - patch:
         starts.append(size - patch)  # the last row and column reach the border
     positions = [(y, x) for y in starts for x in starts]
-    baseline = layer_means(model, ref, item.pixels[None], filters=filters)[0]
-    drops = torch.zeros(len(filters), size, size, dtype=torch.float64)
-    counts = torch.zeros(size, size, dtype=torch.float64)
-    for start in range(0, len(positions), batch_size):
-        chunk = positions[start:start + batch_size]
+    chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
+
+    def occluded(chunk: list[tuple[int, int]]) -> torch.Tensor:
         batch = item.pixels.expand(len(chunk), -1, -1, -1).clone()
         for i, (y, x) in enumerate(chunk):
             batch[i, :, y:y + patch, x:x + patch] = replacement[:, y:y + patch, x:x + patch]
-        values = layer_means(model, ref, batch, filters=filters, batch_size=batch_size)
-        for i, (y, x) in enumerate(chunk):
-            drops[:, y:y + patch, x:x + patch] += (baseline - values[i]).double()[:, None, None]
-            counts[y:y + patch, x:x + patch] += 1
-        if progress is not None:
-            progress(min(start + batch_size, len(positions)), len(positions))
+        return batch
+
+    drops = torch.zeros(len(filters), size, size, dtype=torch.float64)
+    counts = torch.zeros(size, size, dtype=torch.float64)
+    done = 0
+    with torch.no_grad(), Forward(model, [ref], runtime) as forward:
+        baseline = _means(forward, ref, item.pixels[None], filters)[0]
+        for chunk, batch in zip(chunks, prefetch(chunks, occluded)):
+            values = _means(forward, ref, batch, filters)
+            for i, (y, x) in enumerate(chunk):
+                drops[:, y:y + patch, x:x + patch] += (baseline - values[i]).double()[:, None, None]
+                counts[y:y + patch, x:x + patch] += 1
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(positions))
     maps = (drops / counts.clamp(min=1)).float()
     return SensitivityMaps(list(filters), maps, baseline, item, patch, stride, fill)

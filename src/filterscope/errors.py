@@ -21,6 +21,7 @@ __all__ = [
     "RegionError",
     "WeightsError",
     "DeviceError",
+    "RuntimeSettingError",
     "did_you_mean",
 ]
 
@@ -63,6 +64,11 @@ class WeightsError(FilterscopeError, OSError):
 
 class DeviceError(FilterscopeError, RuntimeError):
     """A device that is not available on this machine."""
+
+
+class RuntimeSettingError(FilterscopeError, ValueError):
+    """A runtime setting that is malformed or that the machine cannot meet (a memory budget too small
+    for one image, a precision the device lacks)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

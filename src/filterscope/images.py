@@ -153,6 +153,8 @@ def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Pa
     for i, obj in enumerate(result.objectives):
         name = output_name(result.model_name, obj)
         n = seen[name] = seen.get(name, -1) + 1
+        if result.copy_numbers:  # the render knows, also when the copies came in different batches
+            n = result.copy_numbers[i]
         if n:
             name = f"{name[:-4]}-copy{n}.png"
         paths.append(save_png(result.pil(i), folder / name, result.metadata(i)))

@@ -34,7 +34,9 @@ own normalization is applied when a scale starts and undone when it ends); the o
 Many objectives are optimized together, one image each, in one batch: batch elements never interact
 (eval-mode networks, element-wise Adam), so the result equals running them one by one. Each image's
 starting noise is drawn from a generator seeded by ``(seed, objective description)``, so it does not
-depend on which other objectives share the batch.
+depend on which other objectives share the batch. How many share a batch, the memory format and the
+precision are the :class:`~filterscope.runtime.Runtime`'s business; in the default (fp32) runtime none
+of them changes the images beyond float rounding.
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ from PIL import Image
 
 from .errors import InvalidRecipeError
 from .images import to_pil
-from .layers import Capture
 from .objectives import Channel, Objective, evaluate, is_batchwise
 from .params import PARAMS, initial_state, make_param
+from .runtime import Forward, Runtime, auto_batch_size, estimate_memory
 from .transforms import NO_TRANSFORMS, TransformStack
 from .zoo.registry import LoadedModel, coerce_model
 
-__all__ = ["Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "visualize_filters",
-           "start_noise", "upscale", "box_blur"]
+__all__ = ["Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "plan_batches",
+           "visualize_filters", "start_noise", "upscale", "box_blur"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class RenderResult:
         recipe, seed: What produced the images.
         model_name, weights: Which network, with which weights.
         seconds: Wall time of the optimization.
+        copy_numbers: For each image, which copy of its objective it is (0 for the first).
     """
 
     images: torch.Tensor
@@ -197,6 +200,7 @@ class RenderResult:
     weights: str
     seconds: float
     extra: dict[str, str] = field(default_factory=dict)
+    copy_numbers: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.objectives)
@@ -240,6 +244,7 @@ class RenderResult:
             history=torch.cat([p.history for p in parts]),
             recipe=first.recipe, seed=first.seed, model_name=first.model_name, weights=first.weights,
             seconds=sum(p.seconds for p in parts), extra=first.extra,
+            copy_numbers=[n for p in parts for n in p.copy_numbers],
         )
 
 
@@ -289,19 +294,21 @@ def _penalty(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return total
 
 
-def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str], recipe: Recipe, seed: int,
-               callback: Callable[[StepInfo], None] | None, chunk: int, chunks: int) -> RenderResult:
+def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple[str, int]], recipe: Recipe,
+               seed: int,
+               runtime: Runtime, callback: Callable[[StepInfo], None] | None, chunk: int,
+               chunks: int) -> RenderResult:
     device = model.device
     normalize = model.preprocessing.normalize
     layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
-    images = torch.stack([start_noise(recipe, seed, key) for key in keys]).to(device)
+    images = torch.stack([start_noise(recipe, seed, key) for key, _ in keys]).to(device)
     # One generator per image for the random transforms: an image's result never depends on its batch.
-    generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key in keys]
+    generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key, _ in keys]
     penalized = bool(recipe.tv or recipe.l1 or recipe.l2)
     history = torch.zeros(len(objectives), recipe.total_steps)
     started = time.perf_counter()
     done = 0
-    with Capture(model, layers) as capture:
+    with Forward(model, layers, runtime) as capture:
         with torch.no_grad():
             initial = evaluate(objectives, capture(normalize(images))).float().cpu()
         state = initial_state(recipe.param, images, decorrelate=recipe.decorrelate)
@@ -335,11 +342,36 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[str],
             final = evaluate(objectives, capture(normalize(images))).float().cpu()
     return RenderResult(images=images.cpu(), objectives=objectives, values=final, initial_values=initial,
                         history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
-                        seconds=time.perf_counter() - started)
+                        seconds=time.perf_counter() - started, copy_numbers=[n for _, n in keys])
+
+
+def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe,
+                 runtime: Runtime | None = None) -> int:
+    """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``.
+
+    As many images as the runtime's memory budget holds at the recipe's largest input size (see
+    :func:`filterscope.runtime.auto_batch_size`); all of them when an objective compares the images of
+    a batch (diversity), which must then fit.
+    """
+    runtime = runtime or Runtime()
+    layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
+    size = recipe.output_size + 2 * recipe.transforms.pad
+    estimate = estimate_memory(model, layers, size, runtime)
+    budget = runtime.memory_budget(model.device)
+    if any(is_batchwise(o) for o in objectives):
+        auto_batch_size(1, estimate, budget, model.device, runtime.precision)  # one image must fit
+        if estimate.fits(budget) < len(objectives):
+            raise InvalidRecipeError(
+                f"a batchwise objective (diversity) needs all {len(objectives)} images in one batch, about "
+                f"{estimate.total(len(objectives)) / 2**20:.0f} MiB at {size} px; the memory budget holds "
+                f"{estimate.fits(budget)}: raise --max-memory or use fewer copies")
+        return len(objectives)
+    return auto_batch_size(len(objectives), estimate, budget, model.device, runtime.precision)
 
 
 def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
                 recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
+                runtime: Runtime | None = None,
                 callback: Callable[[StepInfo], None] | None = None) -> Iterator[RenderResult]:
     """Like :func:`render`, but yields one :class:`RenderResult` per batch as soon as it is finished."""
     model = coerce_model(model)
@@ -355,10 +387,11 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Se
     keys = []
     for o in resolved:
         n = seen[o.description] = seen.get(o.description, -1) + 1
-        keys.append(o.description if n == 0 else f"{o.description}#{n}")
-    size = batch_size or len(resolved)
-    if size < 1:
+        keys.append((o.description if n == 0 else f"{o.description}#{n}", n))
+    runtime = runtime or Runtime()
+    if batch_size is not None and batch_size < 1:
         raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
+    size = batch_size or plan_batches(model, resolved, recipe, runtime)
     if any(is_batchwise(o) for o in resolved) and size < len(resolved):
         raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch: "
                                  "leave batch_size unset")
@@ -368,14 +401,14 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Se
     try:
         for chunk in range(chunks):
             part = slice(chunk * size, (chunk + 1) * size)
-            yield _run_chunk(model, resolved[part], keys[part], recipe, seed, callback, chunk, chunks)
+            yield _run_chunk(model, resolved[part], keys[part], recipe, seed, runtime, callback, chunk, chunks)
     finally:
         model.module.train(was_training)
 
 
 def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
            recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
-           callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
+           runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
     """Optimize one image per objective, from noise, with the network frozen.
 
     Args:
@@ -383,8 +416,11 @@ def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequenc
         objectives: One objective, or a sequence: one image is optimized for each.
         recipe: The schedule; the paper's by default.
         seed: Seeds the starting noise; the same seed, recipe and model give the same images.
-        batch_size: How many images are optimized together (default: all of them).
+        batch_size: How many images are optimized together (default: picked from the memory budget,
+            see :func:`plan_batches`). The images do not depend on it.
         copies: Images per objective, each from its own noise (with ``diversity`` they are pushed apart).
+        runtime: Precision, memory format and memory budget (default: fp32, channels-last, a quarter of
+            the free RAM or half the free GPU memory); see :mod:`filterscope.runtime`.
         callback: Called after every Adam step with a :class:`StepInfo`.
 
     Returns:
@@ -394,7 +430,8 @@ def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequenc
         UnknownLayerError, ChannelError, InvalidObjectiveError: an objective does not fit the model.
     """
     return RenderResult.concatenate(list(iter_render(model, objectives, recipe=recipe, seed=seed,
-                                                     batch_size=batch_size, copies=copies, callback=callback)))
+                                                     batch_size=batch_size, copies=copies, runtime=runtime,
+                                                     callback=callback)))
 
 
 def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], **options) -> RenderResult:

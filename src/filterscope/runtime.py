@@ -1,0 +1,319 @@
+"""How the work runs on the hardware: precision, memory format, batch size, threads, prefetching.
+
+The optimization loop (:mod:`filterscope.render`) and the analyses (:mod:`filterscope.analysis`) run
+the network through a :class:`Forward`: the truncated forward pass of :class:`~filterscope.layers.Capture`
+(it stops after the deepest layer an objective reads) in the memory format and precision that a
+:class:`Runtime` asks for, always returning float32 activations, so objectives and losses are computed
+in float32.
+
+In the default settings (``fp32``) speed never changes the result: channels-last convolutions, the
+truncated forward pass and batching give the same images as the plain one-image-at-a-time loop up to
+float rounding (tests check this). ``bf16`` is an option: bfloat16 autocast for the network (the loss
+stays float32), much faster on CPUs with AMX and on recent GPUs, at the cost of slightly different
+images. ``benchmarks/speed.py`` measures all of it.
+
+The batch size (images optimized together) is picked from a memory budget: :func:`estimate_memory`
+measures what one image costs at the recipe's largest size (the tensors the backward pass keeps, found
+with :func:`torch.autograd.graph.saved_tensors_hooks` on two probe forward passes, plus gradients and
+the optimizer's state), and :func:`auto_batch_size` fits as many images as the budget holds, up to a
+per-device limit above which batching stops paying (on a CPU, measured: bigger batches spill the
+caches and are not faster per image).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from .errors import RuntimeSettingError
+from .layers import Capture, LayerRef
+from .zoo.registry import LoadedModel
+
+__all__ = ["Runtime", "Forward", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
+           "default_memory_budget", "parse_memory", "format_bytes", "usable_cpus", "configure_threads",
+           "prefetch", "BATCH_LIMITS"]
+
+PRECISIONS = ("fp32", "bf16")
+
+# Most images per batch, by device type and precision. Larger batches are allowed when asked for
+# explicitly; automatic sizing stops here because time per image no longer falls (benchmarks/speed.py:
+# on the 2-core CPU, fp32 time per filter is flat or rises with the batch, bf16's falls up to 8).
+BATCH_LIMITS: dict[tuple[str, str], int] = {
+    ("cpu", "fp32"): 1,
+    ("cpu", "bf16"): 8,
+    ("cuda", "fp32"): 64,
+    ("cuda", "bf16"): 128,
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run the network; the model's own device says where.
+
+    Attributes:
+        precision: ``fp32`` (exact, the default) or ``bf16`` (bfloat16 autocast for the network; the
+            objective and loss stay float32).
+        channels_last: Convolutions in channels-last memory format. ``None`` (default) turns it on for
+            networks with 2-D convolutions: faster on CPUs (oneDNN) and for bf16 on GPUs.
+        max_memory: Bytes the batch's working set may use (activations kept for the backward pass,
+            gradients, images and optimizer state; not the model's weights). ``None``: a safe share of
+            what is free (:func:`default_memory_budget`).
+    """
+
+    precision: str = "fp32"
+    channels_last: bool | None = None
+    max_memory: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise RuntimeSettingError(f"Unknown precision {self.precision!r}: use {' or '.join(PRECISIONS)}")
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise RuntimeSettingError(f"max_memory must be positive (got {self.max_memory} bytes)")
+
+    def memory_budget(self, device: torch.device) -> int:
+        return self.max_memory if self.max_memory is not None else default_memory_budget(device)
+
+    def describe(self) -> str:
+        layout = {None: "channels-last (auto)", True: "channels-last", False: "NCHW"}[self.channels_last]
+        return f"{self.precision}, {layout}"
+
+
+DEFAULT_RUNTIME = Runtime()
+
+
+def _has_conv2d(module: torch.nn.Module) -> bool:
+    return any(p.dim() == 4 for p in module.parameters())
+
+
+class Forward:
+    """The truncated network, run as a :class:`Runtime` says; a context manager around :class:`Capture`.
+
+    ::
+
+        with Forward(model, layers, runtime) as forward:
+            activations = forward(normalized)    # {LayerRef: float32 (B,C,H,W)}
+
+    While it is open the model's weights are in channels-last format (when that is on); they are put
+    back when it closes.
+    """
+
+    def __init__(self, model: LoadedModel, layers: Sequence[LayerRef], runtime: Runtime | None = None) -> None:
+        self.model = model
+        self.runtime = runtime or DEFAULT_RUNTIME
+        self.capture = Capture(model, layers)
+        device = model.device
+        self.channels_last = _has_conv2d(model.module) and self.runtime.channels_last is not False
+        self._autocast = self.runtime.precision == "bf16"
+        if self._autocast and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise RuntimeSettingError(f"Device {device} does not support bfloat16: use --precision fp32")
+        self._converted = False
+
+    def __enter__(self) -> Forward:
+        if self.channels_last:
+            weights = [p for p in self.model.module.parameters() if p.dim() == 4]
+            if weights and weights[0].is_contiguous():
+                self.model.module.to(memory_format=torch.channels_last)
+                self._converted = True
+        self.capture.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.capture.__exit__(*exc)
+        if self._converted:
+            self.model.module.to(memory_format=torch.contiguous_format)
+            self._converted = False
+
+    def __call__(self, x: torch.Tensor) -> dict[LayerRef, torch.Tensor]:
+        """Activations of the requested layers for the normalized batch ``x``, as float32."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            captured = self.capture(x)
+        return {ref: act.float() for ref, act in captured.items()}
+
+
+# ------------------------------------------------------------------------------------------ memory
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What a batch costs at one input size.
+
+    Attributes:
+        per_image: Bytes each image adds (kept activations, their gradients, image and optimizer state).
+        fixed: Bytes a batch costs whatever its size (e.g. bf16 copies of the weights).
+        size: The input side, px, it was measured at.
+    """
+
+    per_image: int
+    fixed: int
+    size: int
+
+    def total(self, batch: int) -> int:
+        return self.fixed + batch * self.per_image
+
+    def fits(self, budget: int) -> int:
+        """How many images fit in ``budget`` bytes (0 when not even one)."""
+        return max(0, (budget - self.fixed) // self.per_image)
+
+
+def _saved_bytes(forward: Forward, x: torch.Tensor, exclude: set[int]) -> tuple[int, int]:
+    """Bytes of the tensors autograd keeps for the backward pass of one forward, and the largest one."""
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in exclude:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        activations = forward(x)
+    # The objective reads the captured activations; count them whether or not autograd kept them.
+    for act in activations.values():
+        saved[act.untyped_storage().data_ptr()] = act.untyped_storage().nbytes()
+    return sum(saved.values()), max(saved.values(), default=0)
+
+
+def estimate_memory(model: LoadedModel, layers: Sequence[LayerRef], size: int,
+                    runtime: Runtime | None = None) -> MemoryEstimate:
+    """Measure the memory of one optimization step per image at ``size`` px (two probe forward passes).
+
+    Per image: the tensors the backward pass keeps (difference between a batch of two and of one), two
+    copies of the largest of them (the gradients in flight during the backward pass), and 16 image-sized
+    buffers (parameterization, its gradient, Adam's moments, transforms).
+    """
+    runtime = runtime or DEFAULT_RUNTIME
+    device = model.device
+    with Forward(model, layers, runtime) as forward:
+        exclude = {t.untyped_storage().data_ptr() for t in [*model.module.parameters(), *model.module.buffers()]}
+        one, largest = _saved_bytes(forward, torch.zeros(1, 3, size, size, device=device, requires_grad=True),
+                                    exclude)
+        two, _ = _saved_bytes(forward, torch.zeros(2, 3, size, size, device=device, requires_grad=True), exclude)
+    per_image = max(two - one, 1) + 2 * largest + 16 * 3 * size * size * 4
+    return MemoryEstimate(per_image=per_image, fixed=max(0, one - (two - one)), size=size)
+
+
+def _meminfo_available() -> int | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Half the free memory of a GPU; a quarter of the available RAM of the machine."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free // 2
+    available = _meminfo_available()
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 * 2**30
+    return available // 4
+
+
+def auto_batch_size(count: int, estimate: MemoryEstimate, budget: int, device: torch.device,
+                    precision: str = "fp32") -> int:
+    """Images per batch for ``count`` images: as many as fit in ``budget``, up to :data:`BATCH_LIMITS`.
+
+    Raises:
+        RuntimeSettingError: not even one image fits.
+    """
+    fit = estimate.fits(budget)
+    if fit < 1:
+        raise RuntimeSettingError(
+            f"A memory budget of {format_bytes(budget)} is too small: one image at {estimate.size} px needs "
+            f"about {format_bytes(estimate.total(1))}; raise --max-memory")
+    limit = BATCH_LIMITS.get((torch.device(device).type, precision), 1)
+    return max(1, min(count, fit, limit))
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+
+
+def parse_memory(text: str) -> int:
+    """``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"2000000000"`` → bytes (K, M, G, T are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise RuntimeSettingError(f"Bad memory size {text!r}: use a number with an optional unit K, M, G or T "
+                                  "(powers of 1024), e.g. 512M or 4G")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise RuntimeSettingError(f"Memory size must be positive (got {text!r})")
+    return value
+
+
+def format_bytes(count: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= factor:
+            return f"{count / factor:.1f} {unit}"
+    return f"{count} B"
+
+
+# ----------------------------------------------------------------------------------------- threads
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity mask, limited by a cgroup v2 CPU quota when there is one."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, count)
+
+
+def configure_threads() -> int:
+    """Use one intra-op thread per usable CPU, unless OMP_NUM_THREADS/MKL_NUM_THREADS say otherwise.
+
+    torch starts with one thread per *physical* core of the host, which in a container with a CPU
+    quota oversubscribes the quota, and on some VMs leaves a core idle. Returns the thread count.
+    """
+    if "OMP_NUM_THREADS" in os.environ or "MKL_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    count = usable_cpus()
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
+
+
+# ---------------------------------------------------------------------------------------- prefetch
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def prefetch(items: Iterable[T], load: Callable[[T], U], ahead: int = 2) -> Iterator[U]:
+    """``load(item)`` for each item, in order, computed by a background thread up to ``ahead`` items early.
+
+    Used to decode images while the network works on the previous ones. An exception raised by ``load``
+    is raised here when its item is reached; closing the iterator early cancels what is queued.
+    """
+    iterator = iter(items)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filterscope-prefetch")
+    pending: deque = deque()
+    try:
+        for item in iterator:
+            pending.append(pool.submit(load, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
