@@ -47,6 +47,9 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
+    from .runtime import configure_threads
+
+    configure_threads()
 
 
 def _guarded(command: Callable) -> Callable:
@@ -74,7 +77,20 @@ def _guarded(command: Callable) -> Callable:
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name (see `filterscope models`).")]
 WeightsOption = Annotated[Optional[str], typer.Option(
     "--weights", "-w", help="'default' (the model's own), 'random' (untrained, seeded) or a state-dict FILE.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.", rich_help_panel="Speed")]
+BatchOption = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Images per forward/backward pass (default: as many as --max-memory holds, up to what "
+                         "pays on the device). Does not change the images.", rich_help_panel="Speed")]
+MemoryOption = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="Memory for the batch's working set, e.g. 2G or 512M (default: a quarter of the free "
+                         "RAM, half the free GPU memory).", rich_help_panel="Speed")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help="fp32 (exact) or bf16 (bfloat16 network, float32 loss: faster on AMX CPUs and GPUs, "
+                        "slightly different images).", rich_help_panel="Speed")]
+LayoutOption = Annotated[Optional[bool], typer.Option(
+    "--channels-last/--nchw", help="Memory format of the convolutions (default: channels-last, faster on "
+                                   "CPUs and GPUs).", show_default=False, rich_help_panel="Speed")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the starting noise (and of random weights).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
@@ -110,6 +126,13 @@ def _recipe(name: str = "paper", **values: float | int | None) -> Recipe:
     return get_recipe(name).replace(**values)
 
 
+def _runtime(precision: str, channels_last: bool | None, max_memory: str | None):
+    from .runtime import Runtime, parse_memory
+
+    return Runtime(precision=precision, channels_last=channels_last,
+                   max_memory=None if max_memory is None else parse_memory(max_memory))
+
+
 def _load(model: str, weights: str | None, seed: int, device: str, quiet: bool):
     from .zoo import load_model
 
@@ -137,16 +160,38 @@ def _parse_indices(text: str, option: str) -> list[int]:
     return indices
 
 
+class _ImageProgress:
+    """A tqdm bar fed by ``progress(done, total)`` callbacks of the analyses."""
+
+    def __init__(self, label: str, total: int | None, quiet: bool, unit: str = "image") -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=label, unit=unit, disable=quiet, leave=False, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> _ImageProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
 class _Progress:
     """A tqdm bar fed by render callbacks."""
 
-    def __init__(self, label: str, total: int, quiet: bool) -> None:
+    def __init__(self, label: str, total: int | None, quiet: bool) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=label, unit="step", disable=quiet, leave=False, file=sys.stderr,
                         dynamic_ncols=True)
 
     def __call__(self, info: StepInfo) -> None:
+        if self.bar.total != info.total_steps * info.chunks:  # known once the batch size is
+            self.bar.total = info.total_steps * info.chunks
         self.bar.update(1)
         self.bar.set_postfix_str(
             f"batch {info.chunk + 1}/{info.chunks} scale {info.scale + 1} ({info.size}px) "
@@ -241,10 +286,12 @@ def visualize_command(
     weights: WeightsOption = None,
     out: OutOption = Path("out/visualize"),
     seed: SeedOption = 0,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="Images optimized together (default: all). Each finished batch is saved at once.")] = None,
-    device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    max_memory: MemoryOption = None,
+    precision: PrecisionOption = "fp32",
+    channels_last: LayoutOption = None,
     recipe_name: RecipeOption = "paper",
     size: RecipeSize = None,
     scales: RecipeScales = None,
@@ -277,6 +324,7 @@ def visualize_command(
     if neuron and layer is None:
         raise InvalidObjectiveError("--neuron applies to --layer/--filters")
     parsed = [parse_objective(text) for text in objective or []]  # syntax errors before loading anything
+    runtime = _runtime(precision, channels_last, max_memory)
     loaded = _load(model, weights, seed, device, quiet)
     objectives: list[Objective]
     if classes is not None:
@@ -294,15 +342,13 @@ def visualize_command(
         title_layer = str(ref)
     objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
 
-    count = len(objectives) * copies
-    chunk = batch_size or count
-    total = recipe.total_steps * -(-count // chunk)
-    progress = _Progress(f"{loaded.name} {title_layer}", total, quiet)
+    batch_size = _batch_size(loaded, objectives, copies, recipe, runtime, batch_size, quiet)
+    progress = _Progress(f"{loaded.name} {title_layer}", None, quiet)
     results = []
     started = time.perf_counter()
     try:
         for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size,
-                                  copies=copies, callback=progress):
+                                  copies=copies, runtime=runtime, callback=progress):
             for path, obj, before, after in zip(save_result(result, out), result.objectives,
                                                 result.initial_values, result.values):
                 progress.bar.write(f"{path}  {obj.description}: activation {float(before):.3g} → {float(after):.3g}")
@@ -318,6 +364,24 @@ def visualize_command(
                                               f"seed {seed}")
     typer.echo(f"{save_figure(fig, out / grid_name)}  grid of {len(images)} "
                f"({time.perf_counter() - started:.0f} s)")
+
+
+def _batch_size(loaded, objectives: list[Objective], copies: int, recipe: Recipe, runtime, batch_size: int | None,
+                quiet: bool) -> int:
+    """The batch size to use, said in one line (how it was chosen) unless quiet."""
+    from .render import plan_batches
+    from .runtime import format_bytes
+
+    count = len(objectives) * copies
+    how = "given"
+    if batch_size is None:
+        batch_size = plan_batches(loaded, [o for o in objectives for _ in range(copies)], recipe, runtime)
+        budget = runtime.memory_budget(loaded.device)
+        how = f"automatic: {format_bytes(budget)} budget at {recipe.output_size} px"
+    if not quiet:
+        typer.echo(f"{count} image(s) on {loaded.device}, {runtime.describe()}, batches of "
+                   f"{min(batch_size, count)} ({how})", err=True)
+    return batch_size
 
 
 def _panel_title(objective: Objective) -> str:
@@ -349,8 +413,12 @@ def top_command(
         "--visualize", help="Also render the top k filters with the recipe, and a Figure-4 panel.")] = False,
     out: OutOption = Path("out/top"),
     seed: SeedOption = 0,
-    device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    max_memory: MemoryOption = None,
+    precision: PrecisionOption = "fp32",
+    channels_last: LayoutOption = None,
     recipe_name: RecipeOption = "paper",
     size: RecipeSize = None,
     scales: RecipeScales = None,
@@ -374,9 +442,14 @@ def top_command(
 
     recipe = _recipe(recipe_name, size=size, scales=scales, upscale=upscale, steps=steps,
                      late_steps_factor=late_steps_factor, lr=lr, weight_decay=weight_decay, blur=blur)
+    from .analysis import ANALYSIS_BATCH
+
+    runtime = _runtime(precision, channels_last, max_memory)
     paths = collect_images(images)
     loaded = _load(model, weights, seed, device, quiet)
-    ranking = rank_filters(loaded, paths, layer, k=k, augment=augment, seed=seed, fit=fit)
+    with _ImageProgress("ranking", len(paths), quiet or len(paths) < 8) as progress:
+        ranking = rank_filters(loaded, paths, layer, k=k, augment=augment, seed=seed, fit=fit,
+                               batch_size=batch_size or ANALYSIS_BATCH, runtime=runtime, progress=progress)
     label = _image_label(paths)
     views = f", {augment} augmented views each" if augment else ""
     typer.echo(f"{loaded.name} {ranking.layer}: top {k} of {ranking.means.numel()} filters by mean activation "
@@ -400,9 +473,12 @@ def top_command(
                           title=f"{loaded.name} {ranking.layer}: mean activation per filter, {label}{views}")
     typer.echo(f"wrote {save_figure(fig, out / f'{stem}-top{k}.png')}")
     if visualize:
-        progress = _Progress(f"visualizing top {k}", recipe.total_steps, quiet)
+        objectives = [Channel(ranking.layer, f).resolve(loaded) for f in ranking.top]
+        render_batch = _batch_size(loaded, objectives, 1, recipe, runtime, batch_size, quiet)
+        progress = _Progress(f"visualizing top {k}", None, quiet)
         try:
-            result = visualize_filters(loaded, ranking.layer, ranking.top, recipe=recipe, seed=seed, callback=progress)
+            result = visualize_filters(loaded, ranking.layer, ranking.top, recipe=recipe, seed=seed,
+                                       batch_size=render_batch, runtime=runtime, callback=progress)
         finally:
             progress.close()
         save_result(result, out / "filters")
@@ -434,8 +510,11 @@ def occlude_command(
     stride: Annotated[int, typer.Option("--stride", help="Sensitivity maps: patch stride, input px.")] = 8,
     out: OutOption = Path("out/occlude"),
     seed: SeedOption = 0,
-    device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    precision: PrecisionOption = "fp32",
+    channels_last: LayoutOption = None,
 ) -> None:
     """How the top filters change when parts of the image are occluded (the paper's Table 1).
 
@@ -454,24 +533,18 @@ def occlude_command(
         variants.setdefault(name, []).extend(boxes)
     if not variants:
         raise RegionError("Give at least one --region NAME=x0,y0,x1,y1 or a --regions FILE")
+    from .analysis import ANALYSIS_BATCH
+
+    runtime = _runtime(precision, channels_last, None)
     loaded = _load(model, weights, seed, device, quiet)
     item = prepare_image(loaded, image, fit=fit)
-    study = occlusion_study(loaded, item, layer, variants, k=k, fill=fill, seed=seed)
+    study = occlusion_study(loaded, item, layer, variants, k=k, fill=fill, seed=seed, runtime=runtime)
     sensitivity = None
     if maps:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="sensitivity maps", unit="patch", disable=quiet, leave=False, file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        try:
+        with _ImageProgress("sensitivity maps", None, quiet, unit="patch") as progress:
             sensitivity = sensitivity_maps(loaded, item, study.layer, study.rows[0].top[:maps_k], patch=patch,
-                                           stride=stride, fill=fill, seed=seed, progress=progress)
-        finally:
-            bar.close()
+                                           stride=stride, fill=fill, seed=seed, batch_size=batch_size or ANALYSIS_BATCH,
+                                           runtime=runtime, progress=progress)
     typer.echo(f"{loaded.name} {study.layer}, {item.name}, fill {fill}:")
     typer.echo(study.text(), nl=False)
     for row in study.rows[1:]:
@@ -506,6 +579,7 @@ def evaluate_command(
     samples: Annotated[int, typer.Option("--samples", help="Random transforms for the robustness score.")] = 16,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as JSON.")] = None,
     seed: SeedOption = 0,
+    device: DeviceOption = "auto",
 ) -> None:
     """Score visualizations: activation ratio vs natural images, robustness to small transforms, high-frequency share, and (class objectives) transfer to another network."""
     import json
@@ -529,11 +603,11 @@ def evaluate_command(
     for path, obj, name, image_weights in jobs:
         key = (name, image_weights)
         if key not in models:
-            loaded = _load(name, image_weights, seed, "cpu", True)
+            loaded = _load(name, image_weights, seed, device, True)
             models[key] = (loaded, reference_crops(loaded, refs, seed=seed))
         loaded, crops = models[key]
         if isinstance(obj, ClassLogit) and transfer_loaded is None:
-            transfer_loaded = _load(transfer_model, None, seed, "cpu", True)
+            transfer_loaded = _load(transfer_model, None, seed, device, True)
         quality = score(loaded, obj, to_tensor(load_image(path)), reference=crops, samples=samples, seed=seed,
                         transfer_model=transfer_loaded if isinstance(obj, ClassLogit) else None)[0]
         rows.append({"file": str(path), "model": name, **dataclasses.asdict(quality)})
@@ -555,11 +629,12 @@ def demo_command(
     model: ModelOption = "efficientnet_lite0",
     seed: SeedOption = 0,
     quiet: QuietOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
-    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~5 min on 2 cores)."""
+    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~4 min on 2 cores)."""
     from .demo import run_demo
 
-    loaded = _load(model, None, seed, "cpu", quiet)
+    loaded = _load(model, None, seed, device, quiet)
     bars: list[_Progress] = []
 
     def progress(label: str, total: int):

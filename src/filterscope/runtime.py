@@ -117,8 +117,15 @@ class Forward:
         if self._autocast and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise RuntimeSettingError(f"Device {device} does not support bfloat16: use --precision fp32")
         self._converted = False
+        # fp32 means fp32 on a GPU too: TF32 convolutions and matmuls (on by default for cuDNN) are
+        # turned off while the context is open.
+        self._exact_cuda = device.type == "cuda" and not self._autocast
+        self._tf32: tuple[bool, bool] | None = None
 
     def __enter__(self) -> Forward:
+        if self._exact_cuda:
+            self._tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         if self.channels_last:
             weights = [p for p in self.model.module.parameters() if p.dim() == 4]
             if weights and weights[0].is_contiguous():
@@ -132,6 +139,9 @@ class Forward:
         if self._converted:
             self.model.module.to(memory_format=torch.contiguous_format)
             self._converted = False
+        if self._tf32 is not None:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._tf32
+            self._tf32 = None
 
     def __call__(self, x: torch.Tensor) -> dict[LayerRef, torch.Tensor]:
         """Activations of the requested layers for the normalized batch ``x``, as float32."""
