@@ -56,7 +56,7 @@ from .errors import InvalidRecipeError
 from .images import to_pil
 from .objectives import Channel, Objective, evaluate, is_batchwise
 from .params import PARAMS, initial_state, make_param
-from .runtime import Forward, Runtime, auto_batch_size, estimate_memory
+from .runtime import Forward, Runtime, auto_batch_size, estimate_memory, memory_format
 from .transforms import NO_TRANSFORMS, TransformStack
 from .zoo.registry import LoadedModel, coerce_model
 
@@ -342,7 +342,17 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
             final = evaluate(objectives, capture(normalize(images))).float().cpu()
     return RenderResult(images=images.cpu(), objectives=objectives, values=final, initial_values=initial,
                         history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
-                        seconds=time.perf_counter() - started, copy_numbers=[n for _, n in keys])
+                        seconds=time.perf_counter() - started, copy_numbers=[n for _, n in keys],
+                        extra=_runtime_metadata(capture))
+
+
+def _runtime_metadata(forward: Forward) -> dict[str, str]:
+    # The optimization is chaotic: anything that changes float rounding (batch size, memory format,
+    # precision, thread count, device) changes the image. Recorded so that a run can be repeated exactly.
+    threads = torch.get_num_threads() if forward.model.device.type == "cpu" else None
+    return {"device": str(forward.model.device), "precision": forward.runtime.precision,
+            "memory_format": "channels_last" if forward.channels_last else "nchw",
+            **({"threads": str(threads)} if threads else {})}
 
 
 def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe,
@@ -399,9 +409,12 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Se
     was_training = model.module.training
     model.module.eval()
     try:
-        for chunk in range(chunks):
-            part = slice(chunk * size, (chunk + 1) * size)
-            yield _run_chunk(model, resolved[part], keys[part], recipe, seed, runtime, callback, chunk, chunks)
+        with memory_format(model, runtime):  # once for all batches
+            for chunk in range(chunks):
+                part = slice(chunk * size, (chunk + 1) * size)
+                result = _run_chunk(model, resolved[part], keys[part], recipe, seed, runtime, callback, chunk, chunks)
+                result.extra["batch_size"] = str(size)  # with the objectives' order, fixes the batches
+                yield result
     finally:
         model.module.train(was_training)
 
