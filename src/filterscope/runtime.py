@@ -46,10 +46,10 @@ __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS"
 PRECISIONS = ("fp32", "bf16")
 
 # Most images per batch, by device type and precision. Larger batches are allowed when asked for
-# explicitly; automatic sizing stops here because time per image no longer falls (benchmarks/speed.py:
-# on the 2-core CPU, fp32 time per filter is flat or rises with the batch, bf16's falls up to 8).
+# explicitly; automatic sizing stops here because time per image no longer falls (benchmarks/speed.py
+# sweeps batch sizes 1-16 on the CPU).
 BATCH_LIMITS: dict[tuple[str, str], int] = {
-    ("cpu", "fp32"): 1,
+    ("cpu", "fp32"): 8,
     ("cpu", "bf16"): 8,
     ("cuda", "fp32"): 64,
     ("cuda", "bf16"): 128,
