@@ -1,6 +1,6 @@
 """Speed of the image-driven analysis on the embedded model.
 
-Times, in one run: the top-k ranking of one image; `top` over a folder of 32 JPEG photos, the plain
+Times, in one run: the top-k ranking of one image; `top` over a folder of 32 photos, the plain
 way (decode an image, run it, decode the next; NCHW) against filterscope's (decoded in a background
 thread while the network runs, batches of 4, channels-last); the occlusion table over 8 regions; and
 the occlusion sensitivity maps of issue 3's target (224 px image, 32 px patch, stride 8, deep layer
@@ -31,7 +31,8 @@ NCHW = Runtime(channels_last=False)
 
 
 def photo_folder(folder: Path, count: int = 32) -> list[Path]:
-    """``count`` JPEGs: crops and flips of scikit-image's photos, at their full size (up to 512 px)."""
+    """``count`` camera-sized photos (1600 px long side; crops and flips of scikit-image's photos,
+    upscaled), alternately JPEG and PNG: PNGs cannot be decoded at reduced size, JPEGs can (draft mode)."""
     photos = [Image.fromarray(getattr(data, name)()) for name in ("chelsea", "coffee", "rocket", "astronaut")]
     paths = []
     for i in range(count):
@@ -39,8 +40,10 @@ def photo_folder(folder: Path, count: int = 32) -> list[Path]:
         w, h = photo.size
         box = (i % 5 * w // 20, i % 3 * h // 20, w - i % 4 * w // 20, h - i % 2 * h // 20)
         image = photo.crop(box).transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else photo.crop(box)
-        paths.append(folder / f"{i:02d}.jpg")
-        image.save(paths[-1], quality=92)
+        scale = 1600 / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        paths.append(folder / f"{i:02d}.{'jpg' if i % 2 == 0 else 'png'}")
+        image.save(paths[-1], **({"quality": 92} if i % 2 == 0 else {}))
     return paths
 
 
@@ -68,10 +71,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = photo_folder(Path(tmp))
         seconds, _ = timed(lambda: plain_top(model, paths, layer))
-        rows.append(("top over 32 photos, plain: decode then forward, one by one, NCHW", "32 forwards", seconds))
+        rows.append(("top over 32 photos (1600 px JPEG/PNG), plain: decode then forward, one by one, NCHW", "32 forwards", seconds))
         for batch in (1, 4, 8):
             seconds, _ = timed(lambda b=batch: rank_filters(model, paths, layer, batch_size=b))
-            rows.append((f"top over 32 photos, filterscope: background decoding, batch {batch}", "32 forwards",
+            rows.append((f"top over 32 photos (1600 px JPEG/PNG), filterscope: background decoding, batch {batch}", "32 forwards",
                          seconds))
     variants = {name: [Box(*b) for b in boxes] for name, boxes in DEMO_PLAN.regions}
     seconds, _ = timed(lambda: occlusion_study(model, item, layer, variants, k=10))

@@ -27,12 +27,14 @@ from .errors import (
     InvalidObjectiveError,
     InvalidRecipeError,
     UnknownLayerError,
+    RuntimeSettingError,
     UnknownModelError,
     WeightsError,
 )
 from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
 from .objectives import Channel, ClassLogit, Neuron, Objective, channel, class_logit, neuron
 from .render import PAPER_RECIPE, Recipe, RenderResult, StepInfo, iter_render, render, visualize_filters
+from .runtime import Runtime
 from .zoo import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -48,7 +50,7 @@ __all__ = [
     "__version__",
     # errors
     "FilterscopeError", "UnknownModelError", "UnknownLayerError", "ChannelError", "InvalidObjectiveError",
-    "InvalidRecipeError", "ImageError", "WeightsError", "DeviceError",
+    "InvalidRecipeError", "ImageError", "WeightsError", "DeviceError", "RuntimeSettingError",
     # models
     "DEFAULT_MODEL", "LoadedModel", "Preprocessing", "load_model", "wrap_model", "list_models", "register_model",
     "imagenet_categories",
@@ -58,4 +60,6 @@ __all__ = [
     "Objective", "Channel", "Neuron", "ClassLogit", "channel", "neuron", "class_logit",
     # rendering
     "Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "visualize_filters",
+    # how it runs
+    "Runtime",
 ]

@@ -11,8 +11,8 @@
 Images enter as paths or PIL images and are put into the network's view with the model's own
 preprocessing (``fit="crop"``: resize the shorter side, center crop). Everything runs under
 ``torch.no_grad``, in batches, through a :class:`~filterscope.runtime.Forward` that stops at the
-analysed layer; images are decoded (and occluded copies built) by a background thread while the
-network works on the previous batch.
+analysed layer; images are decoded by a background thread while the network works on the previous
+batch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -306,7 +307,7 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
         runtime: Precision and memory format (:mod:`filterscope.runtime`).
         progress: Called as ``progress(images_done, images_total)``.
 
-    Images are decoded and augmented by a background thread, in order, while the network runs.
+    Images are decoded and resized by a background thread (Pillow only), in order, while the network runs.
     """
     model = coerce_model(model)
     ref, _ = _checked_layer(model, layer, k)
@@ -314,13 +315,16 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
         raise ImageError("No image given")
     generator = torch.Generator().manual_seed(seed)
 
-    def load(index: int) -> tuple[AnalysisImage, torch.Tensor]:
-        # One worker thread, items in order: the augmentations draw from `generator` deterministically.
-        item = prepare_image(model, images[index], fit=fit, name=names[index] if names else None)
-        views = item.pixels[None]
-        if augment > 0:
-            views = torch.cat([views, _augmentations(item.pixels, augment, generator)])
-        return item, views
+    def decode(index: int) -> tuple[str, Image.Image, Placement, tuple[int, int]]:
+        # Pillow only (it releases the GIL): torch work here would fight the network for the cores.
+        image = images[index]
+        if isinstance(image, Image.Image):
+            pil, label = image, "image"
+        else:
+            pil, label = load_image(image, min_side=model.preprocessing.resize_size), Path(image).name
+        original = tuple(pil.info.get("original_size", pil.size))
+        view, placement = model.preprocessing.place_image(pil, fit, original_size=original)
+        return names[index] if names else label, view, placement, original
 
     prepared: list[AnalysisImage] = []
     sums = torch.zeros(len(images), 0)
@@ -338,7 +342,12 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
             pending[:] = [batch[count:]] if count < batch.shape[0] else []
             del owners[:count]
 
-        for index, (item, views) in enumerate(prefetch(range(len(images)), load)):
+        for index, (label, view, placement, original) in enumerate(prefetch(range(len(images)), decode)):
+            pixels = torch.from_numpy(np.asarray(view, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+            item = AnalysisImage(label, pixels, placement, original)
+            views = item.pixels[None]
+            if augment > 0:
+                views = torch.cat([views, _augmentations(item.pixels, augment, generator)])
             prepared.append(item)
             pending.append(views)
             owners.extend([index] * views.shape[0])
@@ -630,9 +639,9 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
                      progress: Callable[[int, int], None] | None = None) -> SensitivityMaps:
     """Slide a ``patch`` x ``patch`` occluder over the image with ``stride`` and map each filter's drop.
 
-    All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``; a
-    background thread builds the next batch of occluded copies while the network runs.
-    ``progress(done, total)`` is called after each batch.
+    All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``.
+    They are built in this thread: building them (torch copies) in a background thread competes with
+    the network's threads and was measured 1.3-2x slower. ``progress(done, total)`` is called after each batch.
     """
     model = coerce_model(model)
     ref, channels = _checked_layer(model, layer)
@@ -664,8 +673,8 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
     done = 0
     with torch.no_grad(), Forward(model, [ref], runtime) as forward:
         baseline = _means(forward, ref, item.pixels[None], filters)[0]
-        for chunk, batch in zip(chunks, prefetch(chunks, occluded)):
-            values = _means(forward, ref, batch, filters)
+        for chunk in chunks:
+            values = _means(forward, ref, occluded(chunk), filters)
             for i, (y, x) in enumerate(chunk):
                 drops[:, y:y + patch, x:x + patch] += (baseline - values[i]).double()[:, None, None]
                 counts[y:y + patch, x:x + patch] += 1

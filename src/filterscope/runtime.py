@@ -49,7 +49,7 @@ PRECISIONS = ("fp32", "bf16")
 # explicitly; automatic sizing stops here because time per image no longer falls (benchmarks/speed.py
 # sweeps batch sizes 1-16 on the CPU).
 BATCH_LIMITS: dict[tuple[str, str], int] = {
-    ("cpu", "fp32"): 8,
+    ("cpu", "fp32"): 4,
     ("cpu", "bf16"): 8,
     ("cuda", "fp32"): 64,
     ("cuda", "bf16"): 128,

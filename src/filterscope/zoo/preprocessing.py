@@ -81,6 +81,14 @@ class Preprocessing:
         ``original_size`` is the size the caller's coordinates refer to, when ``image`` was decoded
         smaller (JPEG draft mode); by default ``image.size``.
         """
+        out, placement = self.place_image(image, fit, original_size)
+        array = np.asarray(out, dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous(), placement
+
+    def place_image(self, image: Image.Image, fit: str = "crop",
+                    original_size: tuple[int, int] | None = None) -> tuple[Image.Image, Placement]:
+        """:meth:`place` with Pillow only: the S x S RGB input image (no torch work, so it can run in a
+        background thread without competing with the network's threads)."""
         if fit not in FITS:
             raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
         image = image.convert("RGB")
@@ -107,8 +115,7 @@ class Preprocessing:
             left, top = (new_w - s) // 2, (new_h - s) // 2
             out = image.crop((left, top, left + s, top + s))
             placement = Placement(new_w / ow, new_h / oh, float(-left), float(-top), s)
-        array = np.asarray(out, dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous(), placement
+        return out, placement
 
 
 FITS = ("crop", "squash", "pad")
