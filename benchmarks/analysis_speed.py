@@ -18,12 +18,19 @@ import time
 from pathlib import Path
 
 import torch
+from _results import write_section  # benchmarks/_results.py
 from PIL import Image
 from skimage import data
 
 import filterscope as fs
-from _results import write_section  # benchmarks/_results.py
-from filterscope.analysis import Box, layer_means, occlusion_study, prepare_image, rank_filters, sensitivity_maps
+from filterscope.analysis import (
+    Box,
+    layer_means,
+    occlusion_study,
+    prepare_image,
+    rank_filters,
+    sensitivity_maps,
+)
 from filterscope.demo import DEMO_PLAN
 from filterscope.runtime import Runtime, configure_threads
 
@@ -81,7 +88,7 @@ def main() -> None:
     rows.append(("occlusion table, 8 regions", "9 forwards", seconds))
     for batch in (1, 4, 16, 64):
         for runtime, layout in ((NCHW, "NCHW"), (Runtime(), "channels-last")):
-            seconds, maps = timed(lambda b=batch, r=runtime: sensitivity_maps(
+            seconds, _ = timed(lambda b=batch, r=runtime: sensitivity_maps(
                 model, item, layer, ranking.top[:3], patch=32, stride=8, batch_size=b, runtime=r))
             rows.append((f"sensitivity maps, batch {batch}, {layout}", "625 forwards", seconds))
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"

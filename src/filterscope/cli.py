@@ -631,7 +631,7 @@ def demo_command(
     quiet: QuietOption = False,
     device: DeviceOption = "auto",
 ) -> None:
-    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~4 min on 2 cores)."""
+    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~3 min on 2 cores)."""
     from .demo import run_demo
 
     loaded = _load(model, None, seed, device, quiet)
