@@ -80,8 +80,8 @@ WeightsOption = Annotated[Optional[str], typer.Option(
 DeviceOption = Annotated[str, typer.Option(
     "--device", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.", rich_help_panel="Speed")]
 BatchOption = Annotated[Optional[int], typer.Option(
-    "--batch-size", help="Images per forward/backward pass (default: as many as --max-memory holds, up to what "
-                         "pays on the device). Does not change the images.", rich_help_panel="Speed")]
+    "--batch-size", help="Images per pass through the network (rendering default: as many as --max-memory holds, "
+                         "up to what pays on the device; analyses: 4).", rich_help_panel="Speed")]
 MemoryOption = Annotated[Optional[str], typer.Option(
     "--max-memory", help="Memory for the batch's working set, e.g. 2G or 512M (default: a quarter of the free "
                          "RAM, half the free GPU memory).", rich_help_panel="Speed")]
