@@ -91,6 +91,10 @@ def test_metadata_names_everything():
     assert meta["seed"] == "4" and '"steps": 10' in meta["recipe"]
     assert float(meta["final_activation"]) == pytest.approx(float(result.values[0]), rel=1e-5)
     assert meta["filterscope_version"]
+    # the settings that fix float rounding, so the run can be repeated byte for byte
+    assert (meta["device"], meta["precision"], meta["memory_format"], meta["batch_size"]) == (
+        "cpu", "fp32", "channels_last", "1")
+    assert int(meta["threads"]) == torch.get_num_threads()
 
 
 def test_copies_start_from_different_noise_and_diversity_pushes_them_apart():
