@@ -41,7 +41,13 @@ from filterscope import Channel, Recipe, load_model, render
 from filterscope.layers import resolve_layer
 from filterscope.naive import naive_render
 from filterscope.render import plan_batches
-from filterscope.runtime import Forward, Runtime, configure_threads, memory_format
+from filterscope.runtime import (
+    Forward,
+    Runtime,
+    configure_threads,
+    memory_format,
+    proc_bytes,
+)
 
 TIMING = Recipe(steps=2, late_steps_factor=1.5, name="timing")
 CASES = [("resnet34", "random", "layer2.2.conv1"), ("resnet34", "random", "layer4.2.relu"),
@@ -51,15 +57,6 @@ BATCHES = (1, 2, 4, 8, 16)
 
 
 # -------------------------------------------------------------------------------------- measuring
-def _status(field: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else None
-
-
 def measured(fn):
     """``(seconds, value)`` of ``fn()``."""
     start = time.perf_counter()
@@ -96,9 +93,9 @@ def run_peak_job(job: dict) -> None:
         work = lambda: fast(model, ref, filters, recipe, runtime, job["batch"])
     fast(model, ref, filters[:1], Recipe(size=32, scales=1, steps=1), Runtime(), 1)  # lazy initialization
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current resident set
-    before = _status("VmRSS")
+    before = proc_bytes("VmRSS")
     work()
-    print(_status("VmHWM") - before)
+    print(proc_bytes("VmHWM") - before)
 
 
 def floor_seconds(model, ref, recipe: Recipe, batch: int, runtime: Runtime, filters: int) -> float:

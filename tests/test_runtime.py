@@ -135,17 +135,12 @@ def test_estimate_grows_with_size_and_batchwise_render_refuses_a_small_budget(re
 
 
 MEASURE = textwrap.dedent("""
-    import json, re, sys
+    import json
     from pathlib import Path
-    import torch
     from filterscope import Channel, Recipe, load_model
     from filterscope.layers import resolve_layer
     from filterscope.render import render
-    from filterscope.runtime import Runtime, estimate_memory
-
-    def status(field):
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(rf"^{field}:\\s+(\\d+) kB", text, re.M).group(1)) * 1024
+    from filterscope.runtime import Runtime, estimate_memory, proc_bytes as status
 
     model = load_model("resnet18", "random")
     ref = resolve_layer(model, "layer3.1.relu")

@@ -27,13 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ChannelError, ImageError, RegionError
-from .images import load_image, to_pil
+from .images import load_image, to_pil, to_tensor
 from .layers import LayerRef, layer_info, resolve_layer
 from .runtime import Forward, Runtime, prefetch
 from .zoo.preprocessing import Placement
@@ -73,13 +72,25 @@ class AnalysisImage:
 def prepare_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, *, fit: str = "crop",
                   name: str | None = None) -> AnalysisImage:
     """Load (if a path) and preprocess one image for ``model``; see :class:`AnalysisImage`."""
+    return _decoded(*_decode(model, image, fit, name))
+
+
+def _decode(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, fit: str,
+            name: str | None) -> tuple[str, Image.Image, Placement, tuple[int, int]]:
+    """The Pillow half of :func:`prepare_image` (it releases the GIL, so it can run in a background
+    thread without competing with the network's threads): label, input-sized view, placement, size."""
     if isinstance(image, Image.Image):
         pil, label = image, name or "image"
     else:
         pil, label = load_image(image, min_side=model.preprocessing.resize_size), name or Path(image).name
-    original = pil.info.get("original_size", pil.size)
-    pixels, placement = model.preprocessing.place(pil, fit, original_size=original)
-    return AnalysisImage(label, pixels[0], placement, tuple(original))
+    original = tuple(pil.info.get("original_size", pil.size))
+    view, placement = model.preprocessing.place_image(pil, fit, original_size=original)
+    return label, view, placement, original
+
+
+def _decoded(label: str, view: Image.Image, placement: Placement, original: tuple[int, int]) -> AnalysisImage:
+    """The torch half of :func:`prepare_image`."""
+    return AnalysisImage(label, to_tensor(view)[0], placement, original)
 
 
 def collect_images(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -316,15 +327,7 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
     generator = torch.Generator().manual_seed(seed)
 
     def decode(index: int) -> tuple[str, Image.Image, Placement, tuple[int, int]]:
-        # Pillow only (it releases the GIL): torch work here would fight the network for the cores.
-        image = images[index]
-        if isinstance(image, Image.Image):
-            pil, label = image, "image"
-        else:
-            pil, label = load_image(image, min_side=model.preprocessing.resize_size), Path(image).name
-        original = tuple(pil.info.get("original_size", pil.size))
-        view, placement = model.preprocessing.place_image(pil, fit, original_size=original)
-        return names[index] if names else label, view, placement, original
+        return _decode(model, images[index], fit, names[index] if names else None)
 
     prepared: list[AnalysisImage] = []
     sums = torch.zeros(len(images), 0)
@@ -342,9 +345,8 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
             pending[:] = [batch[count:]] if count < batch.shape[0] else []
             del owners[:count]
 
-        for index, (label, view, placement, original) in enumerate(prefetch(range(len(images)), decode)):
-            pixels = torch.from_numpy(np.asarray(view, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-            item = AnalysisImage(label, pixels, placement, original)
+        for index, decoded in enumerate(prefetch(range(len(images)), decode)):
+            item = _decoded(*decoded)
             views = item.pixels[None]
             if augment > 0:
                 views = torch.cat([views, _augmentations(item.pixels, augment, generator)])

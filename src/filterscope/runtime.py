@@ -41,7 +41,7 @@ from .zoo.registry import LoadedModel
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "usable_cpus", "configure_threads",
-           "prefetch", "BATCH_LIMITS"]
+           "prefetch", "proc_bytes", "BATCH_LIMITS"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -80,6 +80,10 @@ class Runtime:
         if self.max_memory is not None and self.max_memory <= 0:
             raise RuntimeSettingError(f"max_memory must be positive (got {self.max_memory} bytes)")
 
+    def wants_channels_last(self, module: torch.nn.Module) -> bool:
+        """Whether ``module`` runs channels-last: unless turned off, when it has 2-D convolutions."""
+        return self.channels_last is not False and any(p.dim() == 4 for p in module.parameters())
+
     def memory_budget(self, device: torch.device) -> int:
         return self.max_memory if self.max_memory is not None else default_memory_budget(device)
 
@@ -91,18 +95,14 @@ class Runtime:
 DEFAULT_RUNTIME = Runtime()
 
 
-def _has_conv2d(module: torch.nn.Module) -> bool:
-    return any(p.dim() == 4 for p in module.parameters())
-
-
 @contextlib.contextmanager
 def memory_format(model: LoadedModel, runtime: Runtime | None = None) -> Iterator[None]:
     """Put the model's convolution weights in channels-last format (when the runtime wants it) for the
     duration; a no-op when they already are. Wrap a long job in it once: converting costs a copy of the
     weights (30 ms for ResNet34 on 2 cores), which per batch of one would add up."""
     runtime = runtime or DEFAULT_RUNTIME
-    weights = [p for p in model.module.parameters() if p.dim() == 4]
-    convert = bool(weights) and runtime.channels_last is not False and weights[0].is_contiguous()
+    convert = (runtime.wants_channels_last(model.module)
+               and next(p for p in model.module.parameters() if p.dim() == 4).is_contiguous())
     if convert:
         model.module.to(memory_format=torch.channels_last)
     try:
@@ -110,6 +110,17 @@ def memory_format(model: LoadedModel, runtime: Runtime | None = None) -> Iterato
     finally:
         if convert:
             model.module.to(memory_format=torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def _tf32_off() -> Iterator[None]:
+    """fp32 means fp32 on a GPU too: no TF32 convolutions or matmuls (cuDNN's are on by default)."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Forward:
@@ -129,30 +140,21 @@ class Forward:
         self.runtime = runtime or DEFAULT_RUNTIME
         self.capture = Capture(model, layers)
         device = model.device
-        self.channels_last = _has_conv2d(model.module) and self.runtime.channels_last is not False
+        self.channels_last = self.runtime.wants_channels_last(model.module)
         self._autocast = self.runtime.precision == "bf16"
         if self._autocast and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise RuntimeSettingError(f"Device {device} does not support bfloat16: use --precision fp32")
-        # fp32 means fp32 on a GPU too: TF32 convolutions and matmuls (on by default for cuDNN) are
-        # turned off while the context is open.
-        self._exact_cuda = device.type == "cuda" and not self._autocast
-        self._tf32: tuple[bool, bool] | None = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Forward:
-        if self._exact_cuda:
-            self._tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        self._layout = memory_format(self.model, self.runtime)
-        self._layout.__enter__()
-        self.capture.__enter__()
+        if self.model.device.type == "cuda" and not self._autocast:
+            self._stack.enter_context(_tf32_off())
+        self._stack.enter_context(memory_format(self.model, self.runtime))
+        self._stack.enter_context(self.capture)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.capture.__exit__(*exc)
-        self._layout.__exit__(*exc)
-        if self._tf32 is not None:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._tf32
-            self._tf32 = None
+        self._stack.close()
 
     def __call__(self, x: torch.Tensor) -> dict[LayerRef, torch.Tensor]:
         """Activations of the requested layers for the normalized batch ``x``, as float32."""
@@ -223,12 +225,14 @@ def estimate_memory(model: LoadedModel, layers: Sequence[LayerRef], size: int,
     return MemoryEstimate(per_image=per_image, fixed=max(0, one - (two - one)), size=size)
 
 
-def _meminfo_available() -> int | None:
+def proc_bytes(field: str, path: str | Path = "/proc/self/status") -> int | None:
+    """A ``kB`` field of a Linux /proc file in bytes (``VmRSS``, ``VmHWM``; ``MemAvailable`` of
+    /proc/meminfo), or None where there is no such file or field."""
     try:
-        text = Path("/proc/meminfo").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
-    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
     return int(match.group(1)) * 1024 if match else None
 
 
@@ -238,7 +242,7 @@ def default_memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return free // 2
-    available = _meminfo_available()
+    available = proc_bytes("MemAvailable", "/proc/meminfo")
     if available is None:
         try:
             available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
