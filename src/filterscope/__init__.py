@@ -1,42 +1,78 @@
 """filterscope: see what the filters of a convolutional network have learned.
 
-The public API::
+Everything the README's Python section uses is here, so ``import filterscope as fs`` is the only
+import a user needs::
 
     import filterscope as fs
     model = fs.load_model("efficientnet_lite0")            # or fs.wrap_model(any_module, ...)
     fs.list_layers(model)                                  # names and output shapes
     result = fs.visualize_filters(model, "_blocks.15", [16, 266], seed=0)
-    result.to_pil()                                        # PIL images; result.metadata(i)
+    result = fs.render(model, "channel(_blocks.15, 16) - 0.5*channel(_blocks.15, 266)")
+    fs.save_result(result, "out")                          # PNGs with metadata
+    ranking = fs.rank_filters(model, ["cat.jpg"], "_blocks.15", k=10)
 
-Library functions never print, show or save on their own; :mod:`filterscope.images` saves PNGs and
-:mod:`filterscope.plots` draws figures when asked.
+Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
+:mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
+errors, registry, tensors, data → zoo → layers → runtime → objectives, objective_syntax, params,
+transforms → recipes → results → render, analysis, metrics → plots → demo → cli.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("filterscope")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
-
+from ._version import __version__
+from .analysis import (
+    Box,
+    OcclusionStudy,
+    Ranking,
+    SensitivityMaps,
+    collect_images,
+    occlusion_study,
+    prepare_image,
+    rank_filters,
+    sensitivity_maps,
+)
 from .errors import (
     ChannelError,
     DeviceError,
     FilterscopeError,
     ImageError,
     InvalidObjectiveError,
+    InvalidOptionError,
     InvalidRecipeError,
-    UnknownLayerError,
+    RegionError,
     RuntimeSettingError,
+    UnknownLayerError,
     UnknownModelError,
     WeightsError,
 )
+from .images import load_image, read_png_metadata
 from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
-from .objectives import Channel, ClassLogit, Neuron, Objective, channel, class_logit, neuron
-from .render import PAPER_RECIPE, Recipe, RenderResult, StepInfo, iter_render, render, visualize_filters
-from .runtime import Runtime
+from .metrics import Quality, measure, reference_crops, score
+from .objective_syntax import as_objectives, parse_objective
+from .objectives import (
+    OBJECTIVES,
+    Channel,
+    ClassLogit,
+    Diversity,
+    Direction,
+    LayerEnergy,
+    Neuron,
+    Objective,
+    channel,
+    class_logit,
+    direction,
+    diversity,
+    layer_energy,
+    neuron,
+    register_objective,
+)
+from .params import PARAMS, Param, register_param
+from .recipes import PAPER_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
+from .render import Stages, iter_render, render, visualize_filters
+from .results import RenderResult, StepInfo, output_name, save_result
+from .runtime import Forward, Runtime, parse_memory
+from .transforms import TRANSFORMS, Transform, TransformStack, register_transform
 from .zoo import (
     DEFAULT_MODEL,
+    MODELS,
     LoadedModel,
     Preprocessing,
     imagenet_categories,
@@ -50,16 +86,29 @@ __all__ = [
     "__version__",
     # errors
     "FilterscopeError", "UnknownModelError", "UnknownLayerError", "ChannelError", "InvalidObjectiveError",
-    "InvalidRecipeError", "ImageError", "WeightsError", "DeviceError", "RuntimeSettingError",
+    "InvalidRecipeError", "InvalidOptionError", "ImageError", "RegionError", "WeightsError", "DeviceError",
+    "RuntimeSettingError",
     # models
-    "DEFAULT_MODEL", "LoadedModel", "Preprocessing", "load_model", "wrap_model", "list_models", "register_model",
-    "imagenet_categories",
+    "DEFAULT_MODEL", "MODELS", "LoadedModel", "Preprocessing", "load_model", "wrap_model", "list_models",
+    "register_model", "imagenet_categories",
     # layers
     "LayerRef", "LayerInfo", "list_layers", "resolve_layer", "layer_info", "Capture",
     # objectives
-    "Objective", "Channel", "Neuron", "ClassLogit", "channel", "neuron", "class_logit",
-    # rendering
-    "Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "visualize_filters",
+    "Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
+    "class_logit", "layer_energy", "direction", "diversity", "OBJECTIVES", "register_objective", "parse_objective",
+    "as_objectives",
+    # parameterizations, transforms, recipes
+    "Param", "PARAMS", "register_param", "Transform", "TransformStack", "TRANSFORMS", "register_transform",
+    "Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes",
+    # rendering and its results
+    "Stages", "render", "iter_render", "visualize_filters", "RenderResult", "StepInfo", "save_result", "output_name",
     # how it runs
-    "Runtime",
+    "Runtime", "Forward", "parse_memory",
+    # images
+    "load_image", "read_png_metadata",
+    # quality scores
+    "score", "Quality", "measure", "reference_crops",
+    # image-driven analysis
+    "rank_filters", "occlusion_study", "sensitivity_maps", "Box", "Ranking", "OcclusionStudy", "SensitivityMaps",
+    "prepare_image", "collect_images",
 ]

@@ -19,10 +19,12 @@ from pathlib import Path
 from PIL import Image
 
 from .analysis import Box, occlusion_study, rank_filters, sensitivity_maps
-from .images import atomic_write_text, save_png, save_result
+from .images import atomic_write_text, save_png
 from .objectives import Channel
 from .plots import activation_bars, image_grid, occlusion_sheet, save_figure, sensitivity_figure, top_filters_panel
-from .render import PAPER_RECIPE, Recipe, RenderResult, StepInfo, render
+from .recipes import PAPER_RECIPE, Recipe
+from .render import render
+from .results import RenderResult, StepInfo, save_result
 from .zoo.registry import LoadedModel
 
 __all__ = ["DemoPlan", "DEMO_PLAN", "DemoOutputs", "run_demo"]

@@ -22,6 +22,7 @@ __all__ = [
     "WeightsError",
     "DeviceError",
     "RuntimeSettingError",
+    "InvalidOptionError",
     "did_you_mean",
 ]
 
@@ -69,6 +70,10 @@ class DeviceError(FilterscopeError, RuntimeError):
 class RuntimeSettingError(FilterscopeError, ValueError):
     """A runtime setting that is malformed or that the machine cannot meet (a memory budget too small
     for one image, a precision the device lacks)."""
+
+
+class InvalidOptionError(FilterscopeError, ValueError):
+    """An option outside its valid choices (a fit mode, a preprocessing field, a batch size)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -1,36 +1,29 @@
-"""Reading and writing images.
+"""Image files: reading photos, writing PNGs with metadata, atomic writes.
 
-Writing is atomic (a temporary file in the same folder, renamed into place), so an interrupted run
-never leaves a half-written PNG. Saved visualizations carry their provenance as PNG text chunks:
-model, weights, objective, layer, filter, seed, recipe, final activation, package version.
+This module owns files, not tensors (:mod:`filterscope.tensors` converts them) nor render results
+(:mod:`filterscope.results` names, describes and saves them). Writing is atomic (a temporary file in
+the same folder, renamed into place), so an interrupted run never leaves a half-written file; PNGs
+carry their provenance as text chunks.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
-import warnings
 import uuid
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
-from .objectives import Channel, ClassLogit, Neuron, Objective
 
-if TYPE_CHECKING:
-    from .render import RenderResult
-
-__all__ = ["save_png", "read_png_metadata", "load_image", "output_name", "save_result", "to_pil", "to_tensor",
-           "atomic_write", "atomic_write_text", "layer_slug"]
+__all__ = ["save_png", "read_png_metadata", "load_image", "atomic_write", "atomic_write_text"]
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A plain file name (not mkstemp, whose files are private): the result gets the usual permissions.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
@@ -47,18 +40,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
-
-
-def to_pil(pixels: torch.Tensor) -> Image.Image:
-    """``(3,H,W)`` float in [0, 1] → 8-bit RGB PIL image."""
-    array = (pixels.detach().cpu().permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-    return Image.fromarray(array, mode="RGB")
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image → ``(1,3,H,W)`` float in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> Path:
@@ -119,43 +100,3 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
         raise ImageError(f"Cannot read image {path}: it is truncated or corrupt ({exc})") from None
     image.info["original_size"] = (raw_h, raw_w) if rotated else (raw_w, raw_h)
     return image
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text) or "output"
-
-
-def layer_slug(layer: object) -> str:
-    """A layer as a file-name part: ``layer4.2.relu``, ``act@0`` for a call selector, ``output``."""
-    return _slug(str(layer).replace(":", "@"))
-
-
-def output_name(model_name: str, objective: Objective) -> str:
-    """File name of one visualization: ``resnet34-layer4.2.relu-f0484.png`` and similar."""
-    if isinstance(objective, Channel):
-        return f"{model_name}-{layer_slug(objective.layer)}-f{objective.channel:04d}.png"
-    if isinstance(objective, Neuron):
-        where = "" if objective.y is None and objective.x is None else f"-y{objective.y}x{objective.x}"
-        return f"{model_name}-{layer_slug(objective.layer)}-n{objective.channel:04d}{where}.png"
-    if isinstance(objective, ClassLogit):
-        return f"{model_name}-class{objective.index:04d}.png"
-    return f"{model_name}-{_slug(objective.description)[:120].strip('_')}.png"
-
-
-def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Path]:
-    """Save every image of ``result`` in ``folder`` under :func:`output_name`, with its metadata.
-
-    Repeats of one objective (``copies``) get ``-copy1``, ``-copy2``, ... before the suffix.
-    """
-    folder = Path(folder)
-    seen: dict[str, int] = {}
-    paths = []
-    for i, obj in enumerate(result.objectives):
-        name = output_name(result.model_name, obj)
-        n = seen[name] = seen.get(name, -1) + 1
-        if result.copy_numbers:  # the render knows, also when the copies came in different batches
-            n = result.copy_numbers[i]
-        if n:
-            name = f"{name[:-4]}-copy{n}.png"
-        paths.append(save_png(result.pil(i), folder / name, result.metadata(i)))
-    return paths

@@ -18,6 +18,7 @@ layer is computed. Hooks are removed when the ``with`` block ends, whatever happ
 from __future__ import annotations
 
 import dataclasses
+import re
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ import torch
 from torch import nn
 
 from .errors import ChannelError, UnknownLayerError, did_you_mean
-from .zoo.registry import LoadedModel
+from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["LayerRef", "LayerInfo", "Capture", "list_layers", "resolve_layer", "layer_info", "check_channel",
-           "OUTPUT"]
+           "OUTPUT", "slug", "layer_slug"]
 
 OUTPUT = ""  # the name of the whole model's output
 
@@ -98,7 +99,7 @@ def _probe(model: LoadedModel, size: int) -> dict[str, LayerInfo]:
 
     handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), frozen(model.module):
             model.module(torch.zeros(1, 3, size, size, device=model.device))
     finally:
         for handle in handles:
@@ -191,6 +192,16 @@ def check_channel(model: LoadedModel, layer: LayerRef, channel: int) -> None:
     if not 0 <= channel < channels:
         raise ChannelError(f"Channel {channel} is out of range for layer {layer} of {model.name}, which has "
                            f"{channels} channels (0-{channels - 1})")
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: runs of characters other than letters, digits and ``_.@-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text) or "output"
+
+
+def layer_slug(layer: object) -> str:
+    """A layer as a file-name part: ``layer4.2.relu``, ``act@0`` for a call selector, ``output``."""
+    return slug(str(layer).replace(":", "@"))
 
 
 class _StopForward(Exception):

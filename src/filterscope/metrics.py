@@ -15,7 +15,6 @@ For a visualization of a unit (an objective), with the image resized to the mode
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,25 +22,45 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import to_tensor
-from .objectives import ClassLogit, Objective, measure
+from .data import natural_images
+from .errors import InvalidObjectiveError
+from .objective_syntax import ObjectiveLike, as_objective, as_objectives
+from .objectives import ClassLogit, Objective, evaluate
+from .runtime import ANALYSIS_BATCH, Forward, Runtime
+from .tensors import to_tensor
 from .transforms import random_affine
-from .zoo.registry import LoadedModel
+from .zoo.registry import LoadedModel, coerce_model
 
-__all__ = ["NATURAL_IMAGES", "natural_images", "reference_crops", "high_frequency_share", "to_input_size",
+__all__ = ["reference_crops", "high_frequency_share", "to_input_size", "measure", "reference_max",
            "activation_ratio", "robustness", "transfer", "Quality", "score"]
 
-# Photos shipped inside scikit-image (no download): people, animals, objects, textures, a telescope field.
-NATURAL_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "brick", "grass", "gravel",
-                  "hubble_deep_field")
 
+def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike],
+            images: torch.Tensor, *, batch_size: int = ANALYSIS_BATCH, runtime: Runtime | None = None) -> torch.Tensor:
+    """``(B,)``: each objective (resolved against ``model``) on its image of ``(B,3,H,W)`` in [0, 1],
+    without gradients, through the same :class:`~filterscope.runtime.Forward` as rendering.
 
-@functools.cache
-def natural_images() -> tuple[Image.Image, ...]:
-    """The reference photos of :data:`NATURAL_IMAGES` as RGB PIL images."""
-    from skimage import data
+    A single objective is applied to every image.
 
-    return tuple(Image.fromarray(getattr(data, name)()).convert("RGB") for name in NATURAL_IMAGES)
+    Raises:
+        InvalidObjectiveError: neither one objective nor one per image.
+    """
+    model = coerce_model(model)
+    wanted = as_objectives(objectives)
+    if len(wanted) == 1 and images.shape[0] > 1:
+        wanted = wanted * images.shape[0]
+    if len(wanted) != images.shape[0]:
+        raise InvalidObjectiveError(f"measure() needs one objective per image, or one for all: got "
+                                    f"{len(wanted)} objectives for {images.shape[0]} images")
+    resolved = [o.resolve(model) for o in wanted]
+    layers = list(dict.fromkeys(ref for o in resolved for ref in o.layers))
+    out = []
+    with torch.no_grad(), Forward(model, layers, runtime) as forward:
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size].to(model.device)
+            activations = forward(model.preprocessing.normalize(batch))
+            out.append(evaluate(resolved[start:start + batch_size], activations).float().cpu())
+    return torch.cat(out)
 
 
 def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = None, *, crops_per_image: int = 8,
@@ -135,8 +154,9 @@ class Quality:
 
 
 
-def score(model: LoadedModel, objective: Objective, images: torch.Tensor, *, reference: torch.Tensor | None = None,
-          transfer_model: LoadedModel | None = None, samples: int = 16, seed: int = 0) -> list[Quality]:
+def score(model: LoadedModel | torch.nn.Module, objective: ObjectiveLike, images: torch.Tensor, *,
+          reference: torch.Tensor | None = None, transfer_model: LoadedModel | None = None, samples: int = 16,
+          seed: int = 0) -> list[Quality]:
     """All scores for visualizations ``(B,3,H,W)`` of one ``objective``.
 
     Args:
@@ -148,8 +168,13 @@ def score(model: LoadedModel, objective: Objective, images: torch.Tensor, *, ref
         transfer_model: For class objectives, the network whose top-1 class is reported.
         samples: Random transforms for :func:`robustness`.
         seed: Seeds the reference crops and the transforms.
+
+    The reference set decides what "1.0" means: the default is scikit-image's photos, which suit
+    ImageNet-like models; for another domain (medical scans, satellite tiles, spectrograms) pass
+    ``reference=reference_crops(model, [your images...])``, or ``--reference DIR`` on the command line.
     """
-    objective = objective.resolve(model)
+    model = coerce_model(model)
+    objective = as_objective(objective).resolve(model)
     crops = reference if reference is not None else reference_crops(model, seed=seed)
     ref = reference_max(model, objective, crops)
     ratios = activation_ratio(model, objective, images, ref)

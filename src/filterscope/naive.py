@@ -14,8 +14,9 @@ import torch
 
 from .layers import resolve_layer
 from .objectives import Channel
-from .render import Recipe, box_blur, start_noise, upscale
-from .zoo.registry import LoadedModel
+from .recipes import Recipe
+from .render import box_blur, start_noise, upscale
+from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["naive_render"]
 
@@ -38,21 +39,22 @@ def naive_render(model: LoadedModel, layer: str, channel: int, recipe: Recipe, s
         return calls[ref.call][:, channel].mean()
 
     try:
-        image = start_noise(recipe, seed, objective.description)[None].to(model.device)
-        for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
-            if scale > 0:
-                image = box_blur(upscale(image, size), recipe.blur)
-            x = prep.normalize(image).detach().clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([x], lr=recipe.lr, weight_decay=recipe.weight_decay)
-            for _ in range(steps):
-                optimizer.zero_grad(set_to_none=True)
-                loss = -activation(prep.normalize(prep.denormalize(x)))
-                loss.backward()
-                optimizer.step()
-            image = prep.denormalize(x).detach()
-        image = image.clamp(0, 1)
-        with torch.no_grad():
-            value = float(activation(prep.normalize(image)))
+        with frozen(model.module):
+            image = start_noise(recipe, seed, objective.description)[None].to(model.device)
+            for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
+                if scale > 0:
+                    image = box_blur(upscale(image, size), recipe.blur)
+                x = prep.normalize(image).detach().clone().requires_grad_(True)
+                optimizer = torch.optim.Adam([x], lr=recipe.lr, weight_decay=recipe.weight_decay)
+                for _ in range(steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = -activation(prep.normalize(prep.denormalize(x)))
+                    loss.backward()
+                    optimizer.step()
+                image = prep.denormalize(x).detach()
+            image = image.clamp(0, 1)
+            with torch.no_grad():
+                value = float(activation(prep.normalize(image)))
     finally:
         hook.remove()
     return image[0].cpu(), value

@@ -10,22 +10,32 @@ An objective is a small object with
 One value per element is what lets one forward pass optimize many filters at once. Objectives combine
 with ``+``, ``-``, unary ``-`` and ``*`` (by a number or another objective), and carry a readable
 ``description`` such as ``channel(layer4.2.relu, 484) - 0.5*channel(layer4.2.relu, 257)``.
+
+Everything else that depends on the kind of objective is a method of it, so no other module needs an
+``isinstance`` chain: :meth:`Objective.file_stem` (its output file name), :attr:`Objective.title` (a
+panel title), :meth:`Objective.metadata` (extra PNG text fields), :attr:`Objective.batchwise` (whether
+it compares the images of a batch).
+
+The functions of the string syntax (``channel(L, n)``, ...) are registered in :data:`OBJECTIVES` with
+:func:`register_objective`; :mod:`filterscope.objective_syntax` parses strings with them, so a user's
+registered function works in ``-O`` on the command line too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from .errors import ChannelError, InvalidObjectiveError, did_you_mean
-from .layers import OUTPUT, Capture, LayerRef, check_channel, layer_info, resolve_layer
+from .errors import ChannelError, InvalidObjectiveError
+from .layers import OUTPUT, LayerRef, check_channel, layer_info, layer_slug, resolve_layer, slug
+from .registry import Registry
 from .zoo.registry import LoadedModel
 
 __all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
-           "class_logit", "layer_energy", "direction", "diversity", "evaluate", "measure", "is_batchwise",
-           "parse_objective"]
+           "class_logit", "layer_energy", "direction", "diversity", "evaluate", "OBJECTIVES", "ObjectiveFunction",
+           "register_objective", "ARGUMENT_KINDS"]
 
 Activations = Mapping[LayerRef, torch.Tensor]
 
@@ -47,6 +57,24 @@ class Objective:
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def batchwise(self) -> bool:
+        """Whether it compares the images of a batch (then all its images must share one batch)."""
+        return False
+
+    def file_stem(self) -> str:
+        """Its part of an output file name (after the model name), e.g. ``layer4.2.relu-f0484``."""
+        return slug(self.description)[:120].strip("_")
+
+    @property
+    def title(self) -> str:
+        """A short title for a figure panel."""
+        return self.description
+
+    def metadata(self) -> dict[str, str]:
+        """Extra PNG text fields that name the unit (``layer`` and ``filter`` for a channel)."""
+        return {}
 
     def __repr__(self) -> str:
         return f"<Objective {self.description}>"
@@ -134,6 +162,10 @@ class _Combine(Objective):
     def resolve(self, model: LoadedModel) -> Objective:
         return _Combine(self.op, self.left.resolve(model), self.right.resolve(model))
 
+    @property
+    def batchwise(self) -> bool:
+        return self.left.batchwise or self.right.batchwise
+
     def __call__(self, activations: Activations) -> torch.Tensor:
         a, b = self.left(activations), self.right(activations)
         if self.op == "+":
@@ -162,6 +194,16 @@ class Channel(Objective):
         ref = resolve_layer(model, self.layer)
         check_channel(model, ref, self.channel)
         return Channel(ref, self.channel)
+
+    def file_stem(self) -> str:
+        return f"{layer_slug(self.layer)}-f{self.channel:04d}"
+
+    @property
+    def title(self) -> str:
+        return f"filter {self.channel}"
+
+    def metadata(self) -> dict[str, str]:
+        return {"layer": str(self.layer), "filter": str(self.channel)}
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         return _spatial_mean(activations[self.layer][:, self.channel])
@@ -193,6 +235,14 @@ class Neuron(Objective):
         ref = resolve_layer(model, self.layer)
         check_channel(model, ref, self.channel)
         return Neuron(ref, self.channel, self.y, self.x)
+
+    def file_stem(self) -> str:
+        where = "" if self.y is None and self.x is None else f"-y{self.y}x{self.x}"
+        return f"{layer_slug(self.layer)}-n{self.channel:04d}{where}"
+
+    @property
+    def title(self) -> str:
+        return f"filter {self.channel}"
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act = activations[self.layer][:, self.channel]
@@ -230,6 +280,13 @@ class ClassLogit(Objective):
                                f"classes (0-{classes - 1})")
         label = model.categories[self.index] if model.categories else None
         return ClassLogit(self.index, label)
+
+    def file_stem(self) -> str:
+        return f"class{self.index:04d}"
+
+    @property
+    def title(self) -> str:
+        return f"class {self.index}" + (f"\n{self.label}" if self.label else "")
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         return _spatial_mean(activations[LayerRef(OUTPUT)][:, self.index])
@@ -299,11 +356,14 @@ class Diversity(Objective):
     """
 
     layer: LayerRef | str
-    batchwise = True
 
     @property
     def layers(self) -> tuple[LayerRef | str, ...]:
         return (self.layer,)
+
+    @property
+    def batchwise(self) -> bool:
+        return True
 
     @property
     def description(self) -> str:
@@ -325,41 +385,85 @@ class Diversity(Objective):
         return -off_diagonal / (batch - 1)
 
 
+# ------------------------------------------------------------------------- registered functions
+ARGUMENT_KINDS = ("layer", "int", "number", "vector")
+"""Argument kinds of a registered function; a trailing ``?`` makes it (and all after it) optional."""
+
+
+@dataclass(frozen=True)
+class ObjectiveFunction:
+    """A function of the string syntax: its name, argument kinds and the builder it calls."""
+
+    name: str
+    arguments: tuple[str, ...]
+    build: Callable[..., Objective]
+    doc: str = ""
+
+
+OBJECTIVES: Registry[ObjectiveFunction] = Registry("objective function", InvalidObjectiveError,
+                                                   "filterscope visualize --help")
+
+
+def register_objective(name: str, *arguments: str) -> Callable[[Callable[..., Objective]], Callable[..., Objective]]:
+    """Decorator: make ``name(ARG, ...)`` of the string syntax call the decorated builder.
+
+    ``arguments`` are the kinds of the positional arguments, from :data:`ARGUMENT_KINDS`: ``layer`` (a
+    layer name, read raw up to the next ``,`` or ``)``), ``int``, ``number``, ``vector`` (``[v0, v1,
+    ...]``); a trailing ``?`` marks an optional argument. For example::
+
+        @fs.register_objective("center_channel", "layer", "int")
+        def center_channel(layer, n):
+            return fs.neuron(layer, n)
+    """
+    for kind in arguments:
+        if kind.rstrip("?") not in ARGUMENT_KINDS:
+            raise ValueError(f"Unknown argument kind {kind!r} for objective {name!r}: use {', '.join(ARGUMENT_KINDS)}")
+
+    def decorator(build: Callable[..., Objective]) -> Callable[..., Objective]:
+        OBJECTIVES.add(name, ObjectiveFunction(name, tuple(arguments), build, (build.__doc__ or "").strip()))
+        return build
+
+    return decorator
+
+
+@register_objective("channel", "layer", "int")
 def channel(layer: str | LayerRef, index: int) -> Channel:
     """Mean activation of channel ``index`` of ``layer`` (the paper's objective)."""
     return Channel(layer, int(index))
 
 
+@register_objective("neuron", "layer", "int", "int?", "int?")
 def neuron(layer: str | LayerRef, index: int, y: int | None = None, x: int | None = None) -> Neuron:
     """Activation of channel ``index`` of ``layer`` at one position (default: the center)."""
+    if (y is None) != (x is None):
+        raise InvalidObjectiveError("neuron() takes a position as both y and x: neuron(LAYER, N, Y, X)")
     return Neuron(layer, int(index), y, x)
 
 
+@register_objective("logit", "int")
+@register_objective("class", "int")
 def class_logit(index: int) -> ClassLogit:
     """Logit of class ``index`` in the model's output."""
     return ClassLogit(int(index))
 
 
+@register_objective("deepdream", "layer")
+@register_objective("layer", "layer")
 def layer_energy(layer: str | LayerRef) -> LayerEnergy:
     """DeepDream: mean squared activation of the whole ``layer``."""
     return LayerEnergy(layer)
 
 
-def direction(layer: str | LayerRef, vector) -> Direction:
+@register_objective("direction", "layer", "vector")
+def direction(layer: str | LayerRef, vector: Sequence[float]) -> Direction:
     """A direction ``vector`` (one value per channel) in the activation space of ``layer``."""
     return Direction(layer, tuple(float(v) for v in vector))
 
 
+@register_objective("diversity", "layer")
 def diversity(layer: str | LayerRef) -> Diversity:
     """Diversity across the images of a batch, measured on ``layer``'s Gram matrices."""
     return Diversity(layer)
-
-
-def is_batchwise(objective: Objective) -> bool:
-    """Whether ``objective`` compares the images of a batch (and so must see the whole batch)."""
-    if isinstance(objective, _Combine):
-        return is_batchwise(objective.left) or is_batchwise(objective.right)
-    return bool(getattr(objective, "batchwise", False))
 
 
 def evaluate(objectives: Sequence[Objective], activations: Activations) -> torch.Tensor:
@@ -382,187 +486,3 @@ def evaluate(objectives: Sequence[Objective], activations: Activations) -> torch
         own = {ref: act[i:i + 1] for ref, act in activations.items()}
         values.append(objective(own).expand(1))
     return torch.cat(values)
-
-
-def measure(model: LoadedModel, objectives: Sequence[Objective], images: torch.Tensor,
-            batch_size: int = 4) -> torch.Tensor:
-    """Each objective (resolved against ``model``) on its image of ``(B,3,H,W)`` in [0, 1], without gradients.
-
-    A single objective is applied to every image.
-    """
-    if len(objectives) == 1 and images.shape[0] > 1:
-        objectives = list(objectives) * images.shape[0]
-    if len(objectives) != images.shape[0]:
-        raise ValueError("one objective per image, or a single objective for all")
-    resolved = [o.resolve(model) for o in objectives]
-    layers = list(dict.fromkeys(ref for o in resolved for ref in o.layers))
-    out = []
-    with torch.no_grad(), Capture(model, layers) as capture:
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start:start + batch_size].to(model.device)
-            acts = capture(model.preprocessing.normalize(batch))
-            out.append(evaluate(resolved[start:start + batch_size], acts).float().cpu())
-    return torch.cat(out)
-
-
-# ------------------------------------------------------------------------------------ string syntax
-_FUNCTIONS = {
-    # name: (argument kinds, builder); "layer" arguments are read raw up to the next ',' or ')'.
-    "channel": (("layer", "int"), lambda a: Channel(a[0], a[1])),
-    "neuron": (("layer", "int", "int?", "int?"), lambda a: _neuron(a)),
-    "class": (("int",), lambda a: ClassLogit(a[0])),
-    "logit": (("int",), lambda a: ClassLogit(a[0])),
-    "layer": (("layer",), lambda a: LayerEnergy(a[0])),
-    "deepdream": (("layer",), lambda a: LayerEnergy(a[0])),
-    "direction": (("layer", "vector"), lambda a: Direction(a[0], a[1])),
-    "diversity": (("layer",), lambda a: Diversity(a[0])),
-}
-
-
-def _neuron(args: list) -> Neuron:
-    if len(args) == 3:
-        raise InvalidObjectiveError("neuron() takes a position as both y and x: neuron(LAYER, N, Y, X)")
-    return Neuron(*args)
-
-
-class _Parser:
-    """Recursive descent over ``expr := term (('+'|'-') term)*``, ``term := unary ('*' unary)*``,
-    ``unary := '-' unary | NUMBER | '(' expr ')' | NAME '(' args ')'``."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def fail(self, expected: str) -> InvalidObjectiveError:
-        found = repr(self.text[self.pos]) if self.pos < len(self.text) else "the end"
-        return InvalidObjectiveError(
-            f"Invalid objective {self.text!r}: expected {expected} at position {self.pos + 1}, found {found}. "
-            f"Functions: {', '.join(sorted(_FUNCTIONS))}")
-
-    def skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
-
-    def peek(self) -> str:
-        self.skip()
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def expect(self, char: str) -> None:
-        if self.peek() != char:
-            raise self.fail(f"'{char}'")
-        self.pos += 1
-
-    def parse(self) -> Objective:
-        result = self.expr()
-        if self.peek():
-            raise self.fail("'+', '-', '*' or the end")
-        if not isinstance(result, Objective):
-            raise InvalidObjectiveError(f"Invalid objective {self.text!r}: it is a plain number, name a unit "
-                                        "such as channel(LAYER, N)")
-        return result
-
-    def expr(self):
-        value = self.term()
-        while self.peek() in ("+", "-"):
-            op = self.text[self.pos]
-            self.pos += 1
-            right = self.term()
-            value = value + right if op == "+" else value - right
-        return value
-
-    def term(self):
-        value = self.unary()
-        while self.peek() == "*":
-            self.pos += 1
-            value = value * self.unary()
-        return value
-
-    def unary(self):
-        char = self.peek()
-        if char == "-":
-            self.pos += 1
-            return -self.unary()
-        if char == "(":
-            self.pos += 1
-            value = self.expr()
-            self.expect(")")
-            return value
-        if char.isdigit() or char == ".":
-            return self.number()
-        if char.isalpha():
-            return self.call()
-        raise self.fail("a number, a function or '('")
-
-    def number(self, integer: bool = False) -> float | int:
-        self.skip()
-        start = self.pos
-        if self.pos < len(self.text) and self.text[self.pos] in "+-":
-            self.pos += 1
-        while self.pos < len(self.text) and (self.text[self.pos].isdigit() or self.text[self.pos] in ".eE"):
-            if self.text[self.pos] in "eE" and self.pos + 1 < len(self.text) and self.text[self.pos + 1] in "+-":
-                self.pos += 1
-            self.pos += 1
-        token = self.text[start:self.pos]
-        try:
-            return int(token) if integer else float(token)
-        except ValueError:
-            self.pos = start
-            raise self.fail("an integer" if integer else "a number") from None
-
-    def raw(self) -> str:
-        self.skip()
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in ",)":
-            self.pos += 1
-        value = self.text[start:self.pos].strip()
-        if not value:
-            self.pos = start
-            raise self.fail("a layer name")
-        return value
-
-    def vector(self) -> tuple[float, ...]:
-        self.expect("[")
-        values = [float(self.number())]
-        while self.peek() == ",":
-            self.pos += 1
-            values.append(float(self.number()))
-        self.expect("]")
-        return tuple(values)
-
-    def call(self) -> Objective:
-        start = self.pos
-        while self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] == "_"):
-            self.pos += 1
-        name = self.text[start:self.pos]
-        if name not in _FUNCTIONS:
-            raise InvalidObjectiveError(f"Invalid objective {self.text!r}: unknown function {name!r} at position "
-                                        f"{start + 1}.{did_you_mean(name, _FUNCTIONS)} Functions: "
-                                        f"{', '.join(sorted(_FUNCTIONS))}")
-        kinds, build = _FUNCTIONS[name]
-        self.expect("(")
-        args: list = []
-        for i, kind in enumerate(kinds):
-            if i > 0:
-                if self.peek() != ",":
-                    if kind.endswith("?"):
-                        break
-                    raise self.fail("','")
-                self.pos += 1
-            base = kind.rstrip("?")
-            args.append(self.raw() if base == "layer" else self.vector() if base == "vector"
-                        else self.number(integer=True))
-        self.expect(")")
-        return build(args)
-
-
-def parse_objective(text: str) -> Objective:
-    """Parse the CLI's objective syntax, e.g. ``channel(layer4.2.relu, 484) - 0.5*channel(layer4.2.relu, 257)``.
-
-    Functions: ``channel(LAYER, N)``, ``neuron(LAYER, N[, Y, X])``, ``class(N)`` (or ``logit``),
-    ``layer(LAYER)`` (or ``deepdream``), ``direction(LAYER, [v0, v1, ...])``, ``diversity(LAYER)``;
-    numbers; ``+ - *`` and parentheses. Descriptions of objectives parse back to the same objective.
-
-    Raises:
-        InvalidObjectiveError: with the 1-based position of the first error.
-    """
-    return _Parser(text).parse()

@@ -11,7 +11,11 @@ schedule can start from the upscaled result of the previous one) whose ``forward
   sigmoid. Output in (0, 1).
 * :class:`MacoParam` (Fel et al. 2023, "MACO"): only the Fourier **phase** is optimized; the magnitude
   spectrum is fixed to the average magnitude of natural photos (scikit-image's, see
-  :mod:`filterscope.metrics`), which keeps the image's power spectrum natural by construction.
+  :mod:`filterscope.data`), which keeps the image's power spectrum natural by construction.
+
+They are registered in :data:`PARAMS` by name (``pixel``, ``fft``, ``maco``), which is what a recipe's
+``param`` field names. Add one by subclassing :class:`Param` and decorating it with
+:func:`register_param`; ``options`` maps its keyword arguments to the recipe fields they come from.
 
 **Color decorrelation.** Lucid's ``color_correlation_svd_sqrt`` matrix (the square root, via SVD, of the
 3x3 RGB covariance of ImageNet images), divided by its largest column norm; optimizing in these
@@ -21,14 +25,19 @@ decorrelated coordinates moves luminance and the two opponent colors independent
 from __future__ import annotations
 
 import functools
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .data import natural_images
+from .errors import InvalidRecipeError
+from .registry import Registry
+from .tensors import to_tensor
 from .zoo.preprocessing import Preprocessing
 
-__all__ = ["PARAMS", "PixelParam", "FourierParam", "MacoParam", "make_param", "initial_state",
-           "COLOR_CORRELATION_SVD_SQRT"]
+__all__ = ["PARAMS", "Param", "register_param", "PixelParam", "FourierParam", "MacoParam", "make_param",
+           "initial_state", "param_options", "COLOR_CORRELATION_SVD_SQRT"]
 
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                            [0.27, 0.00, -0.05],
@@ -51,7 +60,43 @@ def _frequencies(height: int, width: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
-class PixelParam(nn.Module):
+class Param(nn.Module):
+    """Base of the parameterizations: an ``nn.Module`` whose ``forward()`` returns the images ``(B,3,H,W)``.
+
+    A parameterization is built from a *state* (``cls(state, preprocessing, **options)``); the
+    multi-scale schedule resizes and blurs states between scales, ``state()`` gives the current one and
+    ``set_state(state)`` writes one in place (the optimizer's moments are kept). :meth:`initial_state`
+    turns images in [0, 1] into a state; by default the state is the image itself.
+
+    Attributes:
+        options: Keyword arguments of the constructor and of :meth:`initial_state`, each mapped to the
+            :class:`~filterscope.recipes.Recipe` field it is read from.
+    """
+
+    options: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def initial_state(cls, images: torch.Tensor, **options: Any) -> torch.Tensor:
+        """The state that shows ``images`` ``(B,3,H,W)`` in [0, 1]."""
+        return images
+
+    def state(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def set_state(self, state: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+PARAMS: Registry[type[Param]] = Registry("parameterization", InvalidRecipeError)
+
+
+def register_param(name: str) -> Any:
+    """Class decorator: register a :class:`Param` subclass under ``name`` (a recipe's ``param``)."""
+    return PARAMS.register(name)
+
+
+@register_param("pixel")
+class PixelParam(Param):
     """The pixels, stored normalized as the model sees them (the paper's parameterization).
 
     Its state (what the multi-scale schedule upscales and blurs between scales) is the image itself.
@@ -73,14 +118,18 @@ class PixelParam(nn.Module):
         return self.preprocessing.denormalize(self.x)
 
 
-class FourierParam(nn.Module):
+@register_param("fft")
+class FourierParam(Param):
     """Spectrum of each (optionally decorrelated) channel, scaled by ``1/f^decay``, through a sigmoid.
 
     Its state is the logits before the sigmoid (in decorrelated coordinates when ``decorrelate``): the
     multi-scale schedule resizes those, so saturated pixels keep their value instead of being clamped.
     """
 
-    def __init__(self, state: torch.Tensor, decay: float = 1.0, decorrelate: bool = True) -> None:
+    options: ClassVar[dict[str, str]] = {"decay": "fft_decay", "decorrelate": "decorrelate"}
+
+    def __init__(self, state: torch.Tensor, preprocessing: Preprocessing | None = None, *, decay: float = 1.0,
+                 decorrelate: bool = True) -> None:
         super().__init__()
         height, width = state.shape[-2:]
         self.size = (height, width)
@@ -89,8 +138,9 @@ class FourierParam(nn.Module):
         self.register_buffer("scale", scale.to(state))
         self.spectrum = nn.Parameter(self._spectrum(state.detach()))
 
-    @staticmethod
-    def state_from_image(images: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
+    @classmethod
+    def initial_state(cls, images: torch.Tensor, *, decorrelate: bool = True, **options: Any) -> torch.Tensor:
+        """The logits (decorrelated when ``decorrelate``) that show ``images``."""
         logits = torch.logit(images.detach().clamp(_EPS, 1 - _EPS))
         return _from_color(logits) if decorrelate else logits
 
@@ -119,9 +169,6 @@ class FourierParam(nn.Module):
 @functools.cache
 def natural_magnitude(height: int, width: int) -> torch.Tensor:
     """Mean magnitude spectrum ``(3, H, W//2+1)`` of scikit-image's photos resized to ``height`` x ``width``."""
-    from .images import to_tensor
-    from .metrics import natural_images
-
     spectra = []
     for image in natural_images():
         pixels = to_tensor(image.resize((width, height)))
@@ -135,14 +182,15 @@ def _phase(images: torch.Tensor) -> torch.Tensor:
     return torch.angle(torch.fft.rfft2(centred, norm="ortho"))
 
 
-class MacoParam(nn.Module):
+@register_param("maco")
+class MacoParam(Param):
     """MACO: the phase of each channel's spectrum, with the natural-image magnitude held fixed.
 
     The image is the inverse transform, standardized per image and channel, through ``sigmoid(1.5 z)``;
     its state is the image (only its phase survives into the next scale).
     """
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, preprocessing: Preprocessing | None = None) -> None:
         super().__init__()
         height, width = images.shape[-2:]
         self.size = (height, width)
@@ -163,33 +211,27 @@ class MacoParam(nn.Module):
         return torch.sigmoid(1.5 * z)
 
 
-PARAMS = ("pixel", "fft", "maco")
+def param_options(cls: type[Param], values: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` found in ``values`` (recipe fields or keyword names)."""
+    return {key: values[name if name in values else key] for key, name in cls.options.items()
+            if name in values or key in values}
 
 
-def initial_state(kind: str, images: torch.Tensor, *, decorrelate: bool = False) -> torch.Tensor:
-    """The state of parameterization ``kind`` that shows ``images`` ``(B,3,H,W)`` in [0, 1]."""
-    if kind == "fft":
-        return FourierParam.state_from_image(images, decorrelate)
-    _check(kind)
-    return images
+def initial_state(kind: str, images: torch.Tensor, **options: Any) -> torch.Tensor:
+    """The state of the registered parameterization ``kind`` that shows ``images`` ``(B,3,H,W)`` in [0, 1].
+
+    ``options`` may hold more than ``kind`` takes; only its own are passed on.
+    """
+    cls = PARAMS.get(kind)
+    return cls.initial_state(images, **param_options(cls, options))
 
 
-def make_param(kind: str, state: torch.Tensor, preprocessing: Preprocessing, *, decay: float = 1.0,
-               decorrelate: bool = False) -> nn.Module:
-    """Build the parameterization ``kind`` (one of :data:`PARAMS`) from a state (see :func:`initial_state`).
+def make_param(kind: str, state: torch.Tensor, preprocessing: Preprocessing, **options: Any) -> Param:
+    """Build the registered parameterization ``kind`` from a state (see :func:`initial_state`).
 
     The schedule resizes and blurs states between scales; ``param.state()`` gives it back and
     ``param.set_state(state)`` writes one in place (the optimizer's moments are kept), which is how the
     periodic blur of a recipe's ``blur_every`` works.
     """
-    _check(kind)
-    if kind == "pixel":
-        return PixelParam(state, preprocessing)
-    if kind == "fft":
-        return FourierParam(state, decay=decay, decorrelate=decorrelate)
-    return MacoParam(state)
-
-
-def _check(kind: str) -> None:
-    if kind not in PARAMS:
-        raise ValueError(f"Unknown parameterization {kind!r}: use one of {', '.join(PARAMS)}")
+    cls = PARAMS.get(kind)
+    return cls(state, preprocessing, **param_options(cls, options))

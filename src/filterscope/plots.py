@@ -16,7 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .images import atomic_write, to_pil
+from .images import atomic_write
+from .tensors import to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
            "sensitivity_figure", "save_figure"]

@@ -1,6 +1,37 @@
-"""Named recipes, and recipes from files.
+"""Recipes: the numbers of the multi-scale activation-maximization schedule, as plain data.
 
-* ``paper``: the paper's schedule, pixels, no transforms (the default; see :mod:`filterscope.render`).
+A :class:`Recipe` is serializable configuration (``to_dict``/``from_dict``, recorded in every PNG): it
+*names* its parameterization (a key of :data:`filterscope.params.PARAMS`) and its transforms (a
+:class:`~filterscope.transforms.Transform`, written as a preset name or ``{"kind": ..., ...}``); the
+render loop (:mod:`filterscope.render`) turns it into the objects that run. Its defaults reproduce the
+paper's code (Amirli 2021, section 2):
+
+====================  =========  ============================================================
+field                 default    meaning
+====================  =========  ============================================================
+size                  56         side of the starting noise image, px
+scales                12         optimization scales: 56, 67, 80, 96, 115, 138, 165, 198, 237,
+                                 284, 340, 408 (each ``int(previous * upscale)``)
+upscale               1.2        factor between scales (bicubic)
+steps                 20         Adam steps per scale in the first half of the scales
+late_steps_factor     1.3        later scales run ``int(steps * factor)`` = 26 steps
+lr                    0.1        Adam learning rate
+weight_decay          1e-6       Adam weight decay. The paper's text says 1e-2; the authors' code
+                                 uses this value, and so do we
+blur                  5          box blur (px, odd; 0 = none) applied after each upscaling
+blur_every            0          also blur every N steps within a scale (0 = never; not the paper)
+noise_mean/amplitude  128, 20    start image ``(U(0,1)*20 + 128)/255``
+param                 pixel      parameterization: pixel, fft or maco (see :mod:`filterscope.params`)
+decorrelate           False      fft: optimize in decorrelated color space
+fft_decay             1.0        fft: spectrum scaled by 1/f^decay
+transforms            none       random pad/jitter/scale/rotate before each forward pass
+tv, l1, l2            0          penalty weights: total variation, distance from mid-gray
+name                  paper      a label (named recipes: :mod:`filterscope.recipes`)
+====================  =========  ============================================================
+
+The named recipes:
+
+* ``paper``: the paper's schedule, pixels, no transforms (the default).
 * ``lucid``: Lucid/Lucent's ``render_vis`` defaults: spectral parameterization with 1/f scaling and
   decorrelated color through a sigmoid, the standard transform stack (pad 12, jitter 8 + 4, scale
   0.9–1.1, rotate ±10°), Adam lr 0.05, 512 steps at one size (224 px here, the model's input).
@@ -9,22 +40,129 @@
   of ``lucid``'s compute. benchmarks/quality.py compares the three (it does not beat ``lucid`` on
   robustness at that cost: see benchmarks/RESULTS.md).
 
-A recipe file is JSON or TOML with any :class:`~filterscope.render.Recipe` fields, optionally starting
-from a named recipe with ``base``: ``{"base": "lucid", "steps": 256}``.
+A recipe file is JSON or TOML with any :class:`Recipe` fields, optionally starting from a named recipe
+with ``base``: ``{"base": "lucid", "steps": 256}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidRecipeError, did_you_mean
-from .render import PAPER_RECIPE, Recipe
-from .transforms import LUCID_TRANSFORMS
+from .params import PARAMS
+from .transforms import LUCID_TRANSFORMS, NO_TRANSFORMS, Transform, transform_from_spec
 
-__all__ = ["RECIPES", "get_recipe", "list_recipes"]
+__all__ = ["Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The numbers of the multi-scale activation-maximization schedule (defaults: the paper's)."""
+
+    size: int = 56
+    scales: int = 12
+    upscale: float = 1.2
+    steps: int = 20
+    late_steps_factor: float = 1.3
+    lr: float = 0.1
+    weight_decay: float = 1e-6
+    blur: int = 5
+    noise_mean: float = 128 / 255
+    noise_amplitude: float = 20 / 255
+    param: str = "pixel"
+    decorrelate: bool = False
+    fft_decay: float = 1.0
+    transforms: Transform = NO_TRANSFORMS
+    tv: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    blur_every: int = 0
+    name: str = "paper"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.transforms, Transform):  # a preset name or a dict of options, as in files
+            object.__setattr__(self, "transforms", transform_from_spec(self.transforms))
+        problems = []
+        if self.param not in PARAMS:
+            problems.append(f"param must be one of {', '.join(PARAMS.names())} (got {self.param!r})")
+        if min(self.tv, self.l1, self.l2) < 0:
+            problems.append("tv, l1 and l2 must not be negative")
+        if self.blur_every < 0 or (self.blur_every and self.blur < 3):
+            problems.append("blur_every needs blur of at least 3 px, and must not be negative")
+        if self.size < 1:
+            problems.append(f"size must be at least 1 px (got {self.size})")
+        if self.scales < 1:
+            problems.append(f"scales must be at least 1 (got {self.scales})")
+        if self.upscale < 1:
+            problems.append(f"upscale must be at least 1 (got {self.upscale})")
+        if self.steps < 0 or self.late_steps_factor < 0:
+            problems.append("steps and late_steps_factor must not be negative")
+        if self.lr <= 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
+        if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
+            problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
+        if problems:
+            raise InvalidRecipeError("Invalid recipe: " + "; ".join(problems))
+
+    def sizes(self) -> list[int]:
+        """Image side at each scale: ``[56, 67, 80, ..., 408]`` for the paper's recipe."""
+        sizes = [self.size]
+        for _ in range(self.scales - 1):
+            sizes.append(int(sizes[-1] * self.upscale))
+        return sizes
+
+    def steps_per_scale(self) -> list[int]:
+        """Adam steps at each scale: ``steps`` in the first half, ``int(steps * late_steps_factor)`` after."""
+        first_late = math.ceil(self.scales / 2)
+        late = int(self.steps * self.late_steps_factor)
+        return [self.steps if i < first_late else late for i in range(self.scales)]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps_per_scale())
+
+    @property
+    def output_size(self) -> int:
+        return self.sizes()[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON data (the transforms as their ``to_dict()``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["transforms"] = self.transforms.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Recipe:
+        """The recipe :meth:`to_dict` wrote (or a file holds).
+
+        Raises:
+            InvalidRecipeError: unknown fields, or values that do not fit.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidRecipeError(f"Unknown recipe field(s) {unknown}; fields are {sorted(known)}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidRecipeError(f"Invalid recipe: {exc}") from None
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PAPER_RECIPE = Recipe()
 
 RECIPES: dict[str, Recipe] = {
     "paper": PAPER_RECIPE,
@@ -37,6 +175,7 @@ RECIPES: dict[str, Recipe] = {
 
 
 def list_recipes() -> list[str]:
+    """The names of the named recipes."""
     return list(RECIPES)
 
 

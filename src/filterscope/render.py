@@ -1,31 +1,16 @@
-"""Activation maximization: the optimization loop and its recipe.
+"""Activation maximization: the optimization loop.
 
 The paper's method (Amirli 2021, section 2): start from faint noise at 56 px, run Adam on the pixels
 so that the objective rises, then repeatedly upscale the image by 1.2, blur it, and optimize again.
-Every number of that method is a field of :class:`Recipe`, whose defaults reproduce the paper's code:
+The numbers are a :class:`~filterscope.recipes.Recipe` (plain data); :meth:`Stages.from_recipe` turns
+one into the objects the loop runs, as captum's ``InputOptimization(model, loss, input_param,
+transform)`` receives its parts:
 
-====================  =========  ============================================================
-field                 default    meaning
-====================  =========  ============================================================
-size                  56         side of the starting noise image, px
-scales                12         optimization scales: 56, 67, 80, 96, 115, 138, 165, 198, 237,
-                                 284, 340, 408 (each ``int(previous * upscale)``)
-upscale               1.2        factor between scales (bicubic)
-steps                 20         Adam steps per scale in the first half of the scales
-late_steps_factor     1.3        later scales run ``int(steps * factor)`` = 26 steps
-lr                    0.1        Adam learning rate
-weight_decay          1e-6       Adam weight decay. The paper's text says 1e-2; the authors' code
-                                 uses this value, and so do we
-blur                  5          box blur (px, odd; 0 = none) applied after each upscaling
-blur_every            0          also blur every N steps within a scale (0 = never; not the paper)
-noise_mean/amplitude  128, 20    start image ``(U(0,1)*20 + 128)/255``
-param                 pixel      parameterization: pixel, fft or maco (see :mod:`filterscope.params`)
-decorrelate           False      fft: optimize in decorrelated color space
-fft_decay             1.0        fft: spectrum scaled by 1/f^decay
-transforms            none       random pad/jitter/scale/rotate before each forward pass
-tv, l1, l2            0          penalty weights: total variation, distance from mid-gray
-name                  paper      a label (named recipes: :mod:`filterscope.recipes`)
-====================  =========  ============================================================
+* a :class:`Schedule`: image size and Adam steps at each scale, and the blur between scales;
+* the parameterization (a registered :class:`~filterscope.params.Param` class and its options);
+* the random :class:`~filterscope.transforms.Transform` applied before each forward pass;
+* a :class:`Penalty` on the image (total variation, distance from gray);
+* the optimizer factory (Adam with the recipe's learning rate and weight decay).
 
 As in the authors' code, the optimized tensor at each scale is the *normalized* image (the model's
 own normalization is applied when a scale starts and undone when it ends); the output is clipped to
@@ -36,227 +21,39 @@ Many objectives are optimized together, one image each, in one batch: batch elem
 starting noise is drawn from a generator seeded by ``(seed, objective description)``, so it does not
 depend on which other objectives share the batch. How many share a batch, the memory format and the
 precision are the :class:`~filterscope.runtime.Runtime`'s business; in the default (fp32) runtime none
-of them changes the images beyond float rounding.
+of them changes the images beyond float rounding. The network runs through
+:class:`~filterscope.runtime.Forward`, which freezes it for the duration and gives it back unchanged.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .errors import InvalidRecipeError
-from .images import to_pil
-from .objectives import Channel, Objective, evaluate, is_batchwise
-from .params import PARAMS, initial_state, make_param
-from .runtime import Forward, Runtime, auto_batch_size, estimate_memory, memory_format
-from .transforms import NO_TRANSFORMS, TransformStack
+from .objective_syntax import ObjectiveLike, as_objectives
+from .objectives import Channel, Objective, evaluate
+from .params import PARAMS, Param, param_options
+from .recipes import PAPER_RECIPE, Recipe
+from .results import RenderResult, StepInfo
+from .runtime import Forward, Runtime, memory_format, plan_batch_size
+from .transforms import Transform
 from .zoo.registry import LoadedModel, coerce_model
 
-__all__ = ["Recipe", "PAPER_RECIPE", "RenderResult", "StepInfo", "render", "iter_render", "plan_batches",
-           "visualize_filters", "start_noise", "upscale", "box_blur"]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The numbers of the multi-scale activation-maximization schedule (defaults: the paper's)."""
-
-    size: int = 56
-    scales: int = 12
-    upscale: float = 1.2
-    steps: int = 20
-    late_steps_factor: float = 1.3
-    lr: float = 0.1
-    weight_decay: float = 1e-6
-    blur: int = 5
-    noise_mean: float = 128 / 255
-    noise_amplitude: float = 20 / 255
-    param: str = "pixel"
-    decorrelate: bool = False
-    fft_decay: float = 1.0
-    transforms: TransformStack = NO_TRANSFORMS
-    tv: float = 0.0
-    l1: float = 0.0
-    l2: float = 0.0
-    blur_every: int = 0
-    name: str = "paper"
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.param not in PARAMS:
-            problems.append(f"param must be one of {', '.join(PARAMS)} (got {self.param!r})")
-        if min(self.tv, self.l1, self.l2) < 0:
-            problems.append("tv, l1 and l2 must not be negative")
-        if self.blur_every < 0 or (self.blur_every and self.blur < 3):
-            problems.append("blur_every needs blur of at least 3 px, and must not be negative")
-        if self.size < 1:
-            problems.append(f"size must be at least 1 px (got {self.size})")
-        if self.scales < 1:
-            problems.append(f"scales must be at least 1 (got {self.scales})")
-        if self.upscale < 1:
-            problems.append(f"upscale must be at least 1 (got {self.upscale})")
-        if self.steps < 0 or self.late_steps_factor < 0:
-            problems.append("steps and late_steps_factor must not be negative")
-        if self.lr <= 0:
-            problems.append(f"lr must be positive (got {self.lr})")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
-        if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
-            problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
-        if problems:
-            raise InvalidRecipeError("Invalid recipe: " + "; ".join(problems))
-
-    def sizes(self) -> list[int]:
-        """Image side at each scale: ``[56, 67, 80, ..., 408]`` for the paper's recipe."""
-        sizes = [self.size]
-        for _ in range(self.scales - 1):
-            sizes.append(int(sizes[-1] * self.upscale))
-        return sizes
-
-    def steps_per_scale(self) -> list[int]:
-        """Adam steps at each scale: ``steps`` in the first half, ``int(steps * late_steps_factor)`` after."""
-        first_late = math.ceil(self.scales / 2)
-        late = int(self.steps * self.late_steps_factor)
-        return [self.steps if i < first_late else late for i in range(self.scales)]
-
-    @property
-    def total_steps(self) -> int:
-        return sum(self.steps_per_scale())
-
-    @property
-    def output_size(self) -> int:
-        return self.sizes()[-1]
-
-    def to_dict(self) -> dict[str, float | int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> Recipe:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InvalidRecipeError(f"Unknown recipe field(s) {unknown}; fields are {sorted(known)}")
-        values = dict(values)
-        if isinstance(values.get("transforms"), dict):
-            values["transforms"] = TransformStack.from_dict(values["transforms"])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise InvalidRecipeError(f"Invalid recipe: {exc}") from None
-
-    def replace(self, **changes: float | int | None) -> Recipe:
-        """A copy with the given fields changed; ``None`` values are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-PAPER_RECIPE = Recipe()
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """Progress of one optimization step, passed to the ``callback`` of :func:`render`."""
-
-    chunk: int
-    chunks: int
-    scale: int
-    size: int
-    step: int
-    steps_done: int
-    total_steps: int
-    values: torch.Tensor
-
-
-@dataclass
-class RenderResult:
-    """Images and numbers of one activation-maximization run.
-
-    Attributes:
-        images: ``(N,3,S,S)`` float in [0, 1] on the CPU, one per objective.
-        objectives: The resolved objectives, in order.
-        values: ``(N,)`` each objective on its final (clipped) image.
-        initial_values: ``(N,)`` each objective on its starting noise image.
-        history: ``(N, total_steps)`` the objective before each Adam step.
-        recipe, seed: What produced the images.
-        model_name, weights: Which network, with which weights.
-        seconds: Wall time of the optimization.
-        copy_numbers: For each image, which copy of its objective it is (0 for the first).
-    """
-
-    images: torch.Tensor
-    objectives: list[Objective]
-    values: torch.Tensor
-    initial_values: torch.Tensor
-    history: torch.Tensor
-    recipe: Recipe
-    seed: int
-    model_name: str
-    weights: str
-    seconds: float
-    extra: dict[str, str] = field(default_factory=dict)
-    copy_numbers: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.objectives)
-
-    def pil(self, index: int) -> Image.Image:
-        """Image ``index`` as an 8-bit RGB PIL image."""
-        return to_pil(self.images[index])
-
-    def to_pil(self) -> list[Image.Image]:
-        return [self.pil(i) for i in range(len(self))]
-
-    def metadata(self, index: int) -> dict[str, str]:
-        """Text metadata of image ``index``: model, weights, objective, layer, filter, seed, recipe, ..."""
-        from . import __version__  # late: the package imports this module
-
-        obj = self.objectives[index]
-        meta = {
-            "filterscope_version": __version__,
-            "model": self.model_name,
-            "weights": self.weights,
-            "objective": obj.description,
-            "seed": str(self.seed),
-            "recipe": _json(self.recipe.to_dict()),
-            "final_activation": f"{float(self.values[index]):.6g}",
-            "initial_activation": f"{float(self.initial_values[index]):.6g}",
-        }
-        if isinstance(obj, Channel):
-            meta["layer"] = str(obj.layer)
-            meta["filter"] = str(obj.channel)
-        meta.update(self.extra)
-        return meta
-
-    @staticmethod
-    def concatenate(parts: Sequence[RenderResult]) -> RenderResult:
-        first = parts[0]
-        return RenderResult(
-            images=torch.cat([p.images for p in parts]),
-            objectives=[o for p in parts for o in p.objectives],
-            values=torch.cat([p.values for p in parts]),
-            initial_values=torch.cat([p.initial_values for p in parts]),
-            history=torch.cat([p.history for p in parts]),
-            recipe=first.recipe, seed=first.seed, model_name=first.model_name, weights=first.weights,
-            seconds=sum(p.seconds for p in parts), extra=first.extra,
-            copy_numbers=[n for p in parts for n in p.copy_numbers],
-        )
-
-
-def _json(values: dict) -> str:
-    import json
-
-    return json.dumps(values, sort_keys=True)
+__all__ = ["Stages", "Schedule", "Penalty", "render", "iter_render", "plan_batches", "visualize_filters",
+           "start_noise", "upscale", "box_blur"]
 
 
 def _noise_seed(seed: int, key: str) -> int:
     # torch's CPU generator (mt19937) keeps only 32 bits of its seed: mix seed and key into 32 bits.
-    return zlib.crc32(f"{int(seed)}\x00{key}".encode("utf-8"))
+    return zlib.crc32(f"{int(seed)}\x00{key}".encode())
 
 
 def start_noise(recipe: Recipe, seed: int, key: str) -> torch.Tensor:
@@ -280,60 +77,141 @@ def box_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool2d(padded, kernel, stride=1)
 
 
-def _penalty(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """``(B,)`` weighted total variation and L1/L2 distance from mid-gray, per image."""
-    total = images.new_zeros(images.shape[0])
-    if recipe.tv:
-        dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(1, 2, 3))
-        dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(1, 2, 3))
-        total = total + recipe.tv * (dx + dy)
-    if recipe.l1:
-        total = total + recipe.l1 * (images - 0.5).abs().mean(dim=(1, 2, 3))
-    if recipe.l2:
-        total = total + recipe.l2 * ((images - 0.5) ** 2).mean(dim=(1, 2, 3))
-    return total
+# ------------------------------------------------------------------------------------------ stages
+@dataclass(frozen=True)
+class Schedule:
+    """The multi-scale schedule: the image side and Adam steps at each scale, and the blurs.
+
+    Attributes:
+        sizes: Image side at each scale, px.
+        steps: Adam steps at each scale.
+        blur: Box blur (px, odd; 0 or 1 = none) after each upscaling.
+        blur_every: Also blur the state every this many steps within a scale (0 = never).
+    """
+
+    sizes: tuple[int, ...]
+    steps: tuple[int, ...]
+    blur: int = 0
+    blur_every: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps)
+
+    def next_scale(self, state: torch.Tensor, size: int) -> torch.Tensor:
+        """The state carried into a scale of ``size`` px: upscaled (bicubic), then blurred."""
+        return box_blur(upscale(state, size), self.blur)
+
+    def blurs_after(self, step: int, steps: int) -> bool:
+        """Whether the periodic blur runs after step ``step`` (0-based) of a scale of ``steps``."""
+        return bool(self.blur_every) and (step + 1) % self.blur_every == 0 and step + 1 < steps
 
 
+@dataclass(frozen=True)
+class Penalty:
+    """``(B,)`` weighted total variation and L1/L2 distance from mid-gray, per image, added to the loss."""
+
+    tv: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tv or self.l1 or self.l2)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        total = images.new_zeros(images.shape[0])
+        if self.tv:
+            dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+            dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+            total = total + self.tv * (dx + dy)
+        if self.l1:
+            total = total + self.l1 * (images - 0.5).abs().mean(dim=(1, 2, 3))
+        if self.l2:
+            total = total + self.l2 * ((images - 0.5) ** 2).mean(dim=(1, 2, 3))
+        return total
+
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The objects the loop runs; :meth:`from_recipe` builds them from a recipe.
+
+    Attributes:
+        schedule: Sizes, steps and blurs.
+        param: The parameterization class; built at each scale as ``param(state, preprocessing,
+            **param_options)`` from the state the previous scale left.
+        param_options: Keyword arguments of ``param``.
+        transform: Random transforms before each forward pass.
+        penalty: Added to the loss, per image.
+        optimizer: Builds the optimizer of one scale from the parameters (a new one at each scale).
+    """
+
+    schedule: Schedule
+    param: type[Param]
+    transform: Transform
+    penalty: Penalty
+    optimizer: OptimizerFactory
+    param_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> Stages:
+        param = PARAMS.get(recipe.param)
+        lr, weight_decay = recipe.lr, recipe.weight_decay
+
+        def adam(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+            return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+
+        return cls(schedule=Schedule(tuple(recipe.sizes()), tuple(recipe.steps_per_scale()), recipe.blur,
+                                     recipe.blur_every),
+                   param=param, param_options=param_options(param, recipe.to_dict()),
+                   transform=recipe.transforms, penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam)
+
+
+# -------------------------------------------------------------------------------------------- loop
 def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple[str, int]], recipe: Recipe,
-               seed: int,
-               runtime: Runtime, callback: Callable[[StepInfo], None] | None, chunk: int,
-               chunks: int) -> RenderResult:
+               stages: Stages, seed: int, runtime: Runtime, callback: Callable[[StepInfo], None] | None,
+               chunk: int, chunks: int) -> RenderResult:
     device = model.device
     normalize = model.preprocessing.normalize
+    schedule = stages.schedule
     layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
     images = torch.stack([start_noise(recipe, seed, key) for key, _ in keys]).to(device)
     # One generator per image for the random transforms: an image's result never depends on its batch.
     generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key, _ in keys]
-    penalized = bool(recipe.tv or recipe.l1 or recipe.l2)
-    history = torch.zeros(len(objectives), recipe.total_steps)
+    transform = stages.transform if stages.transform.active else None
+    penalty = stages.penalty if stages.penalty.active else None
+    history = torch.zeros(len(objectives), schedule.total_steps)
     started = time.perf_counter()
     done = 0
     with Forward(model, layers, runtime) as capture:
         with torch.no_grad():
             initial = evaluate(objectives, capture(normalize(images))).float().cpu()
-        state = initial_state(recipe.param, images, decorrelate=recipe.decorrelate)
-        for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
+        state = stages.param.initial_state(images, **stages.param_options)
+        for scale, (size, steps) in enumerate(zip(schedule.sizes, schedule.steps)):
             if scale > 0:
-                state = box_blur(upscale(state, size), recipe.blur)
-            param = make_param(recipe.param, state, model.preprocessing, decay=recipe.fft_decay,
-                               decorrelate=recipe.decorrelate).to(device)
-            optimizer = torch.optim.Adam(param.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+                state = schedule.next_scale(state, size)
+            param = stages.param(state, model.preprocessing, **stages.param_options).to(device)
+            optimizer = stages.optimizer(param.parameters())
             for step in range(steps):
                 optimizer.zero_grad(set_to_none=True)
                 image = param()
-                values = evaluate(objectives, capture(normalize(recipe.transforms(image, generators))))
+                seen = transform(image, generators) if transform is not None else image
+                values = evaluate(objectives, capture(normalize(seen)))
                 loss = -values.sum()
-                if penalized:
-                    loss = loss + _penalty(image, recipe).sum()
+                if penalty is not None:
+                    loss = loss + penalty(image).sum()
                 loss.backward()
                 optimizer.step()
-                if recipe.blur_every and (step + 1) % recipe.blur_every == 0 and step + 1 < steps:
-                    param.set_state(box_blur(param.state(), recipe.blur))  # periodic blur, a regularizer
+                if schedule.blurs_after(step, steps):
+                    param.set_state(box_blur(param.state(), schedule.blur))  # periodic blur, a regularizer
                 values = values.detach().float().cpu()
                 history[:, done] = values
                 done += 1
                 if callback is not None:
-                    callback(StepInfo(chunk, chunks, scale, size, step, done, recipe.total_steps, values))
+                    callback(StepInfo(chunk, chunks, scale, size, step, done, schedule.total_steps, values))
             state = param.state()
             with torch.no_grad():
                 images = param()
@@ -357,41 +235,27 @@ def _runtime_metadata(forward: Forward) -> dict[str, str]:
 
 def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe,
                  runtime: Runtime | None = None) -> int:
-    """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``.
-
-    As many images as the runtime's memory budget holds at the recipe's largest input size (see
-    :func:`filterscope.runtime.auto_batch_size`); all of them when an objective compares the images of
-    a batch (diversity), which must then fit.
-    """
-    runtime = runtime or Runtime()
+    """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``:
+    :func:`filterscope.runtime.plan_batch_size` at the recipe's largest (transformed) input size."""
     layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
-    size = recipe.output_size + 2 * recipe.transforms.pad
-    estimate = estimate_memory(model, layers, size, runtime)
-    budget = runtime.memory_budget(model.device)
-    if any(is_batchwise(o) for o in objectives):
-        auto_batch_size(1, estimate, budget, model.device, runtime.precision)  # one image must fit
-        if estimate.fits(budget) < len(objectives):
-            raise InvalidRecipeError(
-                f"a batchwise objective (diversity) needs all {len(objectives)} images in one batch, about "
-                f"{estimate.total(len(objectives)) / 2**20:.0f} MiB at {size} px; the memory budget holds "
-                f"{estimate.fits(budget)}: raise --max-memory or use fewer copies")
-        return len(objectives)
-    return auto_batch_size(len(objectives), estimate, budget, model.device, runtime.precision)
+    size = recipe.transforms.output_size(recipe.output_size)
+    return plan_batch_size(model, layers, size, len(objectives), batchwise=any(o.batchwise for o in objectives),
+                           runtime=runtime)
 
 
-def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
+def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
                 recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
                 runtime: Runtime | None = None,
                 callback: Callable[[StepInfo], None] | None = None) -> Iterator[RenderResult]:
     """Like :func:`render`, but yields one :class:`RenderResult` per batch as soon as it is finished."""
     model = coerce_model(model)
-    objectives = [objectives] if isinstance(objectives, Objective) else list(objectives)
+    wanted = as_objectives(objectives)
     if copies < 1:
         raise InvalidRecipeError(f"copies must be at least 1 (got {copies})")
-    objectives = [o for o in objectives for _ in range(copies)]
-    if not objectives:
+    wanted = [o for o in wanted for _ in range(copies)]
+    if not wanted:
         return
-    resolved = [o.resolve(model) for o in objectives]  # all checked before any work starts
+    resolved = [o.resolve(model) for o in wanted]  # all checked before any work starts
     # The k-th repeat of an objective gets its own starting noise.
     seen: dict[str, int] = {}
     keys = []
@@ -399,35 +263,34 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: Objective | Se
         n = seen[o.description] = seen.get(o.description, -1) + 1
         keys.append((o.description if n == 0 else f"{o.description}#{n}", n))
     runtime = runtime or Runtime()
+    stages = Stages.from_recipe(recipe)
     if batch_size is not None and batch_size < 1:
         raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
     size = batch_size or plan_batches(model, resolved, recipe, runtime)
-    if any(is_batchwise(o) for o in resolved) and size < len(resolved):
+    if any(o.batchwise for o in resolved) and size < len(resolved):
         raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch: "
                                  "leave batch_size unset")
     chunks = math.ceil(len(resolved) / size)
-    was_training = model.module.training
-    model.module.eval()
-    try:
-        with memory_format(model, runtime):  # once for all batches
-            for chunk in range(chunks):
-                part = slice(chunk * size, (chunk + 1) * size)
-                result = _run_chunk(model, resolved[part], keys[part], recipe, seed, runtime, callback, chunk, chunks)
-                result.extra["batch_size"] = str(size)  # with the objectives' order, fixes the batches
-                yield result
-    finally:
-        model.module.train(was_training)
+    with memory_format(model, runtime):  # once for all batches
+        for chunk in range(chunks):
+            part = slice(chunk * size, (chunk + 1) * size)
+            result = _run_chunk(model, resolved[part], keys[part], recipe, stages, seed, runtime, callback, chunk,
+                                chunks)
+            result.extra["batch_size"] = str(size)  # with the objectives' order, fixes the batches
+            yield result
 
 
-def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequence[Objective], *,
+def render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
            recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
            runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
     """Optimize one image per objective, from noise, with the network frozen.
 
     Args:
-        model: A :class:`LoadedModel` (or any ``nn.Module``, used with ImageNet preprocessing).
-        objectives: One objective, or a sequence: one image is optimized for each.
-        recipe: The schedule; the paper's by default.
+        model: A :class:`LoadedModel`, or any ``nn.Module`` (used with ImageNet preprocessing, and
+            given back as it was: mode and ``requires_grad`` flags unchanged).
+        objectives: One objective or objective string (``"channel(_blocks.15, 16)"``), or a sequence
+            of them: one image is optimized for each.
+        recipe: The schedule; the paper's by default (see :mod:`filterscope.recipes`).
         seed: Seeds the starting noise; the same seed, recipe and model give the same images.
         batch_size: How many images are optimized together (default: picked from the memory budget,
             see :func:`plan_batches`). The images do not depend on it.
@@ -447,6 +310,11 @@ def render(model: LoadedModel | torch.nn.Module, objectives: Objective | Sequenc
                                                      callback=callback)))
 
 
-def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], **options) -> RenderResult:
-    """:func:`render` with one :class:`~filterscope.objectives.Channel` objective per filter of ``layer``."""
-    return render(model, [Channel(layer, int(f)) for f in filters], **options)
+def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], *,
+                      recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None,
+                      copies: int = 1, runtime: Runtime | None = None,
+                      callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
+    """:func:`render` with one :class:`~filterscope.objectives.Channel` objective per filter of ``layer``
+    (the paper's objective: the filter's mean activation). The other arguments are :func:`render`'s."""
+    return render(model, [Channel(layer, int(f)) for f in filters], recipe=recipe, seed=seed,
+                  batch_size=batch_size, copies=copies, runtime=runtime, callback=callback)

@@ -35,13 +35,13 @@ from typing import TypeVar
 
 import torch
 
-from .errors import RuntimeSettingError
+from .errors import InvalidRecipeError, RuntimeSettingError
 from .layers import Capture, LayerRef
-from .zoo.registry import LoadedModel
+from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "usable_cpus", "configure_threads",
-           "prefetch", "proc_bytes", "BATCH_LIMITS"]
+           "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -55,6 +55,9 @@ BATCH_LIMITS: dict[tuple[str, str], int] = {
     ("cuda", "bf16"): 128,
 }
 
+ANALYSIS_BATCH = 4
+"""Default images per forward pass without gradients (analyses, scores; benchmarks/analysis_speed.py)."""
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -66,15 +69,18 @@ class Runtime:
         channels_last: Convolutions in channels-last memory format. ``None`` (default) turns it on for
             networks with 2-D convolutions: faster on CPUs (oneDNN) and for bf16 on GPUs.
         max_memory: Bytes the batch's working set may use (activations kept for the backward pass,
-            gradients, images and optimizer state; not the model's weights). ``None``: a safe share of
-            what is free (:func:`default_memory_budget`).
+            gradients, images and optimizer state; not the model's weights), or a size as the CLI takes
+            it (``"2G"``, ``"512M"``, see :func:`parse_memory`). ``None``: a safe share of what is free
+            (:func:`default_memory_budget`).
     """
 
     precision: str = "fp32"
     channels_last: bool | None = None
-    max_memory: int | None = None
+    max_memory: int | str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_memory, str):  # frozen: set once, here, to the parsed number of bytes
+            object.__setattr__(self, "max_memory", parse_memory(self.max_memory))
         if self.precision not in PRECISIONS:
             raise RuntimeSettingError(f"Unknown precision {self.precision!r}: use {' or '.join(PRECISIONS)}")
         if self.max_memory is not None and self.max_memory <= 0:
@@ -85,7 +91,10 @@ class Runtime:
         return self.channels_last is not False and any(p.dim() == 4 for p in module.parameters())
 
     def memory_budget(self, device: torch.device) -> int:
-        return self.max_memory if self.max_memory is not None else default_memory_budget(device)
+        """The budget in bytes: ``max_memory``, or the default share of what ``device`` has free."""
+        if isinstance(self.max_memory, int):
+            return self.max_memory
+        return default_memory_budget(device)
 
     def describe(self) -> str:
         layout = {None: "channels-last (auto)", True: "channels-last", False: "NCHW"}[self.channels_last]
@@ -147,6 +156,7 @@ class Forward:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Forward:
+        self._stack.enter_context(frozen(self.model.module))
         if self.model.device.type == "cuda" and not self._autocast:
             self._stack.enter_context(_tf32_off())
         self._stack.enter_context(memory_format(self.model, self.runtime))
@@ -265,6 +275,32 @@ def auto_batch_size(count: int, estimate: MemoryEstimate, budget: int, device: t
             f"about {format_bytes(estimate.total(1))}; raise --max-memory")
     limit = BATCH_LIMITS.get((torch.device(device).type, precision), 1)
     return max(1, min(count, fit, limit))
+
+
+def plan_batch_size(model: LoadedModel, layers: Sequence[LayerRef], size: int, count: int, *,
+                    batchwise: bool = False, runtime: Runtime | None = None) -> int:
+    """Images per batch for optimizing ``count`` images of ``size`` px that read ``layers``.
+
+    As many as the runtime's memory budget holds (:func:`estimate_memory`, :func:`auto_batch_size`);
+    with ``batchwise`` (an objective that compares the images of a batch, such as diversity) all
+    ``count`` of them, which must then fit.
+
+    Raises:
+        RuntimeSettingError: not even one image fits the budget.
+        InvalidRecipeError: a batchwise job does not fit in one batch.
+    """
+    runtime = runtime or DEFAULT_RUNTIME
+    estimate = estimate_memory(model, layers, size, runtime)
+    budget = runtime.memory_budget(model.device)
+    if batchwise:
+        auto_batch_size(1, estimate, budget, model.device, runtime.precision)  # one image must fit
+        if estimate.fits(budget) < count:
+            raise InvalidRecipeError(
+                f"a batchwise objective (diversity) needs all {count} images in one batch, about "
+                f"{estimate.total(count) / 2**20:.0f} MiB at {size} px; the memory budget holds "
+                f"{estimate.fits(budget)}: raise --max-memory or use fewer copies")
+        return count
+    return auto_batch_size(count, estimate, budget, model.device, runtime.precision)
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,

@@ -4,22 +4,106 @@ All of them are folded into **one** affine resampling per image (``affine_grid``
 so a stack of transforms blurs the image once, not once per stage, and stays differentiable. Each
 image draws its own parameters from its own ``torch.Generator``, so the result of an image does not
 depend on the other images of its batch, and one seed reproduces everything.
+
+A transform is a :class:`Transform`: called as ``transform(images, generators)``, serialized with
+``to_dict()`` (which names its registered ``kind``). :data:`TRANSFORMS` holds the kinds (``affine``,
+the :class:`TransformStack`) and named presets (``none``, ``lucid``); a recipe's ``transforms`` field is
+one of them, written as a preset name or as ``{"kind": ..., options...}``. Add a kind with
+:func:`register_transform`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TransformStack", "LUCID_TRANSFORMS", "NO_TRANSFORMS", "random_affine"]
+from .errors import InvalidRecipeError
+from .registry import Registry
+
+__all__ = ["Transform", "TransformStack", "LUCID_TRANSFORMS", "NO_TRANSFORMS", "random_affine", "TRANSFORMS",
+           "register_transform", "transform_from_spec"]
 
 
+class Transform:
+    """Base of the random transforms: ``transform(images, generators) -> images``, differentiable.
+
+    Attributes:
+        kind: The name it is registered under (see :func:`register_transform`).
+    """
+
+    kind: ClassVar[str] = ""
+
+    @property
+    def active(self) -> bool:
+        """False when it leaves images unchanged (the render loop then skips it)."""
+        return True
+
+    def output_size(self, size: int) -> int:
+        """Side of the transformed image for an input of ``size`` px (padding grows it)."""
+        return size
+
+    def describe(self) -> str:
+        """In words, for listings."""
+        return self.kind if self.active else "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its options, with ``kind``: what :func:`transform_from_spec` reads back."""
+        return {"kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> Transform:
+        """Build one from its options (without ``kind``)."""
+        return cls(**options)
+
+    def __call__(self, images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+TRANSFORMS: Registry[Callable[..., Transform]] = Registry("transform", InvalidRecipeError)
+
+
+def register_transform(name: str) -> Callable[[type[Transform]], type[Transform]]:
+    """Class decorator: register a :class:`Transform` subclass as kind ``name``."""
+
+    def decorator(cls: type[Transform]) -> type[Transform]:
+        cls.kind = name
+        TRANSFORMS.add(name, cls.from_dict)
+        return cls
+
+    return decorator
+
+
+def transform_from_spec(spec: object) -> Transform:
+    """A transform from its recipe form: a :class:`Transform`, a registered name (``"lucid"``), or a
+    mapping ``{"kind": "affine", "pad": 12, ...}`` (``kind`` defaults to ``affine``).
+
+    Raises:
+        InvalidRecipeError: an unknown kind or bad options.
+    """
+    if isinstance(spec, Transform):
+        return spec
+    if isinstance(spec, str):
+        return TRANSFORMS.get(spec)({})
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        kind = options.pop("kind", "affine")
+        build = TRANSFORMS.get(kind)
+        try:
+            return build(options)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRecipeError(f"Invalid options for transform {kind!r}: {exc}") from None
+    raise InvalidRecipeError(f"transforms must be a name ({', '.join(TRANSFORMS.names())}) or an object of "
+                             f"options, not {type(spec).__name__}")
+
+
+@register_transform("affine")
 @dataclass(frozen=True)
-class TransformStack:
+class TransformStack(Transform):
     """Pad, then a random translation, scaling and rotation per image.
 
     Attributes:
@@ -40,12 +124,24 @@ class TransformStack:
     def active(self) -> bool:
         return bool(self.pad or self.jitter or self.scales or self.angles)
 
-    def to_dict(self) -> dict:
-        return {"pad": self.pad, "pad_value": self.pad_value, "jitter": self.jitter, "scales": list(self.scales),
-                "angles": list(self.angles)}
+    def output_size(self, size: int) -> int:
+        return size + 2 * self.pad
+
+    def describe(self) -> str:
+        if not self.active:
+            return "none"
+        return (f"pad {self.pad}, jitter {self.jitter}, scale {min(self.scales, default=1):g}-"
+                f"{max(self.scales, default=1):g}, rotate ±{max(self.angles, default=0):g}°")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "pad": self.pad, "pad_value": self.pad_value, "jitter": self.jitter,
+                "scales": list(self.scales), "angles": list(self.angles)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> TransformStack:
+    def from_dict(cls, values: Mapping[str, Any]) -> TransformStack:
+        unknown = set(values) - {"kind", "pad", "pad_value", "jitter", "scales", "angles"}
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
         return cls(int(values.get("pad", 0)), float(values.get("pad_value", 0.5)), int(values.get("jitter", 0)),
                    tuple(float(v) for v in values.get("scales", ())), tuple(float(v) for v in values.get("angles", ())))
 
@@ -97,3 +193,5 @@ NO_TRANSFORMS = TransformStack()
 LUCID_TRANSFORMS = TransformStack(
     pad=12, jitter=12, scales=tuple(1 + (i - 5) / 50 for i in range(11)), angles=tuple(float(a) for a in range(-10, 11)),
 )
+TRANSFORMS.add("none", lambda options: TransformStack.from_dict(options))
+TRANSFORMS.add("lucid", lambda options: TransformStack.from_dict({**LUCID_TRANSFORMS.to_dict(), **options}))

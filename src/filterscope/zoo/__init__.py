@@ -4,9 +4,11 @@ from . import catalog as _catalog  # noqa: F401  (fills the registry)
 from .catalog import DEFAULT_MODEL
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .registry import (
+    MODELS,
     LoadedModel,
     ModelSpec,
     coerce_model,
+    frozen,
     get_model_spec,
     imagenet_categories,
     list_models,
@@ -22,11 +24,13 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LoadedModel",
+    "MODELS",
     "ModelSpec",
     "PackageWeights",
     "Preprocessing",
     "UrlWeights",
     "coerce_model",
+    "frozen",
     "get_model_spec",
     "hub_checkpoint_dir",
     "imagenet_categories",

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InvalidOptionError
+
 __all__ = ["Preprocessing", "Placement", "FITS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,9 +48,9 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.interpolation not in _RESAMPLE:
-            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}, not {self.interpolation!r}")
+            raise InvalidOptionError(f"interpolation must be one of {sorted(_RESAMPLE)}, not {self.interpolation!r}")
         if self.resize_size < self.input_size:
-            raise ValueError("resize_size must be at least input_size")
+            raise InvalidOptionError(f"resize_size ({self.resize_size}) must be at least input_size ({self.input_size})")
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -90,7 +92,7 @@ class Preprocessing:
         """:meth:`place` with Pillow only: the S x S RGB input image (no torch work, so it can run in a
         background thread without competing with the network's threads)."""
         if fit not in FITS:
-            raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
+            raise InvalidOptionError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
         image = image.convert("RGB")
         w, h = image.size
         ow, oh = original_size or (w, h)

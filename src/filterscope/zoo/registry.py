@@ -4,15 +4,16 @@
 loads its weights and returns a :class:`LoadedModel`: the frozen ``nn.Module`` in eval mode together
 with the preprocessing, class names and weights source that belong to it (as torchvision ties
 transforms to weights, and timm attaches a ``pretrained_cfg``). Any other ``nn.Module`` enters through
-:func:`wrap_model`.
+:func:`wrap_model`, which never changes it: whatever runs the network does so inside :func:`frozen`,
+which puts the module in eval mode with frozen weights and restores every module's ``training`` flag
+and every parameter's ``requires_grad`` afterwards.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
 import functools
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import DeviceError, UnknownModelError, WeightsError, did_you_mean
+from ..errors import DeviceError, UnknownModelError, WeightsError
+from ..registry import Registry
 from .preprocessing import Preprocessing
 from .weights import PackageWeights, UrlWeights, load_state_dict_into, read_state_dict
 
@@ -35,6 +37,8 @@ __all__ = [
     "imagenet_categories",
     "resolve_device",
     "coerce_model",
+    "frozen",
+    "MODELS",
 ]
 
 
@@ -63,7 +67,9 @@ class LoadedModel:
 
     Attributes:
         name: Registry name, or the name given to :func:`wrap_model`.
-        module: The network, in eval mode, every parameter with ``requires_grad=False``.
+        module: The network. Models from :func:`load_model` are frozen (eval mode, no parameter requires
+            gradients); a module given to :func:`wrap_model` stays as its owner keeps it, and is frozen
+            only while filterscope runs it (:func:`frozen`).
         preprocessing: Input size, resize/crop and normalization of this network.
         weights: Where the weights came from, in words (a package, a file, ``random (seed 0)``).
         categories: Class names of the output logits, when known.
@@ -91,8 +97,9 @@ class LoadedModel:
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for ``(B,3,H,W)`` images in [0, 1] (normalized here)."""
-        return self.module(self.preprocessing.normalize(images))
+        """Logits for ``(B,3,H,W)`` images in [0, 1] (normalized here), with the module frozen."""
+        with frozen(self.module):
+            return self.module(self.preprocessing.normalize(images))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -113,7 +120,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model", UnknownModelError, "filterscope models")
 
 
 def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageWeights | UrlWeights,
@@ -121,9 +128,7 @@ def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageW
     """Decorator: register a builder of an untrained network under ``name`` (unique)."""
 
     def decorator(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"A model named {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, build, preprocessing, weights, description)
+        MODELS.add(name, ModelSpec(name, build, preprocessing, weights, description))
         return build
 
     return decorator
@@ -131,25 +136,41 @@ def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageW
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching the fnmatch ``pattern`` (``"*resnet*"``), sorted."""
-    def natural(name: str) -> list[int | str]:  # resnet18 before resnet101
-        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=natural)
+    return MODELS.names(pattern)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(
-            f"Unknown model {name!r}.{did_you_mean(name, _REGISTRY)} List models with: filterscope models"
-        ) from None
+    """The registered :class:`ModelSpec` called ``name``; :class:`UnknownModelError` if none."""
+    return MODELS.get(name)
 
 
 def _freeze(module: nn.Module) -> nn.Module:
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode with no parameter requiring gradients, for the duration; every
+    submodule's ``training`` flag and every parameter's ``requires_grad`` are restored afterwards.
+
+    This is how filterscope runs a network it was lent: batch-norm statistics are not updated, no
+    gradient is computed for the weights, and the caller gets the module back as it gave it.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    if any(training for _, training in modes):
+        module.eval()
+    if any(g for _, g in grads):
+        module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad in grads:
+            p.requires_grad_(requires_grad)
 
 
 def load_model(name: str, weights: str | Path | None = None, *, seed: int = 0, device: str | torch.device = "cpu",
@@ -203,12 +224,13 @@ def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Prepro
                categories: tuple[str, ...] | None = None, weights: str = "user module") -> LoadedModel:
     """Use any ``nn.Module`` (``(B,3,H,W)`` normalized input) with filterscope.
 
-    The module is put in eval mode and its parameters stop requiring gradients (in place).
-    ``preprocessing`` defaults to 224 px input with ImageNet normalization: pass your own.
+    The module is not changed: filterscope runs it in eval mode with frozen weights (:func:`frozen`) and
+    gives it back as it was, training mode and ``requires_grad`` flags included. ``preprocessing``
+    defaults to 224 px input with ImageNet normalization: pass your own.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"wrap_model needs a torch.nn.Module, not {type(module).__name__}")
-    return LoadedModel(name=name, module=_freeze(module), preprocessing=preprocessing or Preprocessing(),
+    return LoadedModel(name=name, module=module, preprocessing=preprocessing or Preprocessing(),
                        weights=weights, categories=categories)
 
 

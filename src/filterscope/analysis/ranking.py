@@ -1,0 +1,224 @@
+"""Which filters images drive: the mean activation of every filter, the top k, stability across images,
+and how concentrated the response is (the paper's section 4.2 and Figure 5)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from ..errors import ImageError
+from ..layers import LayerRef
+from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
+from ..zoo.preprocessing import Placement
+from ..zoo.registry import LoadedModel, coerce_model
+from .activations import checked_layer, filter_means
+from .inputs import AnalysisImage, augmentations, decode_image, decoded
+
+__all__ = ["Concentration", "concentration", "Ranking", "rank_filters"]
+
+
+@dataclass(frozen=True)
+class Concentration:
+    """How concentrated a layer's response is.
+
+    Attributes:
+        top_k_share: Share of the total positive mean activation held by the top k filters. With C filters
+            and no preference it is about k/C; near 1 when a few filters take everything.
+        top_to_median: Top filter's mean activation over the median of the positive filter means (layers
+            without a ReLU have many negative means; those are left out so the ratio stays finite).
+        effective_filters: exp(entropy) of the positive activations normalized to sum 1: the number of
+            equally strong filters that would give the same spread.
+        uniform_share: k/C, the top-k share of a layer with no preference, for comparison.
+        scenario: The paper's reading (section 4.2): "few dominate" (i), "groups" (ii) or "no clear winner"
+            (iii); a heuristic, see the README.
+    """
+
+    top_k_share: float
+    top_to_median: float
+    effective_filters: float
+    uniform_share: float
+    scenario: str
+
+
+def concentration(means: torch.Tensor, k: int) -> Concentration:
+    """:class:`Concentration` of the ``(C,)`` mean activations for the top ``k``."""
+    positive = means.clamp(min=0).double()
+    total = float(positive.sum())
+    channels = positive.numel()
+    if total <= 0:
+        return Concentration(0.0, 0.0, 0.0, k / channels, "no clear winner (iii)")
+    ordered = positive.sort(descending=True).values
+    share = float(ordered[:k].sum()) / total
+    median = float(positive[positive > 0].median())
+    ratio = float(ordered[0]) / median
+    p = positive[positive > 0] / total
+    effective = float(torch.exp(-(p * p.log()).sum()))
+    uniform = k / channels
+    # Thresholds in units of the uniform share: see "Reading the concentration summary" in the README.
+    if ratio >= 8 and float(ordered[0]) >= 2 * float(ordered[min(k, channels - 1)]):
+        scenario = "few dominate (i)"
+    elif share >= 2.5 * uniform:
+        scenario = "groups (ii)"
+    else:
+        scenario = "no clear winner (iii)"
+    return Concentration(share, ratio, effective, uniform, scenario)
+
+
+@dataclass
+class Ranking:
+    """Filters of one layer ranked by mean activation over one or more images.
+
+    Attributes:
+        model_name, layer: What was analysed.
+        k: How many top filters are reported.
+        image_names: One label per image (augmented views are averaged into their image).
+        per_image: ``(N, C)`` mean activation of each filter for each image.
+        means: ``(C,)`` the ranking's basis: the mean of ``per_image`` over images.
+        augment: Random augmentations per image (0: the image alone).
+    """
+
+    model_name: str
+    layer: str
+    k: int
+    image_names: list[str]
+    per_image: torch.Tensor
+    means: torch.Tensor
+    augment: int = 0
+    images: list[AnalysisImage] = field(default_factory=list, repr=False)
+
+    @property
+    def order(self) -> list[int]:
+        """All filters, strongest first."""
+        return self.means.argsort(descending=True, stable=True).tolist()
+
+    @property
+    def top(self) -> list[int]:
+        return self.order[:self.k]
+
+    @property
+    def top_values(self) -> list[float]:
+        return [float(self.means[i]) for i in self.top]
+
+    @property
+    def concentration(self) -> Concentration:
+        return concentration(self.means, self.k)
+
+    def per_image_top(self) -> list[list[int]]:
+        return [row.argsort(descending=True, stable=True)[:self.k].tolist() for row in self.per_image]
+
+    @property
+    def stability(self) -> float:
+        """Mean share of each image's own top k that is in the overall top k (1.0 with one image)."""
+        top = set(self.top)
+        tops = self.per_image_top()
+        return sum(len(top & set(t)) for t in tops) / (self.k * len(tops))
+
+    def frequency(self) -> dict[int, int]:
+        """For each overall top-k filter, in how many images' own top k it appears."""
+        tops = [set(t) for t in self.per_image_top()]
+        return {f: sum(f in t for t in tops) for f in self.top}
+
+    def rows(self) -> list[dict[str, float | int | bool]]:
+        """The full per-filter table, strongest first: rank, filter, mean, in_top_k, then per image."""
+        rank = {f: r for r, f in enumerate(self.order, start=1)}
+        out = []
+        for f in self.order:
+            row: dict[str, float | int | bool] = {"rank": rank[f], "filter": f, "mean_activation": float(self.means[f]),
+                                                  "in_top_k": rank[f] <= self.k}
+            if len(self.image_names) > 1:
+                for name, values in zip(self.image_names, self.per_image):
+                    row[f"image:{name}"] = float(values[f])
+            out.append(row)
+        return out
+
+    def to_json(self) -> str:
+        c = self.concentration
+        return json.dumps({
+            "model": self.model_name, "layer": self.layer, "k": self.k, "images": self.image_names,
+            "augment": self.augment, "top": self.top, "top_values": self.top_values,
+            "stability": self.stability, "top_frequency": {str(f): n for f, n in self.frequency().items()},
+            "concentration": {"top_k_share": c.top_k_share, "top_to_median": c.top_to_median,
+                              "effective_filters": c.effective_filters, "uniform_share": c.uniform_share,
+                              "scenario": c.scenario},
+            "filters": self.rows(),
+        }, indent=2)
+
+    def to_csv(self) -> str:
+        rows = self.rows()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+
+def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | Image.Image], layer: str | LayerRef,
+                 *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop", batch_size: int = ANALYSIS_BATCH,
+                 names: Sequence[str] | None = None, runtime: Runtime | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Ranking:
+    """Rank the filters of ``layer`` by mean activation over ``images`` (paper §4.2, Figure 5).
+
+    Args:
+        model: The model.
+        images: Paths or PIL images (at least one).
+        layer: Any accepted layer form.
+        k: How many top filters to report (1 to the number of filters).
+        augment: Random augmented views per image (resized crops, flips, brightness), averaged into it.
+        seed: Seeds the augmentations.
+        fit: ``crop`` (the model's evaluation preprocessing), ``squash`` or ``pad``.
+        batch_size: Views per forward pass; the views of consecutive images share batches.
+        names: Labels for the images (default: file names).
+        runtime: Precision and memory format (:mod:`filterscope.runtime`).
+        progress: Called as ``progress(images_done, images_total)``.
+
+    Images are decoded and resized by a background thread (Pillow only), in order, while the network runs.
+    """
+    model = coerce_model(model)
+    ref, _ = checked_layer(model, layer, k)
+    if not images:
+        raise ImageError("No image given")
+    generator = torch.Generator().manual_seed(seed)
+
+    def decode(index: int) -> tuple[str, Image.Image, Placement, tuple[int, int]]:
+        return decode_image(model, images[index], fit, names[index] if names else None)
+
+    prepared: list[AnalysisImage] = []
+    sums = torch.zeros(len(images), 0)
+    pending: list[torch.Tensor] = []  # views waiting for a full batch
+    owners: list[int] = []            # which image each pending view belongs to
+    with torch.no_grad(), Forward(model, [ref], runtime) as forward:
+
+        def run(count: int) -> None:
+            nonlocal sums
+            batch = torch.cat(pending)
+            means = filter_means(forward, ref, batch[:count], None)
+            if sums.shape[1] == 0:
+                sums = torch.zeros(len(images), means.shape[1], dtype=torch.float64)
+            sums.index_add_(0, torch.tensor(owners[:count]), means.double())
+            pending[:] = [batch[count:]] if count < batch.shape[0] else []
+            del owners[:count]
+
+        for index, parts in enumerate(prefetch(range(len(images)), decode)):
+            item = decoded(*parts)
+            views = item.pixels[None]
+            if augment > 0:
+                views = torch.cat([views, augmentations(item.pixels, augment, generator)])
+            prepared.append(item)
+            pending.append(views)
+            owners.extend([index] * views.shape[0])
+            while len(owners) >= batch_size:
+                run(batch_size)
+            if progress is not None:
+                progress(index + 1, len(images))
+        if owners:
+            run(len(owners))
+    per_image = (sums / (augment + 1)).float()
+    return Ranking(model.name, str(ref), k, [p.name for p in prepared], per_image, per_image.mean(dim=0), augment,
+                   prepared)

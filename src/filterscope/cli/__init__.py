@@ -1,0 +1,17 @@
+"""The ``filterscope`` command line: thin wrappers over the library.
+
+* :mod:`.app`: the Typer application, ``--debug``/``--version``, the one-line error guard;
+* :mod:`.options`: options shared by several commands, and the recipe and speed option bundles;
+* :mod:`.progress`: progress bars;
+* one module per command group: :mod:`.catalog` (models, layers, recipes), :mod:`.visualize`,
+  :mod:`.analyze` (top, occlude), :mod:`.evaluate`, :mod:`.demo`.
+
+Only this package imports Typer or prints.
+"""
+
+from .app import app, main
+
+# Each module registers its commands; imported in the order --help lists them.
+from . import catalog, visualize, analyze, evaluate, demo  # noqa: E402, F401, I001  # isort: skip
+
+__all__ = ["app", "main"]

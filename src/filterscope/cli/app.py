@@ -1,0 +1,72 @@
+"""The Typer application, its global options, and the error guard every command wears.
+
+Errors caused by input (a :class:`~filterscope.errors.FilterscopeError`) print one line on stderr
+and exit with status 1; ``filterscope --debug ...`` shows the traceback instead. Ctrl-C exits 130.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .._version import __version__
+from ..errors import FilterscopeError
+from ..runtime import configure_threads
+
+__all__ = ["app", "guarded", "main"]
+
+app = typer.Typer(
+    name="filterscope",
+    help="See what the filters of a convolutional network have learned (activation maximization).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"filterscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when a command fails.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+    configure_threads()
+
+
+def guarded(command: F) -> F:
+    """One line on stderr and exit 1 for a FilterscopeError; exit 130 on Ctrl-C."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FilterscopeError as exc:
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            typer.echo("interrupted (finished files are kept)", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,66 @@
+"""Commands that list what filterscope knows: ``models``, ``layers``, ``recipes``."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import FilterscopeError
+from ..layers import list_layers
+from ..recipes import RECIPES
+from ..zoo import PackageWeights, get_model_spec, list_models
+from .app import app, guarded
+from .options import load
+
+
+@app.command("models")
+@guarded
+def models_command(pattern: Annotated[str, typer.Argument(help="fnmatch pattern, e.g. '*resnet*'.")] = "*") -> None:
+    """List the models filterscope knows by name, with where their weights come from."""
+    names = list_models(pattern)
+    if not names:
+        raise FilterscopeError(f"No model matches {pattern!r}; run `filterscope models` for all")
+    for name in names:
+        spec = get_model_spec(name)
+        if isinstance(spec.weights, PackageWeights):
+            try:
+                spec.weights.locate()
+                where = f"package {spec.weights.distribution} (installed)"
+            except FilterscopeError:
+                where = f"package {spec.weights.distribution} (not installed)"
+        else:
+            cached = spec.weights.cache_path().is_file()
+            where = f"{spec.weights.file_name} ({'cached' if cached else 'downloaded on first use'})"
+        typer.echo(f"{name:<20} {spec.preprocessing.input_size:>3} px  {where:<58} {spec.description}")
+
+
+@app.command("recipes")
+@guarded
+def recipes_command() -> None:
+    """List the named recipes (use one with --recipe NAME, or write a .json/.toml file with its fields)."""
+    for name, recipe in RECIPES.items():
+        color = " + decorrelated color" if recipe.decorrelate else ""
+        typer.echo(f"{name:<12} {recipe.param}{color}; sizes {recipe.sizes()[0]}→{recipe.output_size} px in "
+                   f"{recipe.scales} scale(s); {recipe.total_steps} Adam steps, lr {recipe.lr:g}; blur {recipe.blur}; "
+                   f"transforms: {recipe.transforms.describe()}")
+
+
+@app.command("layers")
+@guarded
+def layers_command(
+    model: Annotated[str, typer.Argument(help="Model name (see `filterscope models`).")],
+    size: Annotated[Optional[int], typer.Option("--size", help="Input size for the shapes (default: the model's).")] = None,
+    contains: Annotated[Optional[str], typer.Option("--grep", help="Only layers whose name contains this.")] = None,
+) -> None:
+    """Print every hookable layer of MODEL with its output shape (channels, height, width).
+
+    Weights do not change shapes, so this never loads or downloads them.
+    """
+    loaded = load(model, "random", 0, "cpu", True)
+    size = size or loaded.preprocessing.input_size
+    typer.echo(f"# {loaded.name}: layers and output shapes at {size}x{size} px input")
+    typer.echo(f"{'layer':<40} {'type':<20} {'output shape':<18} calls")
+    for info in list_layers(loaded, size):
+        if contains and contains not in info.name:
+            continue
+        calls = "" if info.calls == 1 else f"{info.calls} (last captured; NAME:0 for the first)"
+        typer.echo(f"{info.name or 'output':<40} {info.type:<20} {str(tuple(info.shape)):<18} {calls}")

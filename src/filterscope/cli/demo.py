@@ -1,0 +1,44 @@
+"""The ``demo`` command: the paper's figures on the embedded model (what ``make demo`` runs)."""
+
+import time
+from pathlib import Path
+
+import typer
+
+from ..demo import run_demo
+from .app import app, guarded
+from .options import DeviceOption, ModelOption, OutOption, QuietOption, SeedOption, load
+from .progress import RenderProgress
+
+
+@app.command("demo")
+@guarded
+def demo_command(
+    out: OutOption = Path("out/demo"),
+    model: ModelOption = "efficientnet_lite0",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~3 min on 2 cores)."""
+    loaded = load(model, None, seed, device, quiet)
+    bars: list[RenderProgress] = []
+
+    def progress(label: str, total: int) -> RenderProgress:
+        if bars:
+            bars.pop().close()
+        bars.append(RenderProgress(label, total, quiet))
+        return bars[-1]
+
+    started = time.perf_counter()
+    try:
+        outputs = run_demo(loaded, out, seed=seed, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    typer.echo("Table 1 on chelsea (occluded regions vs the top 10 filters):")
+    typer.echo(outputs.table, nl=False)
+    for path in outputs.figures:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"demo figures are in {out}/ (single images with metadata in {out}/filters/ and {out}/figure1/), "
+               f"{time.perf_counter() - started:.0f} s")

@@ -1,0 +1,72 @@
+"""The ``evaluate`` command: quality scores of visualization PNGs (model and objective read from their
+metadata)."""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..analysis import collect_images
+from ..errors import InvalidObjectiveError
+from ..images import atomic_write_text, load_image, read_png_metadata
+from ..metrics import reference_crops, score
+from ..objective_syntax import parse_objective
+from ..objectives import ClassLogit
+from ..tensors import to_tensor
+from .app import app, guarded
+from .options import DeviceOption, SeedOption, WeightsOption, load
+
+
+@app.command("evaluate")
+@guarded
+def evaluate_command(
+    images: Annotated[list[Path], typer.Argument(help="Visualization PNGs (or folders of them).", show_default=False)],
+    objective: Annotated[Optional[str], typer.Option(
+        "--objective", "-O", help="The unit the images show; default: read from each PNG's metadata.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Default: read from each PNG's metadata, else efficientnet_lite0.")] = None,
+    weights: WeightsOption = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", help="Folder of natural images to compare with (default: scikit-image's photos).")] = None,
+    transfer_model: Annotated[str, typer.Option(
+        "--transfer-model", help="For class objectives: the network whose top-1 class is reported.")] = "efficientnet_lite2",
+    samples: Annotated[int, typer.Option("--samples", help="Random transforms for the robustness score.")] = 16,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as JSON.")] = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+) -> None:
+    """Score visualizations: activation ratio vs natural images, robustness to small transforms, high-frequency share, and (class objectives) transfer to another network."""
+    files = collect_images(images)
+    jobs = []
+    for path in files:
+        meta = read_png_metadata(path) if path.suffix.lower() == ".png" else {}
+        text = objective or meta.get("objective")
+        if not text:
+            raise InvalidObjectiveError(f"{path} carries no objective in its metadata: pass --objective")
+        name = model or meta.get("model") or "efficientnet_lite0"
+        image_weights = weights or ("random" if meta.get("weights", "").startswith("random") else None)
+        jobs.append((path, parse_objective(text), name, image_weights))
+    models, transfer_loaded, rows = {}, None, []
+    refs = [load_image(p) for p in collect_images([reference])] if reference is not None else None
+    for path, obj, name, image_weights in jobs:
+        key = (name, image_weights)
+        if key not in models:
+            loaded = load(name, image_weights, seed, device, True)
+            models[key] = (loaded, reference_crops(loaded, refs, seed=seed))
+        loaded, crops = models[key]
+        if isinstance(obj, ClassLogit) and transfer_loaded is None:
+            transfer_loaded = load(transfer_model, None, seed, device, True)
+        quality = score(loaded, obj, to_tensor(load_image(path)), reference=crops, samples=samples, seed=seed,
+                        transfer_model=transfer_loaded if isinstance(obj, ClassLogit) else None)[0]
+        rows.append({"file": str(path), "model": name, **dataclasses.asdict(quality)})
+    header = f"{'file':<40} {'objective':<36} {'act. ratio':>10} {'robustness':>10} {'HF share':>8}  transfer"
+    typer.echo(header)
+    for row in rows:
+        transfer = f"{row['transfer_class']} {row['transfer_label']} ({row['transfer_probability']:.2f})" \
+            if row["transfer_class"] is not None else ""
+        typer.echo(f"{Path(row['file']).name[:40]:<40} {row['objective'][:36]:<36} {row['activation_ratio']:>10.3f} "
+                   f"{row['robustness']:>10.3f} {row['high_frequency_share']:>8.3f}  {transfer}")
+    if json_path is not None:
+        typer.echo(f"wrote {atomic_write_text(json_path, json.dumps(rows, indent=2))}")

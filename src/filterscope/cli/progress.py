@@ -1,0 +1,51 @@
+"""Progress bars on stderr (tqdm), fed by the library's callbacks."""
+
+import sys
+from typing import Optional
+
+from tqdm import tqdm
+
+from ..results import StepInfo
+
+__all__ = ["ImageProgress", "RenderProgress"]
+
+
+class ImageProgress:
+    """A bar fed by the ``progress(done, total)`` callbacks of the analyses; a context manager."""
+
+    def __init__(self, label: str, total: Optional[int], quiet: bool, unit: str = "image") -> None:
+        self.bar = tqdm(total=total, desc=label, unit=unit, disable=quiet, leave=False, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "ImageProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+class RenderProgress:
+    """A bar fed by render callbacks (one :class:`StepInfo` per Adam step)."""
+
+    def __init__(self, label: str, total: Optional[int], quiet: bool) -> None:
+        self.bar = tqdm(total=total, desc=label, unit="step", disable=quiet, leave=False, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def __call__(self, info: StepInfo) -> None:
+        if self.bar.total != info.total_steps * info.chunks:  # known once the batch size is
+            self.bar.total = info.total_steps * info.chunks
+        self.bar.update(1)
+        self.bar.set_postfix_str(
+            f"batch {info.chunk + 1}/{info.chunks} scale {info.scale + 1} ({info.size}px) "
+            f"mean activation {float(info.values.mean()):.3g}", refresh=False)
+
+    def write(self, line: str) -> None:
+        """Print a line above the bar."""
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()

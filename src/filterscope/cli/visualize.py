@@ -1,0 +1,141 @@
+"""The ``visualize`` command: render filters, classes or objective expressions; and the one line that
+says how images are batched (shared with ``top --visualize``)."""
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import InvalidObjectiveError
+from ..layers import resolve_layer
+from ..objective_syntax import parse_objective
+from ..objectives import Channel, ClassLogit, Neuron, Objective
+from ..recipes import Recipe
+from ..render import iter_render, plan_batches
+from ..results import output_name, save_result
+from ..runtime import Runtime, format_bytes
+from ..zoo import LoadedModel
+from .app import app, guarded
+from .options import (
+    BatchOption,
+    DeviceOption,
+    ModelOption,
+    OutOption,
+    QuietOption,
+    SeedOption,
+    WeightsOption,
+    load,
+    parse_indices,
+    recipe_options,
+    runtime_options,
+)
+from .progress import RenderProgress
+
+
+def announce_batch_size(loaded: LoadedModel, objectives: list[Objective], copies: int, recipe: Recipe,
+                        runtime: Runtime, batch_size: Optional[int], quiet: bool) -> int:
+    """The batch size to use, said in one line on stderr (how it was chosen) unless quiet."""
+    count = len(objectives) * copies
+    how = "given"
+    if batch_size is None:
+        batch_size = plan_batches(loaded, [o for o in objectives for _ in range(copies)], recipe, runtime)
+        budget = runtime.memory_budget(loaded.device)
+        how = f"automatic: {format_bytes(budget)} budget at {recipe.output_size} px"
+    if not quiet:
+        typer.echo(f"{count} image(s) on {loaded.device}, {runtime.describe()}, batches of "
+                   f"{min(batch_size, count)} ({how})", err=True)
+    return batch_size
+
+
+@app.command("visualize")
+@guarded
+@recipe_options
+@runtime_options
+def visualize_command(
+    layer: Annotated[Optional[str], typer.Option(
+        "--layer", "-l", help="Layer: module path (layer4.2.relu), child-index path (7.2.relu), NAME:K for "
+                              "the K-th call.")] = None,
+    filters: Annotated[Optional[str], typer.Option(
+        "--filters", "--channels", "-f", help="Filter (channel) indices: 16,266,306 or 0-7.")] = None,
+    classes: Annotated[Optional[str], typer.Option(
+        "--classes", help="Maximize these class logits instead of filters, e.g. 281,285.")] = None,
+    neuron: Annotated[bool, typer.Option(
+        "--neuron", help="Maximize the central neuron of each filter instead of its mean.")] = False,
+    objective: Annotated[Optional[list[str]], typer.Option(
+        "--objective", "-O", help="An objective expression, e.g. \"channel(layer4.2.relu,484) - "
+                                  "0.5*channel(layer4.2.relu,257)\"; functions: channel, neuron, class, layer, "
+                                  "direction, diversity. Repeatable: one image each.")] = None,
+    copies: Annotated[int, typer.Option(
+        "--copies", help="Images per objective, each from its own noise (add diversity(LAYER) to push them "
+                         "apart).")] = 1,
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = None,
+    out: OutOption = Path("out/visualize"),
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    *,
+    recipe: Recipe,
+    runtime: Runtime,
+) -> None:
+    """Render what filters (or classes) respond to most, with the paper's multi-scale recipe.
+
+    Writes one PNG per filter (named model-layer-fNNNN.png, with model, weights, layer, filter, seed, recipe and final activation in its metadata) and a grid of all of them.
+
+    Example: filterscope visualize -m resnet34 -l layer4.2.relu -f 16,266,306 -o out/r34
+    """
+    from ..plots import image_grid, save_figure  # matplotlib: imported only by the commands that draw
+
+    modes = [name for name, given in (("--layer/--filters", layer is not None or filters is not None),
+                                      ("--classes", classes is not None), ("--objective", bool(objective)))
+             if given]
+    if len(modes) != 1:
+        raise InvalidObjectiveError(f"Give one of --layer with --filters, --classes or --objective (got "
+                                    f"{', '.join(modes) or 'none'}); see filterscope visualize --help")
+    if (layer is None) != (filters is None):
+        raise InvalidObjectiveError("--layer and --filters go together; see filterscope visualize --help")
+    if neuron and layer is None:
+        raise InvalidObjectiveError("--neuron applies to --layer/--filters")
+    parsed = [parse_objective(text) for text in objective or []]  # syntax errors before loading anything
+    loaded = load(model, weights, seed, device, quiet)
+    objectives: list[Objective]
+    if classes is not None:
+        objectives = [ClassLogit(i) for i in parse_indices(classes, "--classes")]
+        title_layer = "output"
+    elif parsed:
+        objectives = parsed
+        title_layer = "objectives"
+    else:
+        assert layer is not None and filters is not None  # checked above
+        ref = resolve_layer(loaded, layer)
+        if str(ref) != layer:
+            typer.echo(f"layer {layer} → {ref}")
+        kind = Neuron if neuron else Channel
+        objectives = [kind(ref, i) for i in parse_indices(filters, "--filters")]
+        title_layer = str(ref)
+    objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
+
+    batch_size = announce_batch_size(loaded, objectives, copies, recipe, runtime, batch_size, quiet)
+    progress = RenderProgress(f"{loaded.name} {title_layer}", None, quiet)
+    results = []
+    started = time.perf_counter()
+    try:
+        for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size,
+                                  copies=copies, runtime=runtime, callback=progress):
+            for path, obj, before, after in zip(save_result(result, out), result.objectives,
+                                                result.initial_values, result.values):
+                progress.write(f"{path}  {obj.description}: activation {float(before):.3g} → {float(after):.3g}")
+            results.append(result)
+    finally:
+        progress.close()
+    images = [r.pil(i) for r in results for i in range(len(r))]
+    titles = [o.title for r in results for o in r.objectives]
+    grid_name = output_name(loaded.name, objectives[0]).rsplit("-", 1)[0] + "-grid.png"
+    if classes is not None or parsed:
+        grid_name = f"{loaded.name}-{'classes' if classes is not None else 'objectives'}-grid.png"
+    fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
+                                              f"seed {seed}")
+    typer.echo(f"{save_figure(fig, out / grid_name)}  grid of {len(images)} "
+               f"({time.perf_counter() - started:.0f} s)")

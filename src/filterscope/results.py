@@ -1,0 +1,136 @@
+"""What a render produces: :class:`RenderResult`, its file names, its metadata, and saving it.
+
+A result holds the images and numbers of one activation-maximization run; this module decides how
+they are named on disk (``MODEL-LAYER-fNNNN.png``, from :meth:`Objective.file_stem
+<filterscope.objectives.Objective.file_stem>`), which provenance each PNG carries (model, weights,
+objective, seed, recipe, activations, runtime settings, version) and writes them with
+:func:`save_result`. The render loop imports this module; nothing here runs a network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ._version import __version__
+from .images import save_png
+from .objectives import Objective
+from .recipes import Recipe
+from .tensors import to_pil
+
+__all__ = ["RenderResult", "StepInfo", "output_name", "save_result"]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress of one optimization step, passed to the ``callback`` of :func:`~filterscope.render.render`."""
+
+    chunk: int
+    chunks: int
+    scale: int
+    size: int
+    step: int
+    steps_done: int
+    total_steps: int
+    values: torch.Tensor
+
+
+@dataclass
+class RenderResult:
+    """Images and numbers of one activation-maximization run.
+
+    Attributes:
+        images: ``(N,3,S,S)`` float in [0, 1] on the CPU, one per objective.
+        objectives: The resolved objectives, in order.
+        values: ``(N,)`` each objective on its final (clipped) image.
+        initial_values: ``(N,)`` each objective on its starting noise image.
+        history: ``(N, total_steps)`` the objective before each Adam step.
+        recipe, seed: What produced the images.
+        model_name, weights: Which network, with which weights.
+        seconds: Wall time of the optimization.
+        extra: More metadata (the runtime settings: device, precision, memory format, threads, batch size).
+        copy_numbers: For each image, which copy of its objective it is (0 for the first).
+    """
+
+    images: torch.Tensor
+    objectives: list[Objective]
+    values: torch.Tensor
+    initial_values: torch.Tensor
+    history: torch.Tensor
+    recipe: Recipe
+    seed: int
+    model_name: str
+    weights: str
+    seconds: float
+    extra: dict[str, str] = field(default_factory=dict)
+    copy_numbers: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.objectives)
+
+    def pil(self, index: int) -> Image.Image:
+        """Image ``index`` as an 8-bit RGB PIL image."""
+        return to_pil(self.images[index])
+
+    def to_pil(self) -> list[Image.Image]:
+        """Every image as an 8-bit RGB PIL image."""
+        return [self.pil(i) for i in range(len(self))]
+
+    def metadata(self, index: int) -> dict[str, str]:
+        """Text metadata of image ``index``: model, weights, objective, layer, filter, seed, recipe, ..."""
+        obj = self.objectives[index]
+        meta = {
+            "filterscope_version": __version__,
+            "model": self.model_name,
+            "weights": self.weights,
+            "objective": obj.description,
+            "seed": str(self.seed),
+            "recipe": json.dumps(self.recipe.to_dict(), sort_keys=True),
+            "final_activation": f"{float(self.values[index]):.6g}",
+            "initial_activation": f"{float(self.initial_values[index]):.6g}",
+        }
+        meta.update(obj.metadata())
+        meta.update(self.extra)
+        return meta
+
+    def file_name(self, index: int) -> str:
+        """The file name of image ``index``: :func:`output_name`, with ``-copyN`` for repeats."""
+        name = output_name(self.model_name, self.objectives[index])
+        if self.copy_numbers:  # the render knows, also when the copies came in different batches
+            n = self.copy_numbers[index]
+        else:
+            n = sum(output_name(self.model_name, o) == name for o in self.objectives[:index])
+        return f"{name[:-4]}-copy{n}.png" if n else name
+
+    @staticmethod
+    def concatenate(parts: Sequence[RenderResult]) -> RenderResult:
+        """One result of several batches' (in order)."""
+        first = parts[0]
+        return RenderResult(
+            images=torch.cat([p.images for p in parts]),
+            objectives=[o for p in parts for o in p.objectives],
+            values=torch.cat([p.values for p in parts]),
+            initial_values=torch.cat([p.initial_values for p in parts]),
+            history=torch.cat([p.history for p in parts]),
+            recipe=first.recipe, seed=first.seed, model_name=first.model_name, weights=first.weights,
+            seconds=sum(p.seconds for p in parts), extra=first.extra,
+            copy_numbers=[n for p in parts for n in p.copy_numbers],
+        )
+
+
+def output_name(model_name: str, objective: Objective) -> str:
+    """File name of one visualization: ``resnet34-layer4.2.relu-f0484.png`` and similar."""
+    return f"{model_name}-{objective.file_stem()}.png"
+
+
+def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Path]:
+    """Save every image of ``result`` in ``folder`` under :meth:`RenderResult.file_name`, with its
+    metadata, each file atomically. Returns the paths, in order."""
+    folder = Path(folder)
+    return [save_png(result.pil(i), folder / result.file_name(i), result.metadata(i)) for i in range(len(result))]
