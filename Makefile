@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test lint install install-dev clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -26,8 +26,13 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(VENV)/bin/filterscope demo --out $(OUT)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev lint
 	$(PY) -m pytest
+
+# Lint and type check (part of `make test`, so CI runs them); configuration in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) out build src/*.egg-info .pytest_cache

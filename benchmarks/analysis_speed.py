@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from _results import write_section  # benchmarks/_results.py
 from PIL import Image
 from skimage import data
 
 import filterscope as fs
+from _results import write_section  # benchmarks/_results.py
 from filterscope.analysis import (
     Box,
     layer_means,

@@ -59,7 +59,7 @@ def table(title: str, rows: dict[str, dict]) -> list[str]:
              "|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['ratio']:.2f} | {r['robust']:.2f} | {r['hf']:.3f} | {r['s/filter']:.1f} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main() -> None:

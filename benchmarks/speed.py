@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 import torch
-from _results import write_section  # benchmarks/_results.py
 
+from _results import write_section  # benchmarks/_results.py
 from filterscope import Channel, Recipe, load_model, render
 from filterscope.layers import resolve_layer
 from filterscope.naive import naive_render
@@ -87,10 +87,12 @@ def run_peak_job(job: dict) -> None:
     recipe = Recipe.from_dict(job["recipe"])
     filters = job["filters"]
     if job["mode"] == "naive":
-        work = lambda: [naive_render(model, str(ref), f, recipe) for f in filters]
+        def work() -> object:
+            return [naive_render(model, str(ref), f, recipe) for f in filters]
     else:
         runtime = Runtime(precision=job["mode"])
-        work = lambda: fast(model, ref, filters, recipe, runtime, job["batch"])
+        def work() -> object:
+            return fast(model, ref, filters, recipe, runtime, job["batch"])
     fast(model, ref, filters[:1], Recipe(size=32, scales=1, steps=1), Runtime(), 1)  # lazy initialization
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current resident set
     before = proc_bytes("VmRSS")
@@ -252,7 +254,7 @@ def main() -> None:
                 "| layer | naive | filterscope | speedup |", "|---|---|---|---|"]
         for layer in DEPTHS:
             ref = resolve_layer(model, layer)
-            naive_s, _ = measured(lambda l=layer: [naive_render(model, l, f, recipe) for f in (0, 1)])
+            naive_s, _ = measured(lambda name=layer: [naive_render(model, name, f, recipe) for f in (0, 1)])
             fast_s, _ = measured(lambda r=ref: fast(model, r, [0, 1], recipe, Runtime()))
             print(f"depth {layer}: naive {naive_s / 2:.2f} fast {fast_s / 2:.2f}", flush=True)
             out.append(f"| `{layer}` | {naive_s / 2:.2f} | {fast_s / 2:.2f} | {naive_s / fast_s:.2f}× |")

@@ -6,7 +6,14 @@ from PIL import Image
 
 from filterscope import ChannelError
 from filterscope.analysis import (
-    Box, concentration, occlusion_study, parse_region, prepare_image, rank_filters, read_regions, sensitivity_maps,
+    Box,
+    concentration,
+    occlusion_study,
+    parse_region,
+    prepare_image,
+    rank_filters,
+    read_regions,
+    sensitivity_maps,
 )
 from filterscope.errors import RegionError
 
@@ -34,7 +41,7 @@ def test_ranking_has_the_exact_means():
 def test_occluding_the_red_square_drops_exactly_the_red_filter():
     study = occlusion_study(color_net(), square_image(), "act:0", {"red square": [Box(8, 8, 24, 24)],
                                                                    "corner": [Box(0, 0, 4, 4)]}, k=3, fill="black")
-    original, occluded, corner = study.means
+    original, occluded, _corner = study.means
     change = occluded - original
     assert change[0] == pytest.approx(-0.25, abs=1e-6)  # red: the square's red is gone
     assert change[1] == pytest.approx(0, abs=1e-6) and change[2] == pytest.approx(0, abs=1e-6)

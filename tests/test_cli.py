@@ -97,8 +97,9 @@ def test_visualize_neuron_objective(tmp_path):
 
 
 def test_visualize_objective_expressions_and_copies(tmp_path):
-    result = run("visualize", "-m", "resnet18", "-w", "random", "-O", "channel(5.1.conv1, 3) - 0.5*channel(layer2.1.conv1, 4)",
-                 "--copies", "2", "-o", str(tmp_path), *TINY)
+    result = run("visualize", "-m", "resnet18", "-w", "random",
+                 "-O", "channel(5.1.conv1, 3) - 0.5*channel(layer2.1.conv1, 4)", "--copies", "2", "-o", str(tmp_path),
+                 *TINY)
     assert result.exit_code == 0, result.output
     pngs = sorted((p.name for p in tmp_path.glob("*.png") if "grid" not in p.name), key=len)
     assert pngs == ["resnet18-channel_layer2.1.conv1_3_-_0.5_channel_layer2.1.conv1_4.png",

@@ -3,8 +3,8 @@ from PIL import Image
 from filterscope.demo import DemoPlan, run_demo
 from filterscope.images import read_png_metadata
 
-from .test_render import SMALL
 from .helpers.models import small_net
+from .test_render import SMALL
 
 
 def test_demo_writes_the_three_figures_and_every_image(tmp_path):

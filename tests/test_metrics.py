@@ -5,7 +5,13 @@ import torch
 
 from filterscope import channel
 from filterscope.metrics import (
-    activation_ratio, high_frequency_share, reference_crops, reference_max, robustness, score, transfer,
+    activation_ratio,
+    high_frequency_share,
+    reference_crops,
+    reference_max,
+    robustness,
+    score,
+    transfer,
 )
 from filterscope.transforms import LUCID_TRANSFORMS, TransformStack, random_affine
 
@@ -16,7 +22,7 @@ def test_high_frequency_share_known_answers():
     assert high_frequency_share(torch.full((3, 64, 64), 0.3)).item() == 0.0
     noise = torch.rand(8, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     assert high_frequency_share(noise).mean().item() == pytest.approx(0.75, abs=0.01)
-    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    _y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     smooth = (0.5 + 0.4 * torch.sin(2 * math.pi * x / 32)).expand(3, 64, 64)  # 1/32 cycles per pixel
     fine = (0.5 + 0.4 * torch.sin(2 * math.pi * x / 3)).expand(3, 64, 64)  # 1/3 > 1/4
     assert high_frequency_share(smooth).item() < 1e-6
@@ -33,8 +39,8 @@ def test_activation_ratio_against_a_reference_set():
     reference = reference_max(model, channel("act:0", 0).resolve(model), crops)
     assert reference == pytest.approx(200 / 255, abs=1e-5)
     assert activation_ratio(model, channel("act:0", 0), red, reference).item() == pytest.approx(255 / 200, abs=1e-4)
-    assert activation_ratio(model, channel("act:0", 0), gray, reference).tolist() == pytest.approx([0.5 * 255 / 200] * 2,
-                                                                                                  abs=1e-3)
+    ratios = activation_ratio(model, channel("act:0", 0), gray, reference).tolist()
+    assert ratios == pytest.approx([0.5 * 255 / 200] * 2, abs=1e-3)
 
 
 def _pil(color, size=(48, 40)):

@@ -24,16 +24,16 @@ def test_fourier_round_trip_range_and_size(decorrelate):
     assert torch.allclose(out, IMAGES, atol=1e-4)
     with torch.no_grad():
         param.spectrum.mul_(50)  # whatever the parameters, the image stays in (0, 1)
-    assert 0 <= param().min() and param().max() <= 1
+    assert param().min() >= 0 and param().max() <= 1
 
 
 def test_maco_keeps_the_natural_magnitude_and_range():
     param = MacoParam(IMAGES)
     out = param()
-    assert out.shape == IMAGES.shape and 0 < out.min() and out.max() < 1
+    assert out.shape == IMAGES.shape and out.min() > 0 and out.max() < 1
     with torch.no_grad():
         param.phase.add_(torch.rand_like(param.phase))  # any phase: same magnitude spectrum, still in (0, 1)
-    assert 0 < param().min() and param().max() < 1
+    assert param().min() > 0 and param().max() < 1
     assert len(list(param.parameters())) == 1  # only the phase is optimized
 
 

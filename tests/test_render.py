@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from filterscope import Recipe, channel, class_logit, iter_render, neuron, render, visualize_filters
-from filterscope import save_result
+from filterscope import Recipe, channel, class_logit, iter_render, neuron, render, save_result, visualize_filters
 
 from .helpers.models import color_net, small_net
 

@@ -40,7 +40,8 @@ def test_resnet_matches_torchvision_layout(name, monkeypatch):
 
 
 def test_random_weights_are_seeded():
-    a, b, c = load_model("resnet18", "random"), load_model("resnet18", "random"), load_model("resnet18", "random", seed=1)
+    a, b = load_model("resnet18", "random"), load_model("resnet18", "random")
+    c = load_model("resnet18", "random", seed=1)
     assert torch.equal(a.module.conv1.weight, b.module.conv1.weight)
     assert not torch.equal(a.module.conv1.weight, c.module.conv1.weight)
     assert a.weights == "random (seed 0)"

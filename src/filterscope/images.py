@@ -78,14 +78,14 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
         with warnings.catch_warnings():
             # Large photos are expected here; Pillow still refuses absurd sizes with DecompressionBombError.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                raw_w, raw_h = image.size
-                if min_side and image.format == "JPEG" and min(raw_w, raw_h) > 2 * min_side:
+            with Image.open(path) as file:
+                raw_w, raw_h = file.size
+                if min_side and file.format == "JPEG" and min(raw_w, raw_h) > 2 * min_side:
                     factor = min_side / min(raw_w, raw_h)
-                    image.draft("RGB", (math.ceil(raw_w * factor), math.ceil(raw_h * factor)))
-                image.load()
-                rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-                image = ImageOps.exif_transpose(image)
+                    file.draft("RGB", (math.ceil(raw_w * factor), math.ceil(raw_h * factor)))
+                file.load()
+                rotated = file.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                image = ImageOps.exif_transpose(file)
                 if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
                     rgba = image.convert("RGBA")
                     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

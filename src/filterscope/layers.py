@@ -17,6 +17,7 @@ layer is computed. Hooks are removed when the ``with`` block ends, whatever happ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import weakref
@@ -269,10 +270,8 @@ class Capture:
             raise RuntimeError("Capture must be used inside a `with` block")
         self._counts.clear()
         self._captured = {}
-        try:
+        with contextlib.suppress(_StopForward):
             self.model.module(x)
-        except _StopForward:
-            pass
         captured, self._captured = self._captured, {}
         missing = [str(ref) for ref in self.layers if ref not in captured]
         if missing:

@@ -25,7 +25,7 @@ from PIL import Image
 from .data import natural_images
 from .errors import InvalidObjectiveError
 from .objective_syntax import ObjectiveLike, as_objective, as_objectives
-from .objectives import ClassLogit, Objective, evaluate
+from .objectives import ClassLogit, Objective, evaluate, layers_of
 from .runtime import ANALYSIS_BATCH, Forward, Runtime
 from .tensors import to_tensor
 from .transforms import random_affine
@@ -53,7 +53,7 @@ def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Se
         raise InvalidObjectiveError(f"measure() needs one objective per image, or one for all: got "
                                     f"{len(wanted)} objectives for {images.shape[0]} images")
     resolved = [o.resolve(model) for o in wanted]
-    layers = list(dict.fromkeys(ref for o in resolved for ref in o.layers))
+    layers = layers_of(resolved)
     out = []
     with torch.no_grad(), Forward(model, layers, runtime) as forward:
         for start in range(0, images.shape[0], batch_size):

@@ -21,7 +21,8 @@ from .zoo.registry import LoadedModel, frozen
 __all__ = ["naive_render"]
 
 
-def naive_render(model: LoadedModel, layer: str, channel: int, recipe: Recipe, seed: int = 0) -> tuple[torch.Tensor, float]:
+def naive_render(model: LoadedModel, layer: str, channel: int, recipe: Recipe,
+                 seed: int = 0) -> tuple[torch.Tensor, float]:
     """One filter's visualization by the plain loop: ``((3,S,S) image in [0,1], final activation)``."""
     if recipe.param != "pixel" or recipe.transforms.active or recipe.tv or recipe.l1 or recipe.l2 or recipe.blur_every:
         raise ValueError("naive_render implements the paper's recipe only (pixel parameterization, no transforms, "

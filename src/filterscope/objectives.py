@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -34,10 +35,12 @@ from .registry import Registry
 from .zoo.registry import LoadedModel
 
 __all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
-           "class_logit", "layer_energy", "direction", "diversity", "evaluate", "OBJECTIVES", "ObjectiveFunction",
-           "register_objective", "ARGUMENT_KINDS"]
+           "class_logit", "layer_energy", "direction", "diversity", "evaluate", "layers_of", "OBJECTIVES",
+           "ObjectiveFunction", "register_objective", "ARGUMENT_KINDS"]
 
-Activations = Mapping[LayerRef, torch.Tensor]
+Activations = Mapping[Any, torch.Tensor]
+"""``{LayerRef: (B, C, ...)}``: keyed by the resolved layers of the objectives (typed loosely: an
+objective's ``layers`` are ``LayerRef | str`` until :meth:`Objective.resolve`)."""
 
 
 class Objective:
@@ -466,6 +469,19 @@ def diversity(layer: str | LayerRef) -> Diversity:
     return Diversity(layer)
 
 
+def layers_of(objectives: Sequence[Objective]) -> list[LayerRef]:
+    """The layers the (resolved) ``objectives`` read, each once, in order of first use.
+
+    Raises:
+        InvalidObjectiveError: an objective was not resolved against a model.
+    """
+    layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
+    unresolved = [str(ref) for ref in layers if not isinstance(ref, LayerRef)]
+    if unresolved:
+        raise InvalidObjectiveError(f"Objectives must be resolved against a model first (layers {unresolved})")
+    return [ref for ref in layers if isinstance(ref, LayerRef)]
+
+
 def evaluate(objectives: Sequence[Objective], activations: Activations) -> torch.Tensor:
     """``(B,)``: objective ``i`` on batch element ``i``.
 
@@ -473,10 +489,11 @@ def evaluate(objectives: Sequence[Objective], activations: Activations) -> torch
     :class:`Diversity` need); different ones each on their own element.
     """
     first = objectives[0]
-    if all(isinstance(o, Channel) and o.layer == first.layer for o in objectives):
+    channels = [o for o in objectives if isinstance(o, Channel)]
+    if len(channels) == len(objectives) and all(o.layer == channels[0].layer for o in channels):
         # One gather instead of B slices: the common case of many filters of one layer.
-        act = activations[first.layer]
-        index = torch.tensor([o.channel for o in objectives], device=act.device)
+        act = activations[channels[0].layer]
+        index = torch.tensor([o.channel for o in channels], device=act.device)
         picked = act[torch.arange(len(objectives), device=act.device), index]
         return picked.reshape(len(objectives), -1).mean(dim=1)
     if all(o == first for o in objectives):

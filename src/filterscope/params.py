@@ -127,6 +127,7 @@ class FourierParam(Param):
     """
 
     options: ClassVar[dict[str, str]] = {"decay": "fft_decay", "decorrelate": "decorrelate"}
+    scale: torch.Tensor
 
     def __init__(self, state: torch.Tensor, preprocessing: Preprocessing | None = None, *, decay: float = 1.0,
                  decorrelate: bool = True) -> None:
@@ -189,6 +190,8 @@ class MacoParam(Param):
     The image is the inverse transform, standardized per image and channel, through ``sigmoid(1.5 z)``;
     its state is the image (only its phase survives into the next scale).
     """
+
+    magnitude: torch.Tensor
 
     def __init__(self, images: torch.Tensor, preprocessing: Preprocessing | None = None) -> None:
         super().__init__()

@@ -53,7 +53,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Pa
     return path
 
 
-def activation_bars(means: torch.Tensor, top: Sequence[int], *, title: str, values_label: str = "mean activation") -> Figure:
+def activation_bars(means: torch.Tensor, top: Sequence[int], *, title: str,
+                    values_label: str = "mean activation") -> Figure:
     """The paper's Figure 5: every filter's mean activation (clipped at 0), the top k marked."""
     values = means.clamp(min=0).numpy()
     fig = Figure(figsize=(10, 3.6), layout="constrained")

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .errors import InvalidRecipeError
 from .objective_syntax import ObjectiveLike, as_objectives
-from .objectives import Channel, Objective, evaluate
+from .objectives import Channel, Objective, evaluate, layers_of
 from .params import PARAMS, Param, param_options
 from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
@@ -177,7 +177,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
     device = model.device
     normalize = model.preprocessing.normalize
     schedule = stages.schedule
-    layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
+    layers = layers_of(objectives)
     images = torch.stack([start_noise(recipe, seed, key) for key, _ in keys]).to(device)
     # One generator per image for the random transforms: an image's result never depends on its batch.
     generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key, _ in keys]
@@ -237,7 +237,7 @@ def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Re
                  runtime: Runtime | None = None) -> int:
     """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``:
     :func:`filterscope.runtime.plan_batch_size` at the recipe's largest (transformed) input size."""
-    layers = list(dict.fromkeys(ref for o in objectives for ref in o.layers))
+    layers = layers_of(objectives)
     size = recipe.transforms.output_size(recipe.output_size)
     return plan_batch_size(model, layers, size, len(objectives), batchwise=any(o.batchwise for o in objectives),
                            runtime=runtime)

@@ -83,7 +83,7 @@ class Runtime:
             object.__setattr__(self, "max_memory", parse_memory(self.max_memory))
         if self.precision not in PRECISIONS:
             raise RuntimeSettingError(f"Unknown precision {self.precision!r}: use {' or '.join(PRECISIONS)}")
-        if self.max_memory is not None and self.max_memory <= 0:
+        if isinstance(self.max_memory, int) and self.max_memory <= 0:
             raise RuntimeSettingError(f"max_memory must be positive (got {self.max_memory} bytes)")
 
     def wants_channels_last(self, module: torch.nn.Module) -> bool:
@@ -113,12 +113,12 @@ def memory_format(model: LoadedModel, runtime: Runtime | None = None) -> Iterato
     convert = (runtime.wants_channels_last(model.module)
                and next(p for p in model.module.parameters() if p.dim() == 4).is_contiguous())
     if convert:
-        model.module.to(memory_format=torch.channels_last)
+        model.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
     try:
         yield
     finally:
         if convert:
-            model.module.to(memory_format=torch.contiguous_format)
+            model.module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
 @contextlib.contextmanager

@@ -191,7 +191,8 @@ def random_affine(images: torch.Tensor, shifts: torch.Tensor, scales: torch.Tens
 NO_TRANSFORMS = TransformStack()
 # Lucid's standard_transforms: pad(12), jitter(8), random_scale(0.9..1.1), random_rotate(-10..10), jitter(4).
 LUCID_TRANSFORMS = TransformStack(
-    pad=12, jitter=12, scales=tuple(1 + (i - 5) / 50 for i in range(11)), angles=tuple(float(a) for a in range(-10, 11)),
+    pad=12, jitter=12, scales=tuple(1 + (i - 5) / 50 for i in range(11)),
+    angles=tuple(float(a) for a in range(-10, 11)),
 )
 TRANSFORMS.add("none", lambda options: TransformStack.from_dict(options))
 TRANSFORMS.add("lucid", lambda options: TransformStack.from_dict({**LUCID_TRANSFORMS.to_dict(), **options}))

@@ -73,7 +73,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     ra = a.argsort().argsort().double()
     rb = b.argsort().argsort().double()
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = float((ra.norm() * rb.norm()))
+    denominator = float(ra.norm() * rb.norm())
     return float((ra * rb).sum()) / denominator if denominator else 1.0
 
 

@@ -31,13 +31,14 @@ class Box:
         parts = text.split(",")
         if len(parts) != 4:
             raise RegionError(f"Bad box {text!r}: expected x0,y0,x1,y1 (pixels, or percentages like 10%,20%,60%,80%)")
-        matches = [_NUMBER.match(p) for p in parts]
-        if not all(matches):
+        matches = [m for m in map(_NUMBER.match, parts) if m is not None]
+        if len(matches) != 4:
             raise RegionError(f"Bad box {text!r}: coordinates must be numbers, optionally with a % suffix")
         percent = {m.group(2) for m in matches}
         if len(percent) != 1:
             raise RegionError(f"Bad box {text!r}: use pixels or percentages for all four coordinates, not both")
-        return cls(*(float(m.group(1)) for m in matches), relative=percent == {"%"})
+        x0, y0, x1, y1 = (float(m.group(1)) for m in matches)
+        return cls(x0, y0, x1, y1, relative=percent == {"%"})
 
     def pixels(self, size: tuple[int, int], name: str = "region") -> tuple[float, float, float, float]:
         """The box in pixels of an image of ``size`` (width, height), checked to lie inside it."""

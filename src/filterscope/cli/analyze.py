@@ -112,12 +112,12 @@ def top_command(
     if visualize:
         objectives = [Channel(ranking.layer, f).resolve(loaded) for f in ranking.top]
         render_batch = announce_batch_size(loaded, objectives, 1, recipe, runtime, batch_size, quiet)
-        progress = RenderProgress(f"visualizing top {k}", None, quiet)
+        render_progress = RenderProgress(f"visualizing top {k}", None, quiet)
         try:
             result = visualize_filters(loaded, ranking.layer, ranking.top, recipe=recipe, seed=seed,
-                                       batch_size=render_batch, runtime=runtime, callback=progress)
+                                       batch_size=render_batch, runtime=runtime, callback=render_progress)
         finally:
-            progress.close()
+            render_progress.close()
         save_result(result, out / "filters")
         fig = top_filters_panel(ranking.images[0].pil(), ranking.images[0].name, result.to_pil(), ranking.top,
                                 ranking.top_values,

@@ -63,4 +63,4 @@ def layers_command(
         if contains and contains not in info.name:
             continue
         calls = "" if info.calls == 1 else f"{info.calls} (last captured; NAME:0 for the first)"
-        typer.echo(f"{info.name or 'output':<40} {info.type:<20} {str(tuple(info.shape)):<18} {calls}")
+        typer.echo(f"{info.name or 'output':<40} {info.type:<20} {tuple(info.shape)!s:<18} {calls}")

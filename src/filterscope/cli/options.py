@@ -84,7 +84,7 @@ def _option(name: str, annotation: Any, default: Any = None) -> inspect.Paramete
 
 
 def _recipe_panel(flag: str, kind: type, text: str) -> Any:
-    return Annotated[Optional[kind], typer.Option(flag, help=f"Recipe: {text}", rich_help_panel="Recipe")]  # type: ignore[valid-type]
+    return Annotated[Optional[kind], typer.Option(flag, help=f"Recipe: {text}", rich_help_panel="Recipe")]
 
 
 _RECIPE_FIELDS = {  # parameter → (flag, type, help)

@@ -2,6 +2,7 @@
 says how images are batched (shared with ``top --visualize``)."""
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,7 +34,7 @@ from .options import (
 from .progress import RenderProgress
 
 
-def announce_batch_size(loaded: LoadedModel, objectives: list[Objective], copies: int, recipe: Recipe,
+def announce_batch_size(loaded: LoadedModel, objectives: Sequence[Objective], copies: int, recipe: Recipe,
                         runtime: Runtime, batch_size: Optional[int], quiet: bool) -> int:
     """The batch size to use, said in one line on stderr (how it was chosen) unless quiet."""
     count = len(objectives) * copies

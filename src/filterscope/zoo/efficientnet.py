@@ -120,7 +120,7 @@ class EfficientNetLite(nn.Module):
             fixed = i in (0, last)  # the first and last stages keep their depth (the stem/head are fixed)
             in_ch = 32 if i == 0 else _round_filters(stage.in_channels, width)
             out_ch = _round_filters(stage.out_channels, width)
-            repeats = stage.repeats if fixed else int(math.ceil(depth * stage.repeats))
+            repeats = stage.repeats if fixed else math.ceil(depth * stage.repeats)
             for r in range(repeats):
                 blocks.append(
                     MBConvBlock(in_ch if r == 0 else out_ch, out_ch, stage.expand_ratio, stage.kernel_size,

@@ -50,7 +50,8 @@ class Preprocessing:
         if self.interpolation not in _RESAMPLE:
             raise InvalidOptionError(f"interpolation must be one of {sorted(_RESAMPLE)}, not {self.interpolation!r}")
         if self.resize_size < self.input_size:
-            raise InvalidOptionError(f"resize_size ({self.resize_size}) must be at least input_size ({self.input_size})")
+            raise InvalidOptionError(f"resize_size ({self.resize_size}) must be at least input_size "
+                                     f"({self.input_size})")
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -87,8 +87,8 @@ class LoadedModel:
     def device(self) -> torch.device:
         for tensor in self.module.parameters():
             return tensor.device
-        for tensor in self.module.buffers():
-            return tensor.device
+        for buffer in self.module.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     def to(self, device: str | torch.device) -> LoadedModel:
