@@ -134,3 +134,39 @@ def test_occluding_the_face_changes_the_top_10_more_than_background(lite0):
     assert rows["face"].common < rows["background"].common
     assert rows["face"].rank_correlation < rows["background"].rank_correlation
     assert rows["whole face"].common <= 5 and rows["whole face"].mean_change < -0.3
+
+
+@pytest.mark.parametrize("command", ["top", "occlude"])
+def test_a_bad_fit_is_one_line_and_exit_1(cat, tmp_path, command):
+    extra = ["-r", "eye=1,1,5,5"] if command == "occlude" else []
+    result = run(command, cat, "-m", "resnet18", "-w", "random", "-l", "layer3", "--fit", "bogus", "-o", tmp_path,
+                 *extra)
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: fit must be one of crop, squash, pad, not 'bogus'"
+    assert "Traceback" not in result.output
+
+
+def test_shared_options_are_declared_once_and_reach_every_command():
+    import inspect
+
+    from filterscope.cli import analyze, visualize
+
+    for command in (visualize.visualize_command, analyze.top_command):
+        names = set(inspect.signature(command).parameters)
+        assert {"recipe_name", "steps", "lr", "max_memory", "precision", "channels_last"} <= names
+        assert "recipe" not in names and "runtime" not in names  # built by the bundles
+    occlude = set(inspect.signature(analyze.occlude_command).parameters)
+    assert {"precision", "channels_last"} <= occlude and "max_memory" not in occlude
+
+
+def test_recipe_options_build_the_recipe_the_command_receives(tmp_path):
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "1", "--recipe", "lucid",
+                 "--size", "24", "--scales", "1", "--steps", "2", "--lr", "0.07", "-q", "--max-memory", "1G",
+                 "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    from filterscope import read_png_metadata
+
+    meta = read_png_metadata(tmp_path / "resnet18-layer1.0.conv1-f0001.png")
+    recipe = json.loads(meta["recipe"])
+    assert (recipe["param"], recipe["size"], recipe["steps"], recipe["lr"]) == ("fft", 24, 2, 0.07)
+    assert recipe["transforms"]["kind"] == "affine" and recipe["transforms"]["pad"] == 12

@@ -255,7 +255,9 @@ class Capture:
                 return
             tensor = _first_tensor(output)
             if tensor is None:
-                raise TypeError(f"Layer {ref} outputs {type(output).__name__}, not a tensor")
+                raise UnknownLayerError(f"Layer {ref} of {self.model.name} outputs {type(output).__name__}, not a "
+                                        f"tensor: pick a layer whose output is one (filterscope layers "
+                                        f"{self.model.name})")
             if len(self._captured) + 1 == len(self._wanted):
                 self._captured[ref] = tensor
                 raise _StopForward
