@@ -26,8 +26,8 @@ def test_the_readme_has_python_blocks_that_import_only_filterscope():
 
 @pytest.mark.integration
 def test_the_readme_python_section_runs(tmp_path, monkeypatch):
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     Image.fromarray(data.chelsea()).save(tmp_path / "cat.jpg")
     monkeypatch.chdir(tmp_path)
@@ -53,7 +53,7 @@ def test_the_readme_python_section_runs(tmp_path, monkeypatch):
     assert len(list((tmp_path / "out" / "mine").glob("efficientnet_lite0-_blocks.15-f0*.png"))) == 2
     assert namespace["maps"].maps.shape == (3, 224, 224)
     assert namespace["ranking"].top[:3] == namespace["study"].rows[0].top[:3]
-    assert 0 < namespace["quality"].robustness
+    assert namespace["quality"].robustness > 0
 
 
 def _capped(post_init):
