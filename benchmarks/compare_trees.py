@@ -12,6 +12,7 @@ and whether the images are bit-identical between the trees.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -75,11 +76,9 @@ def main() -> None:
                             f"{after / before:.2f} | {'yes' if same else 'NO'} |")
                 print(rows[-1], flush=True)
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     table = "\n".join([
         f"Before: `{trees['before']}`; after: this tree. {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
         f"median of {args.repeats} alternating runs, each in a fresh process; timing recipe, 2 filters in one batch.",
