@@ -65,3 +65,39 @@ def test_upscale_keeps_flat_images_flat_and_reaches_the_size():
     out = upscale(torch.full((2, 3, 56, 56), 0.4), 67)
     assert out.shape == (2, 3, 67, 67)
     assert torch.allclose(out, torch.full_like(out, 0.4), atol=1e-6)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"upscale": float("nan")}, "upscale must be a finite number"),
+    ({"late_steps_factor": float("inf")}, "late_steps_factor must be a finite number"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
+    ({"size": 56.5}, "size must be a whole number"),
+    ({"steps": 20.0}, "steps must be a whole number"),
+    ({"blur": 5.0}, "blur must be a whole number"),
+    ({"decorrelate": "no"}, "decorrelate must be true or false"),
+    ({"noise_mean": "grey"}, "noise_mean must be a number"),
+    ({"size": 100000}, "over 4096 px"),
+    ({"size": 56, "scales": 60}, "over 4096 px"),
+    ({"upscale": 1e300, "scales": 64}, "over 4096 px"),
+    ({"scales": 1000}, "scales must be at most 64"),
+    ({"size": 1, "scales": 2}, "blur of 5 px is too large for a 1 px image"),
+    ({"size": 3, "scales": 1, "blur": 7, "blur_every": 2}, "blur of 7 px is too large for a 3 px image"),
+])
+def test_impossible_recipes_are_refused_before_any_work(changes, message):
+    with pytest.raises(InvalidRecipeError, match=message):
+        PAPER_RECIPE.replace(**changes)
+
+
+def test_recipe_files_that_name_themselves_as_base_are_refused(tmp_path):
+    from filterscope import get_recipe
+
+    (tmp_path / "a.json").write_text(f'{{"base": "{tmp_path / "b.json"}"}}')
+    (tmp_path / "b.json").write_text(f'{{"base": "{tmp_path / "a.json"}"}}')
+    (tmp_path / "self.json").write_text(f'{{"base": "{tmp_path / "self.json"}"}}')
+    for name in ("a.json", "self.json"):
+        with pytest.raises(InvalidRecipeError, match="is its own base"):
+            get_recipe(tmp_path / name)
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(InvalidRecipeError, match="Cannot read recipe file"):
+        get_recipe(tmp_path / "deep.json")

@@ -60,7 +60,7 @@ from .errors import InvalidRecipeError, did_you_mean
 from .params import PARAMS
 from .transforms import LUCID_TRANSFORMS, NO_TRANSFORMS, Transform, transform_from_spec
 
-__all__ = ["Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes"]
+__all__ = ["Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes", "MAX_SIZE", "MAX_SCALES"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if not isinstance(self.transforms, Transform):  # a preset name or a dict of options, as in files
             object.__setattr__(self, "transforms", transform_from_spec(self.transforms))
-        problems = []
+        problems = _type_problems(self)
+        if problems:  # the checks below compare numbers: they need the right types first
+            raise InvalidRecipeError("Invalid recipe: " + "; ".join(problems))
         if self.param not in PARAMS:
             problems.append(f"param must be one of {', '.join(PARAMS.names())} (got {self.param!r})")
         if min(self.tv, self.l1, self.l2) < 0:
@@ -111,6 +113,19 @@ class Recipe:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
             problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
+        if self.scales > MAX_SCALES:
+            problems.append(f"scales must be at most {MAX_SCALES} (got {self.scales})")
+        # in logarithms: size * upscale ** (scales - 1) can overflow a float
+        if not problems and math.log(self.size) + (self.scales - 1) * math.log(self.upscale) > math.log(MAX_SIZE):
+            problems.append(f"the largest image would be over {MAX_SIZE} px, the most allowed (lower size, scales "
+                            "or upscale)")
+        if not problems:
+            sizes = self.sizes()
+            # the box blur pads by reflection, which needs the image wider than half the kernel
+            blurred = sizes[1:] + (sizes[:1] if self.blur_every else [])
+            if blurred and self.blur // 2 >= min(blurred):
+                problems.append(f"blur of {self.blur} px is too large for a {min(blurred)} px image "
+                                f"(at most {2 * min(blurred) - 1} px)")
         if problems:
             raise InvalidRecipeError("Invalid recipe: " + "; ".join(problems))
 
@@ -162,6 +177,32 @@ class Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+MAX_SIZE = 4096
+"""Largest image side a recipe may reach, px (a 4096 px image of a ResNet already needs tens of GiB)."""
+MAX_SCALES = 64
+
+
+def _type_problems(recipe: Recipe) -> list[str]:
+    """Fields of the wrong type, or numbers that are not finite: NaN passes every comparison."""
+    problems = []
+    for f in dataclasses.fields(recipe):
+        value, kind = getattr(recipe, f.name), f.type
+        if kind in ("int", int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(f"{f.name} must be a whole number (got {value!r})")
+        elif kind in ("float", float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{f.name} must be a number (got {value!r})")
+            elif not math.isfinite(value):
+                problems.append(f"{f.name} must be a finite number (got {value!r})")
+        elif kind in ("bool", bool):
+            if not isinstance(value, bool):
+                problems.append(f"{f.name} must be true or false (got {value!r})")
+        elif kind in ("str", str) and not isinstance(value, str):
+            problems.append(f"{f.name} must be a string (got {value!r})")
+    return problems
+
+
 PAPER_RECIPE = Recipe()
 
 RECIPES: dict[str, Recipe] = {
@@ -179,7 +220,7 @@ def list_recipes() -> list[str]:
     return list(RECIPES)
 
 
-def get_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
+def get_recipe(name_or_path: str | os.PathLike[str], *, _bases: tuple[str, ...] = ()) -> Recipe:
     """A named recipe, or one read from a ``.json``/``.toml`` file.
 
     Raises:
@@ -196,10 +237,15 @@ def get_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
         raise InvalidRecipeError(f"Recipe file not found: {path}")
     try:
         values = tomllib.loads(path.read_text()) if path.suffix.lower() == ".toml" else json.loads(path.read_text())
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRecipeError(f"Cannot read recipe file {path}: {exc}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidRecipeError(f"Cannot read recipe file {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(values, dict):
         raise InvalidRecipeError(f"Recipe file {path} must hold an object of recipe fields")
-    base = get_recipe(values.pop("base", "paper"))
+    base_name = values.pop("base", "paper")
+    if not isinstance(base_name, str):
+        raise InvalidRecipeError(f"Recipe file {path}: base must be a recipe name or file, not {base_name!r}")
+    if str(path.resolve()) in _bases:
+        raise InvalidRecipeError(f"Recipe file {path} is its own base (through {' → '.join(_bases)})")
+    base = get_recipe(base_name, _bases=(*_bases, str(path.resolve())))
     merged = {**base.to_dict(), "name": path.stem, **values}
     return Recipe.from_dict(merged)
