@@ -48,7 +48,8 @@ def test_unknown_param():
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_named_recipe_raises_the_activation(name):
-    recipe = RECIPES[name].replace(size=16, scales=min(RECIPES[name].scales, 2), steps=16)
+    # reference_size=32: the recipe's pixel numbers are meant for this 32 px model as they are
+    recipe = RECIPES[name].replace(size=16, scales=min(RECIPES[name].scales, 2), steps=16, reference_size=32)
     result = visualize_filters(small_net(), "features.5", [3], recipe=recipe, seed=0)
     assert result.values[0] > 2 * result.initial_values[0]
     assert result.images.shape[-1] == recipe.output_size
@@ -95,7 +96,7 @@ def test_set_state_round_trips(param):
 def test_periodic_blur_smooths_the_result():
     from filterscope.metrics import high_frequency_share
 
-    recipe = Recipe(size=32, scales=1, steps=12, blur=3)
+    recipe = Recipe(size=32, scales=1, steps=12, blur=3, reference_size=32)
     model = small_net()
     sharp = visualize_filters(model, "features.1", [2], recipe=recipe, seed=0)
     smooth = visualize_filters(model, "features.1", [2], recipe=recipe.replace(blur_every=3), seed=0)

@@ -94,7 +94,7 @@ def test_sensitivity_maps_do_not_depend_on_batch_or_layout():
     from filterscope.analysis import AnalysisImage
     from filterscope.zoo.preprocessing import Placement
 
-    item = AnalysisImage("square", image, Placement(1.0, 1.0, 0.0, 0.0, 32), (32, 32))
+    item = AnalysisImage("square", image, Placement(1.0, 1.0, 0.0, 0.0, 32, 32), (32, 32))
     maps = [sensitivity_maps(model, item, "conv1", [0, 3], patch=8, stride=4, batch_size=b, fill="black",
                              runtime=Runtime(channels_last=cl)).maps for b, cl in ((1, False), (5, True), (64, None))]
     for other in maps[1:]:

@@ -72,8 +72,9 @@ class LayerInfo:
         return self.shape[0] if self.shape else 1
 
 
-# Probe results per module and input size; weak keys, so a dropped model frees its entry.
-_PROBES: weakref.WeakKeyDictionary[nn.Module, dict[int, dict[str, LayerInfo]]] = weakref.WeakKeyDictionary()
+# Probe results per module and input shape; weak keys, so a dropped model frees its entry.
+_PROBES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int, int], dict[str, LayerInfo]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _first_tensor(output: object) -> torch.Tensor | None:
@@ -84,10 +85,18 @@ def _first_tensor(output: object) -> torch.Tensor | None:
     return None
 
 
-def _probe(model: LoadedModel, size: int) -> dict[str, LayerInfo]:
+def _shape(model: LoadedModel, size: int | tuple[int, int] | None) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of a probe input: the model's own, or ``size`` (a side or ``(H, W)``)."""
+    height, width = model.preprocessing.input_shape if size is None else (
+        (size, size) if isinstance(size, int) else size)
+    return model.preprocessing.channels, height, width
+
+
+def _probe(model: LoadedModel, size: int | tuple[int, int] | None = None) -> dict[str, LayerInfo]:
+    shape = _shape(model, size)
     cached = _PROBES.setdefault(model.module, {})
-    if size in cached:
-        return cached[size]
+    if shape in cached:
+        return cached[shape]
     modules = dict(model.module.named_modules())
     shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in modules}
 
@@ -101,7 +110,7 @@ def _probe(model: LoadedModel, size: int) -> dict[str, LayerInfo]:
     handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
     try:
         with torch.no_grad(), frozen(model.module):
-            model.module(torch.zeros(1, 3, size, size, device=model.device))
+            model.module(torch.zeros(1, *shape, device=model.device))
     finally:
         for handle in handles:
             handle.remove()
@@ -110,18 +119,18 @@ def _probe(model: LoadedModel, size: int) -> dict[str, LayerInfo]:
                         tuple(shapes[name]))
         for name, module in modules.items()
     }
-    cached[size] = infos
+    cached[shape] = infos
     return infos
 
 
-def list_layers(model: LoadedModel, size: int | None = None) -> list[LayerInfo]:
+def list_layers(model: LoadedModel, size: int | tuple[int, int] | None = None) -> list[LayerInfo]:
     """Every module that runs in a forward pass, in definition order, with its output shape.
 
     Args:
         model: The model.
-        size: Square input size of the probe pass; defaults to the model's input size.
+        size: Input of the probe pass, a side or ``(height, width)``; defaults to the model's input shape.
     """
-    infos = _probe(model, size or model.preprocessing.input_size)
+    infos = _probe(model, size)
     return [info for info in infos.values() if info.calls > 0]
 
 
@@ -168,7 +177,7 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
             else:
                 raise _unknown(model, text, modules)
         name = ".".join(parts)
-    info = _probe(model, model.preprocessing.input_size)[name]
+    info = _probe(model)[name]
     if info.calls == 0:
         raise UnknownLayerError(f"Layer {name!r} of {model.name} never runs in a forward pass, so it has no "
                                 f"activation. List layers with: filterscope layers {model.name}")
@@ -183,7 +192,7 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
 def layer_info(model: LoadedModel, spec: str | LayerRef) -> LayerInfo:
     """:class:`LayerInfo` of a layer given in any accepted form; ``shape`` is that of the selected call."""
     ref = resolve_layer(model, spec)
-    info = _probe(model, model.preprocessing.input_size)[ref.name]
+    info = _probe(model)[ref.name]
     return dataclasses.replace(info, shape=info.call_shapes[ref.call])
 
 
@@ -224,7 +233,7 @@ class Capture:
 
     def __init__(self, model: LoadedModel, layers: Sequence[LayerRef]) -> None:
         self.model = model
-        infos = _probe(model, model.preprocessing.input_size)
+        infos = _probe(model)
         self.layers = list(dict.fromkeys(layers))
         # (name, non-negative call index) → the LayerRef it answers
         self._wanted: dict[tuple[str, int], LayerRef] = {}

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import natural_images
-from .errors import InvalidObjectiveError
+from .errors import InvalidObjectiveError, InvalidOptionError
 from .objective_syntax import ObjectiveLike, as_objective, as_objectives
 from .objectives import ClassLogit, Objective, evaluate, layers_of
 from .runtime import ANALYSIS_BATCH, Forward, Runtime
@@ -65,20 +65,33 @@ def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Se
 
 def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = None, *, crops_per_image: int = 8,
                     seed: int = 0) -> torch.Tensor:
-    """Each image in the model's view plus ``crops_per_image`` random square crops (30–100 % of the shorter
-    side), resized to the input size: ``(N,3,S,S)`` in [0, 1]."""
-    size = model.preprocessing.input_size
+    """Each image in the model's view plus ``crops_per_image`` random crops (30–100 % of the image, with
+    the input's aspect ratio), resized to the input: ``(N,C,H,W)`` in [0, 1].
+
+    The default images are scikit-image's photos, in the model's mode (RGB, or grayscale for a
+    1-channel model). They suit ImageNet-like models; pass your domain's images otherwise. A model with
+    another number of channels has no photos to compare with: give ``score`` a ``reference`` tensor.
+
+    Raises:
+        InvalidOptionError: the model's inputs are not photos (neither 1 nor 3 channels).
+    """
+    mode = model.preprocessing.image_mode
+    if mode is None:
+        raise InvalidOptionError(f"{model.name} takes {model.preprocessing.channels} channels: there are no reference "
+                                 "photos for it; pass reference= a (N,C,H,W) tensor of your own data")
+    height, width = model.preprocessing.input_shape
     generator = torch.Generator().manual_seed(seed)
     views = []
     for image in images if images is not None else natural_images():
         views.append(model.preprocessing.prepare(image)[0])
         w, h = image.size
         for _ in range(crops_per_image):
-            side = int(min(w, h) * (0.3 + 0.7 * float(torch.rand((), generator=generator))))
-            x = int(torch.randint(0, w - side + 1, (), generator=generator))
-            y = int(torch.randint(0, h - side + 1, (), generator=generator))
-            crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
-            views.append(to_tensor(crop)[0])
+            crop_h = int(min(h, w * height / width) * (0.3 + 0.7 * float(torch.rand((), generator=generator))))
+            crop_w = crop_h if width == height else max(1, round(crop_h * width / height))
+            x = int(torch.randint(0, w - crop_w + 1, (), generator=generator))
+            y = int(torch.randint(0, h - crop_h + 1, (), generator=generator))
+            crop = image.crop((x, y, x + crop_w, y + crop_h)).resize((width, height), Image.Resampling.BILINEAR)
+            views.append(to_tensor(crop, mode)[0])
     return torch.stack(views)
 
 
@@ -98,11 +111,11 @@ def high_frequency_share(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_input_size(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
-    """``(B,3,H,W)`` resized (antialiased) to the model's square input size."""
-    size = model.preprocessing.input_size
-    if images.shape[-2:] == (size, size):
+    """``(B,C,H,W)`` resized (antialiased) to the model's input shape."""
+    shape = model.preprocessing.input_shape
+    if tuple(images.shape[-2:]) == shape:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return F.interpolate(images, size=shape, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
 def reference_max(model: LoadedModel, objective: Objective, crops: torch.Tensor) -> float:

@@ -26,6 +26,10 @@ decorrelate           False      fft: optimize in decorrelated color space
 fft_decay             1.0        fft: spectrum scaled by 1/f^decay
 transforms            none       random pad/jitter/scale/rotate before each forward pass
 tv, l1, l2            0          penalty weights: total variation, distance from mid-gray
+reference_size        224        the input side the pixel numbers above are written for: for a model
+                                 whose input is H x W each size becomes ``round(size * H / 224)`` by
+                                 ``round(size * W / 224)`` (blur, padding and jitter alike); ``None``:
+                                 absolute pixels whatever the model
 name                  paper      a label (named recipes: :mod:`filterscope.recipes`)
 ====================  =========  ============================================================
 
@@ -59,6 +63,7 @@ from typing import Any
 from .errors import InvalidRecipeError, did_you_mean
 from .params import PARAMS
 from .transforms import LUCID_TRANSFORMS, NO_TRANSFORMS, Transform, transform_from_spec
+from .zoo.preprocessing import REFERENCE_SIDE
 
 __all__ = ["Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes", "MAX_SIZE", "MAX_SCALES"]
 
@@ -85,6 +90,7 @@ class Recipe:
     l1: float = 0.0
     l2: float = 0.0
     blur_every: int = 0
+    reference_size: int | None = REFERENCE_SIDE
     name: str = "paper"
 
     def __post_init__(self) -> None:
@@ -113,6 +119,8 @@ class Recipe:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
             problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
+        if self.reference_size is not None and self.reference_size < 1:
+            problems.append(f"reference_size must be at least 1 px or None (got {self.reference_size})")
         if self.scales > MAX_SCALES:
             problems.append(f"scales must be at most {MAX_SCALES} (got {self.scales})")
         # in logarithms: size * upscale ** (scales - 1) can overflow a float
@@ -187,7 +195,9 @@ def _type_problems(recipe: Recipe) -> list[str]:
     problems = []
     for f in dataclasses.fields(recipe):
         value, kind = getattr(recipe, f.name), f.type
-        if kind in ("int", int):
+        if kind == "int | None" and value is None:
+            continue
+        if kind in ("int", int, "int | None"):
             if isinstance(value, bool) or not isinstance(value, int):
                 problems.append(f"{f.name} must be a whole number (got {value!r})")
         elif kind in ("float", float):

@@ -45,6 +45,7 @@ from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
 from .runtime import Forward, Runtime, memory_format, plan_batch_size
 from .transforms import Transform
+from .zoo.preprocessing import REFERENCE_SIDE
 from .zoo.registry import LoadedModel, coerce_model
 
 __all__ = ["Stages", "Schedule", "Penalty", "render", "iter_render", "plan_batches", "visualize_filters",
@@ -56,16 +57,21 @@ def _noise_seed(seed: int, key: str) -> int:
     return zlib.crc32(f"{int(seed)}\x00{key}".encode())
 
 
-def start_noise(recipe: Recipe, seed: int, key: str) -> torch.Tensor:
-    """The starting image ``(3,S,S)`` in [0, 1] for one objective: ``(U(0,1)*20 + 128)/255`` by default."""
+def start_noise(recipe: Recipe, seed: int, key: str, shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """The starting image ``(C,H,W)`` in [0, 1] for one objective: ``(U(0,1)*20 + 128)/255`` by default.
+
+    ``shape`` is ``(channels, height, width)``; by default ``(3, recipe.size, recipe.size)``.
+    """
     generator = torch.Generator().manual_seed(_noise_seed(seed, key))
-    noise = torch.rand((3, recipe.size, recipe.size), generator=generator)
+    noise = torch.rand(shape or (3, recipe.size, recipe.size), generator=generator)
     return noise * recipe.noise_amplitude + recipe.noise_mean
 
 
-def upscale(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic resize of ``(B,3,H,W)`` to ``size`` x ``size`` (as OpenCV's INTER_CUBIC: a = -0.75)."""
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+def upscale(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of ``(B,C,H,W)`` to ``size`` (a side, or ``(height, width)``; as OpenCV's
+    INTER_CUBIC: a = -0.75)."""
+    shape = (size, size) if isinstance(size, int) else size
+    return F.interpolate(images, size=shape, mode="bicubic", align_corners=False)
 
 
 def box_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -83,13 +89,13 @@ class Schedule:
     """The multi-scale schedule: the image side and Adam steps at each scale, and the blurs.
 
     Attributes:
-        sizes: Image side at each scale, px.
+        sizes: Image ``(height, width)`` at each scale, px.
         steps: Adam steps at each scale.
         blur: Box blur (px, odd; 0 or 1 = none) after each upscaling.
         blur_every: Also blur the state every this many steps within a scale (0 = never).
     """
 
-    sizes: tuple[int, ...]
+    sizes: tuple[tuple[int, int], ...]
     steps: tuple[int, ...]
     blur: int = 0
     blur_every: int = 0
@@ -98,13 +104,38 @@ class Schedule:
     def total_steps(self) -> int:
         return sum(self.steps)
 
-    def next_scale(self, state: torch.Tensor, size: int) -> torch.Tensor:
+    @classmethod
+    def for_input(cls, recipe: Recipe, input_shape: tuple[int, int]) -> Schedule:
+        """The recipe's schedule for a model whose input is ``input_shape``.
+
+        A recipe's pixel numbers are written for an input of ``recipe.reference_size`` (224 px: the
+        paper's 56 → 408 px is 0.25x → 1.82x of 224): each size becomes ``round(size * H / 224)`` by
+        ``round(size * W / 224)`` and the blur kernel scales alike (to the nearest odd number). For a
+        224 x 224 input, or ``reference_size=None``, every number is the recipe's own.
+        """
+        height, width = input_shape
+        reference = recipe.reference_size
+        fy, fx = (1.0, 1.0) if reference is None else (height / reference, width / reference)
+        sizes = tuple((max(1, round(side * fy)), max(1, round(side * fx))) for side in recipe.sizes())
+        return cls(sizes, tuple(recipe.steps_per_scale()), _odd(recipe.blur * min(fy, fx)) if recipe.blur > 1
+                   else recipe.blur, recipe.blur_every)
+
+    def fixed(self, shape: tuple[int, int]) -> Schedule:
+        """One scale at ``shape`` with all the steps (for models that only run at their input size)."""
+        return Schedule(((shape[0], shape[1]),), (self.total_steps,), self.blur, self.blur_every)
+
+    def next_scale(self, state: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The state carried into a scale of ``size`` px: upscaled (bicubic), then blurred."""
         return box_blur(upscale(state, size), self.blur)
 
     def blurs_after(self, step: int, steps: int) -> bool:
         """Whether the periodic blur runs after step ``step`` (0-based) of a scale of ``steps``."""
         return bool(self.blur_every) and (step + 1) % self.blur_every == 0 and step + 1 < steps
+
+
+def _odd(value: float) -> int:
+    """The nearest odd whole number, at least 1."""
+    return max(1, 2 * math.floor(value / 2) + 1)
 
 
 @dataclass(frozen=True)
@@ -157,17 +188,19 @@ class Stages:
     param_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe) -> Stages:
+    def from_recipe(cls, recipe: Recipe, input_shape: tuple[int, int] = (REFERENCE_SIDE, REFERENCE_SIDE)) -> Stages:
+        """The stages of ``recipe`` for a model whose input is ``input_shape`` (its pixel numbers scaled
+        from 224 px, see :meth:`Schedule.for_input`)."""
         param = PARAMS.get(recipe.param)
         lr, weight_decay = recipe.lr, recipe.weight_decay
 
         def adam(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
             return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
-        return cls(schedule=Schedule(tuple(recipe.sizes()), tuple(recipe.steps_per_scale()), recipe.blur,
-                                     recipe.blur_every),
-                   param=param, param_options=param_options(param, recipe.to_dict()),
-                   transform=recipe.transforms, penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam)
+        factor = 1.0 if recipe.reference_size is None else min(input_shape) / recipe.reference_size
+        return cls(schedule=Schedule.for_input(recipe, input_shape), param=param,
+                   param_options=param_options(param, recipe.to_dict()), transform=recipe.transforms.scaled(factor),
+                   penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam)
 
 
 # -------------------------------------------------------------------------------------------- loop
@@ -178,7 +211,8 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
     normalize = model.preprocessing.normalize
     schedule = stages.schedule
     layers = layers_of(objectives)
-    images = torch.stack([start_noise(recipe, seed, key) for key, _ in keys]).to(device)
+    shape = (model.preprocessing.channels, *schedule.sizes[0])
+    images = torch.stack([start_noise(recipe, seed, key, shape) for key, _ in keys]).to(device)
     # One generator per image for the random transforms: an image's result never depends on its batch.
     generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key, _ in keys]
     transform = stages.transform if stages.transform.active else None
@@ -211,7 +245,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
                 history[:, done] = values
                 done += 1
                 if callback is not None:
-                    callback(StepInfo(chunk, chunks, scale, size, step, done, schedule.total_steps, values))
+                    callback(StepInfo(chunk, chunks, scale, size[1], step, done, schedule.total_steps, values, size))
             state = param.state()
             with torch.no_grad():
                 images = param()
@@ -233,14 +267,14 @@ def _runtime_metadata(forward: Forward) -> dict[str, str]:
             **({"threads": str(threads)} if threads else {})}
 
 
-def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe,
+def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe | Stages,
                  runtime: Runtime | None = None) -> int:
     """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``:
-    :func:`filterscope.runtime.plan_batch_size` at the recipe's largest (transformed) input size."""
-    layers = layers_of(objectives)
-    size = recipe.transforms.output_size(recipe.output_size)
-    return plan_batch_size(model, layers, size, len(objectives), batchwise=any(o.batchwise for o in objectives),
-                           runtime=runtime)
+    :func:`filterscope.runtime.plan_batch_size` at the largest (transformed) input of its schedule."""
+    stages = recipe if isinstance(recipe, Stages) else Stages.from_recipe(recipe, model.preprocessing.input_shape)
+    shape = stages.transform.output_shape(max(stages.schedule.sizes, key=lambda s: s[0] * s[1]))
+    return plan_batch_size(model, layers_of(objectives), shape, len(objectives),
+                           batchwise=any(o.batchwise for o in objectives), runtime=runtime)
 
 
 def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
@@ -263,10 +297,10 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
         n = seen[o.description] = seen.get(o.description, -1) + 1
         keys.append((o.description if n == 0 else f"{o.description}#{n}", n))
     runtime = runtime or Runtime()
-    stages = Stages.from_recipe(recipe)
+    stages = Stages.from_recipe(recipe, model.preprocessing.input_shape)
     if batch_size is not None and batch_size < 1:
         raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
-    size = batch_size or plan_batches(model, resolved, recipe, runtime)
+    size = batch_size or plan_batches(model, resolved, stages, runtime)
     if any(o.batchwise for o in resolved) and size < len(resolved):
         raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch: "
                                  "leave batch_size unset")

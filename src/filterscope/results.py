@@ -29,7 +29,9 @@ __all__ = ["RenderResult", "StepInfo", "output_name", "save_result"]
 
 @dataclass(frozen=True)
 class StepInfo:
-    """Progress of one optimization step, passed to the ``callback`` of :func:`~filterscope.render.render`."""
+    """Progress of one optimization step, passed to the ``callback`` of :func:`~filterscope.render.render`.
+
+    ``size`` is the image width at this scale and ``shape`` its ``(height, width)``."""
 
     chunk: int
     chunks: int
@@ -39,6 +41,11 @@ class StepInfo:
     steps_done: int
     total_steps: int
     values: torch.Tensor
+    shape: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.shape == (0, 0):
+            object.__setattr__(self, "shape", (self.size, self.size))
 
 
 @dataclass

@@ -40,7 +40,7 @@ from .layers import Capture, LayerRef
 from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
-           "default_memory_budget", "parse_memory", "format_bytes", "usable_cpus", "configure_threads",
+           "default_memory_budget", "parse_memory", "format_bytes", "format_size", "usable_cpus", "configure_threads",
            "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size"]
 
 PRECISIONS = ("fp32", "bf16")
@@ -188,7 +188,7 @@ class MemoryEstimate:
 
     per_image: int
     fixed: int
-    size: int
+    size: int | tuple[int, int]
 
     def total(self, batch: int) -> int:
         return self.fixed + batch * self.per_image
@@ -216,7 +216,7 @@ def _saved_bytes(forward: Forward, x: torch.Tensor, exclude: set[int]) -> tuple[
     return sum(saved.values()), max(saved.values(), default=0)
 
 
-def estimate_memory(model: LoadedModel, layers: Sequence[LayerRef], size: int,
+def estimate_memory(model: LoadedModel, layers: Sequence[LayerRef], size: int | tuple[int, int],
                     runtime: Runtime | None = None) -> MemoryEstimate:
     """Measure the memory of one optimization step per image at ``size`` px (two probe forward passes).
 
@@ -226,12 +226,12 @@ def estimate_memory(model: LoadedModel, layers: Sequence[LayerRef], size: int,
     """
     runtime = runtime or DEFAULT_RUNTIME
     device = model.device
+    shape = (model.preprocessing.channels, *((size, size) if isinstance(size, int) else size))
     with Forward(model, layers, runtime) as forward:
         exclude = {t.untyped_storage().data_ptr() for t in [*model.module.parameters(), *model.module.buffers()]}
-        one, largest = _saved_bytes(forward, torch.zeros(1, 3, size, size, device=device, requires_grad=True),
-                                    exclude)
-        two, _ = _saved_bytes(forward, torch.zeros(2, 3, size, size, device=device, requires_grad=True), exclude)
-    per_image = max(two - one, 1) + 2 * largest + 16 * 3 * size * size * 4
+        one, largest = _saved_bytes(forward, torch.zeros(1, *shape, device=device, requires_grad=True), exclude)
+        two, _ = _saved_bytes(forward, torch.zeros(2, *shape, device=device, requires_grad=True), exclude)
+    per_image = max(two - one, 1) + 2 * largest + 16 * math.prod(shape) * 4
     return MemoryEstimate(per_image=per_image, fixed=max(0, one - (two - one)), size=size)
 
 
@@ -271,13 +271,13 @@ def auto_batch_size(count: int, estimate: MemoryEstimate, budget: int, device: t
     fit = estimate.fits(budget)
     if fit < 1:
         raise RuntimeSettingError(
-            f"A memory budget of {format_bytes(budget)} is too small: one image at {estimate.size} px needs "
-            f"about {format_bytes(estimate.total(1))}; raise --max-memory")
+            f"A memory budget of {format_bytes(budget)} is too small: one image at {format_size(estimate.size)} px "
+            f"needs about {format_bytes(estimate.total(1))}; raise --max-memory")
     limit = BATCH_LIMITS.get((torch.device(device).type, precision), 1)
     return max(1, min(count, fit, limit))
 
 
-def plan_batch_size(model: LoadedModel, layers: Sequence[LayerRef], size: int, count: int, *,
+def plan_batch_size(model: LoadedModel, layers: Sequence[LayerRef], size: int | tuple[int, int], count: int, *,
                     batchwise: bool = False, runtime: Runtime | None = None) -> int:
     """Images per batch for optimizing ``count`` images of ``size`` px that read ``layers``.
 
@@ -297,7 +297,7 @@ def plan_batch_size(model: LoadedModel, layers: Sequence[LayerRef], size: int, c
         if estimate.fits(budget) < count:
             raise InvalidRecipeError(
                 f"a batchwise objective (diversity) needs all {count} images in one batch, about "
-                f"{estimate.total(count) / 2**20:.0f} MiB at {size} px; the memory budget holds "
+                f"{estimate.total(count) / 2**20:.0f} MiB at {format_size(size)} px; the memory budget holds "
                 f"{estimate.fits(budget)}: raise --max-memory or use fewer copies")
         return count
     return auto_batch_size(count, estimate, budget, model.device, runtime.precision)
@@ -318,6 +318,13 @@ def parse_memory(text: str) -> int:
     if value <= 0:
         raise RuntimeSettingError(f"Memory size must be positive (got {text!r})")
     return value
+
+
+def format_size(size: int | tuple[int, int]) -> str:
+    """``408`` or ``(64, 256)`` as ``408`` or ``64x256`` (height x width), for messages."""
+    if isinstance(size, int):
+        return str(size)
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
 
 
 def format_bytes(count: int) -> str:

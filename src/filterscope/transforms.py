@@ -14,6 +14,7 @@ one of them, written as a preset name or as ``{"kind": ..., options...}``. Add a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,9 +44,14 @@ class Transform:
         """False when it leaves images unchanged (the render loop then skips it)."""
         return True
 
-    def output_size(self, size: int) -> int:
-        """Side of the transformed image for an input of ``size`` px (padding grows it)."""
-        return size
+    def output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """``(height, width)`` of the transformed image for an input of ``shape`` (padding grows it)."""
+        return shape
+
+    def scaled(self, factor: float) -> Transform:
+        """The transform for an image ``factor`` times the size it is written for (224 px): its pixel
+        quantities (padding, jitter) scaled. By default itself."""
+        return self
 
     def describe(self) -> str:
         """In words, for listings."""
@@ -124,8 +130,13 @@ class TransformStack(Transform):
     def active(self) -> bool:
         return bool(self.pad or self.jitter or self.scales or self.angles)
 
-    def output_size(self, size: int) -> int:
-        return size + 2 * self.pad
+    def output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        return shape[0] + 2 * self.pad, shape[1] + 2 * self.pad
+
+    def scaled(self, factor: float) -> TransformStack:
+        if factor == 1:
+            return self
+        return dataclasses.replace(self, pad=round(self.pad * factor), jitter=round(self.jitter * factor))
 
     def describe(self) -> str:
         if not self.active:
@@ -146,18 +157,18 @@ class TransformStack(Transform):
                    tuple(float(v) for v in values.get("scales", ())), tuple(float(v) for v in values.get("angles", ())))
 
     def __call__(self, images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """Transform ``(B,3,H,W)`` images; ``generators`` holds one generator per image."""
+        """Transform ``(B,C,H,W)`` images; ``generators`` holds one generator per image."""
         if not self.active:
             return images
         if self.pad:
             images = F.pad(images, (self.pad,) * 4, value=self.pad_value)
-        size = images.shape[-1]
+        height, width = images.shape[-2:]
         shifts, scales, angles = [], [], []
         for g in generators:
             shifts.append([_uniform_int(g, self.jitter), _uniform_int(g, self.jitter)])
             scales.append(_choice(g, self.scales, 1.0))
             angles.append(_choice(g, self.angles, 0.0))
-        return random_affine(images, torch.tensor(shifts, dtype=torch.float32) * 2 / size,
+        return random_affine(images, torch.tensor(shifts, dtype=torch.float32) * 2 / torch.tensor([width, height]),
                              torch.tensor(scales), torch.tensor(angles), padding_mode="reflection")
 
 

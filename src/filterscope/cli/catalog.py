@@ -7,6 +7,7 @@ import typer
 from ..errors import FilterscopeError
 from ..layers import list_layers
 from ..recipes import RECIPES
+from ..runtime import format_size
 from ..zoo import PackageWeights, get_model_spec, list_models
 from .app import app, guarded
 from .options import load
@@ -30,7 +31,7 @@ def models_command(pattern: Annotated[str, typer.Argument(help="fnmatch pattern,
         else:
             cached = spec.weights.cache_path().is_file()
             where = f"{spec.weights.file_name} ({'cached' if cached else 'downloaded on first use'})"
-        typer.echo(f"{name:<20} {spec.preprocessing.input_size:>3} px  {where:<58} {spec.description}")
+        typer.echo(f"{name:<20} {format_size(spec.preprocessing.input_shape):>3} px  {where:<58} {spec.description}")
 
 
 @app.command("recipes")
@@ -56,10 +57,11 @@ def layers_command(
     Weights do not change shapes, so this never loads or downloads them.
     """
     loaded = load(model, "random", 0, "cpu", True)
-    size = size or loaded.preprocessing.input_size
-    typer.echo(f"# {loaded.name}: layers and output shapes at {size}x{size} px input")
+    height, width = (size, size) if size else loaded.preprocessing.input_shape
+    typer.echo(f"# {loaded.name}: layers and output shapes at {height}x{width} px input "
+               f"({loaded.preprocessing.channels} channel(s))")
     typer.echo(f"{'layer':<40} {'type':<20} {'output shape':<18} calls")
-    for info in list_layers(loaded, size):
+    for info in list_layers(loaded, (height, width)):
         if contains and contains not in info.name:
             continue
         calls = "" if info.calls == 1 else f"{info.calls} (last captured; NAME:0 for the first)"

@@ -1,12 +1,15 @@
 """How a model wants its input: size, resize/crop and normalization.
 
 A :class:`Preprocessing` travels with every loaded model, so nothing downstream hard-codes ImageNet
-statistics. Images handled by filterscope are ``(B,3,H,W)`` float tensors in [0, 1] until the last
-moment, where :meth:`Preprocessing.normalize` turns them into what the network was trained on.
+statistics, three channels or a square input. Images handled by filterscope are ``(B,C,H,W)`` float
+tensors in [0, 1] until the last moment, where :meth:`Preprocessing.normalize` turns them into what the
+network was trained on; ``C`` is the length of ``mean``/``std`` and ``(H, W)`` is :attr:`input_shape`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +18,7 @@ from PIL import Image
 
 from ..errors import InvalidOptionError
 
-__all__ = ["Preprocessing", "Placement", "FITS", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Preprocessing", "Placement", "FITS", "IMAGENET_MEAN", "IMAGENET_STD", "REFERENCE_SIDE"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,38 +31,92 @@ _RESAMPLE = {
 }
 
 
+REFERENCE_SIDE = 224
+"""The input side the paper's numbers refer to: recipes scale their pixel sizes by ``side / 224``."""
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """``224`` → ``(224, 224)``; ``(64, 256)`` stays; anything else is an error."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise InvalidOptionError(f"{name} must be a whole number of pixels or (height, width), not {value!r}")
+    if min(pair) < 1:
+        raise InvalidOptionError(f"{name} must be at least 1 px (got {value!r})")
+    return pair
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Evaluation preprocessing of a model.
 
     Attributes:
-        input_size: Side of the square the network sees at evaluation.
-        resize_size: The shorter image side is resized to this before the center crop.
-        mean: Per-channel mean subtracted from the [0, 1] image.
-        std: Per-channel standard deviation the centred image is divided by.
+        input_size: The input the network sees at evaluation: a side (square), or ``(height, width)``.
+        resize_size: Before the center crop, the image is resized so that the input's shorter side
+            becomes this (the crop keeps ``input_size``'s aspect ratio).
+        mean: Per-channel mean subtracted from the [0, 1] image; its length is the number of input
+            channels (1 for grayscale, 3 for RGB, any other for multispectral data).
+        std: Per-channel standard deviation the centred image is divided by (same length as ``mean``).
         interpolation: Resampling used for the resize: nearest, bilinear, bicubic or lanczos.
     """
 
-    input_size: int = 224
+    input_size: int | tuple[int, int] = 224
     resize_size: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
+        shape = _pair(self.input_size, "input_size")
+        if isinstance(self.input_size, Sequence):  # frozen: keep a tuple whatever sequence was given
+            object.__setattr__(self, "input_size", shape)
         if self.interpolation not in _RESAMPLE:
             raise InvalidOptionError(f"interpolation must be one of {sorted(_RESAMPLE)}, not {self.interpolation!r}")
-        if self.resize_size < self.input_size:
-            raise InvalidOptionError(f"resize_size ({self.resize_size}) must be at least input_size "
-                                     f"({self.input_size})")
+        if isinstance(self.resize_size, bool) or not isinstance(self.resize_size, int):
+            raise InvalidOptionError(f"resize_size must be a whole number of pixels, not {self.resize_size!r}")
+        if self.resize_size < min(shape):
+            raise InvalidOptionError(f"resize_size ({self.resize_size}) must be at least the input's shorter side "
+                                     f"({min(shape)})")
+        try:
+            mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
+        except (TypeError, ValueError):
+            raise InvalidOptionError(f"mean and std must be sequences of numbers (got {self.mean!r}, "
+                                     f"{self.std!r})") from None
+        if not mean or len(mean) != len(std):
+            raise InvalidOptionError(f"mean and std need one value per input channel, as many of each (got "
+                                     f"{len(mean)} and {len(std)})")
+        if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+            raise InvalidOptionError(f"mean must be finite and std finite and positive (got {self.mean}, {self.std})")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    @property
+    def channels(self) -> int:
+        """Input channels: 1 (grayscale), 3 (RGB) or any other number."""
+        return len(self.mean)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the network's input."""
+        return _pair(self.input_size, "input_size")
+
+    @property
+    def image_mode(self) -> str | None:
+        """The PIL mode of this model's images: ``L`` for 1 channel, ``RGB`` for 3; None for other counts
+        (photos cannot hold them: such models read arrays)."""
+        return {1: "L", 3: "RGB"}.get(self.channels)
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        channels = self.channels
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
         return mean, std
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B,3,H,W)`` in [0, 1] → the network's input space."""
+        """``(B,C,H,W)`` in [0, 1] → the network's input space."""
         mean, std = self._stats(x)
         return (x - mean) / std
 
@@ -69,11 +126,11 @@ class Preprocessing:
         return x * std + mean
 
     def prepare(self, image: Image.Image, fit: str = "crop") -> torch.Tensor:
-        """The network's view of ``image``: ``(1,3,S,S)`` float in [0, 1], S = ``input_size``.
+        """The network's view of ``image``: ``(1,C,H,W)`` float in [0, 1], ``(H, W)`` = :attr:`input_shape`.
 
-        ``fit`` is ``crop`` (the evaluation preprocessing: resize the shorter side to ``resize_size``,
-        center-crop), ``squash`` (resize the whole image to S x S) or ``pad`` (fit the longer side,
-        pad with the normalization mean).
+        ``fit`` is ``crop`` (the evaluation preprocessing: resize so that the input's shorter side becomes
+        ``resize_size``, center-crop), ``squash`` (resize the whole image to the input) or ``pad`` (fit
+        the whole image inside, pad with the normalization mean).
         """
         return self.place(image, fit)[0]
 
@@ -86,38 +143,47 @@ class Preprocessing:
         """
         out, placement = self.place_image(image, fit, original_size)
         array = np.asarray(out, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
         return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous(), placement
 
     def place_image(self, image: Image.Image, fit: str = "crop",
                     original_size: tuple[int, int] | None = None) -> tuple[Image.Image, Placement]:
-        """:meth:`place` with Pillow only: the S x S RGB input image (no torch work, so it can run in a
-        background thread without competing with the network's threads)."""
+        """:meth:`place` with Pillow only: the input-sized image in :attr:`image_mode` (no torch work, so it
+        can run in a background thread without competing with the network's threads)."""
         if fit not in FITS:
             raise InvalidOptionError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
-        image = image.convert("RGB")
+        mode = self.image_mode
+        if mode is None:
+            raise InvalidOptionError(f"This model takes {self.channels} input channels, which a photo cannot hold: "
+                                     "give arrays (.npy, or .tif with one page per channel)")
+        image = image.convert(mode)
         w, h = image.size
         ow, oh = original_size or (w, h)
-        s, resample = self.input_size, _RESAMPLE[self.interpolation]
+        height, width = self.input_shape
+        resample = _RESAMPLE[self.interpolation]
         if fit == "squash":
-            out = image.resize((s, s), resample, reducing_gap=3.0)
-            placement = Placement(s / ow, s / oh, 0.0, 0.0, s)
+            out = image.resize((width, height), resample, reducing_gap=3.0)
+            placement = Placement(width / ow, height / oh, 0.0, 0.0, width, height)
         elif fit == "pad":
-            scale = s / max(w, h)
+            scale = min(width / w, height / h)
             new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
             fill = tuple(round(m * 255) for m in self.mean)
-            out = Image.new("RGB", (s, s), fill)
-            left, top = (s - new_w) // 2, (s - new_h) // 2
+            out = Image.new(mode, (width, height), fill if len(fill) > 1 else fill[0])
+            left, top = (width - new_w) // 2, (height - new_h) // 2
             out.paste(image.resize((new_w, new_h), resample, reducing_gap=3.0), (left, top))
-            placement = Placement(new_w / ow, new_h / oh, float(left), float(top), s)
+            placement = Placement(new_w / ow, new_h / oh, float(left), float(top), width, height)
         else:
-            scale = self.resize_size / min(w, h)
-            new_w, new_h = max(self.resize_size, round(w * scale)), max(self.resize_size, round(h * scale))
+            ratio = self.resize_size / min(height, width)
+            cover_w, cover_h = round(width * ratio), round(height * ratio)
+            scale = max(cover_w / w, cover_h / h)
+            new_w, new_h = max(cover_w, round(w * scale)), max(cover_h, round(h * scale))
             if (new_w, new_h) != (w, h):
                 # reducing_gap keeps very large images fast and light (a box pre-shrink, then the filter).
                 image = image.resize((new_w, new_h), resample, reducing_gap=3.0)
-            left, top = (new_w - s) // 2, (new_h - s) // 2
-            out = image.crop((left, top, left + s, top + s))
-            placement = Placement(new_w / ow, new_h / oh, float(-left), float(-top), s)
+            left, top = (new_w - width) // 2, (new_h - height) // 2
+            out = image.crop((left, top, left + width, top + height))
+            placement = Placement(new_w / ow, new_h / oh, float(-left), float(-top), width, height)
         return out, placement
 
 
@@ -126,18 +192,23 @@ FITS = ("crop", "squash", "pad")
 
 @dataclass(frozen=True)
 class Placement:
-    """Where an image lands in the network's ``size`` x ``size`` input: ``input = image * scale + offset``."""
+    """Where an image lands in the network's ``width`` x ``height`` input: ``input = image * scale + offset``."""
 
     scale_x: float
     scale_y: float
     offset_x: float
     offset_y: float
-    size: int
+    width: int
+    height: int
 
     def box_to_input(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
         """An image-pixel box ``(x0, y0, x1, y1)`` in input pixels, clipped to the input (may be empty)."""
         x0, y0, x1, y1 = box
-        def clip(v: float) -> int:
-            return int(min(max(round(v), 0), self.size))
-        return (clip(x0 * self.scale_x + self.offset_x), clip(y0 * self.scale_y + self.offset_y),
-                clip(x1 * self.scale_x + self.offset_x), clip(y1 * self.scale_y + self.offset_y))
+
+        def clip(v: float, limit: int) -> int:
+            return int(min(max(round(v), 0), limit))
+
+        return (clip(x0 * self.scale_x + self.offset_x, self.width),
+                clip(y0 * self.scale_y + self.offset_y, self.height),
+                clip(x1 * self.scale_x + self.offset_x, self.width),
+                clip(y1 * self.scale_y + self.offset_y, self.height))
