@@ -23,6 +23,7 @@ __all__ = [
     "DeviceError",
     "RuntimeSettingError",
     "InvalidOptionError",
+    "ModelInputError",
     "did_you_mean",
 ]
 
@@ -74,6 +75,10 @@ class RuntimeSettingError(FilterscopeError, ValueError):
 
 class InvalidOptionError(FilterscopeError, ValueError):
     """An option outside its valid choices (a fit mode, a preprocessing field, a batch size)."""
+
+
+class ModelInputError(FilterscopeError, RuntimeError):
+    """A model that fails on the input its preprocessing describes (wrong channel count or size)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import ChannelError, UnknownLayerError, did_you_mean
+from .errors import ChannelError, ModelInputError, UnknownLayerError, did_you_mean
 from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["LayerRef", "LayerInfo", "Capture", "list_layers", "resolve_layer", "layer_info", "check_channel",
@@ -111,6 +111,12 @@ def _probe(model: LoadedModel, size: int | tuple[int, int] | None = None) -> dic
     try:
         with torch.no_grad(), frozen(model.module):
             model.module(torch.zeros(1, *shape, device=model.device))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # what torch raises for a bad input shape
+        channels, height, width = shape
+        raise ModelInputError(
+            f"{model.name} fails on a {channels}-channel {height}x{width} input ({str(exc).splitlines()[0]}): "
+            "check its preprocessing (input_size, and one mean/std value per input channel; --preprocessing FILE "
+            "on the command line)") from exc
     finally:
         for handle in handles:
             handle.remove()

@@ -14,8 +14,9 @@ import torch
 
 from .layers import resolve_layer
 from .objectives import Channel
+from .params import optimization_units
 from .recipes import Recipe
-from .render import box_blur, start_noise, upscale
+from .render import Schedule, box_blur, start_noise, upscale
 from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["naive_render"]
@@ -31,6 +32,7 @@ def naive_render(model: LoadedModel, layer: str, channel: int, recipe: Recipe,
     objective = Channel(ref, channel).resolve(model)
     module = dict(model.module.named_modules())[ref.name]
     prep = model.preprocessing
+    units = optimization_units(prep.channels)  # the pixels in ImageNet-normalized units, as the paper's code
     calls: list[torch.Tensor] = []
     hook = module.register_forward_hook(lambda _m, _i, output: calls.append(output))
 
@@ -41,18 +43,20 @@ def naive_render(model: LoadedModel, layer: str, channel: int, recipe: Recipe,
 
     try:
         with frozen(model.module):
-            image = start_noise(recipe, seed, objective.description)[None].to(model.device)
-            for scale, (size, steps) in enumerate(zip(recipe.sizes(), recipe.steps_per_scale())):
+            schedule = Schedule.for_input(recipe, prep.input_shape)
+            shape = (prep.channels, *schedule.sizes[0])
+            image = start_noise(recipe, seed, objective.description, shape)[None].to(model.device)
+            for scale, (size, steps) in enumerate(zip(schedule.sizes, schedule.steps)):
                 if scale > 0:
-                    image = box_blur(upscale(image, size), recipe.blur)
-                x = prep.normalize(image).detach().clone().requires_grad_(True)
+                    image = box_blur(upscale(image, size), schedule.blur)
+                x = units.normalize(image).detach().clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([x], lr=recipe.lr, weight_decay=recipe.weight_decay)
                 for _ in range(steps):
                     optimizer.zero_grad(set_to_none=True)
-                    loss = -activation(prep.normalize(prep.denormalize(x)))
+                    loss = -activation(prep.normalize(units.denormalize(x)))
                     loss.backward()
                     optimizer.step()
-                image = prep.denormalize(x).detach()
+                image = units.denormalize(x).detach()
             image = image.clamp(0, 1)
             with torch.no_grad():
                 value = float(activation(prep.normalize(image)))

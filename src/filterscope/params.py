@@ -34,10 +34,10 @@ from .data import natural_images
 from .errors import InvalidRecipeError
 from .registry import Registry
 from .tensors import to_tensor
-from .zoo.preprocessing import Preprocessing
+from .zoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = ["PARAMS", "Param", "register_param", "PixelParam", "FourierParam", "MacoParam", "make_param",
-           "initial_state", "param_options", "COLOR_CORRELATION_SVD_SQRT"]
+           "initial_state", "param_options", "optimization_units", "COLOR_CORRELATION_SVD_SQRT"]
 
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                            [0.27, 0.00, -0.05],
@@ -97,25 +97,43 @@ def register_param(name: str) -> Any:
 
 @register_param("pixel")
 class PixelParam(Param):
-    """The pixels, stored normalized as the model sees them (the paper's parameterization).
+    """The pixels, stored in ImageNet-normalized units (the paper's parameterization).
+
+    The paper's code optimizes the image as its ResNet sees it: ``(pixels - mean) / std`` with ImageNet's
+    statistics, so Adam's step (the learning rate) is measured in those units. Here the units are
+    always ImageNet's, whatever the model's own normalization (which the render loop applies
+    afterwards): the optimization is a reparameterization of the same image, and a model that takes
+    0-255 input or [-1, 1] input is optimized exactly like one that takes ImageNet-normalized input.
+    For the paper's ResNets the arithmetic is the paper's own. Images with a channel count other than 3
+    use the mean of ImageNet's statistics for every channel.
 
     Its state (what the multi-scale schedule upscales and blurs between scales) is the image itself.
     """
 
-    def __init__(self, images: torch.Tensor, preprocessing: Preprocessing) -> None:
+    def __init__(self, images: torch.Tensor, preprocessing: Preprocessing | None = None) -> None:
         super().__init__()
-        self.preprocessing = preprocessing
-        self.x = nn.Parameter(preprocessing.normalize(images).detach().clone())
+        self.units = optimization_units(images.shape[1])
+        self.x = nn.Parameter(self.units.normalize(images).detach().clone())
 
     def state(self) -> torch.Tensor:
         return self.forward().detach()
 
     @torch.no_grad()
     def set_state(self, state: torch.Tensor) -> None:
-        self.x.copy_(self.preprocessing.normalize(state))
+        self.x.copy_(self.units.normalize(state))
 
     def forward(self) -> torch.Tensor:
-        return self.preprocessing.denormalize(self.x)
+        return self.units.denormalize(self.x)
+
+
+@functools.cache
+def optimization_units(channels: int) -> Preprocessing:
+    """The normalization the pixel parameterization optimizes in: ImageNet's statistics (for 3 channels;
+    their mean for every channel otherwise), independent of the model's own."""
+    if channels == 3:
+        return Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    mean, std = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
+    return Preprocessing(mean=(mean,) * channels, std=(std,) * channels)
 
 
 @register_param("fft")

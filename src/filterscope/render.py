@@ -27,6 +27,7 @@ of them changes the images beyond float rounding. The network runs through
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import zlib
@@ -261,10 +262,15 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
 def _runtime_metadata(forward: Forward) -> dict[str, str]:
     # The optimization is chaotic: anything that changes float rounding (batch size, memory format,
     # precision, thread count, device) changes the image. Recorded so that a run can be repeated exactly.
-    threads = torch.get_num_threads() if forward.model.device.type == "cpu" else None
-    return {"device": str(forward.model.device), "precision": forward.runtime.precision,
+    model = forward.model
+    threads = torch.get_num_threads() if model.device.type == "cpu" else None
+    meta = {"device": str(model.device), "precision": forward.runtime.precision,
             "memory_format": "channels_last" if forward.channels_last else "nchw",
             **({"threads": str(threads)} if threads else {})}
+    if "source" in model.info:  # a model outside the registry: enough to load it again (filterscope evaluate)
+        meta["model_source"] = model.info["source"]
+        meta["preprocessing"] = json.dumps(model.preprocessing.to_dict(), sort_keys=True)
+    return meta
 
 
 def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe | Stages,

@@ -32,6 +32,7 @@ from .options import (
     KOption,
     ModelOption,
     OutOption,
+    PreprocessingOption,
     QuietOption,
     SeedOption,
     WeightsOption,
@@ -58,6 +59,7 @@ def top_command(
     k: KOption = 10,
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
+    preprocessing: PreprocessingOption = None,
     augment: Annotated[int, typer.Option(
         "--augment", help="Random augmented views per image (crops, flips, brightness), averaged in.")] = 0,
     fit: FitOption = "crop",
@@ -83,7 +85,7 @@ def top_command(
     from ..plots import activation_bars, save_figure, top_filters_panel
 
     paths = collect_images(images)
-    loaded = load(model, weights, seed, device, quiet)
+    loaded = load(model, weights, seed, device, quiet, preprocessing)
     with ImageProgress("ranking", len(paths), quiet or len(paths) < 8) as progress:
         ranking = rank_filters(loaded, paths, layer, k=k, augment=augment, seed=seed, fit=fit,
                                batch_size=batch_size or ANALYSIS_BATCH, runtime=runtime, progress=progress)
@@ -140,6 +142,7 @@ def occlude_command(
     fill: Annotated[str, typer.Option("--fill", help="gray, black, mean, blur or noise.")] = "gray",
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
+    preprocessing: PreprocessingOption = None,
     fit: FitOption = "crop",
     maps: Annotated[bool, typer.Option(
         "--maps/--no-maps", help="Occlusion sensitivity maps for the top filters of the original.")] = False,
@@ -168,7 +171,7 @@ def occlude_command(
         variants.setdefault(name, []).extend(boxes)
     if not variants:
         raise RegionError("Give at least one --region NAME=x0,y0,x1,y1 or a --regions FILE")
-    loaded = load(model, weights, seed, device, quiet)
+    loaded = load(model, weights, seed, device, quiet, preprocessing)
     item = prepare_image(loaded, image, fit=fit)
     study = occlusion_study(loaded, item, layer, variants, k=k, fill=fill, seed=seed, runtime=runtime)
     sensitivity = None

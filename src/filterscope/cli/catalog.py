@@ -10,7 +10,7 @@ from ..recipes import RECIPES
 from ..runtime import format_size
 from ..zoo import PackageWeights, get_model_spec, list_models
 from .app import app, guarded
-from .options import load
+from .options import PreprocessingOption, load
 
 
 @app.command("models")
@@ -48,15 +48,18 @@ def recipes_command() -> None:
 @app.command("layers")
 @guarded
 def layers_command(
-    model: Annotated[str, typer.Argument(help="Model name (see `filterscope models`).")],
+    model: Annotated[str, typer.Argument(help="Model name (see `filterscope models`), FILE.py:FACTORY, "
+                                              "package.module:FACTORY, a plugin name or FILE.pt2.")],
     size: Annotated[Optional[int], typer.Option("--size", help="Input size for the shapes (default: the model's).")] = None,
     contains: Annotated[Optional[str], typer.Option("--grep", help="Only layers whose name contains this.")] = None,
+    preprocessing: PreprocessingOption = None,
 ) -> None:
     """Print every hookable layer of MODEL with its output shape (channels, height, width).
 
     Weights do not change shapes, so this never loads or downloads them.
     """
-    loaded = load(model, "random", 0, "cpu", True)
+    registered = model in list_models()
+    loaded = load(model, "random" if registered else None, 0, "cpu", True, preprocessing)
     height, width = (size, size) if size else loaded.preprocessing.input_shape
     typer.echo(f"# {loaded.name}: layers and output shapes at {height}x{width} px input "
                f"({loaded.preprocessing.channels} channel(s))")

@@ -15,8 +15,9 @@ from ..metrics import reference_crops, score
 from ..objective_syntax import parse_objective
 from ..objectives import ClassLogit
 from ..tensors import to_tensor
+from ..zoo import Preprocessing
 from .app import app, guarded
-from .options import DeviceOption, SeedOption, WeightsOption, load
+from .options import DeviceOption, PreprocessingOption, SeedOption, WeightsOption, load
 
 
 @app.command("evaluate")
@@ -28,6 +29,7 @@ def evaluate_command(
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Default: read from each PNG's metadata, else efficientnet_lite0.")] = None,
     weights: WeightsOption = None,
+    preprocessing: PreprocessingOption = None,
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", help="Folder of natural images to compare with (default: scikit-image's photos).")] = None,
     transfer_model: Annotated[str, typer.Option(
@@ -45,20 +47,26 @@ def evaluate_command(
         text = objective or meta.get("objective")
         if not text:
             raise InvalidObjectiveError(f"{path} carries no objective in its metadata: pass --objective")
-        name = model or meta.get("model") or "efficientnet_lite0"
-        image_weights = weights or ("random" if meta.get("weights", "").startswith("random") else None)
-        jobs.append((path, parse_objective(text), name, image_weights))
+        name = model or meta.get("model_source") or meta.get("model") or "efficientnet_lite0"
+        recorded = meta.get("weights", "")
+        image_weights = weights or ("random" if recorded.startswith("random") else
+                                    recorded.removeprefix("file ") if recorded.startswith("file ") else None)
+        recorded_prep = None if model or preprocessing or "preprocessing" not in meta else meta["preprocessing"]
+        jobs.append((path, parse_objective(text), name, image_weights, recorded_prep))
     models, transfer_loaded, rows = {}, None, []
     refs = [load_image(p) for p in collect_images([reference])] if reference is not None else None
-    for path, obj, name, image_weights in jobs:
-        key = (name, image_weights)
+    for path, obj, name, image_weights, recorded_prep in jobs:
+        key = (name, image_weights, recorded_prep)
         if key not in models:
-            loaded = load(name, image_weights, seed, device, True)
+            loaded = load(name, image_weights, seed, device, True, preprocessing)
+            if recorded_prep is not None:  # the preprocessing the PNG was made with
+                loaded = dataclasses.replace(loaded, preprocessing=Preprocessing.from_dict(json.loads(recorded_prep)))
             models[key] = (loaded, reference_crops(loaded, refs, seed=seed))
         loaded, crops = models[key]
         if isinstance(obj, ClassLogit) and transfer_loaded is None:
             transfer_loaded = load(transfer_model, None, seed, device, True)
-        quality = score(loaded, obj, to_tensor(load_image(path)), reference=crops, samples=samples, seed=seed,
+        pixels = to_tensor(load_image(path), loaded.preprocessing.image_mode or "RGB")
+        quality = score(loaded, obj, pixels, reference=crops, samples=samples, seed=seed,
                         transfer_model=transfer_loaded if isinstance(obj, ClassLogit) else None)[0]
         rows.append({"file": str(path), "model": name, **dataclasses.asdict(quality)})
     header = f"{'file':<40} {'objective':<36} {'act. ratio':>10} {'robustness':>10} {'HF share':>8}  transfer"

@@ -24,15 +24,20 @@ import typer
 from ..errors import InvalidObjectiveError
 from ..recipes import Recipe, get_recipe
 from ..runtime import Runtime
-from ..zoo import LoadedModel, load_model
+from ..zoo import LoadedModel, load_model, read_preprocessing
 
-__all__ = ["ModelOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",
+__all__ = ["ModelOption", "PreprocessingOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",
            "FitOption", "KOption", "OptionBundle", "recipe_options", "runtime_options", "analysis_runtime_options",
            "load", "parse_indices"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name (see `filterscope models`).")]
+ModelOption = Annotated[str, typer.Option(
+    "--model", "-m", help="A model name (see `filterscope models`), FILE.py:FACTORY, package.module:FACTORY, a plugin "
+                          "name (entry points 'filterscope.models') or an exported program FILE.pt2.")]
+PreprocessingOption = Annotated[Optional[Path], typer.Option(
+    "--preprocessing", help="TOML/JSON file with the model's input_size (side or [height, width]), mean and std "
+                            "(one per input channel), resize_size, interpolation; replaces the model's own.")]
 WeightsOption = Annotated[Optional[str], typer.Option(
     "--weights", "-w", help="'default' (the model's own), 'random' (untrained, seeded) or a state-dict FILE.")]
 DeviceOption = Annotated[str, typer.Option(
@@ -132,9 +137,11 @@ analysis_runtime_options = OptionBundle(target="runtime", parameters=(_PRECISION
 """--precision, --channels-last/--nchw: for commands that only run forward passes."""
 
 
-def load(model: str, weights: Optional[str], seed: int, device: str, quiet: bool) -> LoadedModel:
+def load(model: str, weights: Optional[str], seed: int, device: str, quiet: bool,
+         preprocessing: Optional[Path] = None) -> LoadedModel:
     """``load_model`` as the commands call it (download progress on stderr unless quiet)."""
-    return load_model(model, weights, seed=seed, device=device, progress=not quiet)
+    return load_model(model, weights, seed=seed, device=device, progress=not quiet,
+                      preprocessing=None if preprocessing is None else read_preprocessing(preprocessing))
 
 
 def parse_indices(text: str, option: str) -> list[int]:

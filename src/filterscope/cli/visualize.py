@@ -23,6 +23,7 @@ from .options import (
     DeviceOption,
     ModelOption,
     OutOption,
+    PreprocessingOption,
     QuietOption,
     SeedOption,
     WeightsOption,
@@ -72,6 +73,7 @@ def visualize_command(
                          "apart).")] = 1,
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
+    preprocessing: PreprocessingOption = None,
     out: OutOption = Path("out/visualize"),
     seed: SeedOption = 0,
     quiet: QuietOption = False,
@@ -100,7 +102,7 @@ def visualize_command(
     if neuron and layer is None:
         raise InvalidObjectiveError("--neuron applies to --layer/--filters")
     parsed = [parse_objective(text) for text in objective or []]  # syntax errors before loading anything
-    loaded = load(model, weights, seed, device, quiet)
+    loaded = load(model, weights, seed, device, quiet, preprocessing)
     objectives: list[Objective]
     if classes is not None:
         objectives = [ClassLogit(i) for i in parse_indices(classes, "--classes")]

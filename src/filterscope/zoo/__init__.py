@@ -1,4 +1,4 @@
-"""Model zoo: registry, architectures, weights and preprocessing."""
+"""Model zoo: registry, architectures, weights, preprocessing, and models from files, modules and plugins."""
 
 from . import catalog as _catalog  # noqa: F401  (fills the registry)
 from .catalog import DEFAULT_MODEL
@@ -12,11 +12,11 @@ from .registry import (
     get_model_spec,
     imagenet_categories,
     list_models,
-    load_model,
     register_model,
     resolve_device,
     wrap_model,
 )
+from .sources import ENTRY_POINT_GROUP, load_from_spec, load_model, read_preprocessing
 from .weights import PackageWeights, UrlWeights, hub_checkpoint_dir, read_state_dict
 
 __all__ = [
@@ -36,6 +36,9 @@ __all__ = [
     "imagenet_categories",
     "list_models",
     "load_model",
+    "load_from_spec",
+    "read_preprocessing",
+    "ENTRY_POINT_GROUP",
     "read_state_dict",
     "register_model",
     "resolve_device",

@@ -93,6 +93,18 @@ class Preprocessing:
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
 
+    def to_dict(self) -> dict[str, object]:
+        """Its fields as JSON data (what :func:`~filterscope.zoo.sources.read_preprocessing` reads)."""
+        size = self.input_size
+        return {"input_size": list(size) if isinstance(size, tuple) else size, "resize_size": self.resize_size,
+                "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> Preprocessing:
+        """The preprocessing :meth:`to_dict` wrote."""
+        size = values.get("input_size")
+        return cls(**{**values, "input_size": tuple(size) if isinstance(size, list) else size})  # type: ignore[arg-type]
+
     @property
     def channels(self) -> int:
         """Input channels: 1 (grayscale), 3 (RGB) or any other number."""

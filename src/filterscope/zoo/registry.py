@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -173,7 +174,8 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(requires_grad)
 
 
-def load_model(name: str, weights: str | Path | None = None, *, seed: int = 0, device: str | torch.device = "cpu",
+def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
+               device: str | torch.device = "cpu",
                progress: bool = False) -> LoadedModel:
     """Build a registered model and load its weights.
 
