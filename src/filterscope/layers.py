@@ -21,8 +21,9 @@ import contextlib
 import dataclasses
 import re
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,14 +39,25 @@ OUTPUT = ""  # the name of the whole model's output
 
 @dataclass(frozen=True)
 class LayerRef:
-    """A resolved layer: a module path and which of its calls in one forward pass (``-1`` = last)."""
+    """A resolved layer: a module path, which of its calls in one forward pass (``-1`` = last), which
+    element of a tuple/list/dict output (``element``, a path of indices and keys), and whether it is
+    the module's output (``port="out"``) or the input it receives (``port="in"``)."""
 
     name: str
     call: int = -1
+    element: tuple[int | str, ...] = ()
+    port: str = "out"
 
     def __str__(self) -> str:
         shown = self.name or "output"
-        return shown if self.call == -1 else f"{shown}:{self.call}"
+        if self.call != -1:
+            shown += f":{self.call}"
+        shown += "".join(f"[{e}]" for e in self.element)
+        return shown + ("@in" if self.port == "in" else "")
+
+
+Structure = tuple[int, ...] | list["Structure"] | dict[str, "Structure"] | None
+"""What a module produced, per sample: a tensor's shape, a list for a tuple/list, a dict for a dict."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +67,13 @@ class LayerInfo:
     Attributes:
         name: Module path ("" for the model output).
         type: The module's class name.
-        shape: Output shape of one sample, e.g. ``(512, 7, 7)``: at the last call, or at the call that
-            :func:`layer_info` was asked about.
+        shape: Output shape of one sample, e.g. ``(512, 7, 7)``: at the last call, or at the call (and
+            element, and port) that :func:`layer_info` was asked about; ``()`` when the output is not
+            one tensor.
         calls: How many times the module runs in one forward pass.
-        call_shapes: The output shape at each call.
+        call_shapes: The output shape at each call (``()`` where it is not one tensor).
+        outputs: The output :data:`Structure` at each call.
+        inputs: The :data:`Structure` of the first input the module receives, at each call.
     """
 
     name: str
@@ -66,10 +81,17 @@ class LayerInfo:
     shape: tuple[int, ...]
     calls: int
     call_shapes: tuple[tuple[int, ...], ...] = ()
+    outputs: tuple[Structure, ...] = ()
+    inputs: tuple[Structure, ...] = ()
 
     @property
     def channels(self) -> int:
         return self.shape[0] if self.shape else 1
+
+    @property
+    def kind(self) -> str:
+        """``tensor``, or how a non-tensor output is made (``tuple of 2``, ``dict: out, aux``)."""
+        return _describe(self.outputs[-1]) if self.outputs else "tensor"
 
 
 # Probe results per module and input shape; weak keys, so a dropped model frees its entry.
@@ -77,12 +99,34 @@ _PROBES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int, int], dict[st
     weakref.WeakKeyDictionary())
 
 
-def _first_tensor(output: object) -> torch.Tensor | None:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
+def _structure(value: object) -> Structure:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape[1:])
+    if isinstance(value, (tuple, list)):
+        return [_structure(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _structure(v) for k, v in value.items()}
     return None
+
+
+def _describe(structure: Structure) -> str:
+    if isinstance(structure, tuple):
+        return "tensor"
+    if isinstance(structure, list):
+        return f"tuple of {len(structure)}"
+    if isinstance(structure, dict):
+        return "dict: " + ", ".join(structure)
+    return "no tensor"
+
+
+def _select(value: Any, element: tuple[int | str, ...]) -> Any:
+    """``value[e0][e1]...``: list/tuple elements by index, dict entries by key (compared as strings)."""
+    for e in element:
+        if isinstance(value, dict):
+            value = next(v for k, v in value.items() if str(k) == str(e))
+        else:
+            value = value[int(e)]
+    return value
 
 
 def _shape(model: LoadedModel, size: int | tuple[int, int] | None) -> tuple[int, int, int]:
@@ -98,16 +142,22 @@ def _probe(model: LoadedModel, size: int | tuple[int, int] | None = None) -> dic
     if shape in cached:
         return cached[shape]
     modules = dict(model.module.named_modules())
-    shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in modules}
+    outputs: dict[str, list[Structure]] = {name: [] for name in modules}
+    inputs: dict[str, list[Structure]] = {name: [] for name in modules}
 
-    def make_hook(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            tensor = _first_tensor(output)
-            shapes[name].append(tuple(tensor.shape[1:]) if tensor is not None else ())
+    def make_hooks(name: str) -> tuple[Callable[..., None], Callable[..., None]]:
+        def before(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            inputs[name].append(_structure(args[0]) if args else None)
 
-        return hook
+        def after(_module: nn.Module, _args: object, output: object) -> None:
+            outputs[name].append(_structure(output))
 
-    handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
+        return before, after
+
+    handles = []
+    for name, module in modules.items():
+        before, after = make_hooks(name)
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     try:
         with torch.no_grad(), frozen(model.module):
             model.module(torch.zeros(1, *shape, device=model.device))
@@ -120,11 +170,11 @@ def _probe(model: LoadedModel, size: int | tuple[int, int] | None = None) -> dic
     finally:
         for handle in handles:
             handle.remove()
-    infos = {
-        name: LayerInfo(name, type(module).__name__, shapes[name][-1] if shapes[name] else (), len(shapes[name]),
-                        tuple(shapes[name]))
-        for name, module in modules.items()
-    }
+    infos = {}
+    for name, module in modules.items():
+        shapes = tuple(o if isinstance(o, tuple) else () for o in outputs[name])
+        infos[name] = LayerInfo(name, type(module).__name__, shapes[-1] if shapes else (), len(shapes), shapes,
+                                tuple(outputs[name]), tuple(inputs[name]))
     cached[shape] = infos
     return infos
 
@@ -147,23 +197,72 @@ def _unknown(model: LoadedModel, spec: str, names: Iterable[str]) -> UnknownLaye
     )
 
 
+_SPEC = re.compile(r"^(?P<name>[^:\[@]*)(?::(?P<call>[^\[@]*))?(?P<elements>(?:\[[^\]]*\])*)(?P<port>@in)?$")
+
+
+def _parse(spec: str) -> tuple[str, int, tuple[int | str, ...], str]:
+    match = _SPEC.match(spec.strip())
+    if match is None:
+        raise UnknownLayerError(f"Bad layer {spec!r}: expected NAME, NAME:CALL, NAME[ELEMENT]... or NAME@in "
+                                "(e.g. layer4.2.relu:0, head[1], backbone[out], fc@in)")
+    call = -1
+    if match.group("call") is not None:
+        try:
+            call = int(match.group("call"))
+        except ValueError:
+            raise UnknownLayerError(f"Bad call selector in layer {spec!r}: expected NAME:K with an integer K "
+                                    "(0 = first call, -1 = last)") from None
+    element = tuple(int(e) if re.fullmatch(r"-?\d+", e) else e.strip("'\"")
+                    for e in re.findall(r"\[([^\]]*)\]", match.group("elements")))
+    return match.group("name").strip(), call, element, "in" if match.group("port") else "out"
+
+
+def _element_structure(ref: LayerRef, structure: Structure, model: LoadedModel) -> tuple[int, ...]:
+    """The tensor shape at ``ref.element`` of ``structure``; an error that lists the choices otherwise."""
+    what = "receives" if ref.port == "in" else "outputs"
+    base = LayerRef(ref.name, ref.call, (), ref.port)
+    for depth, e in enumerate(ref.element):
+        here = LayerRef(ref.name, ref.call, ref.element[:depth], ref.port)
+        if isinstance(structure, list):
+            if not isinstance(e, int) or not -len(structure) <= e < len(structure):
+                raise UnknownLayerError(f"Layer {here} of {model.name} {what} a tuple of {len(structure)}: "
+                                        f"[{e}] is not one of [0]..[{len(structure) - 1}]")
+            structure = structure[e]
+        elif isinstance(structure, dict):
+            if str(e) not in structure:
+                raise UnknownLayerError(f"Layer {here} of {model.name} {what} a dict without {e!r}: use one of "
+                                        + ", ".join(f"{here}[{k}]" for k in structure))
+            structure = structure[str(e)]
+        else:
+            raise UnknownLayerError(f"Layer {here} of {model.name} {what} a tensor: it has no element [{e}]")
+    if isinstance(structure, (list, dict)):
+        stem, suffix = str(LayerRef(ref.name, ref.call, ref.element)), "@in" if ref.port == "in" else ""
+        keys = range(len(structure)) if isinstance(structure, list) else structure
+        raise UnknownLayerError(f"Layer {ref} of {model.name} {what} a {_describe(structure)}: pick one with "
+                                + ", ".join(f"{stem}[{k}]{suffix}" for k in keys))
+    if structure is None:
+        raise UnknownLayerError(f"Layer {base} of {model.name} {what} no tensor there; list layers with: "
+                                f"filterscope layers {model.name}")
+    return structure
+
+
 def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
-    """Turn a layer name, child-index path or ``NAME:K`` selector into a checked :class:`LayerRef`.
+    """Turn a layer spec into a checked :class:`LayerRef`.
+
+    A spec is a module path or the paper's child-index path (``layer4.2.relu``, ``7.2.relu``), then
+    optionally ``:K`` (the K-th call of a module that runs several times), ``[I]`` or ``[KEY]`` (an element
+    of a tuple/list or dict output; repeatable), and ``@in`` (the input the module receives instead of
+    its output: the value after a functional activation such as ``F.relu`` is the input of the next
+    module). ``output`` is the whole model's output.
 
     Raises:
-        UnknownLayerError: no such module, a module that never runs, or a call it does not make.
+        UnknownLayerError: no such module, a module that never runs, a call it does not make, or an
+            element that does not exist or does not lead to one tensor (the message lists the choices).
     """
     if isinstance(spec, LayerRef):
-        text, call = spec.name, spec.call
+        text, call, element, port = spec.name, spec.call, spec.element, spec.port
     else:
-        text, call = spec.strip(), -1
-        if ":" in text:
-            text, _, call_text = text.rpartition(":")
-            try:
-                call = int(call_text)
-            except ValueError:
-                raise UnknownLayerError(f"Bad call selector in layer {spec!r}: expected NAME:K with an integer K "
-                                        "(0 = first call, -1 = last)") from None
+        text, call, element, port = _parse(spec)
     modules = dict(model.module.named_modules())
     if text == "output" and "output" not in modules:
         text = OUTPUT
@@ -192,14 +291,19 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
                                 f"call {call} does not exist (use 0..{info.calls - 1}, or -1 for the last)")
     call %= info.calls
     # The last call is written -1, so that equal layers compare equal however they were named.
-    return LayerRef(name, -1 if call == info.calls - 1 else call)
+    ref = LayerRef(name, -1 if call == info.calls - 1 else call, element, port)
+    structures = info.inputs if port == "in" else info.outputs
+    _element_structure(ref, structures[call], model)
+    return ref
 
 
 def layer_info(model: LoadedModel, spec: str | LayerRef) -> LayerInfo:
-    """:class:`LayerInfo` of a layer given in any accepted form; ``shape`` is that of the selected call."""
+    """:class:`LayerInfo` of a layer given in any accepted form; ``shape`` is that of the selected call,
+    element and port."""
     ref = resolve_layer(model, spec)
     info = _probe(model)[ref.name]
-    return dataclasses.replace(info, shape=info.call_shapes[ref.call])
+    structures = info.inputs if ref.port == "in" else info.outputs
+    return dataclasses.replace(info, shape=_element_structure(ref, structures[ref.call], model))
 
 
 def check_channel(model: LoadedModel, layer: LayerRef, channel: int) -> None:
@@ -225,7 +329,7 @@ class _StopForward(Exception):
 
 
 class Capture:
-    """Hooks that capture the outputs of some layers and cut the forward pass short.
+    """Hooks that capture the outputs (or inputs) of some layers and cut the forward pass short.
 
     Use as a context manager::
 
@@ -241,19 +345,23 @@ class Capture:
         self.model = model
         infos = _probe(model)
         self.layers = list(dict.fromkeys(layers))
-        # (name, non-negative call index) → the LayerRef it answers
-        self._wanted: dict[tuple[str, int], LayerRef] = {}
+        # (name, port, non-negative call index) → the LayerRefs it answers (several elements of one output)
+        self._wanted: dict[tuple[str, str, int], list[LayerRef]] = {}
         for ref in self.layers:
             calls = infos[ref.name].calls
-            self._wanted[(ref.name, ref.call % calls if ref.call < 0 else ref.call)] = ref
+            key = (ref.name, ref.port, ref.call % calls if ref.call < 0 else ref.call)
+            self._wanted.setdefault(key, []).append(ref)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._counts: dict[str, int] = {}
+        self._counts: dict[tuple[str, str], int] = {}
         self._captured: dict[LayerRef, torch.Tensor] = {}
 
     def __enter__(self) -> Capture:
         modules = dict(self.model.module.named_modules())
-        for name in dict.fromkeys(name for name, _ in self._wanted):
-            self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
+        for name, port in dict.fromkeys((name, port) for name, port, _ in self._wanted):
+            if port == "in":
+                self._handles.append(modules[name].register_forward_pre_hook(self._make_pre_hook(name)))
+            else:
+                self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -261,23 +369,34 @@ class Capture:
             handle.remove()
         self._handles.clear()
 
-    def _make_hook(self, name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            call = self._counts.get(name, 0)
-            self._counts[name] = call + 1
-            ref = self._wanted.get((name, call))
-            if ref is None:
-                return
-            tensor = _first_tensor(output)
-            if tensor is None:
-                raise UnknownLayerError(f"Layer {ref} of {self.model.name} outputs {type(output).__name__}, not a "
+    def _take(self, name: str, port: str, value: object) -> None:
+        call = self._counts.get((name, port), 0)
+        self._counts[(name, port)] = call + 1
+        refs = self._wanted.get((name, port, call))
+        if refs is None:
+            return
+        for ref in refs:
+            tensor = _select(value, ref.element)
+            if not isinstance(tensor, torch.Tensor):
+                raise UnknownLayerError(f"Layer {ref} of {self.model.name} gives {type(tensor).__name__}, not a "
                                         f"tensor: pick a layer whose output is one (filterscope layers "
                                         f"{self.model.name})")
-            if len(self._captured) + 1 == len(self._wanted):
-                self._captured[ref] = tensor
-                raise _StopForward
-            # The forward pass goes on, and may change this tensor in place (`out += identity`).
-            self._captured[ref] = tensor.clone()
+            # The forward pass may go on and change this tensor in place (`out += identity`): keep a copy
+            # unless it is the last capture, after which the pass stops.
+            last = len(self._captured) + 1 == len(self.layers)
+            self._captured[ref] = tensor if last else tensor.clone()
+        if len(self._captured) == len(self.layers):
+            raise _StopForward
+
+    def _make_hook(self, name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            self._take(name, "out", output)
+
+        return hook
+
+    def _make_pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            self._take(name, "in", args[0] if args else None)
 
         return hook
 

@@ -150,8 +150,14 @@ class _Parser:
                     raise self.fail("','")
                 self.pos += 1
             base = kind.rstrip("?")
-            args.append(self.raw() if base == "layer" else self.vector() if base == "vector"
-                        else self.number(integer=base == "int"))
+            if base == "objective":
+                argument = self.expr()
+                if not isinstance(argument, Objective):
+                    raise self.fail("an objective such as channel(LAYER, N)")
+                args.append(argument)
+            else:
+                args.append(self.raw() if base == "layer" else self.vector() if base == "vector"
+                            else self.number(integer=base == "int"))
         self.expect(")")
         return function.build(*args)
 

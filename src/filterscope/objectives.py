@@ -35,7 +35,8 @@ from .registry import Registry
 from .zoo.registry import LoadedModel
 
 __all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
-           "class_logit", "layer_energy", "direction", "diversity", "evaluate", "layers_of", "OBJECTIVES",
+           "class_logit", "layer_energy", "direction", "diversity", "relu", "Rectified", "evaluate", "layers_of",
+           "OBJECTIVES",
            "ObjectiveFunction", "register_objective", "ARGUMENT_KINDS"]
 
 Activations = Mapping[Any, torch.Tensor]
@@ -389,7 +390,7 @@ class Diversity(Objective):
 
 
 # ------------------------------------------------------------------------- registered functions
-ARGUMENT_KINDS = ("layer", "int", "number", "vector")
+ARGUMENT_KINDS = ("layer", "int", "number", "vector", "objective")
 """Argument kinds of a registered function; a trailing ``?`` makes it (and all after it) optional."""
 
 
@@ -412,7 +413,7 @@ def register_objective(name: str, *arguments: str) -> Callable[[Callable[..., Ob
 
     ``arguments`` are the kinds of the positional arguments, from :data:`ARGUMENT_KINDS`: ``layer`` (a
     layer name, read raw up to the next ``,`` or ``)``), ``int``, ``number``, ``vector`` (``[v0, v1,
-    ...]``); a trailing ``?`` marks an optional argument. For example::
+    ...]``), ``objective`` (a whole expression); a trailing ``?`` marks an optional argument. For example::
 
         @fs.register_objective("center_channel", "layer", "int")
         def center_channel(layer, n):
@@ -427,6 +428,49 @@ def register_objective(name: str, *arguments: str) -> Callable[[Callable[..., Ob
         return build
 
     return decorator
+
+
+@dataclass(frozen=True, repr=False)
+class Rectified(Objective):
+    """``inner`` evaluated on rectified activations: ``relu(channel(L, n))`` is the mean of ``max(0, a)``
+    over the channel's map, the post-activation value of a network that applies ``F.relu`` in its
+    ``forward`` (where no module outputs it)."""
+
+    inner: Objective
+
+    @property
+    def layers(self) -> tuple[LayerRef | str, ...]:
+        return self.inner.layers
+
+    @property
+    def description(self) -> str:
+        return f"relu({self.inner.description})"
+
+    @property
+    def batchwise(self) -> bool:
+        return self.inner.batchwise
+
+    def file_stem(self) -> str:
+        return f"relu-{self.inner.file_stem()}"
+
+    @property
+    def title(self) -> str:
+        return f"relu {self.inner.title}"
+
+    def metadata(self) -> dict[str, str]:
+        return self.inner.metadata()
+
+    def resolve(self, model: LoadedModel) -> Objective:
+        return Rectified(self.inner.resolve(model))
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        return self.inner({ref: torch.relu(act) for ref, act in activations.items()})
+
+
+@register_objective("relu", "objective")
+def relu(objective: Objective) -> Rectified:
+    """``objective`` on rectified activations (see :class:`Rectified`)."""
+    return Rectified(objective)
 
 
 @register_objective("channel", "layer", "int")

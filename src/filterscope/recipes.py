@@ -26,6 +26,8 @@ decorrelate           False      fft: optimize in decorrelated color space
 fft_decay             1.0        fft: spectrum scaled by 1/f^decay
 transforms            none       random pad/jitter/scale/rotate before each forward pass
 tv, l1, l2            0          penalty weights: total variation, distance from mid-gray
+relu_override_steps   0          Lucid's redirected ReLU gradient for the first N steps, so that units
+                                 that are 0 on the starting noise can rise (see filterscope.gradients)
 reference_size        224        the input side the pixel numbers above are written for: for a model
                                  whose input is H x W each size becomes ``round(size * H / 224)`` by
                                  ``round(size * W / 224)`` (blur, padding and jitter alike); ``None``:
@@ -90,6 +92,7 @@ class Recipe:
     l1: float = 0.0
     l2: float = 0.0
     blur_every: int = 0
+    relu_override_steps: int = 0
     reference_size: int | None = REFERENCE_SIDE
     name: str = "paper"
 
@@ -119,6 +122,8 @@ class Recipe:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
             problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
+        if self.relu_override_steps < 0:
+            problems.append(f"relu_override_steps must not be negative (got {self.relu_override_steps})")
         if self.reference_size is not None and self.reference_size < 1:
             problems.append(f"reference_size must be at least 1 px or None (got {self.reference_size})")
         if self.scales > MAX_SCALES:

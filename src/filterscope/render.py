@@ -27,6 +27,7 @@ of them changes the images beyond float rounding. The network runs through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidRecipeError
+from .gradients import RedirectedReLU
 from .objective_syntax import ObjectiveLike, as_objectives
 from .objectives import Channel, Objective, evaluate, layers_of
 from .params import PARAMS, Param, param_options
@@ -179,6 +181,7 @@ class Stages:
         transform: Random transforms before each forward pass.
         penalty: Added to the loss, per image.
         optimizer: Builds the optimizer of one scale from the parameters (a new one at each scale).
+        relu_override_steps: The first steps use the redirected ReLU gradient (:mod:`filterscope.gradients`).
     """
 
     schedule: Schedule
@@ -187,6 +190,7 @@ class Stages:
     penalty: Penalty
     optimizer: OptimizerFactory
     param_options: dict[str, Any] = field(default_factory=dict)
+    relu_override_steps: int = 0
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, input_shape: tuple[int, int] = (REFERENCE_SIDE, REFERENCE_SIDE)) -> Stages:
@@ -201,7 +205,8 @@ class Stages:
         factor = 1.0 if recipe.reference_size is None else min(input_shape) / recipe.reference_size
         return cls(schedule=Schedule.for_input(recipe, input_shape), param=param,
                    param_options=param_options(param, recipe.to_dict()), transform=recipe.transforms.scaled(factor),
-                   penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam)
+                   penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam,
+                   relu_override_steps=recipe.relu_override_steps)
 
 
 # -------------------------------------------------------------------------------------------- loop
@@ -221,7 +226,10 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
     history = torch.zeros(len(objectives), schedule.total_steps)
     started = time.perf_counter()
     done = 0
-    with Forward(model, layers, runtime) as capture:
+    # hooks on every ReLU only when the recipe asks for the override
+    redirect = RedirectedReLU(model.module)
+    with Forward(model, layers, runtime) as capture, \
+            (redirect if stages.relu_override_steps else contextlib.nullcontext(redirect)):
         with torch.no_grad():
             initial = evaluate(objectives, capture(normalize(images))).float().cpu()
         state = stages.param.initial_state(images, **stages.param_options)
@@ -231,6 +239,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
             param = stages.param(state, model.preprocessing, **stages.param_options).to(device)
             optimizer = stages.optimizer(param.parameters())
             for step in range(steps):
+                redirect.active = done < stages.relu_override_steps
                 optimizer.zero_grad(set_to_none=True)
                 image = param()
                 seen = transform(image, generators) if transform is not None else image
@@ -250,13 +259,24 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
             state = param.state()
             with torch.no_grad():
                 images = param()
+        redirect.active = False
         images = images.clamp(0, 1)
         with torch.no_grad():
             final = evaluate(objectives, capture(normalize(images))).float().cpu()
-    return RenderResult(images=images.cpu(), objectives=objectives, values=final, initial_values=initial,
+    images = images.cpu()
+    return RenderResult(images=images, objectives=objectives, values=final, initial_values=initial,
                         history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
                         seconds=time.perf_counter() - started, copy_numbers=[n for _, n in keys],
-                        extra=_runtime_metadata(capture))
+                        extra=_runtime_metadata(capture), status=_status(images, initial, history, final))
+
+
+def _status(images: torch.Tensor, initial: torch.Tensor, history: torch.Tensor, final: torch.Tensor) -> list[str]:
+    """Per image: ``non-finite`` (NaN or inf in its values or pixels: the image means nothing),
+    ``inactive`` (the objective was exactly 0 from start to end: a dead unit, a gray image), or ``ok``."""
+    finite = torch.isfinite(final) & torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1) \
+        & torch.isfinite(history).all(dim=1)
+    dead = (initial == 0) & (final == 0) & (history == 0).all(dim=1)
+    return ["non-finite" if not f else "inactive" if d else "ok" for f, d in zip(finite.tolist(), dead.tolist())]
 
 
 def _runtime_metadata(forward: Forward) -> dict[str, str]:

@@ -63,6 +63,9 @@ class RenderResult:
         seconds: Wall time of the optimization.
         extra: More metadata (the runtime settings: device, precision, memory format, threads, batch size).
         copy_numbers: For each image, which copy of its objective it is (0 for the first).
+        status: For each image, ``ok``, ``inactive`` (the objective stayed exactly 0: a dead unit, a flat
+            image) or ``non-finite`` (NaN or infinity appeared: the image is meaningless and is never
+            saved).
     """
 
     images: torch.Tensor
@@ -77,6 +80,7 @@ class RenderResult:
     seconds: float
     extra: dict[str, str] = field(default_factory=dict)
     copy_numbers: list[int] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.objectives)
@@ -104,7 +108,13 @@ class RenderResult:
         }
         meta.update(obj.metadata())
         meta.update(self.extra)
+        if self.status:
+            meta["status"] = self.status[index]
         return meta
+
+    def failed(self) -> list[int]:
+        """Indices of the images whose values went non-finite (never saved)."""
+        return [i for i, s in enumerate(self.status) if s == "non-finite"]
 
     def file_name(self, index: int) -> str:
         """The file name of image ``index``: :func:`output_name`, with ``-copyN`` for repeats."""
@@ -128,6 +138,7 @@ class RenderResult:
             recipe=first.recipe, seed=first.seed, model_name=first.model_name, weights=first.weights,
             seconds=sum(p.seconds for p in parts), extra=first.extra,
             copy_numbers=[n for p in parts for n in p.copy_numbers],
+            status=[s for p in parts for s in p.status],
         )
 
 
@@ -138,6 +149,9 @@ def output_name(model_name: str, objective: Objective) -> str:
 
 def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Path]:
     """Save every image of ``result`` in ``folder`` under :meth:`RenderResult.file_name`, with its
-    metadata, each file atomically. Returns the paths, in order."""
+    metadata, each file atomically; images whose values went non-finite (:meth:`RenderResult.failed`)
+    are not saved. Returns the paths written, in order."""
     folder = Path(folder)
-    return [save_png(result.pil(i), folder / result.file_name(i), result.metadata(i)) for i in range(len(result))]
+    failed = set(result.failed())
+    return [save_png(result.pil(i), folder / result.file_name(i), result.metadata(i))
+            for i in range(len(result)) if i not in failed]
