@@ -15,11 +15,16 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["save_png", "read_png_metadata", "load_image", "atomic_write", "atomic_write_text"]
+__all__ = ["save_png", "read_png_metadata", "load_image", "load_array", "save_array", "atomic_write",
+           "atomic_write_text", "ARRAY_SUFFIXES"]
+
+ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
+"""Files read as arrays of any channel count: NumPy ``.npy`` and (multi-page) TIFF."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -100,3 +105,57 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
         raise ImageError(f"Cannot read image {path}: it is truncated or corrupt ({exc})") from None
     image.info["original_size"] = (raw_h, raw_w) if rotated else (raw_w, raw_h)
     return image
+
+
+def load_array(path: str | os.PathLike[str], channels: int | None = None) -> np.ndarray:
+    """An image of any channel count as a ``(C,H,W)`` float32 array in [0, 1].
+
+    ``.npy`` (``(C,H,W)``, ``(H,W,C)`` or ``(H,W)``) is read without pickles; ``.tif``/``.tiff`` with
+    tifffile (one page per channel, or one page of ``(H,W,C)``). Integer data is scaled by its type's
+    range (uint8 by 255, uint16 by 65535); float data is taken as it is and must lie in [0, 1].
+    ``channels``, when given, picks the layout (``(H,W,C)`` vs ``(C,H,W)``) and is checked.
+
+    Raises:
+        ImageError: a missing, unreadable or malformed file, or values outside [0, 1].
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"Array file not found: {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            import tifffile  # installed with scikit-image
+
+            array = tifffile.imread(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ImageError(f"Cannot read array {path}: {exc}") from None
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ImageError(f"Array {path} has shape {array.shape}; expected (channels, height, width)")
+    if channels is not None and array.shape[0] != channels and array.shape[-1] == channels:
+        array = np.moveaxis(array, -1, 0)
+    if channels is not None and array.shape[0] != channels:
+        raise ImageError(f"Array {path} has shape {array.shape}: the model takes {channels} channels")
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ImageError(f"Array {path} holds floats outside [0, 1] (or NaN): scale it to [0, 1] first")
+    else:
+        raise ImageError(f"Array {path} has dtype {array.dtype}; expected integers or floats")
+    return np.ascontiguousarray(array)
+
+
+def save_array(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write ``array`` as ``.npy`` atomically. Returns the path."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    atomic_write(path, write)
+    return path

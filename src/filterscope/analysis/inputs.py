@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ImageError
-from ..images import load_image
+from ..images import ARRAY_SUFFIXES, load_array, load_image
 from ..tensors import to_pil, to_tensor
 from ..zoo.preprocessing import Placement
 from ..zoo.registry import LoadedModel
@@ -27,7 +27,7 @@ from ..zoo.registry import LoadedModel
 __all__ = ["IMAGE_SUFFIXES", "AnalysisImage", "prepare_image", "decode_image", "decoded", "collect_images",
            "augmentations"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".npy")
 
 
 @dataclass
@@ -57,21 +57,34 @@ def prepare_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Imag
 
 
 def decode_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, fit: str,
-            name: str | None) -> tuple[str, Image.Image, Placement, tuple[int, int]]:
+                 name: str | None) -> tuple[str, Image.Image | torch.Tensor, Placement, tuple[int, int]]:
     """The Pillow half of :func:`prepare_image` (it releases the GIL, so it can run in a background
-    thread without competing with the network's threads): label, input-sized view, placement, size."""
+    thread without competing with the network's threads): label, input-sized view, placement, size.
+
+    Arrays (``.npy``, and TIFF for models that take neither 1 nor 3 channels) are read with
+    :func:`~filterscope.images.load_array` and placed with torch; the view is then a tensor.
+    """
+    prep = model.preprocessing
     if isinstance(image, Image.Image):
         pil, label = image, name or "image"
     else:
-        pil, label = load_image(image, min_side=model.preprocessing.resize_size), name or Path(image).name
+        path = Path(image)
+        label = name or path.name
+        if path.suffix.lower() == ".npy" or (prep.image_mode is None and path.suffix.lower() in ARRAY_SUFFIXES):
+            array = torch.from_numpy(load_array(path, prep.channels))
+            view, placement = prep.place_array(array, fit)
+            return label, view, placement, (int(array.shape[-1]), int(array.shape[-2]))
+        pil = load_image(path, min_side=prep.resize_size)
     original = tuple(pil.info.get("original_size", pil.size))
-    view, placement = model.preprocessing.place_image(pil, fit, original_size=original)
-    return label, view, placement, original
+    view_image, placement = prep.place_image(pil, fit, original_size=original)
+    return label, view_image, placement, original
 
 
-def decoded(label: str, view: Image.Image, placement: Placement, original: tuple[int, int]) -> AnalysisImage:
+def decoded(label: str, view: Image.Image | torch.Tensor, placement: Placement,
+            original: tuple[int, int]) -> AnalysisImage:
     """The torch half of :func:`prepare_image`."""
-    return AnalysisImage(label, to_tensor(view)[0], placement, original)
+    pixels = view if isinstance(view, torch.Tensor) else to_tensor(view, view.mode)[0]
+    return AnalysisImage(label, pixels, placement, original)
 
 
 def collect_images(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -91,14 +104,16 @@ def collect_images(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def augmentations(pixels: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """``count`` random views of ``(3,S,S)``: resized crops of 60-100% area, flips, brightness ±10%."""
-    size = pixels.shape[-1]
+    """``count`` random views of ``(C,H,W)``: resized crops of 60-100% area, flips, brightness ±10%."""
+    height, width = pixels.shape[-2:]
     views = []
     for _ in range(count):
         area = 0.6 + 0.4 * float(torch.rand((), generator=generator))
-        side = max(8, int(size * math.sqrt(area)))
-        y, x = (int(torch.randint(0, size - side + 1, (), generator=generator)) for _ in range(2))
-        view = F.interpolate(pixels[None, :, y:y + side, x:x + side], size=(size, size), mode="bilinear",
+        side_h = min(height, max(8, int(height * math.sqrt(area))))
+        side_w = min(width, max(8, int(width * math.sqrt(area))))
+        y = int(torch.randint(0, height - side_h + 1, (), generator=generator))
+        x = int(torch.randint(0, width - side_w + 1, (), generator=generator))
+        view = F.interpolate(pixels[None, :, y:y + side_h, x:x + side_w], size=(height, width), mode="bilinear",
                              align_corners=False, antialias=True)[0]
         if float(torch.rand((), generator=generator)) < 0.5:
             view = view.flip(-1)

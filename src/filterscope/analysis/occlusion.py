@@ -26,7 +26,10 @@ from .regions import Box
 
 __all__ = ["FILLS", "fill_image", "occlude", "OcclusionRow", "OcclusionStudy", "occlusion_study"]
 
-FILLS = ("gray", "black", "mean", "blur", "noise")
+FILLS = ("neutral", "gray", "black", "mean", "blur", "noise")
+"""``neutral``: the model's normalization mean (its training data's average, what the network reads as
+0; the default); ``gray``: 0.5; ``black``: 0; ``mean``: the image's own mean color; ``blur``: a strong
+Gaussian blur of the image; ``noise``: seeded uniform noise."""
 
 
 def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -42,8 +45,14 @@ def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     return batch.reshape(pixels.shape)
 
 
-def fill_image(pixels: torch.Tensor, fill: str, seed: int = 0) -> torch.Tensor:
-    """What occluded pixels are replaced with: ``(3,S,S)`` for one of :data:`FILLS`."""
+def fill_image(pixels: torch.Tensor, fill: str, seed: int = 0,
+               neutral: tuple[float, ...] | None = None) -> torch.Tensor:
+    """What occluded pixels are replaced with: ``(C,H,W)`` for one of :data:`FILLS`; ``neutral`` is the
+    model's normalization mean (one value per channel)."""
+    if fill == "neutral":
+        if neutral is None:
+            raise RegionError("fill 'neutral' needs the model's normalization mean")
+        return torch.tensor(neutral, dtype=pixels.dtype).view(-1, 1, 1).expand_as(pixels).clone()
     if fill == "gray":
         return torch.full_like(pixels, 0.5)
     if fill == "black":
@@ -51,7 +60,7 @@ def fill_image(pixels: torch.Tensor, fill: str, seed: int = 0) -> torch.Tensor:
     if fill == "mean":
         return pixels.mean(dim=(-2, -1), keepdim=True).expand_as(pixels).clone()
     if fill == "blur":
-        return _gaussian_blur(pixels, sigma=pixels.shape[-1] / 20)
+        return _gaussian_blur(pixels, sigma=min(pixels.shape[-2:]) / 20)
     if fill == "noise":
         generator = torch.Generator().manual_seed(seed)
         return torch.rand(pixels.shape, generator=generator).to(pixels)
@@ -59,9 +68,9 @@ def fill_image(pixels: torch.Tensor, fill: str, seed: int = 0) -> torch.Tensor:
 
 
 def occlude(image: AnalysisImage, boxes: Sequence[Box], *, fill: str = "gray", seed: int = 0,
-            name: str = "region") -> tuple[torch.Tensor, float]:
+            name: str = "region", neutral: tuple[float, ...] | None = None) -> tuple[torch.Tensor, float]:
     """``image`` with ``boxes`` (original-image coordinates) filled; also the occluded share of the input."""
-    replacement = fill_image(image.pixels, fill, seed)
+    replacement = fill_image(image.pixels, fill, seed, neutral)
     mask = torch.zeros(image.pixels.shape[-2:], dtype=torch.bool)
     for box in boxes:
         x0, y0, x1, y1 = image.placement.box_to_input(box.pixels(image.original_size, name))
@@ -141,7 +150,7 @@ class OcclusionStudy:
 
 def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                     layer: str | LayerRef, variants: Mapping[str, Sequence[Box]], *, k: int = 10,
-                    fill: str = "gray", seed: int = 0, fit: str = "crop",
+                    fill: str = "neutral", seed: int = 0, fit: str = "crop",
                     runtime: Runtime | None = None) -> OcclusionStudy:
     """The paper's Table 1: top-k filters of the original and of each occluded variant.
 
@@ -166,7 +175,7 @@ def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Im
     item = image if isinstance(image, AnalysisImage) else prepare_image(model, image, fit=fit)
     names, images, shares = ["original"], [item.pixels], [0.0]
     for name, boxes in variants.items():
-        pixels, share = occlude(item, boxes, fill=fill, seed=seed, name=name)
+        pixels, share = occlude(item, boxes, fill=fill, seed=seed, name=name, neutral=model.preprocessing.mean)
         names.append(name)
         images.append(pixels)
         shares.append(share)

@@ -186,7 +186,7 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
         raise ImageError("No image given")
     generator = torch.Generator().manual_seed(seed)
 
-    def decode(index: int) -> tuple[str, Image.Image, Placement, tuple[int, int]]:
+    def decode(index: int) -> tuple[str, Image.Image | torch.Tensor, Placement, tuple[int, int]]:
         return decode_image(model, images[index], fit, names[index] if names else None)
 
     prepared: list[AnalysisImage] = []

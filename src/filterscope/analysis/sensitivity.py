@@ -49,11 +49,14 @@ class SensitivityMaps:
 
 
 def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
-                     layer: str | LayerRef, filters: Sequence[int], *, patch: int = 32, stride: int = 8,
-                     fill: str = "gray", seed: int = 0, batch_size: int = ANALYSIS_BATCH, fit: str = "crop",
-                     runtime: Runtime | None = None,
+                     layer: str | LayerRef, filters: Sequence[int], *, patch: int | None = None,
+                     stride: int | None = None, fill: str = "neutral", seed: int = 0,
+                     batch_size: int = ANALYSIS_BATCH, fit: str = "crop", runtime: Runtime | None = None,
                      progress: Callable[[int, int], None] | None = None) -> SensitivityMaps:
     """Slide a ``patch`` x ``patch`` occluder over the image with ``stride`` and map each filter's drop.
+
+    ``patch`` defaults to 1/7 of the input's shorter side (32 px at 224 px) and ``stride`` to a quarter of
+    the patch; ``fill`` (see :data:`~filterscope.analysis.occlusion.FILLS`) to the model's ``neutral``.
 
     All occluded copies go through the network in batches of ``batch_size``, stopping at ``layer``.
     They are built in this thread: building them (torch copies) in a background thread competes with
@@ -68,14 +71,21 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
     if batch_size < 1:
         raise RegionError(f"batch_size must be at least 1 (got {batch_size})")
     item = image if isinstance(image, AnalysisImage) else prepare_image(model, image, fit=fit)
-    size = item.pixels.shape[-1]
-    if not 1 <= patch <= size or stride < 1:
-        raise RegionError(f"Patch must be 1-{size} px and stride at least 1 (got patch {patch}, stride {stride})")
-    replacement = fill_image(item.pixels, fill, seed)
-    starts = list(range(0, size - patch + 1, stride))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)  # the last row and column reach the border
-    positions = [(y, x) for y in starts for x in starts]
+    height, width = item.pixels.shape[-2:]
+    patch = patch if patch is not None else max(1, round(min(height, width) / 7))
+    stride = stride if stride is not None else max(1, patch // 4)
+    if not 1 <= patch <= min(height, width) or stride < 1:
+        raise RegionError(f"Patch must be 1-{min(height, width)} px and stride at least 1 (got patch {patch}, "
+                          f"stride {stride})")
+    replacement = fill_image(item.pixels, fill, seed, model.preprocessing.mean)
+
+    def starts(size: int) -> list[int]:
+        found = list(range(0, size - patch + 1, stride))
+        if found[-1] != size - patch:
+            found.append(size - patch)  # the last row and column reach the border
+        return found
+
+    positions = [(y, x) for y in starts(height) for x in starts(width)]
     chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
 
     def occluded(chunk: list[tuple[int, int]]) -> torch.Tensor:
@@ -84,8 +94,8 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
             batch[i, :, y:y + patch, x:x + patch] = replacement[:, y:y + patch, x:x + patch]
         return batch
 
-    drops = torch.zeros(len(filters), size, size, dtype=torch.float64)
-    counts = torch.zeros(size, size, dtype=torch.float64)
+    drops = torch.zeros(len(filters), height, width, dtype=torch.float64)
+    counts = torch.zeros(height, width, dtype=torch.float64)
     done = 0
     with torch.no_grad(), Forward(model, [ref], runtime) as forward:
         baseline = filter_means(forward, ref, item.pixels[None], filters)[0]

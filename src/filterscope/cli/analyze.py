@@ -139,7 +139,9 @@ def occlude_command(
     regions: Annotated[Optional[Path], typer.Option(
         "--regions", help="JSON ({name: [[x0,y0,x1,y1], ...]}) or CSV (name,x0,y0,x1,y1) of variants.")] = None,
     k: KOption = 10,
-    fill: Annotated[str, typer.Option("--fill", help="gray, black, mean, blur or noise.")] = "gray",
+    fill: Annotated[str, typer.Option(
+        "--fill", help="neutral (the model's normalization mean: what it reads as 0), gray (0.5), black, mean "
+                       "(the image's mean color), blur or noise.")] = "neutral",
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
     preprocessing: PreprocessingOption = None,
@@ -147,8 +149,11 @@ def occlude_command(
     maps: Annotated[bool, typer.Option(
         "--maps/--no-maps", help="Occlusion sensitivity maps for the top filters of the original.")] = False,
     maps_k: Annotated[int, typer.Option("--maps-k", help="How many top filters get a sensitivity map.")] = 3,
-    patch: Annotated[int, typer.Option("--patch", help="Sensitivity maps: patch side, input px.")] = 32,
-    stride: Annotated[int, typer.Option("--stride", help="Sensitivity maps: patch stride, input px.")] = 8,
+    patch: Annotated[Optional[int], typer.Option(
+        "--patch", help="Sensitivity maps: patch side, input px (default: 1/7 of the input's shorter side, 32 at "
+                        "224 px).")] = None,
+    stride: Annotated[Optional[int], typer.Option(
+        "--stride", help="Sensitivity maps: patch stride, input px (default: a quarter of the patch).")] = None,
     out: OutOption = Path("out/occlude"),
     seed: SeedOption = 0,
     quiet: QuietOption = False,

@@ -198,6 +198,40 @@ class Preprocessing:
             placement = Placement(new_w / ow, new_h / oh, float(-left), float(-top), width, height)
         return out, placement
 
+    def place_array(self, pixels: torch.Tensor, fit: str = "crop") -> tuple[torch.Tensor, Placement]:
+        """:meth:`place` for an array image ``(C,H,W)`` in [0, 1] with this model's channel count (multispectral
+        data, which Pillow cannot hold): resized with antialiased bilinear interpolation."""
+        if fit not in FITS:
+            raise InvalidOptionError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
+        if pixels.dim() != 3 or pixels.shape[0] != self.channels:
+            raise InvalidOptionError(f"This model takes {self.channels}-channel images; the array has shape "
+                                     f"{tuple(pixels.shape)} (expected ({self.channels}, height, width))")
+        h, w = pixels.shape[-2:]
+        height, width = self.input_shape
+
+        def resized(new_h: int, new_w: int) -> torch.Tensor:
+            if (new_h, new_w) == (h, w):
+                return pixels
+            return torch.nn.functional.interpolate(pixels[None], size=(new_h, new_w), mode="bilinear",
+                                                   align_corners=False, antialias=True)[0].clamp(0, 1)
+
+        if fit == "squash":
+            return resized(height, width), Placement(width / w, height / h, 0.0, 0.0, width, height)
+        if fit == "pad":
+            scale = min(width / w, height / h)
+            new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+            out = torch.tensor(self.mean, dtype=pixels.dtype).view(-1, 1, 1).repeat(1, height, width)
+            left, top = (width - new_w) // 2, (height - new_h) // 2
+            out[:, top:top + new_h, left:left + new_w] = resized(new_h, new_w)
+            return out, Placement(new_w / w, new_h / h, float(left), float(top), width, height)
+        ratio = self.resize_size / min(height, width)
+        cover_w, cover_h = round(width * ratio), round(height * ratio)
+        scale = max(cover_w / w, cover_h / h)
+        new_w, new_h = max(cover_w, round(w * scale)), max(cover_h, round(h * scale))
+        left, top = (new_w - width) // 2, (new_h - height) // 2
+        out = resized(new_h, new_w)[:, top:top + height, left:left + width]
+        return out.contiguous(), Placement(new_w / w, new_h / h, float(-left), float(-top), width, height)
+
 
 FITS = ("crop", "squash", "pad")
 
