@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,14 @@ from .tensors import to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
            "sensitivity_figure", "save_figure"]
+
+
+def _show(ax: Any, image: Image.Image) -> None:
+    """``imshow`` that shows grayscale images in gray (not in a color map)."""
+    if image.mode == "L":
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
 
 
 def image_grid(images: Sequence[Image.Image], titles: Sequence[str], *, suptitle: str | None = None,
@@ -38,7 +47,7 @@ def image_grid(images: Sequence[Image.Image], titles: Sequence[str], *, suptitle
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(image)
+        _show(ax, image)
         ax.set_title(title, fontsize=10)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
@@ -87,11 +96,11 @@ def heatmap_overlays(image: Image.Image, maps: torch.Tensor, titles: Sequence[st
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    axes.flat[0].imshow(image)
+    _show(axes.flat[0], image)
     axes.flat[0].set_title("image", fontsize=10)
     for ax, heat, title in zip(axes.flat[1:], maps, titles):
         limit = max(float(heat.abs().max()), 1e-12)
-        ax.imshow(image)
+        _show(ax, image)
         shown = ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
                           extent=(-0.5, image.size[0] - 0.5, image.size[1] - 0.5, -0.5))
         ax.set_title(title, fontsize=10)

@@ -28,6 +28,7 @@ of them changes the images beyond float rounding. The network runs through
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -39,14 +40,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidRecipeError
+from .errors import InvalidRecipeError, ModelInputError
 from .gradients import RedirectedReLU
+from .layers import list_layers
 from .objective_syntax import ObjectiveLike, as_objectives
 from .objectives import Channel, Objective, evaluate, layers_of
 from .params import PARAMS, Param, param_options
 from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
-from .runtime import Forward, Runtime, memory_format, plan_batch_size
+from .runtime import Forward, Runtime, format_size, memory_format, plan_batch_size
 from .transforms import Transform
 from .zoo.preprocessing import REFERENCE_SIDE
 from .zoo.registry import LoadedModel, coerce_model
@@ -270,6 +272,17 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
                         extra=_runtime_metadata(capture), status=_status(images, initial, history, final))
 
 
+def _runs_at(model: LoadedModel, schedule: Schedule) -> bool:
+    """Whether the network runs at the schedule's smallest and largest sizes (probed once, then cached)."""
+    try:
+        for shape in {schedule.sizes[0], max(schedule.sizes, key=lambda s: s[0] * s[1])}:
+            list_layers(model, shape)
+    except ModelInputError:
+        list_layers(model)  # the model's own input must work; if it does not, that error is the one to see
+        return False
+    return True
+
+
 def _status(images: torch.Tensor, initial: torch.Tensor, history: torch.Tensor, final: torch.Tensor) -> list[str]:
     """Per image: ``non-finite`` (NaN or inf in its values or pixels: the image means nothing),
     ``inactive`` (the objective was exactly 0 from start to end: a dead unit, a gray image), or ``ok``."""
@@ -324,6 +337,13 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
         keys.append((o.description if n == 0 else f"{o.description}#{n}", n))
     runtime = runtime or Runtime()
     stages = Stages.from_recipe(recipe, model.preprocessing.input_shape)
+    note = ""
+    if not _runs_at(model, stages.schedule):
+        # A fixed-size head (a Linear after a flatten) runs only at the input size: render there, with all
+        # the steps, and say so in the metadata.
+        stages = dataclasses.replace(stages, schedule=stages.schedule.fixed(model.preprocessing.input_shape))
+        note = (f"one scale at the input size {format_size(model.preprocessing.input_shape)} px: the model does not "
+                "run at the recipe's other sizes")
     if batch_size is not None and batch_size < 1:
         raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
     size = batch_size or plan_batches(model, resolved, stages, runtime)
@@ -337,6 +357,8 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
             result = _run_chunk(model, resolved[part], keys[part], recipe, stages, seed, runtime, callback, chunk,
                                 chunks)
             result.extra["batch_size"] = str(size)  # with the objectives' order, fixes the batches
+            if note:
+                result.extra["schedule"] = note
             yield result
 
 

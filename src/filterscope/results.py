@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from ._version import __version__
-from .images import save_png
+from .errors import InvalidOptionError
+from .images import save_array, save_png
 from .objectives import Objective
 from .recipes import Recipe
 from .tensors import to_pil
@@ -85,13 +87,14 @@ class RenderResult:
     def __len__(self) -> int:
         return len(self.objectives)
 
-    def pil(self, index: int) -> Image.Image:
-        """Image ``index`` as an 8-bit RGB PIL image."""
-        return to_pil(self.images[index])
+    def pil(self, index: int, display: Sequence[int] | None = None) -> Image.Image:
+        """Image ``index`` as an 8-bit PIL image: grayscale for 1 channel, RGB for 3, otherwise a
+        false-color preview of the channels ``display`` names (see :func:`~filterscope.tensors.to_pil`)."""
+        return to_pil(self.images[index], display)
 
-    def to_pil(self) -> list[Image.Image]:
-        """Every image as an 8-bit RGB PIL image."""
-        return [self.pil(i) for i in range(len(self))]
+    def to_pil(self, display: Sequence[int] | None = None) -> list[Image.Image]:
+        """Every image as an 8-bit PIL image (see :meth:`pil`)."""
+        return [self.pil(i, display) for i in range(len(self))]
 
     def metadata(self, index: int) -> dict[str, str]:
         """Text metadata of image ``index``: model, weights, objective, layer, filter, seed, recipe, ..."""
@@ -147,11 +150,31 @@ def output_name(model_name: str, objective: Objective) -> str:
     return f"{model_name}-{objective.file_stem()}.png"
 
 
-def save_result(result: RenderResult, folder: str | os.PathLike[str]) -> list[Path]:
+def save_result(result: RenderResult, folder: str | os.PathLike[str], *,
+                display: Sequence[int] | None = None) -> list[Path]:
     """Save every image of ``result`` in ``folder`` under :meth:`RenderResult.file_name`, with its
     metadata, each file atomically; images whose values went non-finite (:meth:`RenderResult.failed`)
-    are not saved. Returns the paths written, in order."""
+    are not saved. Returns the PNG paths written, in order.
+
+    1- and 3-channel images are PNGs (grayscale, RGB). Images with another channel count are saved whole
+    as ``.npy`` (``(C,H,W)`` float32 in [0, 1]) beside a PNG preview of the channels ``display`` names as
+    red, green, blue (default the first three); the PNG's metadata names the array and the mapping.
+    """
     folder = Path(folder)
     failed = set(result.failed())
-    return [save_png(result.pil(i), folder / result.file_name(i), result.metadata(i))
-            for i in range(len(result)) if i not in failed]
+    channels = result.images.shape[1]
+    shown = tuple(display) if display is not None else None
+    if shown is not None and not all(0 <= c < channels for c in shown):
+        raise InvalidOptionError(f"Display channels {','.join(map(str, shown))} do not exist: the images have "
+                                 f"{channels} channels (0-{channels - 1})")
+    paths = []
+    for i in range(len(result)):
+        if i in failed:
+            continue
+        meta, path = result.metadata(i), folder / result.file_name(i)
+        if channels not in (1, 3):
+            array = save_array(result.images[i].numpy().astype(np.float32), path.with_suffix(".npy"))
+            meta["array"] = array.name
+            meta["display"] = ",".join(map(str, shown or range(min(3, channels))))
+        paths.append(save_png(result.pil(i, shown), path, meta))
+    return paths

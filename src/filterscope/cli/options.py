@@ -101,6 +101,8 @@ _RECIPE_FIELDS = {  # parameter → (flag, type, help)
     "lr": ("--lr", float, "Adam learning rate."),
     "weight_decay": ("--weight-decay", float, "Adam weight decay."),
     "blur": ("--blur", int, "box blur after each upscaling, px (odd, 0 = none)."),
+    "relu_override_steps": ("--relu-override", int, "redirected ReLU gradient for the first N steps, so that "
+                                                    "units that are 0 on the starting noise can rise."),
 }
 
 

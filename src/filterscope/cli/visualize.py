@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import InvalidObjectiveError
+from ..errors import FilterscopeError, InvalidObjectiveError, InvalidOptionError
 from ..layers import resolve_layer
 from ..objective_syntax import parse_objective
 from ..objectives import Channel, ClassLogit, Neuron, Objective
@@ -71,6 +71,9 @@ def visualize_command(
     copies: Annotated[int, typer.Option(
         "--copies", help="Images per objective, each from its own noise (add diversity(LAYER) to push them "
                          "apart).")] = 1,
+    display: Annotated[Optional[str], typer.Option(
+        "--display", help="Models with other than 1 or 3 input channels: the channels shown as red, green, blue "
+                          "in the PNG previews, e.g. 3,2,1 (the full arrays are saved as .npy).")] = None,
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
     preprocessing: PreprocessingOption = None,
@@ -119,26 +122,53 @@ def visualize_command(
         objectives = [kind(ref, i) for i in parse_indices(filters, "--filters")]
         title_layer = str(ref)
     objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
+    shown = _display(display, loaded.preprocessing.channels)
 
     batch_size = announce_batch_size(loaded, objectives, copies, recipe, runtime, batch_size, quiet)
     progress = RenderProgress(f"{loaded.name} {title_layer}", None, quiet)
-    results = []
+    results, failed = [], []
     started = time.perf_counter()
     try:
         for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size,
                                   copies=copies, runtime=runtime, callback=progress):
-            for path, obj, before, after in zip(save_result(result, out), result.objectives,
-                                                result.initial_values, result.values):
-                progress.write(f"{path}  {obj.description}: activation {float(before):.3g} → {float(after):.3g}")
+            save_result(result, out, display=shown)
+            for i, obj in enumerate(result.objectives):
+                before, after = float(result.initial_values[i]), float(result.values[i])
+                if result.status[i] == "non-finite":
+                    failed.append(obj.description)
+                    progress.write(f"error: {obj.description}: the optimization produced NaN or infinity "
+                                   "(lower --lr, check the model); no image saved")
+                    continue
+                note = ("  (never activated: the unit stayed at exactly 0; try --relu-override 16)"
+                        if result.status[i] == "inactive" else "")
+                progress.write(f"{out / result.file_name(i)}  {obj.description}: activation {before:.3g} → "
+                               f"{after:.3g}{note}")
             results.append(result)
     finally:
         progress.close()
-    images = [r.pil(i) for r in results for i in range(len(r))]
-    titles = [o.title for r in results for o in r.objectives]
+    kept = [(r, i) for r in results for i in range(len(r)) if r.status[i] != "non-finite"]
+    images = [r.pil(i, shown) for r, i in kept]
+    titles = [r.objectives[i].title for r, i in kept]
     grid_name = output_name(loaded.name, objectives[0]).rsplit("-", 1)[0] + "-grid.png"
     if classes is not None or parsed:
         grid_name = f"{loaded.name}-{'classes' if classes is not None else 'objectives'}-grid.png"
-    fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
-                                              f"seed {seed}")
-    typer.echo(f"{save_figure(fig, out / grid_name)}  grid of {len(images)} "
-               f"({time.perf_counter() - started:.0f} s)")
+    if images:
+        fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
+                                                  f"seed {seed}")
+        typer.echo(f"{save_figure(fig, out / grid_name)}  grid of {len(images)} "
+                   f"({time.perf_counter() - started:.0f} s)")
+    if failed:
+        raise FilterscopeError(f"{len(failed)} of {len(failed) + len(images)} image(s) went non-finite (NaN or "
+                               f"infinity) and were not saved: {', '.join(failed[:5])}"
+                               f"{', ...' if len(failed) > 5 else ''}")
+
+
+def _display(text: Optional[str], channels: int) -> Optional[tuple[int, ...]]:
+    """``--display 3,2,1`` checked against the model's channels."""
+    if text is None:
+        return None
+    shown = tuple(parse_indices(text, "--display"))
+    if not 1 <= len(shown) <= 3 or not all(0 <= c < channels for c in shown):
+        raise InvalidOptionError(f"--display takes 1 to 3 channels of the model's {channels} (0-{channels - 1}), "
+                                 f"e.g. 3,2,1; got {text!r}")
+    return shown
