@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import tomllib
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,14 @@ def _factory(spec: str) -> tuple[Any, str]:
 
 
 def _exported(path: Path) -> nn.Module:
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:  # torch.export.load raises several types for a bad archive
-        raise UnknownModelError(f"Cannot load exported program {path}: {type(exc).__name__}: {exc}".splitlines()[0]) \
-            from exc
-    return torch.export.unflatten(program)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own internal deprecations
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # torch.export.load raises several types for a bad archive
+            raise UnknownModelError(f"Cannot load exported program {path}: {type(exc).__name__}: {exc}"
+                                    .splitlines()[0]) from exc
+        return torch.export.unflatten(program)
 
 
 def _is_torchscript(path: Path) -> bool:
