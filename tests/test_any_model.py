@@ -289,3 +289,24 @@ def test_plugins_register_models_through_entry_points(monkeypatch):
     monkeypatch.setattr(sources, "entry_point_models", lambda: {"tiny_plugin": plugin})
     model = fs.load_model("tiny_plugin")
     assert model.name == "units" and model.info["source"] == "tiny_plugin"
+
+
+def test_nan_filters_are_ranked_last_and_named():
+    model = fs.wrap_model(_NaNNet(), preprocessing=fs.Preprocessing(32, 32))
+    ranking = fs.rank_filters(model, [Image.new("RGB", (40, 40), "red")], "output", k=1)
+    assert ranking.top == [0] and ranking.order == [0, 1] and ranking.nonfinite == [1]
+    assert 0 <= ranking.concentration.top_k_share <= 1
+
+
+@pytest.mark.parametrize(("factory", "layer"), [("byte_range", "conv2"), ("functional", "conv2@in"),
+                                                 ("tuple_head", "head[1]"), ("dict_backbone", "backbone[aux]")])
+def test_cli_ranks_and_occludes_with_every_kind_of_model(tmp_path, factory, layer):
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)).save(photo)
+    top = run("top", photo, "-m", spec(factory), "-l", layer, "-k", "3", "--json", tmp_path / "t.json", "-o", tmp_path)
+    assert top.exit_code == 0, top.output
+    assert len(json.loads((tmp_path / "t.json").read_text())["top"]) == 3
+    occlude = run("occlude", photo, "-m", spec(factory), "-l", layer, "-k", "3", "-r", "corner=0,0,20,20",
+                  "-o", tmp_path)
+    assert occlude.exit_code == 0, occlude.output
+    assert "corner" in occlude.output

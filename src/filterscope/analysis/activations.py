@@ -15,7 +15,7 @@ from ..layers import LayerRef, layer_info, resolve_layer
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.registry import LoadedModel, coerce_model
 
-__all__ = ["checked_layer", "layer_means", "filter_means"]
+__all__ = ["checked_layer", "layer_means", "filter_means", "strongest_first", "nonfinite"]
 
 
 def checked_layer(model: LoadedModel, layer: str | LayerRef, k: int | None = None) -> tuple[LayerRef, int]:
@@ -49,3 +49,14 @@ def filter_means(forward: Forward, ref: LayerRef, batch: torch.Tensor, filters: 
     if filters is not None:
         act = act[:, torch.tensor(list(filters), device=act.device)]
     return act.reshape(*act.shape[:2], -1).mean(dim=2).float().cpu()
+
+
+def strongest_first(values: torch.Tensor) -> torch.Tensor:
+    """Indices of ``values`` (last dimension), largest first; NaN and infinities last (they rank nothing)."""
+    finite = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
+    return finite.argsort(dim=-1, descending=True, stable=True)
+
+
+def nonfinite(values: torch.Tensor) -> list[int]:
+    """Indices of the non-finite entries of the ``(C,)`` ``values``."""
+    return torch.nonzero(~torch.isfinite(values)).flatten().tolist()

@@ -20,7 +20,7 @@ from ..errors import RegionError
 from ..layers import LayerRef
 from ..runtime import Runtime
 from ..zoo.registry import LoadedModel, coerce_model
-from .activations import checked_layer, layer_means
+from .activations import checked_layer, layer_means, strongest_first
 from .inputs import AnalysisImage, prepare_image
 from .regions import Box
 
@@ -181,11 +181,11 @@ def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Im
         shares.append(share)
     means = layer_means(model, ref, torch.stack(images), runtime=runtime)
     base = means[0]
-    base_top = base.argsort(descending=True, stable=True)[:k]
+    base_top = strongest_first(base)[:k]
     base_level = float(base[base_top].mean())
     rows = []
     for name, values, share in zip(names, means, shares):
-        top = values.argsort(descending=True, stable=True)[:k]
+        top = strongest_first(values)[:k]
         common = len(set(top.tolist()) & set(base_top.tolist()))
         change = (float(values[base_top].mean()) - base_level) / abs(base_level) if base_level else 0.0
         rows.append(OcclusionRow(name, top.tolist(), common, change, _spearman(base, values), share))

@@ -18,7 +18,7 @@ from ..layers import LayerRef
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
 from ..zoo.preprocessing import Placement
 from ..zoo.registry import LoadedModel, coerce_model
-from .activations import checked_layer, filter_means
+from .activations import checked_layer, filter_means, nonfinite, strongest_first
 from .inputs import AnalysisImage, augmentations, decode_image, decoded
 
 __all__ = ["Concentration", "concentration", "Ranking", "rank_filters"]
@@ -48,8 +48,8 @@ class Concentration:
 
 
 def concentration(means: torch.Tensor, k: int) -> Concentration:
-    """:class:`Concentration` of the ``(C,)`` mean activations for the top ``k``."""
-    positive = means.clamp(min=0).double()
+    """:class:`Concentration` of the ``(C,)`` mean activations for the top ``k`` (non-finite ones count as 0)."""
+    positive = torch.nan_to_num(means.double(), nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0)
     total = float(positive.sum())
     channels = positive.numel()
     if total <= 0:
@@ -96,7 +96,12 @@ class Ranking:
     @property
     def order(self) -> list[int]:
         """All filters, strongest first."""
-        return self.means.argsort(descending=True, stable=True).tolist()
+        return strongest_first(self.means).tolist()
+
+    @property
+    def nonfinite(self) -> list[int]:
+        """Filters whose mean activation is NaN or infinite (ranked last: a broken unit, not a strong one)."""
+        return nonfinite(self.means)
 
     @property
     def top(self) -> list[int]:
@@ -111,7 +116,7 @@ class Ranking:
         return concentration(self.means, self.k)
 
     def per_image_top(self) -> list[list[int]]:
-        return [row.argsort(descending=True, stable=True)[:self.k].tolist() for row in self.per_image]
+        return [strongest_first(row)[:self.k].tolist() for row in self.per_image]
 
     @property
     def stability(self) -> float:

@@ -96,6 +96,9 @@ def top_command(
     typer.echo(f"{'rank':>4}  {'filter':>6}  {'mean activation':>15}")
     for rank, (f, value) in enumerate(zip(ranking.top, ranking.top_values), start=1):
         typer.echo(f"{rank:>4}  {f:>6}  {value:>15.4f}")
+    if ranking.nonfinite:
+        typer.echo(f"warning: {len(ranking.nonfinite)} filter(s) gave NaN or infinite activations and are ranked "
+                   f"last: {', '.join(map(str, ranking.nonfinite[:10]))}", err=True)
     c = ranking.concentration
     typer.echo(f"concentration: top-{k} share {100 * c.top_k_share:.1f}% (no preference: {100 * c.uniform_share:.1f}%), "
                f"top/median {c.top_to_median:.2f}, effective filters {c.effective_filters:.1f} "
