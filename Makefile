@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint install install-dev own-model-pictures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,21 @@ test: $(VENV)/.installed-dev lint
 
 # Lint and type check (part of `make test`, so CI runs them); configuration in pyproject.toml.
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
+
+# The README's "Your own model" pictures: the commands it shows, run on examples/digits.py, as JPEGs in docs/images.
+OWN := out/own-model
+own-model-pictures: $(VENV)/.installed-dev
+	$(PY) examples/digits.py $(OWN)/digit-images
+	$(VENV)/bin/filterscope visualize -m examples/digits.py:digits -l relu3 -f 0-7 --relu-override 16 -q -o $(OWN)
+	$(VENV)/bin/filterscope top $(OWN)/digit-images -m examples/digits.py:digits -l relu3 -k 5 -o $(OWN)
+	$(VENV)/bin/filterscope occlude $(OWN)/digit-images/digit2-is-2.png -m examples/digits.py:digits -l relu3 -k 5 \
+		-r "top half=0%,0%,100%,50%" --maps -o $(OWN)
+	$(PY) -c "from PIL import Image; import sys; [Image.open(a).convert('RGB').save(b, quality=90) for a, b in zip(sys.argv[1::2], sys.argv[2::2])]" \
+		$(OWN)/digits-relu3-grid.png docs/images/own_model_grid.jpg \
+		$(OWN)/digit0-is-0+9-relu3-top5.png docs/images/own_model_top5.jpg \
+		$(OWN)/digit2-is-2-relu3-sensitivity.png docs/images/own_model_sensitivity.jpg
 
 clean:
 	rm -rf $(VENV) out build src/*.egg-info .pytest_cache

@@ -69,6 +69,7 @@ from .recipes import PAPER_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
 from .render import Stages, iter_render, render, visualize_filters
 from .results import RenderResult, StepInfo, output_name, save_result
 from .runtime import Forward, Runtime, parse_memory
+from .tensors import to_pil, to_tensor
 from .transforms import TRANSFORMS, Transform, TransformStack, register_transform
 from .zoo import (
     DEFAULT_MODEL,
@@ -105,7 +106,7 @@ __all__ = [
     # how it runs
     "Runtime", "Forward", "parse_memory",
     # images
-    "load_image", "read_png_metadata",
+    "load_image", "read_png_metadata", "to_pil", "to_tensor",
     # quality scores
     "score", "Quality", "measure", "reference_crops",
     # image-driven analysis

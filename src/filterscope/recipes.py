@@ -40,10 +40,11 @@ The named recipes:
 * ``paper``: the paper's schedule, pixels, no transforms (the default).
 * ``lucid``: Lucid/Lucent's ``render_vis`` defaults: spectral parameterization with 1/f scaling and
   decorrelated color through a sigmoid, the standard transform stack (pad 12, jitter 8 + 4, scale
-  0.9–1.1, rotate ±10°), Adam lr 0.05, 512 steps at one size (224 px here, the model's input).
+  0.9–1.1, rotate ±10°), Adam lr 0.05, 512 steps at one size (224 px here, the model's input), and
+  Lucid's redirected ReLU gradient throughout.
 * ``filterscope``: our own: ``lucid``'s parameterization and transforms with the paper's idea of growing
   the image: 128 steps at 160 px, then the logits upscaled to 224 px and 160 more steps, for less than half
-  of ``lucid``'s compute. benchmarks/quality.py compares the three (it does not beat ``lucid`` on
+  of ``lucid``'s compute; the redirected ReLU gradient for the first 16 steps. benchmarks/quality.py compares the three (it does not beat ``lucid`` on
   robustness at that cost: see benchmarks/RESULTS.md).
 
 A recipe file is JSON or TOML with any :class:`Recipe` fields, optionally starting from a named recipe
@@ -222,11 +223,12 @@ PAPER_RECIPE = Recipe()
 
 RECIPES: dict[str, Recipe] = {
     "paper": PAPER_RECIPE,
+    # Lucid's render_vis redirects ReLU gradients throughout (relu_gradient_override=True)
     "lucid": Recipe(name="lucid", size=224, scales=1, steps=512, lr=0.05, weight_decay=0.0, blur=0, param="fft",
-                    decorrelate=True, transforms=LUCID_TRANSFORMS),
+                    decorrelate=True, transforms=LUCID_TRANSFORMS, relu_override_steps=512),
     "filterscope": Recipe(name="filterscope", size=160, scales=2, upscale=1.4, steps=128, late_steps_factor=1.25,
                           lr=0.05, weight_decay=0.0, blur=0, param="fft", decorrelate=True,
-                          transforms=LUCID_TRANSFORMS),
+                          transforms=LUCID_TRANSFORMS, relu_override_steps=16),
 }
 
 
