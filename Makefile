@@ -38,7 +38,7 @@ lint: $(VENV)/.installed-dev
 OWN := out/own-model
 own-model-pictures: $(VENV)/.installed-dev
 	$(PY) examples/digits.py $(OWN)/digit-images
-	$(VENV)/bin/filterscope visualize -m examples/digits.py:digits -l relu3 -f 0-7 --relu-override 16 -q -o $(OWN)
+	$(VENV)/bin/filterscope visualize -m examples/digits.py:digits -l relu3 -f 1,3,4,5,7,8,22,30 --relu-override 16 -q -o $(OWN)
 	$(VENV)/bin/filterscope top $(OWN)/digit-images -m examples/digits.py:digits -l relu3 -k 5 -o $(OWN)
 	$(VENV)/bin/filterscope occlude $(OWN)/digit-images/digit2-is-2.png -m examples/digits.py:digits -l relu3 -k 5 \
 		-r "top half=0%,0%,100%,50%" --maps -o $(OWN)

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import torch
-from _results import write_section  # benchmarks/_results.py
 
 import filterscope as fs
+from _results import write_section  # benchmarks/_results.py
 from filterscope.runtime import configure_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
-from tests.helpers import anymodels as am  # noqa: E402
+from tests.helpers import anymodels as am
 
 CASES = [  # factory, what it is, objectives
     ("digits", "1 channel, 28 x 28, trained on digits", [f"channel(relu3, {i})" for i in (0, 5, 16, 22)]),
@@ -44,7 +44,8 @@ def main() -> None:
         result = fs.render(model, objectives, recipe=recipe, seed=0)
         for objective, before, after, status in zip(result.objectives, result.initial_values, result.values,
                                                     result.status):
-            ratio = f"{float(after) / float(before):.1f}x" if float(before) > 0 else "from 0"
+            ratio = (f"{float(after) / float(before):.1f}x" if float(before) > 0 else
+                     "from 0" if float(before) == 0 else "from below 0")
             shape = "x".join(map(str, result.images.shape[1:]))
             rows.append(f"| `{factory}` ({what}) | `{objective.description}` | {shape} | {float(before):.3g} | "
                         f"{float(after):.3g} | {ratio} | {status} |")

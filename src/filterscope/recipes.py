@@ -43,9 +43,10 @@ The named recipes:
   0.9–1.1, rotate ±10°), Adam lr 0.05, 512 steps at one size (224 px here, the model's input), and
   Lucid's redirected ReLU gradient throughout.
 * ``filterscope``: our own: ``lucid``'s parameterization and transforms with the paper's idea of growing
-  the image: 128 steps at 160 px, then the logits upscaled to 224 px and 160 more steps, for less than half
-  of ``lucid``'s compute; the redirected ReLU gradient for the first 16 steps. benchmarks/quality.py compares the three (it does not beat ``lucid`` on
-  robustness at that cost: see benchmarks/RESULTS.md).
+  the image: 128 steps at 160 px, then the logits upscaled to 224 px and 160 more steps, for less than
+  half of ``lucid``'s compute; the redirected ReLU gradient for the first 16 steps.
+  benchmarks/quality.py compares the three (it does not beat ``lucid`` on robustness at that cost: see
+  benchmarks/RESULTS.md).
 
 A recipe file is JSON or TOML with any :class:`Recipe` fields, optionally starting from a named recipe
 with ``base``: ``{"base": "lucid", "steps": 256}``.

@@ -285,10 +285,11 @@ def _runs_at(model: LoadedModel, schedule: Schedule) -> bool:
 
 def _status(images: torch.Tensor, initial: torch.Tensor, history: torch.Tensor, final: torch.Tensor) -> list[str]:
     """Per image: ``non-finite`` (NaN or inf in its values or pixels: the image means nothing),
-    ``inactive`` (the objective was exactly 0 from start to end: a dead unit, a gray image), or ``ok``."""
+    ``inactive`` (the objective was exactly 0 at the start and at the end: a dead unit, a flat image), or
+    ``ok``."""
     finite = torch.isfinite(final) & torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1) \
         & torch.isfinite(history).all(dim=1)
-    dead = (initial == 0) & (final == 0) & (history == 0).all(dim=1)
+    dead = (initial == 0) & (final == 0)
     return ["non-finite" if not f else "inactive" if d else "ok" for f, d in zip(finite.tolist(), dead.tolist())]
 
 

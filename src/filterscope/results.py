@@ -65,9 +65,9 @@ class RenderResult:
         seconds: Wall time of the optimization.
         extra: More metadata (the runtime settings: device, precision, memory format, threads, batch size).
         copy_numbers: For each image, which copy of its objective it is (0 for the first).
-        status: For each image, ``ok``, ``inactive`` (the objective stayed exactly 0: a dead unit, a flat
-            image) or ``non-finite`` (NaN or infinity appeared: the image is meaningless and is never
-            saved).
+        status: For each image, ``ok``, ``inactive`` (the objective was exactly 0 at the start and at the
+            end: a dead unit, a flat image) or ``non-finite`` (NaN or infinity appeared: the image is
+            meaningless and is never saved).
     """
 
     images: torch.Tensor

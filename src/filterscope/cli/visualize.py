@@ -139,8 +139,8 @@ def visualize_command(
                     progress.write(f"error: {obj.description}: the optimization produced NaN or infinity "
                                    "(lower --lr, check the model); no image saved")
                     continue
-                note = ("  (never activated: the unit stayed at exactly 0; try --relu-override 16)"
-                        if result.status[i] == "inactive" else "")
+                hint = "" if recipe.relu_override_steps else "; try --relu-override 16"
+                note = f"  (never activated: the unit is at exactly 0{hint})" if result.status[i] == "inactive" else ""
                 progress.write(f"{out / result.file_name(i)}  {obj.description}: activation {before:.3g} → "
                                f"{after:.3g}{note}")
             results.append(result)
