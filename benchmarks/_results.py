@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -19,3 +23,19 @@ def write_section(key: str, table: str, *, heading: str, intro: str) -> None:
     else:
         text = text.rstrip() + f"\n\n## {heading}\n\n{intro}\n\n{block}\n"
     RESULTS.write_text(text)
+
+
+def machine() -> str:
+    """The machine in words for a results section: CPU model, CPUs, torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[str]) -> list[str]:
+    """A Markdown table's lines: the header of ``columns``, its rule, then ``rows`` (already formatted)."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows]

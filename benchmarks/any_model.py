@@ -10,15 +10,11 @@ initial and final activation and their ratio, and rewrites its section of benchm
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from pathlib import Path
 
-import torch
-
 import filterscope as fs
-from _results import write_section  # benchmarks/_results.py
+from _results import machine, markdown_table, write_section  # benchmarks/_results.py
 from filterscope.runtime import configure_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
@@ -51,12 +47,10 @@ def main() -> None:
                         f"{float(after):.3g} | {ratio} | {status} |")
             print(rows[-1], flush=True)
     table = "\n".join([
-        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; paper recipe scaled to each input "
-        "(reference 224 px), ReLU override for the first 16 steps, seed 0.",
+        f"{machine()}; paper recipe scaled to each input (reference 224 px), ReLU override for the first 16 "
+        "steps, seed 0.",
         "",
-        "| model | objective | output (C x H x W) | start | end | rise | status |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
+        *markdown_table(["model", "objective", "output (C x H x W)", "start", "end", "rise", "status"], rows),
     ])
     print(table)
     write_section("any-model", table, heading="Any model, any input",

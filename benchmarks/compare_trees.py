@@ -12,17 +12,15 @@ and whether the images are bit-identical between the trees.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _results import write_section  # benchmarks/_results.py
+from _results import machine, markdown_table, write_section  # benchmarks/_results.py
 
 CASES = [("resnet34", "random", "layer2.2.conv1"), ("resnet34", "random", "layer4.2.relu"),
          ("efficientnet_lite0", None, "_blocks.15")]
@@ -75,17 +73,12 @@ def main() -> None:
                 rows.append(f"| {case[0]} | `{case[2]}` | {precision} | {before:.2f} | {after:.2f} | "
                             f"{after / before:.2f} | {'yes' if same else 'NO'} |")
                 print(rows[-1], flush=True)
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
     table = "\n".join([
-        f"Before: `{trees['before']}`; after: this tree. {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
-        f"median of {args.repeats} alternating runs, each in a fresh process; timing recipe, 2 filters in one batch.",
+        f"Before: `{trees['before']}`; after: this tree. {machine()}; median of {args.repeats} alternating runs, "
+        "each in a fresh process; timing recipe, 2 filters in one batch.",
         "",
-        "| model | layer | precision | before s/filter | after s/filter | after ÷ before | images bit-identical |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
+        *markdown_table(["model", "layer", "precision", "before s/filter", "after s/filter", "after ÷ before",
+                         "images bit-identical"], rows),
     ])
     print(table)
     if not args.no_write:

@@ -14,17 +14,13 @@ Two models, each unit rendered twice from the same seed, without and with the ov
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 import filterscope as fs
-from _results import write_section  # benchmarks/_results.py
+from _results import machine, markdown_table, write_section  # benchmarks/_results.py
 from filterscope.runtime import configure_threads
 from quality import UNITS
 
@@ -80,13 +76,10 @@ def main() -> None:
     recipe = fs.PAPER_RECIPE.replace(steps=2) if args.quick else fs.PAPER_RECIPE
     rows = [*digits_rows(recipe), *lite0_rows(recipe)]
     table = "\n".join([
-        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; seed 0; override = Lucid's redirected "
-        f"ReLU gradient for the first {STEPS} Adam steps.",
+        f"{machine()}; seed 0; override = Lucid's redirected ReLU gradient for the first {STEPS} Adam steps.",
         "",
-        "| model | override | units at exactly 0 on the noise | activation ratio | robustness | high-frequency share "
-        "| s/filter |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
+        *markdown_table(["model", "override", "units at exactly 0 on the noise", "activation ratio", "robustness",
+                         "high-frequency share", "s/filter"], rows),
     ])
     print(table)
     if not args.quick:

@@ -221,6 +221,12 @@ def test_cli_multispectral_model_with_arrays_and_a_display_mapping(tmp_path):
     assert array.shape[0] == 4 and array.shape[1] < array.shape[2]  # 4 channels, wider than high
     meta = fs.read_png_metadata(out / "strip-features.3-f0001.png")
     assert meta["display"] == "3,2,1" and meta["array"] == "strip-features.3-f0001.npy"
+    reference = torch.rand(6, 4, 64, 256)
+    scored = fs.score(am.multispectral(), "channel(features.3, 1)", torch.from_numpy(array)[None],
+                      reference=reference, samples=2)[0]
+    assert scored.activation_ratio > 0
+    evaluated = run("evaluate", out / "strip-features.3-f0001.png", "--samples", "2")
+    assert evaluated.exit_code == 1 and "no reference photos for it" in evaluated.output
     bad = run("visualize", "-m", spec("multispectral"), "-l", "features.3", "-f", "1", "--display", "4,2,1",
               "-o", out, *TINY)
     assert bad.exit_code == 1 and "--display takes 1 to 3 channels of the model's 4 (0-3)" in bad.output

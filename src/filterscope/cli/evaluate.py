@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from ..analysis import collect_images
 from ..errors import InvalidObjectiveError
-from ..images import atomic_write_text, load_image, read_png_metadata
+from ..images import atomic_write_text, load_array, load_image, read_png_metadata
 from ..metrics import reference_crops, score
 from ..objective_syntax import parse_objective
 from ..objectives import ClassLogit
@@ -65,7 +66,12 @@ def evaluate_command(
         loaded, crops = models[key]
         if isinstance(obj, ClassLogit) and transfer_loaded is None:
             transfer_loaded = load(transfer_model, None, seed, device, True)
-        pixels = to_tensor(load_image(path), loaded.preprocessing.image_mode or "RGB")
+        if path.suffix.lower() == ".png" and "array" in read_png_metadata(path):
+            # a multispectral render: the PNG is a preview; the optimized image is the array beside it
+            array = load_array(path.parent / read_png_metadata(path)["array"], loaded.preprocessing.channels)
+            pixels = torch.from_numpy(array)[None]
+        else:
+            pixels = to_tensor(load_image(path), loaded.preprocessing.image_mode or "RGB")
         quality = score(loaded, obj, pixels, reference=crops, samples=samples, seed=seed,
                         transfer_model=transfer_loaded if isinstance(obj, ClassLogit) else None)[0]
         rows.append({"file": str(path), "model": name, **dataclasses.asdict(quality)})
