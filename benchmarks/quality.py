@@ -19,13 +19,13 @@ rewrites the quality section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
 import filterscope as fs
+from _results import machine as describe_machine
 from _results import write_section  # benchmarks/_results.py
 from filterscope.metrics import reference_crops, score
 from filterscope.recipes import RECIPES
@@ -87,7 +87,7 @@ def main() -> None:
         recipes[name] = run(trained, RECIPES[name], args.per_layer, crops)
 
     units = sum(len(f[:args.per_layer]) for f in UNITS.values())
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = f"{describe_machine()}, {torch.get_num_threads()} threads"
     lines = [f"efficientnet_lite0, {units} units ({', '.join(f'`{k}` {v[:args.per_layer]}' for k, v in UNITS.items())}), "
              f"seed 0; {machine}. Scores are means over the units; the activation ratio and robustness of the "
              "random network are relative to its own maximum over the same photos.", ""]
