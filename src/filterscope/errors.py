@@ -24,6 +24,7 @@ __all__ = [
     "RuntimeSettingError",
     "InvalidOptionError",
     "ModelInputError",
+    "OutputError",
     "did_you_mean",
 ]
 
@@ -79,6 +80,10 @@ class InvalidOptionError(FilterscopeError, ValueError):
 
 class ModelInputError(FilterscopeError, RuntimeError):
     """A model that fails on the input its preprocessing describes (wrong channel count or size)."""
+
+
+class OutputError(FilterscopeError, OSError):
+    """An output path that cannot be written (a file where a folder is needed, no permission, too long)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
@@ -18,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, OutputError
 
 __all__ = ["save_png", "read_png_metadata", "load_image", "load_array", "save_array", "atomic_write",
-           "atomic_write_text", "ARRAY_SUFFIXES"]
+           "atomic_write_text", "regular_file", "check_output", "ARRAY_SUFFIXES"]
 
 ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
 """Files read as arrays of any channel count: NumPy ``.npy`` and (multi-page) TIFF."""
@@ -57,10 +59,39 @@ def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping
     return path
 
 
+def regular_file(path: str | os.PathLike[str], what: str = "Image") -> Path:
+    """``path`` if it is a regular file; a one-line :class:`ImageError` if it is missing, a folder, or
+    something that would block or never end when read (a FIFO, a device, a socket)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise ImageError(f"Cannot read {what.lower()} {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"Expected a file, got a folder: {path}")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"Not a regular file (a pipe, device or socket): {path}")
+    return path
+
+
 def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The text chunks of a PNG written by :func:`save_png`."""
-    with Image.open(path) as image:
-        return dict(getattr(image, "text", {}))
+    """The text chunks of a PNG written by :func:`save_png`.
+
+    Raises:
+        ImageError: the file is missing, not a regular file, not an image, or its metadata cannot be read
+            (truncated, or a text chunk that inflates past Pillow's safety limit).
+    """
+    path = regular_file(path)
+    try:
+        with Image.open(path) as image:
+            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
+    except UnidentifiedImageError:
+        raise ImageError(f"Not an image file (or an unsupported format): {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"Cannot read the metadata of {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
+            from None
 
 
 def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> Image.Image:
@@ -74,11 +105,7 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
     Raises:
         ImageError: the file is missing, not an image, too large, or truncated/corrupt.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"Image not found: {path}")
-    if path.is_dir():
-        raise ImageError(f"Expected an image file, got a folder: {path}")
+    path = regular_file(path)
     try:
         with warnings.catch_warnings():
             # Large photos are expected here; Pillow still refuses absurd sizes with DecompressionBombError.
@@ -91,6 +118,10 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
                 file.load()
                 rotated = file.getexif().get(0x0112, 1) in (5, 6, 7, 8)
                 image = ImageOps.exif_transpose(file)
+                if image.mode.startswith("I"):  # 16/32-bit integers: scale to 8 bits instead of clipping at 255
+                    values = np.asarray(image, dtype=np.float64)
+                    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+                    image = Image.fromarray((values / top * 255).round().clip(0, 255).astype(np.uint8), mode="L")
                 if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
                     rgba = image.convert("RGBA")
                     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -118,9 +149,7 @@ def load_array(path: str | os.PathLike[str], channels: int | None = None) -> np.
     Raises:
         ImageError: a missing, unreadable or malformed file, or values outside [0, 1].
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"Array file not found: {path}")
+    path = regular_file(path, "Array")
     try:
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
@@ -158,4 +187,49 @@ def save_array(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
             np.save(handle, array, allow_pickle=False)
 
     atomic_write(path, write)
+    return path
+
+
+def check_output(path: str | os.PathLike[str], *, folder: bool) -> Path:
+    """Check, before any work, that ``path`` can be written later: a folder (``folder=True``) or a file.
+
+    Nothing is created. The nearest existing ancestor must be a folder in which a file can be made (tried
+    with a temporary file, which also catches read-only filesystems and pseudo-filesystems such as /proc).
+
+    Raises:
+        OutputError: an empty path, a file where a folder is needed (or the reverse), a component too long
+            for the filesystem, or a place that cannot be written.
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise OutputError("An output path is empty")
+    path = Path(text)
+    what = "Output folder" if folder else "Output file"
+    long = [part for part in path.parts if len(os.fsencode(part)) > 255]
+    if long:
+        raise OutputError(f"{what} {str(path)[:60]}...: the name {long[0][:30]}... is longer than filesystems allow "
+                          "(255 bytes)")
+    if path.exists():
+        if folder and not path.is_dir():
+            raise OutputError(f"{what} {path} exists and is not a folder")
+        if not folder and path.is_dir():
+            raise OutputError(f"{what} {path} is a folder; give a file name")
+    ancestor = path if folder and path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {ancestor} is a file")
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    long = [part for part in path.parts if len(os.fsencode(part)) > limit]
+    if long:
+        raise OutputError(f"{what} {path}: the name {long[0][:40]}... is longer than this filesystem allows "
+                          f"({limit} bytes)")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{what} {path} cannot be written: {exc.strerror or exc} in {ancestor}") from None
     return path

@@ -10,6 +10,7 @@ bounded (:data:`MAX_DEPTH`), so no input can exhaust Python's stack.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from .errors import InvalidObjectiveError, did_you_mean
@@ -19,6 +20,9 @@ __all__ = ["parse_objective", "as_objective", "as_objectives", "ObjectiveLike", 
 
 MAX_DEPTH = 100
 """Most nested parentheses and unary signs an objective string may have."""
+MAX_TERMS = 256
+"""Most functions and numbers one objective string may combine (objectives are trees: deeper ones would
+exhaust Python's stack when resolved or evaluated)."""
 
 
 class _Parser:
@@ -29,11 +33,13 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.depth = 0
+        self.terms = 0
+        self.shown = repr(text if len(text) <= 80 else text[:77] + "...")  # the text as errors quote it
 
     def fail(self, expected: str) -> InvalidObjectiveError:
         found = repr(self.text[self.pos]) if self.pos < len(self.text) else "the end"
         return InvalidObjectiveError(
-            f"Invalid objective {self.text!r}: expected {expected} at position {self.pos + 1}, found {found}. "
+            f"Invalid objective {self.shown}: expected {expected} at position {self.pos + 1}, found {found}. "
             f"Functions: {', '.join(OBJECTIVES.names())}")
 
     def skip(self) -> None:
@@ -54,7 +60,7 @@ class _Parser:
         if self.peek():
             raise self.fail("'+', '-', '*' or the end")
         if not isinstance(result, Objective):
-            raise InvalidObjectiveError(f"Invalid objective {self.text!r}: it is a plain number, name a unit "
+            raise InvalidObjectiveError(f"Invalid objective {self.shown}: it is a plain number, name a unit "
                                         "such as channel(LAYER, N)")
         return result
 
@@ -94,7 +100,14 @@ class _Parser:
             return self.call()
         raise self.fail("a number, a function or '('")
 
+    def count(self) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise InvalidObjectiveError(f"Invalid objective: more than {MAX_TERMS} functions and numbers; combine "
+                                        "fewer units per objective (or build it in Python)")
+
     def number(self, integer: bool = False) -> float | int:
+        self.count()
         self.skip()
         start = self.pos
         if self.pos < len(self.text) and self.text[self.pos] in "+-":
@@ -105,10 +118,14 @@ class _Parser:
             self.pos += 1
         token = self.text[start:self.pos]
         try:
-            return int(token) if integer else float(token)
-        except ValueError:
+            value = int(token) if integer else float(token)
+        except (ValueError, OverflowError):
             self.pos = start
             raise self.fail("an integer" if integer else "a number") from None
+        if not math.isfinite(value):
+            self.pos = start
+            raise self.fail("a finite number")
+        return value
 
     def raw(self) -> str:
         self.skip()
@@ -131,12 +148,13 @@ class _Parser:
         return tuple(values)
 
     def call(self) -> Objective:
+        self.count()
         start = self.pos
         while self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] == "_"):
             self.pos += 1
         name = self.text[start:self.pos]
         if name not in OBJECTIVES:
-            raise InvalidObjectiveError(f"Invalid objective {self.text!r}: unknown function {name!r} at position "
+            raise InvalidObjectiveError(f"Invalid objective {self.shown}: unknown function {name!r} at position "
                                         f"{start + 1}.{did_you_mean(name, OBJECTIVES.names())} Functions: "
                                         f"{', '.join(OBJECTIVES.names())}")
         function = OBJECTIVES.get(name)

@@ -51,7 +51,7 @@ from .results import RenderResult, StepInfo
 from .runtime import Forward, Runtime, format_size, memory_format, plan_batch_size
 from .transforms import Transform
 from .zoo.preprocessing import REFERENCE_SIDE
-from .zoo.registry import LoadedModel, coerce_model
+from .zoo.registry import LoadedModel, check_seed, coerce_model
 
 __all__ = ["Stages", "Schedule", "Penalty", "render", "iter_render", "plan_batches", "visualize_filters",
            "start_noise", "upscale", "box_blur"]
@@ -323,6 +323,7 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
                 callback: Callable[[StepInfo], None] | None = None) -> Iterator[RenderResult]:
     """Like :func:`render`, but yields one :class:`RenderResult` per batch as soon as it is finished."""
     model = coerce_model(model)
+    check_seed(seed)
     wanted = as_objectives(objectives)
     if copies < 1:
         raise InvalidRecipeError(f"copies must be at least 1 (got {copies})")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ImageError
-from ..images import ARRAY_SUFFIXES, load_array, load_image
+from ..images import ARRAY_SUFFIXES, load_array, load_image, regular_file
 from ..tensors import to_pil, to_tensor
 from ..zoo.preprocessing import Placement
 from ..zoo.registry import LoadedModel
@@ -97,7 +97,7 @@ def collect_images(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 raise ImageError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in folder {item}")
             files.extend(found)
         else:
-            files.append(item)
+            files.append(regular_file(item))
     if not files:
         raise ImageError("No image given")
     return files

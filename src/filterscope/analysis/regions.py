@@ -82,8 +82,16 @@ def read_regions(path: str | os.PathLike[str]) -> dict[str, list[Box]]:
             if not isinstance(data, dict):
                 raise RegionError(f"{path}: expected a JSON object of name → list of boxes")
             for name, boxes in data.items():
-                if boxes and not isinstance(boxes[0], list):
+                if not isinstance(boxes, list) or not boxes:
+                    raise RegionError(f"{path}: region {name!r} must be a box [x0, y0, x1, y1] or a list of boxes, "
+                                      f"not {json.dumps(boxes)[:40]}")
+                if not isinstance(boxes[0], list):
                     boxes = [boxes]
+                for box in boxes:
+                    if not isinstance(box, list) or not all(isinstance(v, (int, float, str)) and
+                                                            not isinstance(v, bool) for v in box):
+                        raise RegionError(f"{path}: region {name!r} has a box that is not a list of four numbers: "
+                                          f"{json.dumps(box)[:40]}")
                 variants[str(name)] = [Box.parse(",".join(str(v) for v in box)) for box in boxes]
         else:
             with path.open(newline="") as handle:

@@ -17,7 +17,7 @@ from ..analysis import (
     sensitivity_maps,
 )
 from ..errors import RegionError
-from ..images import atomic_write_text
+from ..images import atomic_write_text, check_output
 from ..layers import layer_slug
 from ..objectives import Channel
 from ..recipes import Recipe
@@ -37,6 +37,7 @@ from .options import (
     SeedOption,
     WeightsOption,
     analysis_runtime_options,
+    at_least,
     load,
     recipe_options,
     runtime_options,
@@ -84,6 +85,12 @@ def top_command(
     """
     from ..plots import activation_bars, save_figure, top_filters_panel
 
+    at_least(augment, 0, "--augment")
+    at_least(batch_size, 1, "--batch-size")
+    check_output(out, folder=True)
+    for path in (json_path, csv_path):
+        if path is not None:
+            check_output(path, folder=False)
     paths = collect_images(images)
     loaded = load(model, weights, seed, device, quiet, preprocessing)
     with ImageProgress("ranking", len(paths), quiet or len(paths) < 8) as progress:
@@ -173,6 +180,11 @@ def occlude_command(
     """
     from ..plots import occlusion_sheet, save_figure, sensitivity_figure
 
+    at_least(batch_size, 1, "--batch-size")
+    at_least(maps_k, 1, "--maps-k")
+    at_least(patch, 1, "--patch")
+    at_least(stride, 1, "--stride")
+    check_output(out, folder=True)
     variants: dict = dict(read_regions(regions)) if regions is not None else {}
     for spec in region or []:
         name, boxes = parse_region(spec)

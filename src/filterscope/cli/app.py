@@ -5,6 +5,7 @@ and exit with status 1; ``filterscope --debug ...`` shows the traceback instead.
 """
 
 import functools
+import signal
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -14,7 +15,7 @@ from .._version import __version__
 from ..errors import FilterscopeError
 from ..runtime import configure_threads
 
-__all__ = ["app", "guarded", "main"]
+__all__ = ["app", "guarded", "main", "Terminated"]
 
 app = typer.Typer(
     name="filterscope",
@@ -58,15 +59,26 @@ def guarded(command: F) -> F:
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if _state["debug"]:
                 raise
-            typer.echo("interrupted (finished files are kept)", err=True)
-            raise typer.Exit(130) from None
+            terminated = isinstance(exc, Terminated)
+            typer.echo(f"{'terminated' if terminated else 'interrupted'} (finished files are kept)", err=True)
+            raise typer.Exit(143 if terminated else 130) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how batch systems stop a job), raised where the program is, like Ctrl-C: the work in
+    progress stops, finished files stay, exit status 143."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM is handled like Ctrl-C (finished files kept, exit 143)."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

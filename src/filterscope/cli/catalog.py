@@ -10,7 +10,7 @@ from ..recipes import RECIPES
 from ..runtime import format_size
 from ..zoo import PackageWeights, get_model_spec, list_models
 from .app import app, guarded
-from .options import PreprocessingOption, load
+from .options import PreprocessingOption, at_least, load
 
 
 @app.command("models")
@@ -58,6 +58,7 @@ def layers_command(
 
     Weights do not change shapes, so this never loads or downloads them.
     """
+    at_least(size, 1, "--size")
     registered = model in list_models()
     loaded = load(model, "random" if registered else None, 0, "cpu", True, preprocessing)
     height, width = (size, size) if size else loaded.preprocessing.input_shape

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from ..demo import run_demo
+from ..images import check_output
 from .app import app, guarded
 from .options import DeviceOption, ModelOption, OutOption, QuietOption, SeedOption, load
 from .progress import RenderProgress
@@ -21,6 +22,7 @@ def demo_command(
     device: DeviceOption = "auto",
 ) -> None:
     """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo (~3 min on 2 cores)."""
+    check_output(out, folder=True)
     loaded = load(model, None, seed, device, quiet)
     bars: list[RenderProgress] = []
 

@@ -11,14 +11,14 @@ import typer
 
 from ..analysis import collect_images
 from ..errors import InvalidObjectiveError
-from ..images import atomic_write_text, load_array, load_image, read_png_metadata
+from ..images import atomic_write_text, check_output, load_array, load_image, read_png_metadata
 from ..metrics import reference_crops, score
 from ..objective_syntax import parse_objective
 from ..objectives import ClassLogit
 from ..tensors import to_tensor
 from ..zoo import Preprocessing
 from .app import app, guarded
-from .options import DeviceOption, PreprocessingOption, SeedOption, WeightsOption, load
+from .options import DeviceOption, PreprocessingOption, SeedOption, WeightsOption, at_least, load
 
 
 @app.command("evaluate")
@@ -41,6 +41,9 @@ def evaluate_command(
     device: DeviceOption = "auto",
 ) -> None:
     """Score visualizations: activation ratio vs natural images, robustness to small transforms, high-frequency share, and (class objectives) transfer to another network."""
+    at_least(samples, 1, "--samples")
+    if json_path is not None:
+        check_output(json_path, folder=False)
     files = collect_images(images)
     jobs = []
     for path in files:

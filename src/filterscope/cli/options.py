@@ -21,14 +21,14 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from ..errors import InvalidObjectiveError
+from ..errors import InvalidObjectiveError, InvalidOptionError
 from ..recipes import Recipe, get_recipe
 from ..runtime import Runtime
 from ..zoo import LoadedModel, load_model, read_preprocessing
 
 __all__ = ["ModelOption", "PreprocessingOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",
            "FitOption", "KOption", "OptionBundle", "recipe_options", "runtime_options", "analysis_runtime_options",
-           "load", "parse_indices"]
+           "load", "parse_indices", "at_least"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -139,11 +139,21 @@ analysis_runtime_options = OptionBundle(target="runtime", parameters=(_PRECISION
 """--precision, --channels-last/--nchw: for commands that only run forward passes."""
 
 
+def at_least(value: Optional[int], minimum: int, option: str) -> None:
+    """A one-line error unless ``value`` (when given) is at least ``minimum``."""
+    if value is not None and value < minimum:
+        raise InvalidOptionError(f"{option} must be at least {minimum} (got {value})")
+
+
 def load(model: str, weights: Optional[str], seed: int, device: str, quiet: bool,
          preprocessing: Optional[Path] = None) -> LoadedModel:
     """``load_model`` as the commands call it (download progress on stderr unless quiet)."""
     return load_model(model, weights, seed=seed, device=device, progress=not quiet,
                       preprocessing=None if preprocessing is None else read_preprocessing(preprocessing))
+
+
+MAX_INDICES = 65536
+"""Most indices one option may name (no layer has more channels; a typo like 0-2000000000 stops here)."""
 
 
 def parse_indices(text: str, option: str) -> list[int]:
@@ -156,9 +166,13 @@ def parse_indices(text: str, option: str) -> list[int]:
                 low, high = (int(p) for p in part.split("-", 1))
                 if high < low:
                     raise ValueError
+                if high - low + 1 + len(indices) > MAX_INDICES:
+                    raise OverflowError
                 indices.extend(range(low, high + 1))
             elif part:
                 indices.append(int(part))
+        except OverflowError:
+            raise InvalidObjectiveError(f"{option} names more than {MAX_INDICES} indices ({text!r})") from None
         except ValueError:
             raise InvalidObjectiveError(f"Bad {option} value {text!r}: expected integers and ranges separated "
                                         "by commas, e.g. 16,266,306 or 0-7") from None

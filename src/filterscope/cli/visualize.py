@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import FilterscopeError, InvalidObjectiveError, InvalidOptionError
+from ..images import check_output
 from ..layers import resolve_layer
 from ..objective_syntax import parse_objective
 from ..objectives import Channel, ClassLogit, Neuron, Objective
@@ -27,6 +28,7 @@ from .options import (
     QuietOption,
     SeedOption,
     WeightsOption,
+    at_least,
     load,
     parse_indices,
     recipe_options,
@@ -104,6 +106,9 @@ def visualize_command(
         raise InvalidObjectiveError("--layer and --filters go together; see filterscope visualize --help")
     if neuron and layer is None:
         raise InvalidObjectiveError("--neuron applies to --layer/--filters")
+    at_least(copies, 1, "--copies")
+    at_least(batch_size, 1, "--batch-size")
+    check_output(out, folder=True)  # before any work: a bad place fails now, not after minutes of rendering
     parsed = [parse_objective(text) for text in objective or []]  # syntax errors before loading anything
     loaded = load(model, weights, seed, device, quiet, preprocessing)
     objectives: list[Objective]

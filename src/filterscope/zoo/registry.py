@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import DeviceError, UnknownModelError, WeightsError
+from ..errors import DeviceError, InvalidOptionError, UnknownModelError, WeightsError
 from ..registry import Registry
 from .preprocessing import Preprocessing
 from .weights import PackageWeights, UrlWeights, load_state_dict_into, read_state_dict
@@ -39,6 +39,7 @@ __all__ = [
     "resolve_device",
     "coerce_model",
     "frozen",
+    "check_seed",
     "MODELS",
 ]
 
@@ -111,6 +112,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise DeviceError(f"Unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"Device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"Device {str(device)!r} asked for, but CUDA is not available on this machine "
@@ -122,6 +125,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 MODELS: Registry[ModelSpec] = Registry("model", UnknownModelError, "filterscope models")
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if it is a whole number torch can seed with (0 to 2**63 - 1); a one-line error otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidOptionError(f"Seed must be a whole number from 0 to {MAX_SEED} (got {seed!r})")
+    return seed
 
 
 def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageWeights | UrlWeights,
@@ -197,6 +209,7 @@ def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed
     """
     spec = get_model_spec(name)
     dev = resolve_device(device)
+    check_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = spec.build()
