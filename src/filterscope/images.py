@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -23,7 +25,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from .errors import ImageError, OutputError
 
 __all__ = ["save_png", "read_png_metadata", "load_image", "load_array", "save_array", "atomic_write",
-           "atomic_write_text", "regular_file", "check_output", "ARRAY_SUFFIXES"]
+           "atomic_write_text", "regular_file", "check_output", "remove_stale_parts", "OutputLock", "ARRAY_SUFFIXES"]
 
 ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
 """Files read as arrays of any channel count: NumPy ``.npy`` and (multi-page) TIFF."""
@@ -233,3 +235,75 @@ def check_output(path: str | os.PathLike[str], *, folder: bool) -> Path:
     except OSError as exc:
         raise OutputError(f"{what} {path} cannot be written: {exc.strerror or exc} in {ancestor}") from None
     return path
+
+
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.part$")
+
+
+def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_write` that a killed process left in ``folder`` (their
+    process no longer runs); a live process's are left alone. Returns what was removed."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _PART.match(path.name)
+        if match is None or _alive(int(match.group("pid"))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class OutputLock:
+    """An exclusive lock on an output folder for the duration of a run (``fcntl.flock`` on a hidden
+    ``.filterscope.lock`` file), so that two runs never write into one folder at once.
+
+    Raises:
+        OutputError: another process holds the lock (its pid is named).
+    """
+
+    NAME = ".filterscope.lock"
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.path = Path(folder) / self.NAME
+        self._handle: Any = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # held open (and locked) until __exit__
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputError(f"{self.path.parent} is being written by another filterscope run ({holder}); wait for "
+                              "it to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self.path.unlink(missing_ok=True)
+            self._handle.close()
+            self._handle = None

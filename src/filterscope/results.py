@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 
 from ._version import __version__
-from .errors import InvalidOptionError
-from .images import save_array, save_png
+from .errors import FilterscopeError, InvalidOptionError
+from .images import read_png_metadata, save_array, save_png
 from .objectives import Objective
 from .recipes import Recipe
 from .tensors import to_pil
 
-__all__ = ["RenderResult", "StepInfo", "output_name", "save_result"]
+__all__ = ["RenderResult", "StepInfo", "output_name", "save_result", "settings_metadata", "finished_outputs"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,33 @@ def save_result(result: RenderResult, folder: str | os.PathLike[str], *,
             meta["display"] = ",".join(map(str, shown or range(min(3, channels))))
         paths.append(save_png(result.pil(i, shown), path, meta))
     return paths
+
+
+def settings_metadata(model_name: str, weights: str, recipe: Recipe, seed: int, *, device: str, precision: str,
+                      memory_format: str) -> dict[str, str]:
+    """The metadata that identify how an image was made, as :meth:`RenderResult.metadata` writes them:
+    what a finished image must match to be reused (:func:`finished_outputs`)."""
+    return {"model": model_name, "weights": weights, "seed": str(seed),
+            "recipe": json.dumps(recipe.to_dict(), sort_keys=True), "device": device, "precision": precision,
+            "memory_format": memory_format}
+
+
+def finished_outputs(folder: str | os.PathLike[str], model_name: str, objectives: Sequence[Objective], copies: int,
+                     settings: dict[str, str]) -> dict[int, list[Path]]:
+    """The objectives (by index) whose images are all in ``folder`` already, made with the same
+    ``settings`` (:func:`settings_metadata`) and the same objective: a run that was interrupted can skip
+    them. Files that cannot be read, or were made otherwise, do not count."""
+    folder = Path(folder)
+    done: dict[int, list[Path]] = {}
+    for index, objective in enumerate(objectives):
+        name = output_name(model_name, objective)
+        paths = [folder / (name if n == 0 else f"{name[:-4]}-copy{n}.png") for n in range(copies)]
+        try:
+            metas = [read_png_metadata(p) for p in paths]
+        except FilterscopeError:
+            continue
+        wanted = {**settings, "objective": objective.description}
+        if all(all(meta.get(k) == v for k, v in wanted.items()) and meta.get("status") != "non-finite"
+               for meta in metas):
+            done[index] = paths
+    return done

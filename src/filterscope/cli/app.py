@@ -4,9 +4,10 @@ Errors caused by input (a :class:`~filterscope.errors.FilterscopeError`) print o
 and exit with status 1; ``filterscope --debug ...`` shows the traceback instead. Ctrl-C exits 130.
 """
 
+import contextlib
 import functools
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -15,7 +16,7 @@ from .._version import __version__
 from ..errors import FilterscopeError
 from ..runtime import configure_threads
 
-__all__ = ["app", "guarded", "main", "Terminated"]
+__all__ = ["app", "guarded", "main", "Terminated", "deferred_signals"]
 
 app = typer.Typer(
     name="filterscope",
@@ -76,6 +77,29 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(_signum: int, _frame: object) -> None:
     raise Terminated
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the block runs (saving a finished batch), then act on them: a batch is
+    saved whole or not at all. Outside the main thread (where handlers cannot be set) nothing is held."""
+    received: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    try:
+        previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def main() -> None:

@@ -7,18 +7,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from PIL import Image
 
 from ..errors import FilterscopeError, InvalidObjectiveError, InvalidOptionError
-from ..images import check_output
+from ..images import OutputLock, check_output, remove_stale_parts
 from ..layers import resolve_layer
 from ..objective_syntax import parse_objective
 from ..objectives import Channel, ClassLogit, Neuron, Objective
 from ..recipes import Recipe
 from ..render import iter_render, plan_batches
-from ..results import output_name, save_result
+from ..results import finished_outputs, output_name, save_result, settings_metadata
 from ..runtime import Runtime, format_bytes
 from ..zoo import LoadedModel
-from .app import app, guarded
+from .app import app, deferred_signals, guarded
 from .options import (
     BatchOption,
     DeviceOption,
@@ -73,6 +74,9 @@ def visualize_command(
     copies: Annotated[int, typer.Option(
         "--copies", help="Images per objective, each from its own noise (add diversity(LAYER) to push them "
                          "apart).")] = 1,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Skip objectives whose images are already in --out, made with the same model, "
+                                     "recipe, seed and settings (read from their metadata).")] = True,
     display: Annotated[Optional[str], typer.Option(
         "--display", help="Models with other than 1 or 3 input channels: the channels shown as red, green, blue "
                           "in the PNG previews, e.g. 3,2,1 (the full arrays are saved as .npy).")] = None,
@@ -129,15 +133,56 @@ def visualize_command(
     objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
     shown = _display(display, loaded.preprocessing.channels)
 
-    batch_size = announce_batch_size(loaded, objectives, copies, recipe, runtime, batch_size, quiet)
-    progress = RenderProgress(f"{loaded.name} {title_layer}", None, quiet)
-    results, failed = [], []
+    settings = settings_metadata(loaded.name, loaded.weights, recipe, seed, device=str(loaded.device),
+                                 precision=runtime.precision,
+                                 memory_format="channels_last" if runtime.wants_channels_last(loaded.module) else "nchw")
     started = time.perf_counter()
+    panels: dict[tuple[int, int], tuple[Image.Image, str]] = {}
+    failed: list[str] = []
+    with OutputLock(out):
+        remove_stale_parts(out)
+        done = finished_outputs(out, loaded.name, objectives, copies, settings) if resume else {}
+        for index, paths in done.items():
+            for n, path in enumerate(paths):
+                with Image.open(path) as image:
+                    panels[(index, n)] = (image.copy(), objectives[index].title)
+        todo = [i for i in range(len(objectives)) if i not in done]
+        if done:
+            typer.echo(f"resuming: {len(done)} of {len(objectives)} objective(s) are already in {out} (same model, "
+                       f"recipe, seed and settings); rendering the other {len(todo)} (--no-resume renders all)",
+                       err=True)
+        if todo:
+            _render(loaded, [objectives[i] for i in todo], todo, copies, recipe, seed, runtime, batch_size, quiet,
+                    out, shown, title_layer, panels, failed)
+    keys = sorted(panels)
+    images, titles = [panels[k][0] for k in keys], [panels[k][1] for k in keys]
+    if images:
+        fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
+                                                  f"seed {seed}")
+        typer.echo(f"{save_figure(fig, out / grid_name(loaded.name, objectives, classes is not None, bool(parsed)))}  "
+                   f"grid of {len(images)} ({time.perf_counter() - started:.0f} s)")
+    if failed:
+        raise FilterscopeError(f"{len(failed)} of {len(failed) + len(images)} image(s) went non-finite (NaN or "
+                               f"infinity) and were not saved: {', '.join(failed[:5])}"
+                               f"{', ...' if len(failed) > 5 else ''}")
+
+
+def _render(loaded: LoadedModel, objectives: list[Objective], indices: list[int], copies: int, recipe: Recipe,
+            seed: int, runtime: Runtime, batch_size: Optional[int], quiet: bool, out: Path,
+            shown: Optional[tuple[int, ...]], title_layer: str, panels: dict[tuple[int, int], tuple[Image.Image, str]],
+            failed: list[str]) -> None:
+    """Render ``objectives`` (each ``copies`` times), save every finished batch at once (whole, even if Ctrl-C
+    arrives meanwhile), report each image, and collect the grid's panels under ``(index, copy)``."""
+    batch_size = announce_batch_size(loaded, objectives, copies, recipe, runtime, batch_size, quiet)
+    slots = iter([(index, n) for index in indices for n in range(copies)])
+    progress = RenderProgress(f"{loaded.name} {title_layer}", None, quiet)
     try:
         for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size,
                                   copies=copies, runtime=runtime, callback=progress):
-            save_result(result, out, display=shown)
+            with deferred_signals():
+                save_result(result, out, display=shown)
             for i, obj in enumerate(result.objectives):
+                slot = next(slots)
                 before, after = float(result.initial_values[i]), float(result.values[i])
                 if result.status[i] == "non-finite":
                     failed.append(obj.description)
@@ -148,24 +193,16 @@ def visualize_command(
                 note = f"  (never activated: the unit is at exactly 0{hint})" if result.status[i] == "inactive" else ""
                 progress.write(f"{out / result.file_name(i)}  {obj.description}: activation {before:.3g} → "
                                f"{after:.3g}{note}")
-            results.append(result)
+                panels[slot] = (result.pil(i, shown), obj.title)
     finally:
         progress.close()
-    kept = [(r, i) for r in results for i in range(len(r)) if r.status[i] != "non-finite"]
-    images = [r.pil(i, shown) for r, i in kept]
-    titles = [r.objectives[i].title for r, i in kept]
-    grid_name = output_name(loaded.name, objectives[0]).rsplit("-", 1)[0] + "-grid.png"
-    if classes is not None or parsed:
-        grid_name = f"{loaded.name}-{'classes' if classes is not None else 'objectives'}-grid.png"
-    if images:
-        fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
-                                                  f"seed {seed}")
-        typer.echo(f"{save_figure(fig, out / grid_name)}  grid of {len(images)} "
-                   f"({time.perf_counter() - started:.0f} s)")
-    if failed:
-        raise FilterscopeError(f"{len(failed)} of {len(failed) + len(images)} image(s) went non-finite (NaN or "
-                               f"infinity) and were not saved: {', '.join(failed[:5])}"
-                               f"{', ...' if len(failed) > 5 else ''}")
+
+
+def grid_name(model_name: str, objectives: Sequence[Objective], classes: bool, expressions: bool) -> str:
+    """The grid figure's file name: ``MODEL-LAYER-grid.png``, or ``MODEL-classes-grid.png``/``-objectives-``."""
+    if classes or expressions:
+        return f"{model_name}-{'classes' if classes else 'objectives'}-grid.png"
+    return output_name(model_name, objectives[0]).rsplit("-", 1)[0] + "-grid.png"
 
 
 def _display(text: Optional[str], channels: int) -> Optional[tuple[int, ...]]:

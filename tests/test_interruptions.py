@@ -1,0 +1,111 @@
+"""Long runs never lose finished work: resume, a lock per output folder, stale temporary files cleaned up,
+batches saved whole, and real SIGKILL / SIGTERM / SIGINT sent to a child process in the middle of a run."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from filterscope import read_png_metadata
+from filterscope.cli import app
+from filterscope.images import OutputLock
+
+runner = CliRunner()
+TINY = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size", "32", "--scales", "2", "--steps", "3",
+        "--batch-size", "1", "-q"]
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def test_resume_renders_only_what_is_missing(tmp_path):
+    first = runner.invoke(app, ["visualize", *TINY, "-f", "0-3", "-o", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    pngs = sorted(tmp_path.glob("resnet18-layer1.0.conv1-f*.png"))
+    assert len(pngs) == 4
+    kept = {p: (p.stat().st_mtime_ns, pixels(p)) for p in pngs}
+    missing = pngs[2]
+    before = kept.pop(missing)[1]
+    missing.unlink()
+    again = runner.invoke(app, ["visualize", *TINY, "-f", "0-3", "-o", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    assert "resuming: 3 of 4 objective(s) are already in" in again.output and "rendering the other 1" in again.output
+    assert np.array_equal(pixels(missing), before)  # same seed, noise and settings: the same image
+    assert all(p.stat().st_mtime_ns == mtime for p, (mtime, _) in kept.items())  # the others were not touched
+    other_seed = runner.invoke(app, ["visualize", *TINY, "-f", "0-3", "--seed", "1", "-o", str(tmp_path)])
+    assert other_seed.exit_code == 0 and "resuming" not in other_seed.output  # other settings: all rendered anew
+    assert read_png_metadata(missing)["seed"] == "1"
+    forced = runner.invoke(app, ["visualize", *TINY, "-f", "0-3", "--seed", "1", "--no-resume", "-o", str(tmp_path)])
+    assert forced.exit_code == 0 and "resuming" not in forced.output
+
+
+def test_two_runs_never_write_into_one_folder(tmp_path):
+    with OutputLock(tmp_path):
+        result = runner.invoke(app, ["visualize", *TINY, "-f", "0", "-o", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"is being written by another filterscope run (pid {os.getpid()})" in result.output
+    assert not list(tmp_path.glob("*.png"))
+    assert runner.invoke(app, ["visualize", *TINY, "-f", "0", "-o", str(tmp_path)]).exit_code == 0  # released
+    assert not (tmp_path / ".filterscope.lock").exists()
+
+
+def test_stale_temporary_files_are_removed_by_the_next_run(tmp_path):
+    dead = tmp_path / ".resnet18-layer1.0.conv1-f0000.png.4194303.abcdef12.part"  # no such pid
+    alive = tmp_path / f".other.png.{os.getpid()}.0123abcd.part"
+    dead.write_bytes(b"")
+    alive.write_bytes(b"")
+    assert runner.invoke(app, ["visualize", *TINY, "-f", "0", "-o", str(tmp_path)]).exit_code == 0
+    assert not dead.exists() and alive.exists()
+
+
+def _child(out: Path, filters: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "filterscope", "visualize", "-m", "resnet18", "-w", "random", "-l",
+            "layer2.0.conv1", "-f", filters, "--size", "48", "--scales", "2", "--steps", "12", "--batch-size", "1",
+            "-q", "-o", str(out)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def _wait_for_pngs(out: Path, count: int, process: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while len(list(out.glob("*-f*.png"))) < count:
+        if process.poll() is not None:
+            pytest.fail(f"the child ended early ({process.returncode}): {process.communicate()[1][-500:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.communicate()
+            pytest.fail("no PNG appeared in time")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_killed_run_keeps_finished_images_and_the_next_run_finishes_the_rest(tmp_path, sig, code):
+    process = _child(tmp_path, "0-7")
+    _wait_for_pngs(tmp_path, 2, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert "Traceback" not in stderr
+    if sig != signal.SIGKILL:
+        assert ("terminated" if sig == signal.SIGTERM else "interrupted") in stderr
+    finished = sorted(tmp_path.glob("*-f*.png"))
+    assert 2 <= len(finished) < 8
+    for png in finished:  # every file under its final name is a whole PNG with its metadata
+        assert read_png_metadata(png)["filter"] and pixels(png).shape == (57, 57, 3)
+    resumed = _child(tmp_path, "0-7")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    match = re.search(r"resuming: (\d+) of 8 objective\(s\).*rendering the other (\d+)", err)
+    assert match and int(match.group(1)) == len(finished) and int(match.group(2)) == 8 - len(finished)
+    assert len(list(tmp_path.glob("*-f*.png"))) == 8
+    assert not list(tmp_path.glob(".*.part")) and not (tmp_path / ".filterscope.lock").exists()
