@@ -157,9 +157,20 @@ def test_offline_without_cache_says_where_to_put_the_file(torch_home, monkeypatc
 def test_a_file_already_in_the_cache_is_used_without_network(torch_home, monkeypatch):
     state = _state(seed=9)
     torch_home.mkdir(parents=True)
-    torch.save(state, torch_home / "resnet18-f37072fd.pth")  # torchvision's own file name
-    _point_resnet18_at(monkeypatch, "http://127.0.0.1:9/resnet18-f37072fd.pth")
+    blob = torch_home / "tmp.pth"
+    torch.save(state, blob)
+    name = f"resnet18-{hashlib.sha256(blob.read_bytes()).hexdigest()[:8]}.pth"  # named as torchvision names them
+    blob.rename(torch_home / name)
+    _point_resnet18_at(monkeypatch, f"http://127.0.0.1:9/{name}")
     assert _same(load_model("resnet18"), state)
+
+
+def test_a_cached_file_with_other_contents_is_refused(torch_home, monkeypatch):
+    torch_home.mkdir(parents=True)
+    torch.save(_state(seed=9), torch_home / "resnet18-f37072fd.pth")  # torchvision's name, other contents
+    _point_resnet18_at(monkeypatch, "http://127.0.0.1:9/resnet18-f37072fd.pth")
+    with pytest.raises(WeightsError, match="fail their hash check .* the file name says f37072fd"):
+        load_model("resnet18")
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):

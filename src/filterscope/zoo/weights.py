@@ -9,6 +9,7 @@ file can be put by hand.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -22,6 +23,14 @@ from torch import nn
 from ..errors import WeightsError
 
 __all__ = ["PackageWeights", "UrlWeights", "read_state_dict", "load_state_dict_into", "hub_checkpoint_dir"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def hub_checkpoint_dir() -> Path:
@@ -118,6 +127,13 @@ class UrlWeights:
     def fetch(self, model_name: str, progress: bool = False) -> tuple[dict[str, torch.Tensor], str]:
         path = self.cache_path()
         if path.is_file():
+            prefix = self._hash_prefix()
+            if prefix is not None:  # the cache is checked as a download is: a file of that name is not enough
+                digest = _sha256(path)
+                if not digest.startswith(prefix):
+                    raise WeightsError(f"The cached {model_name} weights {path} fail their hash check (SHA-256 "
+                                       f"{digest[:12]}..., the file name says {prefix}): delete the file to download "
+                                       "it again, or pass --weights FILE")
             return read_state_dict(path), f"{self.file_name} (cache {path})"
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
