@@ -109,3 +109,35 @@ def test_a_killed_run_keeps_finished_images_and_the_next_run_finishes_the_rest(t
     assert match and int(match.group(1)) == len(finished) and int(match.group(2)) == 8 - len(finished)
     assert len(list(tmp_path.glob("*-f*.png"))) == 8
     assert not list(tmp_path.glob(".*.part")) and not (tmp_path / ".filterscope.lock").exists()
+
+
+def test_weights_with_nan_never_give_a_normal_looking_png(tmp_path):
+    import torch
+
+    from filterscope import load_model
+
+    state = load_model("resnet18", "random").module.state_dict()
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["visualize", "-m", "resnet18", "-w", str(tmp_path / "nan.pth"), "-l",
+                                 "layer1.0.conv1", "-f", "0,1", "--size", "32", "--scales", "2", "--steps", "2", "-q",
+                                 "-o", str(out)])
+    assert result.exit_code == 1
+    assert "went non-finite (NaN or infinity) and were not saved" in result.output
+    assert "Traceback" not in result.output
+    assert not list(out.glob("*-f*.png"))
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from filterscope import load_image
+
+    ramp = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode.startswith("I")  # really a 16-bit file
+    image = np.asarray(load_image(path))
+    assert image.shape == (48, 64, 3)
+    assert abs(float(image.mean()) - 127.5) < 2  # a ramp over the whole range, not 99 % white
+    assert (image == 255).mean() < 0.01
