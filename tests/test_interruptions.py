@@ -141,3 +141,15 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     assert image.shape == (48, 64, 3)
     assert abs(float(image.mean()) - 127.5) < 2  # a ramp over the whole range, not 99 % white
     assert (image == 255).mean() < 0.01
+
+
+def test_ctrl_c_while_the_program_starts_is_quiet():
+    start = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "filterscope", "models"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # Python is up (about 0.05 s), torch is still loading (over a second)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - start < 30
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err

@@ -15,73 +15,107 @@ Library functions never print, show or save on their own; :func:`save_result` sa
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
 errors, registry, tensors, data → zoo → layers → runtime → objectives, objective_syntax, params,
 transforms → recipes → results → render, analysis, metrics → plots → demo → cli.
+
+The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
+loads its module on first use, so the command line can install its signal handlers before torch loads.
 """
 
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .analysis import (
-    Box,
-    OcclusionStudy,
-    Ranking,
-    SensitivityMaps,
-    collect_images,
-    occlusion_study,
-    prepare_image,
-    rank_filters,
-    sensitivity_maps,
-)
-from .errors import (
-    ChannelError,
-    DeviceError,
-    FilterscopeError,
-    ImageError,
-    InvalidObjectiveError,
-    InvalidOptionError,
-    InvalidRecipeError,
-    RegionError,
-    RuntimeSettingError,
-    UnknownLayerError,
-    UnknownModelError,
-    WeightsError,
-)
-from .images import load_image, read_png_metadata
-from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
-from .metrics import Quality, measure, reference_crops, score
-from .objective_syntax import as_objectives, parse_objective
-from .objectives import (
-    OBJECTIVES,
-    Channel,
-    ClassLogit,
-    Direction,
-    Diversity,
-    LayerEnergy,
-    Neuron,
-    Objective,
-    channel,
-    class_logit,
-    direction,
-    diversity,
-    layer_energy,
-    neuron,
-    register_objective,
-)
-from .params import PARAMS, Param, register_param
-from .recipes import PAPER_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
-from .render import Stages, iter_render, render, visualize_filters
-from .results import RenderResult, StepInfo, output_name, save_result
-from .runtime import Forward, Runtime, parse_memory
-from .tensors import to_pil, to_tensor
-from .transforms import TRANSFORMS, Transform, TransformStack, register_transform
-from .zoo import (
-    DEFAULT_MODEL,
-    MODELS,
-    LoadedModel,
-    Preprocessing,
-    imagenet_categories,
-    list_models,
-    load_model,
-    register_model,
-    wrap_model,
-)
+
+_EXPORTS: dict[str, str] = {
+    "Box": ".analysis",
+    "OcclusionStudy": ".analysis",
+    "Ranking": ".analysis",
+    "SensitivityMaps": ".analysis",
+    "collect_images": ".analysis",
+    "occlusion_study": ".analysis",
+    "prepare_image": ".analysis",
+    "rank_filters": ".analysis",
+    "sensitivity_maps": ".analysis",
+    "ChannelError": ".errors",
+    "DeviceError": ".errors",
+    "FilterscopeError": ".errors",
+    "ImageError": ".errors",
+    "InvalidObjectiveError": ".errors",
+    "InvalidOptionError": ".errors",
+    "InvalidRecipeError": ".errors",
+    "RegionError": ".errors",
+    "RuntimeSettingError": ".errors",
+    "UnknownLayerError": ".errors",
+    "UnknownModelError": ".errors",
+    "WeightsError": ".errors",
+    "load_image": ".images",
+    "read_png_metadata": ".images",
+    "Capture": ".layers",
+    "LayerInfo": ".layers",
+    "LayerRef": ".layers",
+    "layer_info": ".layers",
+    "list_layers": ".layers",
+    "resolve_layer": ".layers",
+    "Quality": ".metrics",
+    "measure": ".metrics",
+    "reference_crops": ".metrics",
+    "score": ".metrics",
+    "as_objectives": ".objective_syntax",
+    "parse_objective": ".objective_syntax",
+    "OBJECTIVES": ".objectives",
+    "Channel": ".objectives",
+    "ClassLogit": ".objectives",
+    "Direction": ".objectives",
+    "Diversity": ".objectives",
+    "LayerEnergy": ".objectives",
+    "Neuron": ".objectives",
+    "Objective": ".objectives",
+    "channel": ".objectives",
+    "class_logit": ".objectives",
+    "direction": ".objectives",
+    "diversity": ".objectives",
+    "layer_energy": ".objectives",
+    "neuron": ".objectives",
+    "register_objective": ".objectives",
+    "PARAMS": ".params",
+    "Param": ".params",
+    "register_param": ".params",
+    "PAPER_RECIPE": ".recipes",
+    "RECIPES": ".recipes",
+    "Recipe": ".recipes",
+    "get_recipe": ".recipes",
+    "list_recipes": ".recipes",
+    "Stages": ".render",
+    "iter_render": ".render",
+    "render": ".render",
+    "visualize_filters": ".render",
+    "RenderResult": ".results",
+    "StepInfo": ".results",
+    "output_name": ".results",
+    "save_result": ".results",
+    "Forward": ".runtime",
+    "Runtime": ".runtime",
+    "parse_memory": ".runtime",
+    "to_pil": ".tensors",
+    "to_tensor": ".tensors",
+    "TRANSFORMS": ".transforms",
+    "Transform": ".transforms",
+    "TransformStack": ".transforms",
+    "register_transform": ".transforms",
+    "DEFAULT_MODEL": ".zoo",
+    "MODELS": ".zoo",
+    "LoadedModel": ".zoo",
+    "Preprocessing": ".zoo",
+    "imagenet_categories": ".zoo",
+    "list_models": ".zoo",
+    "load_model": ".zoo",
+    "register_model": ".zoo",
+    "wrap_model": ".zoo",
+}
 
 __all__ = [
     "__version__",
@@ -113,3 +147,99 @@ __all__ = [
     "rank_filters", "occlusion_study", "sensitivity_maps", "Box", "Ranking", "OcclusionStudy", "SensitivityMaps",
     "prepare_image", "collect_images",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package module: a submodule named like a public function (``render``) does not replace the
+    function when it is imported (Python binds imported submodules as attributes of their package)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name (or a submodule) on first use."""
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+    from .analysis import (
+        Box,
+        OcclusionStudy,
+        Ranking,
+        SensitivityMaps,
+        collect_images,
+        occlusion_study,
+        prepare_image,
+        rank_filters,
+        sensitivity_maps,
+    )
+    from .errors import (
+        ChannelError,
+        DeviceError,
+        FilterscopeError,
+        ImageError,
+        InvalidObjectiveError,
+        InvalidOptionError,
+        InvalidRecipeError,
+        RegionError,
+        RuntimeSettingError,
+        UnknownLayerError,
+        UnknownModelError,
+        WeightsError,
+    )
+    from .images import load_image, read_png_metadata
+    from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
+    from .metrics import Quality, measure, reference_crops, score
+    from .objective_syntax import as_objectives, parse_objective
+    from .objectives import (
+        OBJECTIVES,
+        Channel,
+        ClassLogit,
+        Direction,
+        Diversity,
+        LayerEnergy,
+        Neuron,
+        Objective,
+        channel,
+        class_logit,
+        direction,
+        diversity,
+        layer_energy,
+        neuron,
+        register_objective,
+    )
+    from .params import PARAMS, Param, register_param
+    from .recipes import PAPER_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
+    from .render import Stages, iter_render, render, visualize_filters
+    from .results import RenderResult, StepInfo, output_name, save_result
+    from .runtime import Forward, Runtime, parse_memory
+    from .tensors import to_pil, to_tensor
+    from .transforms import TRANSFORMS, Transform, TransformStack, register_transform
+    from .zoo import (
+        DEFAULT_MODEL,
+        MODELS,
+        LoadedModel,
+        Preprocessing,
+        imagenet_categories,
+        list_models,
+        load_model,
+        register_model,
+        wrap_model,
+    )

@@ -1,3 +1,5 @@
-from .cli import main
+"""``python -m filterscope``: the command line."""
+
+from ._launch import main
 
 main()

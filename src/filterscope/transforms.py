@@ -152,7 +152,7 @@ class TransformStack(Transform):
     def from_dict(cls, values: Mapping[str, Any]) -> TransformStack:
         unknown = set(values) - {"kind", "pad", "pad_value", "jitter", "scales", "angles"}
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown option(s) {', '.join(map(repr, sorted(map(str, unknown))))}")
         return cls(int(values.get("pad", 0)), float(values.get("pad_value", 0.5)), int(values.get("jitter", 0)),
                    tuple(float(v) for v in values.get("scales", ())), tuple(float(v) for v in values.get("angles", ())))
 

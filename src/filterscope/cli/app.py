@@ -58,7 +58,8 @@ def guarded(command: F) -> F:
         except FilterscopeError as exc:
             if _state["debug"]:
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            # One line whatever the message holds (a path or a name typed with a newline in it).
+            typer.echo(f"error: {str(exc).replace(chr(13), ' ').replace(chr(10), ' ')}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             if _state["debug"]:
