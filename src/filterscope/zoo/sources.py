@@ -214,9 +214,19 @@ def load_from_spec(spec: str, *, weights: str | os.PathLike[str] | None = None,
                             model.info)
     elif weights is not None and str(weights) == "random":
         raise InvalidOptionError(f"--weights random applies to registered models; {spec!r} builds its own weights")
-    model.info["source"] = spec
+    model.info["source"] = _absolute(spec)  # recorded in PNGs: loadable again from any folder
     model.module.to(resolve_device(device))
     return model
+
+
+def _absolute(spec: str) -> str:
+    """``spec`` with a file part made absolute (``/home/me/net.py:factory``); other specs as they are."""
+    where, sep, attribute = spec.rpartition(":")
+    if sep and where.endswith(".py"):
+        return f"{Path(where).resolve()}:{attribute}"
+    if spec.endswith(".pt2"):
+        return str(Path(spec).resolve())
+    return spec
 
 
 def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
