@@ -154,13 +154,13 @@ def visualize_command(
         if todo:
             _render(loaded, [objectives[i] for i in todo], todo, copies, recipe, seed, runtime, batch_size, quiet,
                     out, shown, title_layer, panels, failed)
-    keys = sorted(panels)
-    images, titles = [panels[k][0] for k in keys], [panels[k][1] for k in keys]
-    if images:
-        fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} ({loaded.weights.split(' (')[0]}), "
-                                                  f"seed {seed}")
-        typer.echo(f"{save_figure(fig, out / grid_name(loaded.name, objectives, classes is not None, bool(parsed)))}  "
-                   f"grid of {len(images)} ({time.perf_counter() - started:.0f} s)")
+        keys = sorted(panels)
+        images, titles = [panels[k][0] for k in keys], [panels[k][1] for k in keys]
+        if images:  # still holding the folder's lock
+            fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} "
+                                                      f"({loaded.weights.split(' (')[0]}), seed {seed}")
+            name = grid_name(loaded.name, objectives, classes is not None, bool(parsed))
+            typer.echo(f"{save_figure(fig, out / name)}  grid of {len(images)} ({time.perf_counter() - started:.0f} s)")
     if failed:
         raise FilterscopeError(f"{len(failed)} of {len(failed) + len(images)} image(s) went non-finite (NaN or "
                                f"infinity) and were not saved: {', '.join(failed[:5])}"
