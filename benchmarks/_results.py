@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,14 +24,12 @@ def write_section(key: str, table: str, *, heading: str, intro: str) -> None:
 
 
 def machine() -> str:
-    """The machine in words for a results section: CPU model, CPUs, torch version."""
+    """The machine in words for a results section: CPU model and its bf16 support, CPUs, torch version."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    from filterscope.runtime import cpu_description
+
+    return f"{cpu_description()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[str]) -> list[str]:

@@ -87,6 +87,7 @@ def test_render_leaves_the_model_and_the_callers_rng_alone():
 def test_metadata_names_everything():
     result = visualize_filters(small_net(), "features.5", [6], recipe=SMALL, seed=4)
     meta = result.metadata(0)
+    assert "(bf16: " in meta["cpu"]  # the CPU and its bfloat16 support (which decide what bf16 costs)
     assert meta["model"] == "smallnet" and meta["layer"] == "features.5" and meta["filter"] == "6"
     assert meta["seed"] == "4" and '"steps": 10' in meta["recipe"]
     assert float(meta["final_activation"]) == pytest.approx(float(result.values[0]), rel=1e-5)

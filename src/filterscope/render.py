@@ -48,7 +48,7 @@ from .objectives import Channel, Objective, evaluate, layers_of
 from .params import PARAMS, Param, param_options
 from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
-from .runtime import Forward, Runtime, format_size, memory_format, plan_batch_size
+from .runtime import Forward, Runtime, cpu_description, format_size, memory_format, plan_batch_size
 from .transforms import Transform
 from .zoo.preprocessing import REFERENCE_SIDE
 from .zoo.registry import LoadedModel, check_seed, coerce_model
@@ -300,7 +300,7 @@ def _runtime_metadata(forward: Forward) -> dict[str, str]:
     threads = torch.get_num_threads() if model.device.type == "cpu" else None
     meta = {"device": str(model.device), "precision": forward.runtime.precision,
             "memory_format": "channels_last" if forward.channels_last else "nchw",
-            **({"threads": str(threads)} if threads else {})}
+            **({"threads": str(threads), "cpu": cpu_description()} if threads else {})}
     if "source" in model.info:  # a model outside the registry: enough to load it again (filterscope evaluate)
         meta["model_source"] = model.info["source"]
         meta["preprocessing"] = json.dumps(model.preprocessing.to_dict(), sort_keys=True)

@@ -23,8 +23,10 @@ caches and are not faster per image).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import platform
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,7 +43,7 @@ from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "format_size", "usable_cpus", "configure_threads",
-           "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size"]
+           "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size", "cpu_description"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -332,6 +334,25 @@ def format_bytes(count: int) -> str:
         if count >= factor:
             return f"{count / factor:.1f} {unit}"
     return f"{count} B"
+
+
+# --------------------------------------------------------------------------------------------- cpu
+@functools.cache
+def cpu_description() -> str:
+    """The CPU model and its bfloat16 support, for metadata and benchmark results: e.g. ``AMD EPYC (bf16:
+    avx512_bf16)`` or ``Intel(R) Xeon(R) Processor (bf16: amx_bf16, avx512_bf16)``, ``(bf16: none)`` where the
+    CPU has neither (bf16 then runs 12-18x slower than fp32)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    bf16 = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    return f"{model} (bf16: {', '.join(bf16) or 'none'})"
 
 
 # ----------------------------------------------------------------------------------------- threads
