@@ -86,6 +86,8 @@ def test_only_the_cli_imports_typer_and_only_the_top_imports_the_package():
 def test_public_api_has_everything_the_readme_uses():
     for name in fs.__all__:
         assert hasattr(fs, name), name
+    # the lazy map, __all__ and the TYPE_CHECKING imports list the same names: the first two must agree
+    assert set(fs._EXPORTS) == set(fs.__all__) - {"__version__"}
     for name in ("save_result", "get_recipe", "score", "rank_filters", "occlusion_study", "sensitivity_maps", "Box",
                  "parse_objective", "Runtime", "register_param", "register_transform", "register_objective",
                  "register_model"):

@@ -188,6 +188,17 @@ class Recipe:
         except TypeError as exc:
             raise InvalidRecipeError(f"Invalid recipe: {exc}") from None
 
+    def scale_factors(self, input_shape: tuple[int, int]) -> tuple[float, float]:
+        """``(height, width)`` factors from the recipe's pixel numbers to a model whose input is
+        ``input_shape``: ``H / reference_size`` and ``W / reference_size``; ``(1, 1)`` for absolute pixels."""
+        if self.reference_size is None:
+            return 1.0, 1.0
+        return input_shape[0] / self.reference_size, input_shape[1] / self.reference_size
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as canonical JSON (sorted keys): how PNG metadata records the recipe."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
     def replace(self, **changes: Any) -> Recipe:
         """A copy with the given fields changed; ``None`` values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -12,9 +12,10 @@ transform)`` receives its parts:
 * a :class:`Penalty` on the image (total variation, distance from gray);
 * the optimizer factory (Adam with the recipe's learning rate and weight decay).
 
-As in the authors' code, the optimized tensor at each scale is the *normalized* image (the model's
-own normalization is applied when a scale starts and undone when it ends); the output is clipped to
-[0, 1] once, at the end. The loss is minus the objective (the channel's mean activation).
+As in the authors' code, the pixel parameterization optimizes the image in ImageNet-normalized units
+(:func:`~filterscope.params.optimization_units`; the model's own normalization is applied before each
+forward pass, so any normalization gives the same optimization); the output is clipped to [0, 1] once,
+at the end. The loss is minus the objective (the channel's mean activation).
 
 Many objectives are optimized together, one image each, in one batch: batch elements never interact
 (eval-mode networks, element-wise Adam), so the result equals running them one by one. Each image's
@@ -109,6 +110,11 @@ class Schedule:
     def total_steps(self) -> int:
         return sum(self.steps)
 
+    @property
+    def largest(self) -> tuple[int, int]:
+        """The largest ``(height, width)`` of the schedule (by area)."""
+        return max(self.sizes, key=lambda s: s[0] * s[1])
+
     @classmethod
     def for_input(cls, recipe: Recipe, input_shape: tuple[int, int]) -> Schedule:
         """The recipe's schedule for a model whose input is ``input_shape``.
@@ -118,9 +124,7 @@ class Schedule:
         ``round(size * W / 224)`` and the blur kernel scales alike (to the nearest odd number). For a
         224 x 224 input, or ``reference_size=None``, every number is the recipe's own.
         """
-        height, width = input_shape
-        reference = recipe.reference_size
-        fy, fx = (1.0, 1.0) if reference is None else (height / reference, width / reference)
+        fy, fx = recipe.scale_factors(input_shape)
         sizes = tuple((max(1, round(side * fy)), max(1, round(side * fx))) for side in recipe.sizes())
         return cls(sizes, tuple(recipe.steps_per_scale()), _odd(recipe.blur * min(fy, fx)) if recipe.blur > 1
                    else recipe.blur, recipe.blur_every)
@@ -204,7 +208,7 @@ class Stages:
         def adam(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
             return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
-        factor = 1.0 if recipe.reference_size is None else min(input_shape) / recipe.reference_size
+        factor = min(recipe.scale_factors(input_shape))
         return cls(schedule=Schedule.for_input(recipe, input_shape), param=param,
                    param_options=param_options(param, recipe.to_dict()), transform=recipe.transforms.scaled(factor),
                    penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam,
@@ -275,7 +279,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
 def _runs_at(model: LoadedModel, schedule: Schedule) -> bool:
     """Whether the network runs at the schedule's smallest and largest sizes (probed once, then cached)."""
     try:
-        for shape in {schedule.sizes[0], max(schedule.sizes, key=lambda s: s[0] * s[1])}:
+        for shape in {schedule.sizes[0], schedule.largest}:
             list_layers(model, shape)
     except ModelInputError:
         list_layers(model)  # the model's own input must work; if it does not, that error is the one to see
@@ -312,7 +316,7 @@ def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Re
     """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``:
     :func:`filterscope.runtime.plan_batch_size` at the largest (transformed) input of its schedule."""
     stages = recipe if isinstance(recipe, Stages) else Stages.from_recipe(recipe, model.preprocessing.input_shape)
-    shape = stages.transform.output_shape(max(stages.schedule.sizes, key=lambda s: s[0] * s[1]))
+    shape = stages.transform.output_shape(stages.schedule.largest)
     return plan_batch_size(model, layers_of(objectives), shape, len(objectives),
                            batchwise=any(o.batchwise for o in objectives), runtime=runtime)
 

@@ -9,7 +9,6 @@ objective, seed, recipe, activations, runtime settings, version) and writes them
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,7 +104,7 @@ class RenderResult:
             "weights": self.weights,
             "objective": obj.description,
             "seed": str(self.seed),
-            "recipe": json.dumps(self.recipe.to_dict(), sort_keys=True),
+            "recipe": self.recipe.to_json(),
             "final_activation": f"{float(self.values[index]):.6g}",
             "initial_activation": f"{float(self.initial_values[index]):.6g}",
         }
@@ -185,7 +184,7 @@ def settings_metadata(model_name: str, weights: str, recipe: Recipe, seed: int, 
     """The metadata that identify how an image was made, as :meth:`RenderResult.metadata` writes them:
     what a finished image must match to be reused (:func:`finished_outputs`)."""
     return {"model": model_name, "weights": weights, "seed": str(seed),
-            "recipe": json.dumps(recipe.to_dict(), sort_keys=True), "device": device, "precision": precision,
+            "recipe": recipe.to_json(), "device": device, "precision": precision,
             "memory_format": memory_format}
 
 
