@@ -31,6 +31,11 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS: dict[str, str] = {
+    "Atlas": ".atlas",
+    "build_atlas": ".atlas",
+    "list_dataset": ".atlas",
+    "ReceptiveField": ".analysis",
+    "receptive_field": ".analysis",
     "Box": ".analysis",
     "OcclusionStudy": ".analysis",
     "Ranking": ".analysis",
@@ -52,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "UnknownLayerError": ".errors",
     "UnknownModelError": ".errors",
     "WeightsError": ".errors",
+    "AtlasError": ".errors",
     "load_image": ".images",
     "read_png_metadata": ".images",
     "Capture": ".layers",
@@ -122,7 +128,7 @@ __all__ = [
     # errors
     "FilterscopeError", "UnknownModelError", "UnknownLayerError", "ChannelError", "InvalidObjectiveError",
     "InvalidRecipeError", "InvalidOptionError", "ImageError", "RegionError", "WeightsError", "DeviceError",
-    "RuntimeSettingError",
+    "RuntimeSettingError", "AtlasError",
     # models
     "DEFAULT_MODEL", "MODELS", "LoadedModel", "Preprocessing", "load_model", "wrap_model", "list_models",
     "register_model", "imagenet_categories",
@@ -145,7 +151,9 @@ __all__ = [
     "score", "Quality", "measure", "reference_crops",
     # image-driven analysis
     "rank_filters", "occlusion_study", "sensitivity_maps", "Box", "Ranking", "OcclusionStudy", "SensitivityMaps",
-    "prepare_image", "collect_images",
+    "prepare_image", "collect_images", "receptive_field", "ReceptiveField",
+    # atlases
+    "Atlas", "build_atlas", "list_dataset",
 ]
 
 
@@ -183,14 +191,18 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         Box,
         OcclusionStudy,
         Ranking,
+        ReceptiveField,
         SensitivityMaps,
         collect_images,
         occlusion_study,
         prepare_image,
         rank_filters,
+        receptive_field,
         sensitivity_maps,
     )
+    from .atlas import Atlas, build_atlas, list_dataset
     from .errors import (
+        AtlasError,
         ChannelError,
         DeviceError,
         FilterscopeError,

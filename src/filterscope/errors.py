@@ -25,6 +25,7 @@ __all__ = [
     "InvalidOptionError",
     "ModelInputError",
     "OutputError",
+    "AtlasError",
     "did_you_mean",
 ]
 
@@ -84,6 +85,11 @@ class ModelInputError(FilterscopeError, RuntimeError):
 
 class OutputError(FilterscopeError, OSError):
     """An output path that cannot be written (a file where a folder is needed, no permission, too long)."""
+
+
+class AtlasError(FilterscopeError, OSError):
+    """A folder that is not a readable atlas (missing, foreign, corrupt, or from a newer filterscope), or a
+    request for something the atlas does not hold."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -269,17 +269,26 @@ def _alive(pid: int) -> bool:
 
 
 class OutputLock:
-    """An exclusive lock on an output folder for the duration of a run (``fcntl.flock`` on a hidden
-    ``.filterscope.lock`` file), so that two runs never write into one folder at once.
+    """An exclusive lock on an output folder for the duration of a run (``fcntl.flock`` on a hidden lock
+    file), so that two runs never write into one folder at once.
+
+    Args:
+        folder: The folder (created if missing).
+        name: The lock file's name.
+        on_wait: ``None``: fail at once when another process holds the lock. Otherwise called with the
+            holder's description, then the lock is waited for (the lock file is then never removed, so
+            that every waiter locks the same file).
 
     Raises:
-        OutputError: another process holds the lock (its pid is named).
+        OutputError: another process holds the lock and ``on_wait`` is ``None`` (its pid is named).
     """
 
     NAME = ".filterscope.lock"
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.path = Path(folder) / self.NAME
+    def __init__(self, folder: str | os.PathLike[str], *, name: str = NAME,
+                 on_wait: Callable[[str], object] | None = None) -> None:
+        self.path = Path(folder) / name
+        self.on_wait = on_wait
         self._handle: Any = None
 
     def __enter__(self) -> OutputLock:
@@ -292,9 +301,16 @@ class OutputLock:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            handle.close()
-            raise OutputError(f"{self.path.parent} is being written by another filterscope run ({holder}); wait for "
-                              "it to finish or choose another --out") from None
+            if self.on_wait is None:
+                handle.close()
+                raise OutputError(f"{self.path.parent} is being written by another filterscope run ({holder}); "
+                                  "wait for it to finish or choose another --out") from None
+            self.on_wait(holder)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except BaseException:
+                handle.close()
+                raise
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -304,6 +320,9 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
-            self.path.unlink(missing_ok=True)
+            if self.on_wait is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                self._handle.truncate(0)
             self._handle.close()
             self._handle = None

@@ -21,10 +21,13 @@ from .activations import layer_means
 from .inputs import IMAGE_SUFFIXES, AnalysisImage, collect_images, prepare_image
 from .occlusion import FILLS, OcclusionRow, OcclusionStudy, fill_image, occlude, occlusion_study
 from .ranking import Concentration, Ranking, concentration, rank_filters
+from .receptive_field import ReceptiveField, receptive_field
 from .regions import Box, parse_region, read_regions
 from .sensitivity import SensitivityMaps, sensitivity_maps
 
 __all__ = [
+    "ReceptiveField",
+    "receptive_field",
     "ANALYSIS_BATCH", "FILLS", "IMAGE_SUFFIXES", "Box", "AnalysisImage", "Concentration", "Ranking", "OcclusionRow",
     "OcclusionStudy", "SensitivityMaps", "prepare_image", "collect_images", "parse_region", "read_regions",
     "layer_means", "concentration", "rank_filters", "fill_image", "occlude", "occlusion_study", "sensitivity_maps",

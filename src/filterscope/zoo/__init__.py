@@ -17,7 +17,7 @@ from .registry import (
     wrap_model,
 )
 from .sources import ENTRY_POINT_GROUP, load_from_spec, load_model, read_preprocessing
-from .weights import PackageWeights, UrlWeights, hub_checkpoint_dir, read_state_dict
+from .weights import PackageWeights, UrlWeights, hub_checkpoint_dir, read_state_dict, weights_fingerprint
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -43,4 +43,5 @@ __all__ = [
     "register_model",
     "resolve_device",
     "wrap_model",
+    "weights_fingerprint",
 ]

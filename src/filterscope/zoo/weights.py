@@ -22,7 +22,8 @@ from torch import nn
 
 from ..errors import WeightsError
 
-__all__ = ["PackageWeights", "UrlWeights", "read_state_dict", "load_state_dict_into", "hub_checkpoint_dir"]
+__all__ = ["PackageWeights", "UrlWeights", "read_state_dict", "load_state_dict_into", "hub_checkpoint_dir",
+           "weights_fingerprint"]
 
 
 def _sha256(path: Path) -> str:
@@ -30,6 +31,17 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 over a module's state (every parameter and buffer: name, dtype, shape and bytes, in name
+    order): the same weights give the same fingerprint whatever file or package they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{data.dtype}\0{tuple(data.shape)}\0".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()
 
 

@@ -1,0 +1,488 @@
+"""Building an atlas: plan what is missing, run the exemplar pass, cut the crops, render the units.
+
+:func:`build_atlas` does only what the atlas does not hold yet, in an order that gives results early:
+
+1. **Plan.** The model is recorded with a fingerprint of its weights, each layer with its receptive field
+   (measured once), each wanted render (layer, unit, recipe, seed, runtime settings) with its key
+   (:func:`~filterscope.atlas.store.render_key`); renders already in the atlas are not planned again.
+2. **Exemplar pass** (with ``dataset``): one forward pass per batch for all the layers that need it,
+   decoding in a background thread, a :class:`~filterscope.atlas.exemplars.UnitTracker` per layer, the
+   per-image means and maxima written to memory-mapped ``.npy`` files. The pass checkpoints itself every
+   ``checkpoint_seconds``; a killed pass resumes from its checkpoint.
+3. **Crops** of the exemplars of the wanted units, around the maximum, sized to the receptive field.
+4. **Renders**, batch by batch; each image file is written atomically, then its record committed.
+
+One build writes an atlas at a time: it holds ``.build.lock`` in the folder, and a second build waits
+for it (then finds the first one's work done).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..analysis.activations import layer_means
+from ..analysis.inputs import decode_image, decoded
+from ..analysis.receptive_field import ReceptiveField, receptive_field
+from ..errors import AtlasError, ChannelError, FilterscopeError
+from ..images import OutputLock, atomic_write, save_array, save_png
+from ..layers import LayerRef, layer_info, layer_slug, resolve_layer, slug
+from ..metrics import activation_ratio, high_frequency_share, reference_crops, robustness
+from ..objectives import Channel
+from ..recipes import Recipe, get_recipe
+from ..render import iter_render
+from ..results import RenderResult, StepInfo
+from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
+from ..tensors import to_pil
+from ..zoo.registry import LoadedModel, coerce_model
+from ..zoo.weights import weights_fingerprint
+from .dataset import Dataset, list_dataset
+from .exemplars import UnitTracker, histograms
+from .store import AtlasStore, render_key
+
+__all__ = ["BuildProgress", "BuildSummary", "build_atlas", "LOCK_NAME", "CROP_SIDE", "THUMBNAIL_SIDE"]
+
+LOCK_NAME = ".build.lock"
+THUMBNAIL_SIDE = 96
+"""Exemplar thumbnails fit in this many pixels (a web page's grid)."""
+CROP_SIDE = 224
+"""Exemplar crops larger than this are scaled down to it."""
+
+
+class BuildProgress:
+    """What a build reports, as it goes; the default does nothing (the CLI draws progress bars)."""
+
+    def message(self, text: str) -> None:
+        """A line for the user."""
+
+    def pass_progress(self, done: int, total: int) -> None:
+        """Images of the exemplar pass done so far."""
+
+    def crops_progress(self, done: int, total: int) -> None:
+        """Exemplar images cut so far."""
+
+    def render_started(self, label: str, units: int) -> None:
+        """Rendering ``units`` units of one layer, recipe and seed starts."""
+
+    def render_step(self, info: StepInfo) -> None:
+        """One Adam step (see :func:`~filterscope.render.iter_render`)."""
+
+    def unit_finished(self, layer: str, unit: int, row: dict[str, Any]) -> None:
+        """A render was recorded (``row``: status, activations, scores, file)."""
+
+
+@dataclass
+class BuildSummary:
+    """What a build did.
+
+    Attributes:
+        rendered: Renders recorded by this build (ok, inactive or failed).
+        failed: Those of them that failed (non-finite values), with their messages.
+        already: Renders wanted that the atlas already held (not redone).
+        passes: Exemplar passes run (one per layer that needed one).
+        pass_images: Images per second of the exemplar pass (0 when none ran).
+        crops: Exemplar crops cut.
+        seconds: Wall time of the whole build.
+        first_render_seconds: From the start of the build to the first render recorded (``None`` when none).
+    """
+
+    rendered: int = 0
+    failed: list[str] = field(default_factory=list)
+    already: int = 0
+    passes: int = 0
+    pass_images_per_second: float = 0.0
+    crops: int = 0
+    seconds: float = 0.0
+    first_render_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class _Layer:
+    ref: LayerRef
+    id: int
+    channels: int
+    units: list[int]
+    field: ReceptiveField
+    grid: tuple[int, ...]  # the output's spatial shape at the input size
+
+
+def _units_for(units: Sequence[int] | dict[str, Sequence[int]] | None, layer: str, ref: LayerRef,
+               channels: int, model: str) -> list[int]:
+    wanted = units.get(layer, units.get(str(ref))) if isinstance(units, dict) else units
+    chosen = list(range(channels)) if wanted is None else sorted(set(int(u) for u in wanted))
+    bad = [u for u in chosen if not 0 <= u < channels]
+    if bad:
+        raise ChannelError(f"Unit {bad[0]} is out of range for layer {ref} of {model}, which has {channels} units "
+                           f"(0-{channels - 1})")
+    return chosen
+
+
+def _settings(model: LoadedModel, runtime: Runtime) -> dict[str, str]:
+    return {"device": str(model.device), "precision": runtime.precision,
+            "memory_format": "channels_last" if runtime.wants_channels_last(model.module) else "nchw"}
+
+
+def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel | torch.nn.Module,
+                layers: str | Sequence[str], *, units: Sequence[int] | dict[str, Sequence[int]] | None = None,
+                recipes: Sequence[str | Recipe] = ("paper",), seeds: Sequence[int] = (0,),
+                dataset: str | os.PathLike[str] | Dataset | None = None, exemplars: int = 9, scores: bool = True,
+                fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
+                retry_failed: bool = False, progress: BuildProgress | None = None,
+                checkpoint_seconds: float = 30.0) -> BuildSummary:
+    """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (see the module
+    docstring).
+
+    Args:
+        atlas: An :class:`AtlasStore` or a folder (created when missing or empty).
+        model: The model (a ``LoadedModel`` or any module with ImageNet preprocessing).
+        layers: One layer or several, in any accepted form.
+        units: Units of every layer (default: all), or ``{layer: units}``.
+        recipes: Named recipes, recipe files or :class:`Recipe` objects: one image per unit each.
+        seeds: Seeds of the starting noise: one image per unit each.
+        dataset: A folder of images (recursive) or a text file listing image paths, for exemplars and
+            statistics; ``None``: renders only.
+        exemplars: How many exemplars per unit and kind (top by maximum, top by mean, bottom by minimum).
+        scores: Compute quality scores (activation ratio, robustness, high-frequency share) of each render.
+        fit: How dataset images meet the input: ``crop`` (the model's own preprocessing), ``squash``, ``pad``.
+        runtime: Precision, memory format and memory budget.
+        batch_size: Images per batch (rendering: from the memory budget; the pass: 4).
+        retry_failed: Render again the units whose render failed before.
+        progress: Receives progress reports.
+        checkpoint_seconds: How often the exemplar pass saves its state.
+    """
+    started = time.perf_counter()
+    loaded = coerce_model(model)
+    progress = progress or BuildProgress()
+    runtime = runtime or Runtime()
+    if exemplars < 1:
+        raise AtlasError(f"exemplars must be at least 1 (got {exemplars})")
+    if batch_size is not None and batch_size < 1:
+        raise AtlasError(f"batch_size must be at least 1 (got {batch_size})")
+    layer_names = [layers] if isinstance(layers, str) else list(layers)
+    if not layer_names:
+        raise AtlasError("No layer given")
+    resolved = [(name, resolve_layer(loaded, name)) for name in layer_names]  # every name checked first
+    infos = {name: layer_info(loaded, ref) for name, ref in resolved}
+    wanted_units = {name: _units_for(units, name, ref, infos[name].channels, loaded.name) for name, ref in resolved}
+    recipe_list = [(r, get_recipe(r)) if isinstance(r, str) else (r.name or "custom", r) for r in recipes]
+    data = dataset if isinstance(dataset, Dataset) or dataset is None else list_dataset(dataset)
+    store = atlas if isinstance(atlas, AtlasStore) else None
+    folder = store.path if store is not None else Path(atlas)  # type: ignore[arg-type]
+
+    def waiting(holder: str) -> None:
+        progress.message(f"another atlas build ({holder}) is writing {folder}; waiting for it to finish")
+
+    with OutputLock(folder, name=LOCK_NAME, on_wait=waiting):
+        store = store or AtlasStore(folder)
+        summary = BuildSummary()
+        model_id = store.add_model(loaded.name, loaded.weights, weights_fingerprint(loaded.module),
+                                   loaded.info.get("source"), loaded.preprocessing.to_dict())
+        plan: list[_Layer] = []
+        for name, ref in resolved:
+            info = infos[name]
+            layer_id = store.add_layer(model_id, str(ref), info.channels, list(info.shape))
+            record = next(x for x in store.layers(model_id) if x.id == layer_id)
+            if record.receptive_field is None:
+                field_ = receptive_field(loaded, ref)
+                store.set_receptive_field(layer_id, field_.to_dict())
+            else:
+                field_ = ReceptiveField.from_dict(record.receptive_field)
+            plan.append(_Layer(ref, layer_id, info.channels, wanted_units[name], field_, tuple(info.shape[1:])))
+        if data is not None:
+            _exemplar_stage(store, loaded, plan, data, exemplars, fit, runtime, progress, summary, checkpoint_seconds)
+        _render_stage(store, loaded, plan, recipe_list, list(seeds), scores, runtime, batch_size, retry_failed,
+                      progress, summary, started)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# ----------------------------------------------------------------------------------- exemplar pass
+def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], data: Dataset, n: int, fit: str,
+                    runtime: Runtime, progress: BuildProgress, summary: BuildSummary,
+                    checkpoint_seconds: float) -> None:
+    dataset_id = store.add_dataset(data.source, data.fingerprint, [str(p) for p in data.paths], list(data.hashes))
+    settings = {"fit": fit, "precision": runtime.precision, "input": list(loaded.preprocessing.input_shape)}
+    passes = {layer.id: store.add_pass(layer.id, dataset_id, settings, n) for layer in plan}
+    todo = [layer for layer in plan if passes[layer.id]["status"] != "done"]
+    if todo:
+        progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
+        rate = _run_pass(store, loaded, todo, {x.id: int(passes[x.id]["id"]) for x in todo}, data, n, fit, runtime,
+                         progress, checkpoint_seconds)
+        summary.passes += len(todo)
+        summary.pass_images_per_second = rate
+    for layer in plan:
+        summary.crops += _cut_crops(store, loaded, layer, int(passes[layer.id]["id"]), fit, progress)
+
+
+def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], pass_ids: dict[int, int], data: Dataset,
+              n: int, fit: str, runtime: Runtime, progress: BuildProgress, checkpoint_seconds: float) -> float:
+    """One streaming pass for ``layers``; returns images per second."""
+    folder = store.path / "activations"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = "-".join(str(pass_ids[x.id]) for x in layers)
+    checkpoint = folder / f"pass-{key}.ckpt"
+    count = len(data)
+    names = {x.id: (f"pass{pass_ids[x.id]}-{layer_slug(x.ref)}-means.npy",
+                    f"pass{pass_ids[x.id]}-{layer_slug(x.ref)}-maxima.npy") for x in layers}
+    partial = {x.id: tuple(folder / f".{name}.partial" for name in names[x.id]) for x in layers}
+    start, state = 0, None
+    if checkpoint.exists() and all(p.exists() for x in layers for p in partial[x.id]):
+        try:
+            state = torch.load(checkpoint, weights_only=True)
+            start = int(state["done"])
+            progress.message(f"exemplar pass: resuming after image {start} of {count} (checkpoint)")
+        except Exception:  # a checkpoint that cannot be read is started over
+            state, start = None, 0
+    trackers: dict[int, UnitTracker] = {}
+    matrices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    placements = np.full((count, 4), np.nan, dtype=np.float64) if state is None else state["placements"].numpy()
+    for x in layers:
+        if state is None:
+            trackers[x.id] = UnitTracker(x.channels, n)
+            mode = "w+"
+        else:
+            trackers[x.id] = UnitTracker.from_state_dict({k.split("/", 1)[1]: v for k, v in state["trackers"].items()
+                                                          if k.startswith(f"{x.id}/")})
+            mode = "r+"
+        matrices[x.id] = tuple(np.lib.format.open_memmap(p, mode=mode, dtype=np.float32, shape=(count, x.channels))
+                               for p in partial[x.id])  # type: ignore[assignment]
+    skipped = [] if state is None else list(state["skipped"].tolist())
+
+    def save_checkpoint(done: int) -> None:
+        for means, maxima in matrices.values():
+            means.flush()
+            maxima.flush()
+        payload = {"done": done, "skipped": torch.tensor(skipped, dtype=torch.int64),
+                   "placements": torch.from_numpy(placements.copy()),
+                   "trackers": {f"{x.id}/{k}": v for x in layers for k, v in trackers[x.id].state_dict().items()}}
+        atomic_write(checkpoint, lambda tmp: torch.save(payload, tmp))
+
+    def decode(index: int) -> tuple[int, Any]:
+        try:
+            return index, decode_image(loaded, data.paths[index], fit, None)
+        except (FilterscopeError, OSError) as exc:
+            return index, exc
+
+    begun, last_save = time.perf_counter(), time.perf_counter()
+    refs = [x.ref for x in layers]
+    pending: list[tuple[int, torch.Tensor]] = []
+    done = start
+
+    def run(forward: Forward) -> None:
+        indices = torch.tensor([i for i, _ in pending])
+        batch = torch.stack([p for _, p in pending]).to(loaded.device)
+        acts = forward(loaded.preprocessing.normalize(batch))
+        for x in layers:
+            s = trackers[x.id].update(acts[x.ref].cpu(), indices)
+            means, maxima = matrices[x.id]
+            means[indices.numpy()] = s.means.numpy()
+            maxima[indices.numpy()] = s.maxima.numpy()
+        pending.clear()
+
+    with torch.no_grad(), Forward(loaded, refs, runtime) as forward:
+        for index, parts in prefetch(range(start, count), decode, ahead=ANALYSIS_BATCH * 2):
+            if isinstance(parts, Exception):
+                skipped.append(index)
+                progress.message(f"skipped {data.paths[index]}: {parts}")
+                for means, maxima in matrices.values():
+                    means[index] = np.nan
+                    maxima[index] = np.nan
+            else:
+                item = decoded(*parts)
+                p = item.placement
+                placements[index] = (p.scale_x, p.scale_y, p.offset_x, p.offset_y)
+                pending.append((index, item.pixels))
+                if len(pending) >= ANALYSIS_BATCH:
+                    run(forward)
+            done = index + 1
+            progress.pass_progress(done, count)
+            if not pending and time.perf_counter() - last_save > checkpoint_seconds:
+                save_checkpoint(done)
+                last_save = time.perf_counter()
+        if pending:
+            run(forward)
+    seconds = time.perf_counter() - begun
+    input_shape = loaded.preprocessing.input_shape
+    for x in layers:
+        means, maxima = matrices[x.id]
+        means.flush()
+        maxima.flush()
+        tracker = trackers[x.id]
+        grid = x.grid
+        hists = histograms(maxima)
+        stats = [{"unit": u, **tracker.statistics(u), "histogram": hists[u]} for u in range(x.channels)]
+        rows = []
+        for u in range(x.channels):
+            for kind in UnitTracker.KINDS:
+                for rank, (image, value, position) in enumerate(tracker.exemplars(u, kind)):
+                    y, x_pos = divmod(position, grid[1]) if len(grid) == 2 else (0, position)
+                    box = x.field.box(y, x_pos, input_shape) if kind != "mean" else (0, 0, input_shape[1],
+                                                                                     input_shape[0])
+                    sx, sy, ox, oy = placements[image]
+                    source = [(box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy]
+                    rows.append({"unit": u, "kind": kind, "rank": rank, "image": image, "value": value, "y": y,
+                                 "x": x_pos, "box": list(box), "source_box": [round(v, 2) for v in source]})
+        final = names[x.id]
+        del means, maxima
+        matrices.pop(x.id)
+        for part, name in zip(partial[x.id], final):
+            os.replace(part, folder / name)
+        store.finish_pass(pass_ids[x.id], stats, rows, skipped=len(skipped), seconds=seconds,
+                          means_file=f"activations/{final[0]}", maxima_file=f"activations/{final[1]}")
+    checkpoint.unlink(missing_ok=True)
+    processed = count - start
+    return processed / seconds if seconds > 0 else 0.0
+
+
+def _jpeg(image: Image.Image, side: int) -> bytes:
+    image = image.copy()
+    if max(image.size) > side or max(image.size) < side // 2:
+        scale = side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pass_id: int, fit: str,
+               progress: BuildProgress) -> int:
+    """Crops and thumbnails of the exemplars of ``layer``'s wanted units that have none yet."""
+    rows = store.exemplars_without_crops(pass_id, layer.units)
+    if not rows:
+        return 0
+    by_image: dict[str, list[Any]] = {}
+    for row in rows:
+        by_image.setdefault(row["path"], []).append(row)
+    paths = list(by_image)
+    done, batch = 0, []
+
+    def load(path: str) -> Image.Image | None:
+        try:
+            return to_pil(decoded(*decode_image(loaded, path, fit, None)).pixels)
+        except (FilterscopeError, OSError):
+            return None
+
+    for number, (path, view) in enumerate(zip(paths, prefetch(paths, load)), start=1):
+        for row in by_image[path]:
+            if view is None:
+                continue
+            box = json.loads(row["box"])
+            crop = view.crop(tuple(box)) if box[2] > box[0] and box[3] > box[1] else view
+            batch.append((int(row["id"]), _jpeg(crop, CROP_SIDE if max(crop.size) > CROP_SIDE else max(crop.size)),
+                          _jpeg(crop, THUMBNAIL_SIDE)))
+        if len(batch) >= 256 or number == len(paths):
+            store.set_crops(batch)
+            done += len(batch)
+            batch = []
+        progress.crops_progress(number, len(paths))
+    return done
+
+
+# ------------------------------------------------------------------------------------------ renders
+def _render_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], recipes: list[tuple[str, Recipe]],
+                  seeds: list[int], scores: bool, runtime: Runtime, batch_size: int | None, retry_failed: bool,
+                  progress: BuildProgress, summary: BuildSummary, started: float) -> None:
+    settings = _settings(loaded, runtime)
+    weights_hash = weights_fingerprint(loaded.module)
+    references = None
+    for layer in plan:
+        for recipe_name, recipe in recipes:
+            recipe_json = recipe.to_json()
+            for seed in seeds:
+                rows = []
+                for unit in layer.units:
+                    objective = Channel(layer.ref, unit).description
+                    rows.append({"layer_id": layer.id, "unit": unit, "objective": objective,
+                                 "recipe_name": recipe_name, "recipe": recipe_json, "seed": seed,
+                                 "settings": json.dumps(settings, sort_keys=True),
+                                 "key": render_key(weights_hash, str(layer.ref), unit, objective, recipe_json, seed,
+                                                   settings)})
+                store.add_renders(rows)
+                pending = store.pending_renders([r["key"] for r in rows], retry_failed)
+                summary.already += len(rows) - len(pending)
+                if not pending:
+                    continue
+                if scores and references is None:
+                    references = _references(loaded, progress)
+                maxima = None
+                if scores and references is not None and references.numel():
+                    maxima = layer_means(loaded, layer.ref, references, runtime=runtime).amax(dim=0).clamp(min=1e-6)
+                label = f"{layer.ref} {recipe_name} seed {seed}"
+                progress.render_started(label, len(pending))
+                _render_units(store, loaded, layer, pending, recipe, recipe_name, seed, runtime, batch_size,
+                              references if maxima is not None else None, maxima, progress, summary, started)
+
+
+def _references(loaded: LoadedModel, progress: BuildProgress) -> torch.Tensor:
+    try:
+        return reference_crops(loaded)
+    except FilterscopeError as exc:
+        progress.message(f"no quality scores: {exc}")
+        return torch.zeros(0)
+
+
+def _render_units(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pending: list[Any], recipe: Recipe,
+                  recipe_name: str, seed: int, runtime: Runtime, batch_size: int | None,
+                  references: torch.Tensor | None, maxima: torch.Tensor | None, progress: BuildProgress,
+                  summary: BuildSummary, started: float) -> None:
+    folder = store.path / "renders" / slug(loaded.name) / layer_slug(layer.ref)
+    objectives = [Channel(layer.ref, int(row["unit"])) for row in pending]
+    queue = list(pending)
+    for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size, runtime=runtime,
+                              callback=progress.render_step):
+        rows = []
+        for i in range(len(result)):
+            row = queue.pop(0)
+            rows.append(_record(result, i, row, folder, store.path, recipe_name, seed, maxima, loaded))
+        store.finish_renders(rows)
+        if summary.first_render_seconds is None:
+            summary.first_render_seconds = time.perf_counter() - started
+        for row, objective in zip(rows, result.objectives):
+            summary.rendered += 1
+            if row["status"] == "failed":
+                summary.failed.append(f"{objective.description}: {row['message']}")
+            progress.unit_finished(str(layer.ref), row["unit"], row)
+
+
+def _record(result: RenderResult, i: int, row: Any, folder: Path, root: Path, recipe_name: str, seed: int,
+            maxima: torch.Tensor | None, loaded: LoadedModel) -> dict[str, Any]:
+    unit = int(row["unit"])
+    status = result.status[i] if result.status else "ok"
+    out: dict[str, Any] = {"id": int(row["id"]), "unit": unit, "status": "failed" if status == "non-finite" else status,
+                           "initial_activation": float(result.initial_values[i]),
+                           "final_activation": float(result.values[i]), "activation_ratio": None, "robustness": None,
+                           "high_frequency_share": None, "file": None, "array_file": None,
+                           "seconds": result.seconds / max(len(result), 1), "message": None}
+    if status == "non-finite":
+        out["message"] = "the optimization produced NaN or infinity (lower the learning rate, check the model)"
+        return out
+    image = result.images[i:i + 1]
+    if maxima is not None:
+        objective = result.objectives[i]
+        reference = float(maxima[unit])
+        out["activation_ratio"] = float(activation_ratio(loaded, objective, image, reference)[0])
+        out["robustness"] = float(robustness(loaded, objective, image, reference, seed=seed)[0])
+    out["high_frequency_share"] = float(high_frequency_share(image)[0])
+    name = f"u{unit:04d}-{slug(recipe_name)}-s{seed}-{row['key'][:8]}"
+    meta = result.metadata(i)
+    if result.images.shape[1] not in (1, 3):
+        array = save_array(result.images[i].numpy().astype(np.float32), folder / f"{name}.npy")
+        meta["array"] = array.name
+        out["array_file"] = str(array.relative_to(root))
+    path = save_png(result.pil(i), folder / f"{name}.png", meta)
+    out["file"] = str(path.relative_to(root))
+    if not math.isfinite(out["final_activation"]):
+        out["status"] = "failed"
+    return out
