@@ -27,7 +27,7 @@ from ..runtime import Runtime
 from ..zoo import LoadedModel, load_model, read_preprocessing
 
 __all__ = ["ModelOption", "PreprocessingOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",
-           "FitOption", "KOption", "OptionBundle", "recipe_options", "runtime_options", "analysis_runtime_options",
+           "FitOption", "KOption", "OptionBundle", "recipe_options", "recipe_overrides", "runtime_options", "analysis_runtime_options",
            "load", "parse_indices", "at_least"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,6 +121,14 @@ recipe_options = OptionBundle(
     ),
     build=_build_recipe,
 )
+
+recipe_overrides = OptionBundle(
+    target="overrides",
+    parameters=tuple(_option(name, _recipe_panel(flag, kind, text)) for name, (flag, kind, text) in _RECIPE_FIELDS.items()),
+    build=lambda **values: {k: v for k, v in values.items() if v is not None},
+)
+"""The recipe's single-number options without --recipe, as a dict of the given ones (for commands that take
+several recipes and change each the same way)."""
 
 _PRECISION = _option("precision", Annotated[str, typer.Option(
     "--precision", help="fp32 (exact) or bf16 (bfloat16 network, float32 loss: faster on AMX CPUs and GPUs, "

@@ -1,0 +1,263 @@
+"""The ``atlas`` command group: build an atlas (renders and dataset exemplars of whole layers), see what
+it holds and what is left, show one unit's record."""
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from tqdm import tqdm
+
+from ..atlas import Atlas, BuildProgress, build_atlas, list_dataset
+from ..atlas.store import AtlasStore
+from ..errors import AtlasError, InvalidOptionError
+from ..images import check_output
+from ..recipes import get_recipe
+from ..results import StepInfo
+from ..runtime import Runtime
+from ..zoo.preprocessing import FITS
+from .app import app, guarded
+from .options import (
+    BatchOption,
+    DeviceOption,
+    FitOption,
+    ModelOption,
+    PreprocessingOption,
+    QuietOption,
+    SeedOption,
+    WeightsOption,
+    at_least,
+    load,
+    parse_indices,
+    recipe_overrides,
+    runtime_options,
+)
+
+atlas_app = typer.Typer(
+    help="Atlases: every unit of a model's layers rendered once, with dataset exemplars and statistics, in a "
+         "resumable folder (SQLite + images).",
+    no_args_is_help=True,
+)
+app.add_typer(atlas_app, name="atlas")
+
+
+class _Bars(BuildProgress):
+    """Progress bars on stderr for a build: the exemplar pass (images/s, ETA), the crops, the renders."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Optional[tqdm] = None
+        self.stage = ""
+
+    def _bar(self, label: str, total: int, unit: str) -> tqdm:
+        self.close()
+        self.stage = label
+        self.bar = tqdm(total=total, desc=label, unit=unit, disable=self.quiet, leave=False, file=sys.stderr,
+                        dynamic_ncols=True)
+        return self.bar
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        elif not self.quiet:
+            typer.echo(text, err=True)
+
+    def pass_progress(self, done: int, total: int) -> None:
+        bar = self.bar if self.bar is not None and self.stage == "exemplar pass" else self._bar("exemplar pass", total,
+                                                                                                 "image")
+        bar.update(done - bar.n)
+
+    def crops_progress(self, done: int, total: int) -> None:
+        bar = self.bar if self.bar is not None and self.stage == "crops" else self._bar("crops", total, "image")
+        bar.update(done - bar.n)
+
+    def render_started(self, label: str, units: int) -> None:
+        self._bar(label, units, "unit")
+
+    def render_step(self, info: StepInfo) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"batch {info.chunk + 1}/{info.chunks} step {info.steps_done}/{info.total_steps} "
+                                     f"({info.size}px)", refresh=True)
+
+    def unit_finished(self, layer: str, unit: int, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        if row["status"] == "failed":
+            self.message(f"error: {layer} unit {unit}: {row['message']}")
+        elif not self.quiet:
+            ratio = row.get("robustness")
+            extra = f", robustness {ratio:.2f}" if ratio is not None else ""
+            self.message(f"{layer} unit {unit}: activation {row['initial_activation']:.3g} → "
+                         f"{row['final_activation']:.3g}{extra}{'  (inactive)' if row['status'] == 'inactive' else ''}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.stage = ""
+
+
+@atlas_app.command("build")
+@guarded
+@recipe_overrides
+@runtime_options
+def build_command(
+    out: Annotated[Path, typer.Argument(help="The atlas folder (created when missing; an existing atlas is "
+                                             "completed).", show_default=False)],
+    layers: Annotated[str, typer.Option("--layers", "--layer", "-l", help="Layers, separated by commas: "
+                                                                           "_blocks.8,_blocks.15")],
+    units: Annotated[Optional[str], typer.Option(
+        "--units", "-u", help="Units (channels) of each layer: 0-63 or 3,7,12 (default: every unit).")] = None,
+    recipe: Annotated[Optional[list[str]], typer.Option(
+        "--recipe", help="A named recipe or recipe file; repeat for several images per unit (default: paper). "
+                         "'none': no renders, exemplars only.", rich_help_panel="Recipe")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(
+        "--dataset", help="Folder of images (searched recursively) or a text file listing image paths: the "
+                          "exemplars and statistics of every unit come from it.")] = None,
+    exemplars: Annotated[int, typer.Option("--exemplars", help="Exemplars per unit and kind (top by maximum, top by "
+                                                               "mean, most negative).")] = 9,
+    scores: Annotated[bool, typer.Option("--scores/--no-scores", help="Quality scores of each render (activation "
+                                                                      "ratio, robustness, high frequencies).")] = True,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
+                                                                      "failed in an earlier build.")] = False,
+    fit: FitOption = "crop",
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = None,
+    preprocessing: PreprocessingOption = None,
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    *,
+    overrides: dict[str, Any],
+    runtime: Runtime,
+) -> None:
+    """Render every unit of the given layers and find their dataset exemplars, into an atlas folder.
+
+    Only what the atlas lacks is done: run it again after an interruption (even kill -9) and it finishes the job without redoing or losing anything. A second build on the same folder waits for the first.
+
+    Example: filterscope atlas build out/atlas -l _blocks.8,_blocks.15 --units 0-15 --dataset photos/
+    """
+    at_least(exemplars, 1, "--exemplars")
+    at_least(batch_size, 1, "--batch-size")
+    if fit not in FITS:
+        raise InvalidOptionError(f"Unknown --fit {fit!r}: use {', '.join(FITS)}")
+    check_output(out, folder=True)
+    if (out / "atlas.sqlite").exists():
+        AtlasStore(out).close()  # a corrupt or newer atlas fails now, before the model loads
+    elif out.is_dir() and any(p.name != ".build.lock" for p in out.iterdir()):
+        raise AtlasError(f"{out} is not empty and is not an atlas (no atlas.sqlite): choose a new or empty folder")
+    names = [name.strip() for name in layers.split(",") if name.strip()]
+    if not names:
+        raise InvalidOptionError("--layers names no layer")
+    recipes = recipe or ["paper"]
+    # every recipe checked before the model loads; --size, --steps, ... change each of them
+    chosen = [] if recipes == ["none"] else [get_recipe(r).replace(**overrides) for r in recipes]
+    unit_list = parse_indices(units, "--units") if units is not None else None
+    data = list_dataset(dataset) if dataset is not None else None
+    if not chosen and data is None:
+        raise InvalidOptionError("--recipe none renders nothing: give a --dataset for exemplars")
+    loaded = load(model, weights, seed, device, quiet, preprocessing)
+    bars = _Bars(quiet)
+    try:
+        summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
+                              exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
+                              retry_failed=retry_failed, progress=bars)
+    finally:
+        bars.close()
+    parts = [f"{summary.rendered} render(s) done"]
+    if summary.already:
+        parts.append(f"{summary.already} already in the atlas")
+    if summary.passes:
+        parts.append(f"exemplar pass over {len(data or ())} images ({summary.pass_images_per_second:.1f} images/s)")
+    if summary.crops:
+        parts.append(f"{summary.crops} exemplar crops")
+    typer.echo(f"{out}: {', '.join(parts)} in {summary.seconds:.0f} s")
+    if summary.failed:
+        raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "
+                         "--retry-failed renders them again")
+
+
+@atlas_app.command("status")
+@guarded
+def status_command(
+    out: Annotated[Path, typer.Argument(help="The atlas folder.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """What an atlas holds and what is left: renders per layer, recipe and seed; exemplar passes per layer."""
+    with Atlas(out, create=False) as atlas:
+        rows = atlas.status()
+        passes = []
+        for model in atlas.models():
+            for layer in atlas.layers(model.id):
+                for p in atlas.passes(layer.id):
+                    passes.append({"model": model.name, "layer": layer.name, "dataset": p.dataset_source,
+                                   "images": p.images, "status": p.status,
+                                   "units_with_crops": atlas.crops_done(p.id) if p.status == "done" else 0,
+                                   "units": layer.channels})
+        if as_json:
+            typer.echo(json.dumps({"schema": atlas.schema_version, "renders": [
+                {**r.__dict__, "total": r.total} for r in rows], "passes": passes}, indent=2))
+            return
+        typer.echo(f"atlas {out} (schema {atlas.schema_version})")
+        if not rows and not passes:
+            typer.echo("  empty: nothing built yet")
+        if rows:
+            typer.echo(f"  {'model':<20} {'layer':<16} {'recipe':<12} {'seed':>4} {'done':>6} {'inactive':>8} "
+                       f"{'failed':>6} {'left':>6}")
+            for r in rows:
+                typer.echo(f"  {r.model:<20} {r.layer:<16} {r.recipe:<12} {r.seed:>4} {r.done:>6} {r.inactive:>8} "
+                           f"{r.failed:>6} {r.pending:>6}")
+        for p in passes:
+            state = (f"done, crops for {p['units_with_crops']} of {p['units']} units" if p["status"] == "done"
+                     else "not finished (the next build resumes it)")
+            typer.echo(f"  exemplars {p['model']} {p['layer']}: {p['images']} images from {p['dataset']}: {state}")
+        left = sum(r.pending for r in rows)
+        typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4g}"
+
+
+@atlas_app.command("show")
+@guarded
+def show_command(
+    out: Annotated[Path, typer.Argument(help="The atlas folder.", show_default=False)],
+    layer: Annotated[str, typer.Argument(help="A layer of the atlas.", show_default=False)],
+    unit: Annotated[int, typer.Argument(help="The unit (channel) index.", show_default=False)],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The model, when the atlas holds several.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """One unit's record: its renders (recipe, seed, activations, scores, image file), exemplars and statistics."""
+    with Atlas(out, create=False) as atlas:
+        record = atlas.unit(layer, unit, model)
+        cofiring = atlas.cofiring(layer, unit, 5, model)
+    if as_json:
+        data = record.to_dict()
+        data["cofiring"] = [{"unit": u, "correlation": c} for u, c in cofiring]
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    typer.echo(f"{record.model} {record.layer} unit {record.unit} (of {record.channels})")
+    if not record.renders:
+        typer.echo("  renders: none yet")
+    for r in record.renders:
+        typer.echo(f"  render {r.recipe_name} seed {r.seed}: {r.status}, activation {_fmt(r.initial_activation)} → "
+                   f"{_fmt(r.final_activation)}, ratio {_fmt(r.activation_ratio)}, robustness {_fmt(r.robustness)}, "
+                   f"high-frequency share {_fmt(r.high_frequency_share)}"
+                   + (f", {out / r.file}" if r.file else "") + (f" ({r.message})" if r.message else ""))
+    s = record.stats
+    if s is not None:
+        typer.echo(f"  statistics over {s.images} images of {record.dataset}: mean {_fmt(s.mean)}, std {_fmt(s.std)}, "
+                   f"max {_fmt(s.max)}, min {_fmt(s.min)}, positive in {s.fraction_positive:.0%} of images")
+    for kind, label in (("max", "top by maximum"), ("mean", "top by mean"), ("min", "most negative")):
+        items = record.exemplars.get(kind, [])
+        if items:
+            typer.echo(f"  {label}: " + ", ".join(f"{Path(e.path).name} ({e.value:.3g})" for e in items))
+    if not record.exemplars:
+        typer.echo("  exemplars: none yet (build with --dataset)")
+    if cofiring:
+        typer.echo("  fires together with: " + ", ".join(f"unit {u} (r={c:.2f})" for u, c in cofiring))

@@ -1,0 +1,437 @@
+"""Atlases: exemplars and statistics against brute force, receptive fields against the analytic formula,
+the store's resume and integrity guarantees (including a real kill -9), and the command line."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+import filterscope as fs
+from filterscope.atlas import UnitTracker, list_dataset
+from filterscope.atlas.build import BuildProgress
+from filterscope.atlas.exemplars import histograms
+from filterscope.cli import app
+from filterscope.errors import AtlasError, ImageError
+from filterscope.images import OutputLock
+from filterscope.layers import Capture
+
+from .helpers.models import PLAIN
+
+runner = CliRunner()
+TINY_RECIPE = dataclasses.replace(fs.get_recipe("paper"), size=24, scales=2, steps=4, reference_size=None)  # absolute px
+
+
+def conv_stack() -> fs.LoadedModel:
+    """A plain conv stack whose receptive fields are known: 3x3 s1 → 3x3 s2 → 5x5 s1 → 3x3 s1 dilation 2."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.Conv2d(6, 5, 5, padding=2), nn.ReLU(), nn.Conv2d(5, 4, 3, padding=2, dilation=2))
+    return fs.wrap_model(net, name="stack", preprocessing=PLAIN)
+
+
+def write_images(folder: Path, count: int, seed: int = 0, size: int = 40) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        array = (rng.random((size, size + 8, 3)) * 255).astype(np.uint8)
+        sub = folder / ("a" if i % 3 else "b")
+        sub.mkdir(exist_ok=True)
+        path = sub / f"img{i:03d}.png"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------ the streaming tracker
+def brute_force(acts: torch.Tensor, n: int) -> dict:
+    """Exemplars and statistics of ``(N, C, H, W)`` computed the obvious way, from every activation at once."""
+    flat = acts.reshape(acts.shape[0], acts.shape[1], -1).double()
+    maxima, argmax = flat.max(dim=2)
+    minima, argmin = flat.min(dim=2)
+    means = flat.mean(dim=2)
+    out = {}
+    for unit in range(acts.shape[1]):
+        # ties by the smaller image index: a stable sort of images in index order
+        top_max = np.argsort(-maxima[:, unit].numpy(), kind="stable")[:n]
+        top_mean = np.argsort(-means[:, unit].numpy(), kind="stable")[:n]
+        bottom = [i for i in np.argsort(minima[:, unit].numpy(), kind="stable")[:n] if minima[i, unit] < 0]
+        values = flat[:, unit].reshape(-1)
+        out[unit] = {
+            "max": [(int(i), int(argmax[i, unit])) for i in top_max],
+            "mean": [int(i) for i in top_mean],
+            "min": [(int(i), int(argmin[i, unit])) for i in bottom],
+            "mean_value": float(values.mean()), "std": float(values.std(unbiased=False)),
+            "maximum": float(values.max()), "minimum": float(values.min()),
+            "fraction_positive": float((maxima[:, unit] > 0).double().mean()),
+        }
+    return out
+
+
+def check_tracker(tracker: UnitTracker, expected: dict) -> None:
+    for unit, want in expected.items():
+        assert [(i, p) for i, _, p in tracker.exemplars(unit, "max")] == want["max"]
+        assert [i for i, _, _ in tracker.exemplars(unit, "mean")] == want["mean"]
+        assert [(i, p) for i, _, p in tracker.exemplars(unit, "min")] == want["min"]
+        stats = tracker.statistics(unit)
+        assert stats["mean"] == pytest.approx(want["mean_value"], rel=1e-5, abs=1e-6)
+        assert stats["std"] == pytest.approx(want["std"], rel=1e-5)
+        assert stats["max"] == pytest.approx(want["maximum"])
+        assert stats["min"] == pytest.approx(want["minimum"])
+        assert stats["fraction_positive"] == pytest.approx(want["fraction_positive"])
+
+
+def test_tracker_equals_brute_force_in_any_batching_and_merged_from_shards():
+    generator = torch.Generator().manual_seed(1)
+    acts = torch.randn(37, 5, 3, 4, generator=generator)
+    acts[:, 2] = acts[:, 2].abs() + 0.1     # a unit that never goes negative: no bottom exemplars
+    acts[4, 1] = acts[9, 1]                 # an exact tie: the smaller image index must come first
+    expected = brute_force(acts, 6)
+    assert expected[2]["min"] == []
+    for batch in (1, 4, 37):
+        tracker = UnitTracker(5, 6)
+        for start in range(0, 37, batch):
+            tracker.update(acts[start:start + batch], torch.arange(start, min(start + batch, 37)))
+        check_tracker(tracker, expected)
+    shards = [UnitTracker(5, 6) for _ in range(3)]
+    for k, shard in enumerate(shards):  # every third image, merged in reverse order
+        idx = torch.arange(k, 37, 3)
+        shard.update(acts[idx], idx)
+    merged = shards[2].merge(shards[1]).merge(shards[0])
+    check_tracker(merged, expected)
+    restored = UnitTracker.from_state_dict(merged.state_dict())
+    check_tracker(restored, expected)
+
+
+def test_tracker_leaves_out_non_finite_images():
+    acts = torch.randn(6, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    acts[3, 0, 0, 0] = float("nan")
+    tracker = UnitTracker(2, 6)
+    tracker.update(acts, torch.arange(6))
+    assert 3 not in [i for i, _, _ in tracker.exemplars(0, "max")]
+    assert tracker.statistics(0)["images"] == 5 and tracker.statistics(1)["images"] == 6
+
+
+def test_histograms_count_every_image_over_each_units_range():
+    maxima = np.array([[0.0, 5.0], [1.0, 5.0], [2.0, 5.0], [np.nan, 5.0]], dtype=np.float32)
+    hists = histograms(maxima, bins=4, chunk=1)
+    assert sum(hists[0]["counts"]) == 3 and hists[0]["edges"][0] == 0.0 and hists[0]["edges"][-1] == 2.0
+    assert sum(hists[1]["counts"]) == 4
+
+
+# --------------------------------------------------------------------------------- receptive fields
+def test_receptive_field_matches_the_analytic_formula_of_a_conv_stack():
+    model = conv_stack()
+    # r_l = r_{l-1} + (k_l - 1) * d_l * j_{l-1}; j_l = j_{l-1} * s_l
+    assert fs.receptive_field(model, "0") == fs.ReceptiveField(3, 3, 1.0, 1.0, -1.0, -1.0)
+    rf = fs.receptive_field(model, "2")
+    assert (rf.height, rf.width, rf.stride_y, rf.offset_y) == (5, 5, 2.0, -2.0)
+    rf = fs.receptive_field(model, "4")
+    assert (rf.height, rf.stride_y) == (5 + 4 * 2, 2.0)
+    rf = fs.receptive_field(model, "6")
+    assert (rf.height, rf.width, rf.stride_x) == (13 + 2 * 2 * 2, 21, 2.0)
+    assert rf.box(0, 0, (32, 32))[:2] == (0, 0) and rf.box(8, 8, (32, 32)) == (6, 6, 27, 27)
+
+
+def test_a_global_layer_sees_the_whole_input():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    assert fs.receptive_field(model, "1").whole and fs.receptive_field(model, "3").whole
+
+
+# ------------------------------------------------------------------------------------- the atlas
+def test_exemplars_and_statistics_equal_brute_force_and_crops_hold_the_maximum(tmp_path):
+    model = conv_stack()
+    paths = write_images(tmp_path / "data", 14)
+    atlas = fs.Atlas(tmp_path / "atlas")
+    summary = atlas.build(model, ["2", "6"], units=[0, 3], recipes=[], dataset=tmp_path / "data", exemplars=4)
+    assert summary.passes == 2 and summary.rendered == 0
+    data = list_dataset(tmp_path / "data")
+    assert sorted(data.paths) == sorted(p.resolve() for p in paths)
+    pixels = torch.stack([fs.prepare_image(model, p).pixels for p in data.paths])
+    with torch.no_grad(), Capture(model, [fs.resolve_layer(model, "2"), fs.resolve_layer(model, "6")]) as capture:
+        acts = capture(pixels)
+    for name, ref in (("2", fs.resolve_layer(model, "2")), ("6", fs.resolve_layer(model, "6"))):
+        expected = brute_force(acts[ref], 4)
+        layer_acts = acts[ref]
+        rf = fs.receptive_field(model, name)
+        for unit in (0, 3):
+            record = atlas.unit(name, unit)
+            want = expected[unit]
+            width = layer_acts.shape[3]
+            assert [(e.image, e.y * width + e.x) for e in record.exemplars["max"]] == want["max"]
+            assert [e.image for e in record.exemplars["mean"]] == want["mean"]
+            assert [(e.image, e.y * width + e.x) for e in record.exemplars.get("min", [])] == want["min"]
+            assert record.stats.mean == pytest.approx(want["mean_value"], rel=1e-5, abs=1e-6)
+            assert record.stats.std == pytest.approx(want["std"], rel=1e-5)
+            assert record.stats.max == pytest.approx(want["maximum"], rel=1e-6)
+            assert record.stats.fraction_positive == pytest.approx(want["fraction_positive"])
+            assert sum(record.stats.histogram["counts"]) == 14
+            for e in record.exemplars["max"]:
+                assert e.has_crop and e.path == str(data.paths[e.image])
+                assert e.box == list(rf.box(e.y, e.x, (32, 32)))
+                # the crop's box contains the input pixel under the maximum's position
+                cy, cx = e.y * rf.stride_y, e.x * rf.stride_x
+                assert e.box[0] <= cx < e.box[2] and e.box[1] <= cy < e.box[3]
+                with Image.open(__import__("io").BytesIO(atlas.exemplar_image(e.id))) as crop:
+                    assert crop.size == (e.box[2] - e.box[0], e.box[3] - e.box[1])
+                with Image.open(__import__("io").BytesIO(atlas.exemplar_image(e.id, thumbnail=True))) as thumb:
+                    assert max(thumb.size) == 96
+        means = atlas.matrix(atlas.latest_pass(atlas.layer(atlas.model(), name).id).id)
+        assert np.allclose(means, layer_acts.mean(dim=(2, 3)).numpy(), atol=1e-6)
+    # units other than the wanted ones have exemplar records but no crops until a build asks for them
+    assert not any(e.has_crop for e in atlas.unit("2", 1).exemplars["max"])
+    again = atlas.build(model, ["2"], units=[1], recipes=[], dataset=tmp_path / "data", exemplars=4)
+    assert again.passes == 0 and again.crops > 0 and all(e.has_crop for e in atlas.unit("2", 1).exemplars["max"])
+
+
+def test_rerunning_a_finished_atlas_does_no_work_and_renders_are_recorded(tmp_path):
+    model = conv_stack()
+    write_images(tmp_path / "data", 6)
+    atlas = fs.Atlas(tmp_path / "atlas")
+    first = atlas.build(model, "6", units=[0, 1, 2], recipes=[TINY_RECIPE], seeds=[0, 1], dataset=tmp_path / "data",
+                        exemplars=2, scores=False)
+    assert first.rendered == 6 and first.passes == 1
+    files = {p: p.read_bytes() for p in (tmp_path / "atlas" / "renders").rglob("*.png")}
+    assert len(files) == 6
+    second = atlas.build(model, "6", units=[0, 1, 2], recipes=[TINY_RECIPE], seeds=[0, 1], dataset=tmp_path / "data",
+                         exemplars=2, scores=False)
+    assert (second.rendered, second.passes, second.crops, second.already) == (0, 0, 0, 6)
+    assert {p: p.read_bytes() for p in files} == files
+    record = atlas.unit("6", 1)
+    assert [(r.seed, r.status) for r in record.renders] == [(0, "ok"), (1, "ok")]
+    r = record.renders[0]
+    assert r.final_activation > r.initial_activation
+    assert fs.read_png_metadata(tmp_path / "atlas" / r.file)["objective"] == "channel(6, 1)"
+    assert [(s.layer, s.done, s.pending) for s in atlas.status()] == [("6", 3, 0), ("6", 3, 0)]
+    # another seed is another render; the others stay
+    third = atlas.build(model, "6", units=[0], recipes=[TINY_RECIPE], seeds=[5], scores=False)
+    assert third.rendered == 1 and third.already == 0
+    assert atlas.integrity_check() == "ok"
+
+
+def test_quality_scores_are_recorded_for_photo_models(tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    atlas = fs.Atlas(tmp_path / "atlas")
+    atlas.build(model, "1", units=[0], recipes=[TINY_RECIPE])
+    r = atlas.unit("1", 0).renders[0]
+    assert r.activation_ratio is not None and r.robustness is not None and 0 <= r.high_frequency_share <= 1
+    image = fs.to_tensor(Image.open(tmp_path / "atlas" / r.file))
+    (expected,) = fs.score(model, "channel(1, 0)", image)  # the same scores as filterscope evaluate gives
+    assert r.activation_ratio == pytest.approx(expected.activation_ratio, rel=2e-2)  # the PNG is 8-bit
+    assert r.robustness == pytest.approx(expected.robustness, rel=2e-2)
+
+
+def test_a_killed_exemplar_pass_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+    model = conv_stack()
+    write_images(tmp_path / "data", 20)
+
+    class Stop(BuildProgress):
+        def pass_progress(self, done, total):
+            if done == 13:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fs.build_atlas(tmp_path / "a", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3,
+                       checkpoint_seconds=0, progress=Stop())
+    assert list((tmp_path / "a" / "activations").glob("*.ckpt"))
+    messages = []
+
+    class Log(BuildProgress):
+        def message(self, text):
+            messages.append(text)
+
+    fs.build_atlas(tmp_path / "a", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3, progress=Log())
+    assert any("resuming after image" in m for m in messages)
+    assert not list((tmp_path / "a" / "activations").glob("*.ckpt"))
+    fs.build_atlas(tmp_path / "b", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3)
+    a, b = fs.Atlas(tmp_path / "a"), fs.Atlas(tmp_path / "b")
+    for unit in range(5):
+        ua, ub = a.unit("4", unit), b.unit("4", unit)
+        assert ua.exemplars == ub.exemplars or [
+            [(e.image, e.value, e.y, e.x) for e in ua.exemplars[k]] for k in ua.exemplars] == [
+            [(e.image, e.value, e.y, e.x) for e in ub.exemplars[k]] for k in ub.exemplars]
+        assert ua.stats.mean == pytest.approx(ub.stats.mean) and ua.stats.histogram == ub.stats.histogram
+
+
+def test_unreadable_dataset_images_are_skipped_and_named(tmp_path):
+    model = conv_stack()
+    write_images(tmp_path / "data", 4)
+    (tmp_path / "data" / "broken.png").write_bytes(b"not a png")
+    messages = []
+
+    class Log(BuildProgress):
+        def message(self, text):
+            messages.append(text)
+
+    fs.build_atlas(tmp_path / "a", model, "2", units=[0], recipes=[], dataset=tmp_path / "data", progress=Log())
+    assert any("broken.png" in m and m.startswith("skipped") for m in messages)
+    assert fs.Atlas(tmp_path / "a").unit("2", 0).stats.images == 4
+
+
+def test_dataset_lists_folders_recursively_and_list_files(tmp_path):
+    paths = write_images(tmp_path / "data", 5)
+    (tmp_path / "data" / "notes.txt").write_text("not an image")
+    assert len(list_dataset(tmp_path / "data")) == 5
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two images\n\ndata/b/{paths[0].name}\n{paths[1]}\n")
+    data = list_dataset(listing)
+    assert data.paths == (paths[0].resolve(), paths[1].resolve())
+    assert data.hashes[0] == hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    listing.write_text("data/missing.png\n")
+    with pytest.raises(ImageError, match=r"line 1: .*missing.png is not a file"):
+        list_dataset(listing)
+    with pytest.raises(ImageError, match="does not exist"):
+        list_dataset(tmp_path / "nowhere")
+
+
+def test_foreign_corrupt_and_newer_folders_give_one_clear_error(tmp_path):
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(AtlasError, match="is not empty and is not an atlas"):
+        fs.Atlas(tmp_path / "foreign")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "atlas.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(AtlasError, match="is not a readable atlas database"):
+        fs.Atlas(tmp_path / "corrupt")
+    (tmp_path / "other").mkdir()
+    conn = sqlite3.connect(tmp_path / "other" / "atlas.sqlite")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AtlasError, match="not a filterscope atlas"):
+        fs.Atlas(tmp_path / "other")
+    fs.Atlas(tmp_path / "newer").close()
+    conn = sqlite3.connect(tmp_path / "newer" / "atlas.sqlite")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 1\)"):
+        fs.Atlas(tmp_path / "newer")
+    with pytest.raises(AtlasError, match="No atlas in"):
+        fs.Atlas(tmp_path / "missing", create=False)
+    for folder, reading, building in (("foreign", "No atlas in", "is not empty and is not an atlas"),
+                                      ("corrupt", "not a readable atlas", "not a readable atlas"),
+                                      ("newer", "newer filterscope", "newer filterscope")):
+        result = runner.invoke(app, ["atlas", "status", str(tmp_path / folder)])
+        assert result.exit_code == 1 and reading in result.output and "Traceback" not in result.output
+        result = runner.invoke(app, ["atlas", "build", str(tmp_path / folder), "-l", "x", "-m", "resnet18", "-w",
+                                     "random"])
+        assert result.exit_code == 1 and building in result.output and len(result.output.splitlines()) == 1
+
+
+def test_a_second_build_waits_for_the_first(tmp_path):
+    model = conv_stack()
+    messages = []
+
+    class Log(BuildProgress):
+        def message(self, text):
+            messages.append(text)
+
+    done = []
+    with OutputLock(tmp_path / "a", name=".build.lock", on_wait=lambda holder: None):
+        worker = threading.Thread(target=lambda: done.append(fs.build_atlas(
+            tmp_path / "a", model, "2", units=[0], recipes=[TINY_RECIPE], scores=False, progress=Log())))
+        worker.start()
+        time.sleep(1.0)
+        assert not done and any("another atlas build (pid" in m and "waiting" in m for m in messages)
+    worker.join(60)
+    assert done and done[0].rendered == 1
+
+
+def test_wrong_units_and_layers_are_named(tmp_path):
+    model = conv_stack()
+    with pytest.raises(fs.ChannelError, match=r"Unit 9 is out of range for layer 2 of stack, which has 6 units \(0-5\)"):
+        fs.build_atlas(tmp_path / "a", model, "2", units=[9], recipes=[])
+    with pytest.raises(fs.UnknownLayerError):
+        fs.build_atlas(tmp_path / "a", model, "nope", recipes=[])
+    atlas = fs.Atlas(tmp_path / "b")
+    atlas.build(model, "2", units=[0], recipes=[TINY_RECIPE], scores=False)
+    with pytest.raises(AtlasError, match="No layer '4'"):
+        atlas.unit("4", 0)
+    with pytest.raises(AtlasError, match=r"Unit 6 is out of range .* \(0-5\)"):
+        atlas.unit("2", 6)
+
+
+# ------------------------------------------------------------------------------------- command line
+ATLAS_CLI = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size", "32", "--scales", "2", "--steps",
+             "3", "--batch-size", "1", "--no-scores", "-q"]
+
+
+def test_cli_build_status_show(tmp_path):
+    write_images(tmp_path / "data", 5, size=64)
+    out = tmp_path / "atlas"
+    result = runner.invoke(app, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "0-2", "--dataset",
+                                 str(tmp_path / "data"), "--exemplars", "2"])
+    assert result.exit_code == 0, result.output
+    assert "3 render(s) done" in result.output and "exemplar pass over 5 images" in result.output
+    status = runner.invoke(app, ["atlas", "status", str(out), "--json"])
+    data = json.loads(status.output)
+    assert data["renders"][0]["done"] == 3 and data["passes"][0]["units_with_crops"] == 3
+    shown = runner.invoke(app, ["atlas", "show", str(out), "layer1.0.conv1", "1", "--json"])
+    record = json.loads(shown.output)
+    assert record["unit"] == 1 and record["renders"][0]["status"] == "ok" and len(record["exemplars"]["max"]) == 2
+    assert (out / record["renders"][0]["file"]).is_file()
+    text = runner.invoke(app, ["atlas", "show", str(out), "layer1.0.conv1", "1"]).output
+    assert "render paper seed 0: ok" in text and "top by maximum" in text
+    bad = runner.invoke(app, ["atlas", "show", str(out), "layer1.0.conv", "1"])
+    assert bad.exit_code == 1 and "Did you mean 'layer1.0.conv1'" in bad.output
+    again = runner.invoke(app, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "0-2", "--dataset",
+                                str(tmp_path / "data"), "--exemplars", "2"])
+    assert again.exit_code == 0 and "0 render(s) done, 3 already in the atlas" in again.output
+
+
+def test_kill_9_during_a_build_then_a_second_run_finishes_it_exactly_once(tmp_path):
+    out = tmp_path / "atlas"
+    command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-11"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    finished = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            conn = sqlite3.connect(f"file:{out / 'atlas.sqlite'}?mode=ro", uri=True, timeout=5)
+            try:
+                finished = conn.execute("SELECT COUNT(*) FROM renders WHERE status = 'ok'").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            finished = 0
+        if finished >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the build ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    conn = sqlite3.connect(out / "atlas.sqlite")
+    done_before = {row[0]: row[1] for row in conn.execute("SELECT key, file FROM renders WHERE status = 'ok'")}
+    conn.close()
+    assert 1 <= len(done_before) < 12
+    kept = {key: (out / file).read_bytes() for key, file in done_before.items()}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"{12 - len(done_before)} render(s) done, {len(done_before)} already in the atlas" in second.stdout
+    conn = sqlite3.connect(out / "atlas.sqlite")
+    rows = conn.execute("SELECT unit, status, file FROM renders").fetchall()
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert sorted(r[0] for r in rows) == list(range(12)) and {r[1] for r in rows} == {"ok"}
+    assert all((out / key_file).read_bytes() == kept[key] for key, key_file in done_before.items())
+    files = sorted((out / "renders").rglob("*.png"))
+    assert len(files) == 12 and not list(out.rglob("*.part"))
+    for path in files:
+        with Image.open(path) as image:
+            image.load()
