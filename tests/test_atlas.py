@@ -32,7 +32,8 @@ from filterscope.layers import Capture
 from .helpers.models import PLAIN
 
 runner = CliRunner()
-TINY_RECIPE = dataclasses.replace(fs.get_recipe("paper"), size=24, scales=2, steps=4, reference_size=None)  # absolute px
+# absolute pixels (reference_size None): the tiny models take 32 px
+TINY_RECIPE = dataclasses.replace(fs.get_recipe("paper"), size=24, scales=2, steps=4, reference_size=None)
 
 
 def conv_stack() -> fs.LoadedModel:
@@ -355,7 +356,7 @@ def test_a_second_build_waits_for_the_first(tmp_path):
 
 def test_wrong_units_and_layers_are_named(tmp_path):
     model = conv_stack()
-    with pytest.raises(fs.ChannelError, match=r"Unit 9 is out of range for layer 2 of stack, which has 6 units \(0-5\)"):
+    with pytest.raises(fs.ChannelError, match=r"Unit 9 is out of range for layer 2 of stack, which has 6 units \(0-5"):
         fs.build_atlas(tmp_path / "a", model, "2", units=[9], recipes=[])
     with pytest.raises(fs.UnknownLayerError):
         fs.build_atlas(tmp_path / "a", model, "nope", recipes=[])

@@ -88,7 +88,8 @@ def _layer_grid(model: LoadedModel, ref: LayerRef, shape: tuple[int, int]) -> tu
     return tuple(act.shape[2:])
 
 
-def receptive_field(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, *, max_scale: int = 2) -> ReceptiveField:
+def receptive_field(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, *,
+                    max_scale: int = 2) -> ReceptiveField:
     """The receptive field of ``layer``'s positions (see the module docstring).
 
     It is measured at the model's input size, then on inputs 2, 4, ... ``max_scale`` times larger while

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ class _Layer:
 def _units_for(units: Sequence[int] | dict[str, Sequence[int]] | None, layer: str, ref: LayerRef,
                channels: int, model: str) -> list[int]:
     wanted = units.get(layer, units.get(str(ref))) if isinstance(units, dict) else units
-    chosen = list(range(channels)) if wanted is None else sorted(set(int(u) for u in wanted))
+    chosen = list(range(channels)) if wanted is None else sorted({int(u) for u in wanted})
     bad = [u for u in chosen if not 0 <= u < channels]
     if bad:
         raise ChannelError(f"Unit {bad[0]} is out of range for layer {ref} of {model}, which has {channels} units "
@@ -245,7 +245,7 @@ def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], pass
         except Exception:  # a checkpoint that cannot be read is started over
             state, start = None, 0
     trackers: dict[int, UnitTracker] = {}
-    matrices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    matrices: dict[int, tuple[np.memmap, np.memmap]] = {}
     placements = np.full((count, 4), np.nan, dtype=np.float64) if state is None else state["placements"].numpy()
     for x in layers:
         if state is None:
@@ -401,7 +401,7 @@ def _render_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], re
         for recipe_name, recipe in recipes:
             recipe_json = recipe.to_json()
             for seed in seeds:
-                rows = []
+                rows: list[dict[str, Any]] = []
                 for unit in layer.units:
                     objective = Channel(layer.ref, unit).description
                     rows.append({"layer_id": layer.id, "unit": unit, "objective": objective,

@@ -21,6 +21,7 @@ for the caller to keep on disk; histograms (:func:`histograms`) are made from th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ class UnitTracker:
         self.channels, self.n = channels, n
         empty_i = torch.full((channels, 0), -1, dtype=torch.int64)
         empty_v = torch.zeros((channels, 0))
-        self.top = {kind: (empty_v, empty_i, empty_i) for kind in self.KINDS}  # values, images, positions
+        self.top = dict.fromkeys(self.KINDS, (empty_v, empty_i, empty_i))  # values, images, positions
         self.sum = torch.zeros(channels, dtype=torch.float64)
         self.squares = torch.zeros(channels, dtype=torch.float64)
         self.count = torch.zeros(channels, dtype=torch.int64)    # positions counted
@@ -172,11 +173,11 @@ class UnitTracker:
         return tracker
 
 
-def histograms(maxima: np.ndarray, bins: int = HISTOGRAM_BINS, chunk: int = 256) -> list[dict[str, list[float]]]:
+def histograms(maxima: np.ndarray, bins: int = HISTOGRAM_BINS, chunk: int = 256) -> list[dict[str, list[Any]]]:
     """For each unit (column of the images x units ``maxima``), a histogram of its per-image maxima over
     their own range: ``{"edges": [bins + 1 floats], "counts": [bins ints]}``. Columns are read ``chunk``
     at a time, so a memory-mapped matrix is never loaded whole. Non-finite values are left out."""
-    out = []
+    out: list[dict[str, list[Any]]] = []
     for start in range(0, maxima.shape[1], chunk):
         block = np.asarray(maxima[:, start:start + chunk], dtype=np.float64)
         for column in block.T:

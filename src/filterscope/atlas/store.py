@@ -90,7 +90,7 @@ MIGRATIONS: dict[int, str] = {}
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _number(value: Any) -> float | None:
@@ -155,10 +155,10 @@ class AtlasStore:
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
-        schema = SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS").replace("CREATE INDEX",
-                                                                                   "CREATE INDEX IF NOT EXISTS")
-        meta = ", ".join(f"('{k}', '{v}')" for k, v in (("format", FORMAT), ("created_by", f"filterscope {__version__}"),
-                                                        ("created", _now())))
+        schema = (SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+                  .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+        values = (("format", FORMAT), ("created_by", f"filterscope {__version__}"), ("created", _now()))
+        meta = ", ".join(f"('{k}', '{v}')" for k, v in values)
         conn.executescript(f"BEGIN IMMEDIATE; {schema} INSERT OR IGNORE INTO meta VALUES {meta}; "
                            f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
 
@@ -243,7 +243,8 @@ class AtlasStore:
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO renders (layer_id, unit, objective, recipe_name, recipe, seed, settings, key, "
-                "status) VALUES (:layer_id, :unit, :objective, :recipe_name, :recipe, :seed, :settings, :key, 'pending')",
+                "status) VALUES (:layer_id, :unit, :objective, :recipe_name, :recipe, :seed, :settings, :key, "
+                "'pending')",
                 list(rows))
 
     def pending_renders(self, keys: Sequence[str], retry_failed: bool = False) -> list[sqlite3.Row]:
@@ -306,10 +307,11 @@ class AtlasStore:
             conn.executemany(
                 "INSERT INTO exemplars (pass_id, unit, kind, rank, image, value, y, x, box, source_box) VALUES "
                 "(:pass_id, :unit, :kind, :rank, :image, :value, :y, :x, :box, :source_box)",
-                [{**e, "pass_id": pass_id, "box": json.dumps(e["box"]), "source_box": json.dumps(e["source_box"])}
-                 for e in exemplars])
-            conn.execute("UPDATE passes SET status = 'done', skipped = ?, seconds = ?, means_file = ?, maxima_file = ?, "
-                         "finished = ? WHERE id = ?", (skipped, seconds, means_file, maxima_file, _now(), pass_id))
+                [{**e, "pass_id": pass_id, "box": json.dumps(e["box"]),
+                  "source_box": json.dumps(e["source_box"])} for e in exemplars])
+            conn.execute("UPDATE passes SET status = 'done', skipped = ?, seconds = ?, means_file = ?, "
+                         "maxima_file = ?, finished = ? WHERE id = ?",
+                         (skipped, seconds, means_file, maxima_file, _now(), pass_id))
 
     def exemplars_without_crops(self, pass_id: int, units: Sequence[int]) -> list[sqlite3.Row]:
         unit_set = set(units)
@@ -414,7 +416,8 @@ class AtlasStore:
                 exemplars.setdefault(r["kind"], []).append(ExemplarRecord(
                     r["id"], r["kind"], r["rank"], r["image"], r["path"], r["value"], r["y"], r["x"],
                     json.loads(r["box"]), json.loads(r["source_box"]), bool(r["has_crop"])))
-            s = self._conn.execute("SELECT * FROM unit_stats WHERE pass_id = ? AND unit = ?", (found.id, unit)).fetchone()
+            s = self._conn.execute("SELECT * FROM unit_stats WHERE pass_id = ? AND unit = ?",
+                                   (found.id, unit)).fetchone()
             if s is not None:
                 stats = UnitStats(s["mean"], s["std"], s["max"], s["min"], s["fraction_positive"], s["images"],
                                   json.loads(s["histogram"]))

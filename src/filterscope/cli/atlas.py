@@ -189,13 +189,13 @@ def status_command(
     """What an atlas holds and what is left: renders per layer, recipe and seed; exemplar passes per layer."""
     with Atlas(out, create=False) as atlas:
         rows = atlas.status()
-        passes = []
+        passes: list[dict[str, Any]] = []
         for model in atlas.models():
             for layer in atlas.layers(model.id):
-                for p in atlas.passes(layer.id):
-                    passes.append({"model": model.name, "layer": layer.name, "dataset": p.dataset_source,
-                                   "images": p.images, "status": p.status,
-                                   "units_with_crops": atlas.crops_done(p.id) if p.status == "done" else 0,
+                for run in atlas.passes(layer.id):
+                    passes.append({"model": model.name, "layer": layer.name, "dataset": run.dataset_source,
+                                   "images": run.images, "status": run.status,
+                                   "units_with_crops": atlas.crops_done(run.id) if run.status == "done" else 0,
                                    "units": layer.channels})
         if as_json:
             typer.echo(json.dumps({"schema": atlas.schema_version, "renders": [
