@@ -7,27 +7,35 @@
   layer it activates most, the top 5 visualized, an occlusion study over 8 regions (one covers the whole
   face), and occlusion sensitivity maps for the top 3.
 
+* An atlas (``out/atlas``): 16 units of two layers, each rendered with the paper's recipe, with their
+  exemplars from a reference set of a few hundred crops of scikit-image's colour photos
+  (``out/reference-set``), and a sheet figure per layer (unit image next to its top exemplars).
+
 The recipe is never reduced; the demo stays within minutes by rendering few filters.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from .analysis import Box, occlusion_study, rank_filters, sensitivity_maps
-from .images import atomic_write_text, save_png
+from .atlas import Atlas, BuildProgress
+from .data import natural_images
+from .images import atomic_write, atomic_write_text, save_png
 from .objectives import Channel
-from .plots import activation_bars, image_grid, occlusion_sheet, save_figure, sensitivity_figure, top_filters_panel
+from .plots import activation_bars, atlas_sheet, image_grid, occlusion_sheet, save_figure, sensitivity_figure, top_filters_panel
 from .recipes import PAPER_RECIPE, Recipe
 from .render import render
 from .results import RenderResult, StepInfo, save_result
 from .zoo.registry import LoadedModel
 
-__all__ = ["DemoPlan", "DEMO_PLAN", "DemoOutputs", "run_demo"]
+__all__ = ["DemoPlan", "DEMO_PLAN", "DemoOutputs", "run_demo", "write_reference_set"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,9 @@ class DemoPlan:
         ("mouth", ((215, 250, 305, 300),)),
         ("whole face", ((95, 20, 355, 285),)),
     )
+    atlas_layers: tuple[str, ...] = ("_blocks.4", "_blocks.10")
+    atlas_units: int = 16
+    reference_images: int = 240
 
 
 DEMO_PLAN = DemoPlan()
@@ -116,7 +127,64 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
         figures.append(save_figure(fig, out / f"grid_{label}_{layer.strip('_').replace('.', '_')}.png"))
 
     table = _cat_analysis(model, out, plan, recipe, figures, run)
+    figures.extend(_atlas(model, out, plan, recipe, seed, progress))
     return DemoOutputs(figures, table)
+
+
+def write_reference_set(folder: Path, count: int, seed: int = 0, side: int = 224) -> Path:
+    """``count`` random square crops (10-100 % of the shorter side) of scikit-image's colour photos, resized
+    to ``side`` px, as JPEGs in ``folder``: a small offline dataset for exemplars. Returns the folder."""
+    photos = [image for image in natural_images()
+              if float(torch.from_numpy(__import__("numpy").asarray(image, dtype="float32")).std(dim=2).mean()) > 2]
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        w, h = photo.size
+        crop = int(min(w, h) * (0.1 + 0.9 * float(torch.rand((), generator=generator))))
+        x = int(torch.randint(0, w - crop + 1, (), generator=generator))
+        y = int(torch.randint(0, h - crop + 1, (), generator=generator))
+        image = photo.crop((x, y, x + crop, y + crop)).resize((side, side), Image.Resampling.LANCZOS)
+        atomic_write(folder / f"crop{i:04d}.jpg", lambda tmp, image=image: image.save(tmp, format="JPEG", quality=90))
+    return folder
+
+
+class _AtlasProgress(BuildProgress):
+    def __init__(self, progress: Callable[[str, int], Callable[[StepInfo], None] | None] | None, total: int) -> None:
+        self.progress, self.total = progress, total
+        self.callback: Callable[[StepInfo], None] | None = None
+
+    def render_started(self, label: str, units: int) -> None:
+        self.callback = self.progress(f"atlas {label}", self.total) if self.progress else None
+
+    def render_step(self, info: StepInfo) -> None:
+        if self.callback is not None:
+            self.callback(info)
+
+
+def _atlas(model: LoadedModel, out: Path, plan: DemoPlan, recipe: Recipe, seed: int,
+           progress: Callable[[str, int], Callable[[StepInfo], None] | None] | None) -> list[Path]:
+    dataset = out / "reference-set"
+    if len(list(dataset.glob("*.jpg"))) != plan.reference_images:
+        write_reference_set(dataset, plan.reference_images, seed)
+    units = list(range(plan.atlas_units))
+    figures = []
+    with Atlas(out / "atlas") as atlas:
+        atlas.build(model, list(plan.atlas_layers), units=units, recipes=[recipe], seeds=[seed], dataset=dataset,
+                    exemplars=9, progress=_AtlasProgress(progress, recipe.total_steps))
+        for layer in plan.atlas_layers:
+            entries = []
+            for unit in units:
+                record = atlas.unit(layer, unit)
+                done = [r for r in record.renders if r.file]
+                image = Image.open(atlas.path / done[0].file).convert("RGB") if done else None
+                crops = [Image.open(io.BytesIO(atlas.exemplar_image(e.id))).convert("RGB")
+                         for e in record.exemplars.get("max", [])[:4]]
+                ratio = f", robustness {done[0].robustness:.2f}" if done and done[0].robustness is not None else ""
+                entries.append((f"unit {unit}{ratio}", image, crops))
+            fig = atlas_sheet(entries, suptitle=f"{model.name} {layer}: optimized image and top dataset exemplars "
+                                                f"(crops around the maximum, sized to the receptive field)")
+            figures.append(save_figure(fig, out / f"atlas_{layer.strip('_').replace('.', '_')}.png"))
+    return figures
 
 
 def _cat_analysis(model: LoadedModel, out: Path, plan: DemoPlan, recipe: Recipe, figures: list[Path], run) -> str:

@@ -21,7 +21,7 @@ from .images import atomic_write
 from .tensors import to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
-           "sensitivity_figure", "save_figure"]
+           "sensitivity_figure", "atlas_sheet", "save_figure"]
 
 
 def _show(ax: Any, image: Image.Image) -> None:
@@ -128,3 +128,28 @@ def sensitivity_figure(maps, *, model_name: str) -> Figure:
     return heatmap_overlays(maps.image.pil(), maps.maps, titles,
                             suptitle=f"{model_name}: where occluding a {maps.patch} px patch lowers each filter "
                                      f"(stride {maps.stride}, {maps.fill} fill)")
+
+
+def atlas_sheet(units: Sequence[tuple[str, Image.Image | None, Sequence[Image.Image]]], *, suptitle: str,
+                exemplars: int = 4, units_per_row: int = 2, panel_inches: float = 1.3) -> Figure:
+    """An atlas page: for each unit its optimized image (titled) next to its top dataset exemplars (crops
+    around where the unit fires most), ``units_per_row`` units side by side."""
+    columns = units_per_row * (1 + exemplars)
+    rows = max(1, math.ceil(len(units) / units_per_row))
+    fig = Figure(figsize=(panel_inches * columns + 0.2 * units_per_row, rows * (panel_inches + 0.25) + 0.45),
+                 layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for index, (title, image, crops) in enumerate(units):
+        row, start = divmod(index, units_per_row)
+        start *= 1 + exemplars
+        if image is not None:
+            _show(axes[row, start], image)
+        axes[row, start].set_title(title, fontsize=8)
+        for k, crop in enumerate(list(crops)[:exemplars]):
+            _show(axes[row, start + 1 + k], crop)
+            if k == 0:
+                axes[row, start + 1].set_title("top exemplars →", fontsize=7, loc="left")
+    fig.suptitle(suptitle, fontsize=10)
+    return fig
