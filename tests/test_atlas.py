@@ -3,6 +3,7 @@ the store's resume and integrity guarantees (including a real kill -9), and the 
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import signal
@@ -188,9 +189,9 @@ def test_exemplars_and_statistics_equal_brute_force_and_crops_hold_the_maximum(t
                 # the crop's box contains the input pixel under the maximum's position
                 cy, cx = e.y * rf.stride_y, e.x * rf.stride_x
                 assert e.box[0] <= cx < e.box[2] and e.box[1] <= cy < e.box[3]
-                with Image.open(__import__("io").BytesIO(atlas.exemplar_image(e.id))) as crop:
+                with Image.open(io.BytesIO(atlas.exemplar_image(e.id))) as crop:
                     assert crop.size == (e.box[2] - e.box[0], e.box[3] - e.box[1])
-                with Image.open(__import__("io").BytesIO(atlas.exemplar_image(e.id, thumbnail=True))) as thumb:
+                with Image.open(io.BytesIO(atlas.exemplar_image(e.id, thumbnail=True))) as thumb:
                     assert max(thumb.size) == 96
         means = atlas.matrix(atlas.latest_pass(atlas.layer(atlas.model(), name).id).id)
         assert np.allclose(means, layer_acts.mean(dim=(2, 3)).numpy(), atol=1e-6)

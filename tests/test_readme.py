@@ -65,3 +65,20 @@ def _capped(post_init):
         post_init(self)
 
     return wrapper
+
+
+@pytest.mark.integration
+def test_the_readme_atlas_example_runs(tmp_path, monkeypatch):
+    from filterscope.demo import write_reference_set
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Atlas"):text.index("\n## ", text.index("## Atlas") + 1)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    write_reference_set(tmp_path / "out" / "readme-photos", 6)
+    monkeypatch.setitem(fs.RECIPES, "paper", fs.PAPER_RECIPE.replace(scales=2, steps=2))  # seconds, not minutes
+    namespace: dict[str, object] = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    unit = namespace["unit"]
+    assert unit.renders[0].status == "ok" and len(unit.exemplars["max"]) == 6 and unit.stats.images == 6
+    assert (tmp_path / "out" / "readme-atlas" / unit.renders[0].file).is_file()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -29,7 +30,15 @@ from .atlas import Atlas, BuildProgress
 from .data import natural_images
 from .images import atomic_write, atomic_write_text, save_png
 from .objectives import Channel
-from .plots import activation_bars, atlas_sheet, image_grid, occlusion_sheet, save_figure, sensitivity_figure, top_filters_panel
+from .plots import (
+    activation_bars,
+    atlas_sheet,
+    image_grid,
+    occlusion_sheet,
+    save_figure,
+    sensitivity_figure,
+    top_filters_panel,
+)
 from .recipes import PAPER_RECIPE, Recipe
 from .render import render
 from .results import RenderResult, StepInfo, save_result
@@ -134,8 +143,8 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
 def write_reference_set(folder: Path, count: int, seed: int = 0, side: int = 224) -> Path:
     """``count`` random square crops (10-100 % of the shorter side) of scikit-image's colour photos, resized
     to ``side`` px, as JPEGs in ``folder``: a small offline dataset for exemplars. Returns the folder."""
-    photos = [image for image in natural_images()
-              if float(torch.from_numpy(__import__("numpy").asarray(image, dtype="float32")).std(dim=2).mean()) > 2]
+    photos = [image for image in natural_images()  # the colour ones: channels differ somewhere
+              if float(np.asarray(image, dtype=np.float32).std(axis=2).mean()) > 2]
     generator = torch.Generator().manual_seed(seed)
     for i in range(count):
         photo = photos[i % len(photos)]

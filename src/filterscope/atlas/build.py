@@ -95,6 +95,8 @@ class BuildSummary:
         crops: Exemplar crops cut.
         seconds: Wall time of the whole build.
         first_render_seconds: From the start of the build to the first render recorded (``None`` when none).
+        render_start_seconds: From the start of the build to the start of the first render (planning,
+            model fingerprint, receptive fields, skipping what is done; ``None`` when nothing was rendered).
     """
 
     rendered: int = 0
@@ -105,6 +107,7 @@ class BuildSummary:
     crops: int = 0
     seconds: float = 0.0
     first_render_seconds: float | None = None
+    render_start_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -438,6 +441,8 @@ def _render_units(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pending
                   references: torch.Tensor | None, maxima: torch.Tensor | None, progress: BuildProgress,
                   summary: BuildSummary, started: float) -> None:
     folder = store.path / "renders" / slug(loaded.name) / layer_slug(layer.ref)
+    if summary.render_start_seconds is None:
+        summary.render_start_seconds = time.perf_counter() - started
     objectives = [Channel(layer.ref, int(row["unit"])) for row in pending]
     queue = list(pending)
     for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size, runtime=runtime,
