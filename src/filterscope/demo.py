@@ -153,7 +153,11 @@ def write_reference_set(folder: Path, count: int, seed: int = 0, side: int = 224
         x = int(torch.randint(0, w - crop + 1, (), generator=generator))
         y = int(torch.randint(0, h - crop + 1, (), generator=generator))
         image = photo.crop((x, y, x + crop, y + crop)).resize((side, side), Image.Resampling.LANCZOS)
-        atomic_write(folder / f"crop{i:04d}.jpg", lambda tmp, image=image: image.save(tmp, format="JPEG", quality=90))
+
+        def write(tmp: Path, image: Image.Image = image) -> None:
+            image.save(tmp, format="JPEG", quality=90)
+
+        atomic_write(folder / f"crop{i:04d}.jpg", write)
     return folder
 
 
@@ -185,7 +189,8 @@ def _atlas(model: LoadedModel, out: Path, plan: DemoPlan, recipe: Recipe, seed: 
             for unit in units:
                 record = atlas.unit(layer, unit)
                 done = [r for r in record.renders if r.file]
-                image = Image.open(atlas.path / done[0].file).convert("RGB") if done else None
+                files = [r.file for r in done if r.file]
+                image = Image.open(atlas.path / files[0]).convert("RGB") if files else None
                 crops = [Image.open(io.BytesIO(atlas.exemplar_image(e.id))).convert("RGB")
                          for e in record.exemplars.get("max", [])[:4]]
                 ratio = f", robustness {done[0].robustness:.2f}" if done and done[0].robustness is not None else ""
