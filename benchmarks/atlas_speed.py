@@ -61,6 +61,8 @@ def pass_rate(model: fs.LoadedModel, layers: list[str], data: Path, folder: Path
 
 def pass_rows(model: fs.LoadedModel, data: Path, tmp: Path, repeats: int) -> list[str]:
     paths = sorted(data.glob("*.jpg"))
+    bare_forward(model, list(LAYER_SETS[-1]), paths[:40])  # warm-up: the first pass through a model is slower
+    pass_rate(model, list(LAYER_SETS[-1]), data, tmp / "warm-up")
     rows = []
     for layers in LAYER_SETS:
         bare, kept = [], []

@@ -2,10 +2,11 @@
 
 :func:`build_atlas` does only what the atlas does not hold yet, in an order that gives results early:
 
-1. **Plan.** The model is recorded with a fingerprint of its weights, each layer with its receptive field
-   (measured once), each wanted render (layer, unit, recipe, seed, runtime settings) with its key
+1. **Plan.** The model is recorded with a fingerprint of its weights, each layer with its shape, each
+   wanted render (layer, unit, recipe, seed, runtime settings) with its key
    (:func:`~filterscope.atlas.store.render_key`); renders already in the atlas are not planned again.
-2. **Exemplar pass** (with ``dataset``): one forward pass per batch for all the layers that need it,
+2. **Exemplar pass** (with ``dataset``): each layer's receptive field is measured (once per atlas), then one
+   forward pass per batch for all the layers that need it,
    decoding in a background thread, a :class:`~filterscope.atlas.exemplars.UnitTracker` per layer, the
    per-image means and maxima written to memory-mapped ``.npy`` files. The pass checkpoints itself every
    ``checkpoint_seconds``; a killed pass resumes from its checkpoint.
@@ -116,8 +117,17 @@ class _Layer:
     id: int
     channels: int
     units: list[int]
-    field: ReceptiveField
     grid: tuple[int, ...]  # the output's spatial shape at the input size
+
+
+def _receptive_field(store: AtlasStore, loaded: LoadedModel, layer: _Layer) -> ReceptiveField:
+    """The layer's receptive field, measured once per atlas (only builds with exemplars need it)."""
+    record = next(x for x in store.layers() if x.id == layer.id)
+    if record.receptive_field is not None:
+        return ReceptiveField.from_dict(record.receptive_field)
+    found = receptive_field(loaded, layer.ref)
+    store.set_receptive_field(layer.id, found.to_dict())
+    return found
 
 
 def _units_for(units: Sequence[int] | dict[str, Sequence[int]] | None, layer: str, ref: LayerRef,
@@ -189,23 +199,18 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
     with OutputLock(folder, name=LOCK_NAME, on_wait=waiting):
         store = store or AtlasStore(folder)
         summary = BuildSummary()
-        model_id = store.add_model(loaded.name, loaded.weights, weights_fingerprint(loaded.module),
-                                   loaded.info.get("source"), loaded.preprocessing.to_dict())
+        weights_hash = weights_fingerprint(loaded.module)
+        model_id = store.add_model(loaded.name, loaded.weights, weights_hash, loaded.info.get("source"),
+                                   loaded.preprocessing.to_dict())
         plan: list[_Layer] = []
         for name, ref in resolved:
             info = infos[name]
             layer_id = store.add_layer(model_id, str(ref), info.channels, list(info.shape))
-            record = next(x for x in store.layers(model_id) if x.id == layer_id)
-            if record.receptive_field is None:
-                field_ = receptive_field(loaded, ref)
-                store.set_receptive_field(layer_id, field_.to_dict())
-            else:
-                field_ = ReceptiveField.from_dict(record.receptive_field)
-            plan.append(_Layer(ref, layer_id, info.channels, wanted_units[name], field_, tuple(info.shape[1:])))
+            plan.append(_Layer(ref, layer_id, info.channels, wanted_units[name], tuple(info.shape[1:])))
         if data is not None:
             _exemplar_stage(store, loaded, plan, data, exemplars, fit, runtime, progress, summary, checkpoint_seconds)
-        _render_stage(store, loaded, plan, recipe_list, list(seeds), scores, runtime, batch_size, retry_failed,
-                      progress, summary, started)
+        _render_stage(store, loaded, weights_hash, plan, recipe_list, list(seeds), scores, runtime, batch_size,
+                      retry_failed, progress, summary, started)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -218,18 +223,20 @@ def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], 
     settings = {"fit": fit, "precision": runtime.precision, "input": list(loaded.preprocessing.input_shape)}
     passes = {layer.id: store.add_pass(layer.id, dataset_id, settings, n) for layer in plan}
     todo = [layer for layer in plan if passes[layer.id]["status"] != "done"]
+    fields = {layer.id: _receptive_field(store, loaded, layer) for layer in todo}
     if todo:
         progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
-        rate = _run_pass(store, loaded, todo, {x.id: int(passes[x.id]["id"]) for x in todo}, data, n, fit, runtime,
-                         progress, checkpoint_seconds)
+        rate = _run_pass(store, loaded, todo, fields, {x.id: int(passes[x.id]["id"]) for x in todo}, data, n, fit,
+                         runtime, progress, checkpoint_seconds)
         summary.passes += len(todo)
         summary.pass_images_per_second = rate
     for layer in plan:
         summary.crops += _cut_crops(store, loaded, layer, int(passes[layer.id]["id"]), fit, progress)
 
 
-def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], pass_ids: dict[int, int], data: Dataset,
-              n: int, fit: str, runtime: Runtime, progress: BuildProgress, checkpoint_seconds: float) -> float:
+def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], fields: dict[int, ReceptiveField],
+              pass_ids: dict[int, int], data: Dataset, n: int, fit: str, runtime: Runtime, progress: BuildProgress,
+              checkpoint_seconds: float) -> float:
     """One streaming pass for ``layers``; returns images per second."""
     folder = store.path / "activations"
     folder.mkdir(parents=True, exist_ok=True)
@@ -330,7 +337,7 @@ def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], pass
             for kind in UnitTracker.KINDS:
                 for rank, (image, value, position) in enumerate(tracker.exemplars(u, kind)):
                     y, x_pos = divmod(position, grid[1]) if len(grid) == 2 else (0, position)
-                    box = x.field.box(y, x_pos, input_shape) if kind != "mean" else (0, 0, input_shape[1],
+                    box = fields[x.id].box(y, x_pos, input_shape) if kind != "mean" else (0, 0, input_shape[1],
                                                                                      input_shape[0])
                     sx, sy, ox, oy = placements[image]
                     source = [(box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy]
@@ -394,11 +401,11 @@ def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pass_id: i
 
 
 # ------------------------------------------------------------------------------------------ renders
-def _render_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], recipes: list[tuple[str, Recipe]],
-                  seeds: list[int], scores: bool, runtime: Runtime, batch_size: int | None, retry_failed: bool,
-                  progress: BuildProgress, summary: BuildSummary, started: float) -> None:
+def _render_stage(store: AtlasStore, loaded: LoadedModel, weights_hash: str, plan: list[_Layer],
+                  recipes: list[tuple[str, Recipe]], seeds: list[int], scores: bool, runtime: Runtime,
+                  batch_size: int | None, retry_failed: bool, progress: BuildProgress, summary: BuildSummary,
+                  started: float) -> None:
     settings = _settings(loaded, runtime)
-    weights_hash = weights_fingerprint(loaded.module)
     references = None
     for layer in plan:
         for recipe_name, recipe in recipes:
