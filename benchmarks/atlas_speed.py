@@ -123,7 +123,7 @@ def render_rows(tmp: Path, recipe_args: list[str], repeats: int) -> list[str]:
     v, a, s = statistics.median(visualize_s), statistics.median(atlas_s), statistics.median(scored_s)
     return [f"| `visualize` | {v:.2f} | 1.00 |", f"| `atlas build --no-scores` | {a:.2f} | {a / v:.2f} |",
             f"| `atlas build` (with quality scores) | {s:.2f} | {s / v:.2f} |",
-            f"| resumed build, 4 of 5 units done: time before its first new unit | {resumed.render_start_seconds:.2f} s "
+            f"| resumed build (in process, model loaded), 4 of 5 units done: time before its first new unit | {resumed.render_start_seconds:.2f} s "
             f"| |"]
 
 
