@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test lint install install-dev own-model-pictures clean
+.PHONY: demo test lint install install-dev own-model-pictures microscope-pictures chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(VENV)/bin/filterscope demo --out $(OUT)
 
-test: $(VENV)/.installed-dev lint
+test: $(VENV)/.installed-dev chromium lint
 	$(PY) -m pytest
+
+# The browser tests drive Debian's headless Chromium with Playwright (never `playwright install`).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # Lint and type check (part of `make test`, so CI runs them); configuration in pyproject.toml.
 lint: $(VENV)/.installed-dev
@@ -46,6 +51,13 @@ own-model-pictures: $(VENV)/.installed-dev
 		$(OWN)/digits-relu3-grid.png docs/images/own_model_grid.jpg \
 		$(OWN)/digit0-is-0+9-relu3-top5.png docs/images/own_model_top5.jpg \
 		$(OWN)/digit2-is-2-relu3-sensitivity.png docs/images/own_model_sensitivity.jpg
+
+# The README's microscope screenshots: the browser test photographs the demo's atlas (run `make demo` first).
+microscope-pictures: $(VENV)/.installed-dev chromium
+	FILTERSCOPE_SCREENSHOT_ATLAS=$(OUT)/atlas $(PY) -m pytest -q tests/test_browser.py -k screenshots
+	$(PY) -c "from PIL import Image; import sys; [Image.open(a).convert('RGB').save(b, quality=85) for a, b in zip(sys.argv[1::2], sys.argv[2::2])]" \
+		docs/images/microscope_layer.png docs/images/microscope_layer.jpg docs/images/microscope_unit.png docs/images/microscope_unit.jpg
+	rm docs/images/microscope_layer.png docs/images/microscope_unit.png
 
 clean:
 	rm -rf $(VENV) out build src/*.egg-info .pytest_cache

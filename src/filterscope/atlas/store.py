@@ -432,6 +432,44 @@ class AtlasStore:
             raise AtlasError(f"No {'thumbnail' if thumbnail else 'crop'} for exemplar {exemplar_id} in {self.path}")
         return bytes(row[0])
 
+    def layer_summary(self, layer_id: int) -> list[dict[str, Any]]:
+        """One row per unit of a layer: its first finished render (id, status, final activation, scores)
+        and its statistics from the latest pass, for grids and sorting (units without either included)."""
+        channels = self._conn.execute("SELECT channels FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        if channels is None:
+            raise AtlasError(f"No layer {layer_id} in the atlas {self.path}")
+        rows: list[dict[str, Any]] = [{"unit": u, "render": None, "status": None, "final_activation": None,
+                                       "robustness": None, "max": None, "fraction_positive": None}
+                                      for u in range(int(channels[0]))]
+        for r in self._conn.execute("SELECT id, unit, status, final_activation, robustness FROM renders WHERE "
+                                    "layer_id = ? AND status != 'pending' ORDER BY id DESC", (layer_id,)):
+            if r["status"] in ("ok", "inactive") or rows[r["unit"]]["render"] is None:
+                rows[r["unit"]].update(render=r["id"] if r["status"] != "failed" else None, status=r["status"],
+                                       final_activation=r["final_activation"], robustness=r["robustness"])
+        found = self.latest_pass(layer_id)
+        if found is not None:
+            for s in self._conn.execute("SELECT unit, max, fraction_positive FROM unit_stats WHERE pass_id = ?",
+                                        (found.id,)):
+                rows[s["unit"]].update(max=s["max"], fraction_positive=s["fraction_positive"])
+        return rows
+
+    def render_counts(self, layer_id: int) -> dict[str, int]:
+        """Renders of a layer by status."""
+        return {r[0]: int(r[1]) for r in self._conn.execute(
+            "SELECT status, COUNT(DISTINCT unit) FROM renders WHERE layer_id = ? GROUP BY status", (layer_id,))}
+
+    def exemplar(self, exemplar_id: int) -> tuple[ExemplarRecord, int, int]:
+        """An exemplar with the pass's layer id and the unit it belongs to."""
+        r = self._conn.execute(
+            "SELECT e.*, e.crop IS NOT NULL AS has_crop, d.path, p.layer_id FROM exemplars e JOIN passes p ON "
+            "p.id = e.pass_id JOIN dataset_images d ON d.dataset_id = p.dataset_id AND d.idx = e.image "
+            "WHERE e.id = ?", (exemplar_id,)).fetchone()
+        if r is None:
+            raise AtlasError(f"No exemplar {exemplar_id} in the atlas {self.path}")
+        record = ExemplarRecord(r["id"], r["kind"], r["rank"], r["image"], r["path"], r["value"], r["y"], r["x"],
+                                json.loads(r["box"]), json.loads(r["source_box"]), bool(r["has_crop"]))
+        return record, int(r["layer_id"]), int(r["unit"])
+
     def status(self) -> list[StatusRow]:
         """Renders per model, layer, recipe and seed: done (ok), inactive, failed, pending."""
         rows = self._conn.execute(

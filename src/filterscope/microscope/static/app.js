@@ -1,0 +1,273 @@
+// filterscope microscope: fills the page shells from the JSON API. Plain JavaScript, no build step.
+"use strict";
+
+const app = document.getElementById("app");
+const kind = app.dataset.kind;
+const page = JSON.parse(app.dataset.page || "{}");
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : document.createTextNode(child));
+  }
+  return node;
+}
+
+async function getJSON(url, options) {
+  const response = await fetch(url, options);
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.detail || response.statusText);
+  return data;
+}
+
+function fmt(value, digits = 3) {
+  return value === null || value === undefined ? "–" : Number(value).toPrecision(digits);
+}
+
+function pct(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
+}
+
+function enc(text) {
+  return encodeURIComponent(text);
+}
+
+function crumbs(items) {
+  const target = document.getElementById("crumbs");
+  target.replaceChildren(...items.flatMap((item, i) => [i ? " / " : "", item.href ? el("a", { href: item.href }, item.text) : item.text]));
+}
+
+function fail(error) {
+  app.replaceChildren(el("p", { class: "error" }, `Could not load this page: ${error.message}`));
+}
+
+// ------------------------------------------------------------------------------------------- home
+async function home() {
+  const models = await getJSON("/api/models");
+  crumbs([{ text: "home" }]);
+  if (!models.length) {
+    app.replaceChildren(el("p", {}, "This atlas holds no model yet: build it with filterscope atlas build."));
+    return;
+  }
+  app.replaceChildren(...models.map((model) => el("section", { class: "model" },
+    el("h1", {}, model.name),
+    el("p", { class: "muted" }, `weights: ${model.weights} (sha256 ${model.weights_hash.slice(0, 12)}…)`),
+    el("table", { class: "layers" },
+      el("thead", {}, el("tr", {}, ["layer", "units", "rendered", "failed", "exemplars from"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, model.layers.map((layer) => el("tr", {},
+        el("td", {}, el("a", { href: layer.url, class: "layer-link" }, layer.name)),
+        el("td", {}, String(layer.channels)),
+        el("td", {}, el("progress", { max: layer.channels, value: layer.rendered }), ` ${layer.rendered}`),
+        el("td", {}, String(layer.failed)),
+        el("td", {}, layer.exemplar_images ? `${layer.exemplar_images} images` : "–"),
+      )))))));
+}
+
+// ------------------------------------------------------------------------------------------ layer
+const SORTS = {
+  index: { label: "unit index", key: (u) => u.unit, descending: false },
+  max: { label: "maximum activation", key: (u) => u.max, descending: true },
+  sparsity: { label: "sparsity (fraction of images positive)", key: (u) => u.fraction_positive, descending: true },
+  quality: { label: "quality (robustness)", key: (u) => u.robustness, descending: true },
+};
+
+function sortUnits(units, how) {
+  const sort = SORTS[how] || SORTS.index;
+  return [...units].sort((a, b) => {
+    const x = sort.key(a), y = sort.key(b);
+    if (x === null && y === null) return a.unit - b.unit;
+    if (x === null) return 1;
+    if (y === null) return -1;
+    return (sort.descending ? y - x : x - y) || a.unit - b.unit;
+  });
+}
+
+function metric(unit, how) {
+  if (how === "max") return `max ${fmt(unit.max)}`;
+  if (how === "sparsity") return `${pct(unit.fraction_positive)} positive`;
+  if (how === "quality") return `robustness ${fmt(unit.robustness)}`;
+  return unit.final_activation === null ? "" : `act. ${fmt(unit.final_activation)}`;
+}
+
+async function layer() {
+  const data = await getJSON(`/api/m/${enc(page.model)}/${enc(page.layer)}`);
+  crumbs([{ text: "home", href: "/" }, { text: data.model }, { text: data.layer }]);
+  const params = new URLSearchParams(location.search);
+  let how = SORTS[params.get("sort")] ? params.get("sort") : "index";
+  const cards = new Map(data.units.map((u) => [u.unit, el("a", { class: "card", href: `${data.url}/${u.unit}`, "data-unit": u.unit },
+    u.thumb ? el("img", { src: u.thumb, loading: "lazy", width: 160, height: 160, alt: `unit ${u.unit}` })
+      : el("div", { class: "placeholder" }, u.status === "failed" ? "failed" : "not rendered"),
+    el("span", { class: "caption" }, el("b", {}, `${u.unit}`), " ", el("span", { class: "metric" }, metric(u, how))))]));
+  const grid = el("div", { class: "grid", id: "grid" });
+  const select = el("select", { id: "sort", onchange: () => { how = select.value; draw(); } },
+    Object.entries(SORTS).map(([key, sort]) => el("option", { value: key, selected: key === how }, sort.label)));
+  const jump = el("input", { id: "jump", type: "number", min: 0, max: data.channels - 1, placeholder: "unit #" });
+  const go = () => {
+    const n = Number(jump.value);
+    if (jump.value !== "" && Number.isInteger(n) && n >= 0 && n < data.channels) location.href = `${data.url}/${n}`;
+    else jump.setCustomValidity(`0 to ${data.channels - 1}`), jump.reportValidity();
+  };
+  jump.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
+  jump.addEventListener("input", () => jump.setCustomValidity(""));
+  function draw() {
+    const order = sortUnits(data.units, how);
+    for (const u of order) cards.get(u.unit).querySelector(".metric").textContent = metric(u, how);
+    grid.replaceChildren(...order.map((u) => cards.get(u.unit)));
+    const url = new URL(location.href);
+    url.searchParams.set("sort", how);
+    history.replaceState(null, "", url);
+  }
+  const rendered = data.units.filter((u) => u.render).length;
+  app.replaceChildren(
+    el("h1", {}, `${data.model} ${data.layer}`),
+    el("p", { class: "muted" }, `${data.channels} units, ${rendered} rendered; output ${data.shape.join("×")}`),
+    el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go")),
+    grid);
+  draw();
+}
+
+// ------------------------------------------------------------------------------------------- unit
+function histogram(stats) {
+  const { edges, counts } = stats.histogram;
+  if (!counts || !counts.length) return el("p", { class: "muted" }, "no histogram");
+  const width = 360, height = 110, top = Math.max(...counts), bar = width / counts.length;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 16}`);
+  svg.setAttribute("class", "histogram");
+  counts.forEach((count, i) => {
+    const rect = document.createElementNS(ns, "rect");
+    const h = top ? (count / top) * height : 0;
+    rect.setAttribute("x", i * bar + 0.5);
+    rect.setAttribute("y", height - h);
+    rect.setAttribute("width", Math.max(bar - 1, 1));
+    rect.setAttribute("height", h);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${fmt(edges[i])} to ${fmt(edges[i + 1])}: ${count} images`;
+    rect.append(title);
+    svg.append(rect);
+  });
+  for (const [x, anchor, value] of [[0, "start", edges[0]], [width, "end", edges[edges.length - 1]]]) {
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", x);
+    label.setAttribute("y", height + 13);
+    label.setAttribute("text-anchor", anchor);
+    label.textContent = fmt(value);
+    svg.append(label);
+  }
+  return svg;
+}
+
+function exemplarTile(e, big) {
+  const src = big ? e.crop : e.thumb;
+  return el("a", { class: "exemplar", href: e.page, title: `${e.path.split("/").pop()}: ${fmt(e.value)}` },
+    el("span", { class: "frame" },
+      src ? el("img", { src, loading: "lazy", alt: `exemplar ${e.rank + 1}` }) : el("span", { class: "placeholder" }, "no crop"),
+      e.marker ? el("span", { class: "marker", style: `left:${e.marker[0] * 100}%;top:${e.marker[1] * 100}%` }) : null),
+    el("span", { class: "caption" }, fmt(e.value)));
+}
+
+function renderFigure(r) {
+  return el("figure", { class: "render" },
+    r.image ? el("img", { src: r.image, alt: `${r.recipe_name} seed ${r.seed}` }) : el("div", { class: "placeholder" }, r.status),
+    el("figcaption", {},
+      el("b", {}, `${r.recipe_name}, seed ${r.seed}`), ` · ${r.status}`, el("br"),
+      `activation ${fmt(r.initial_activation)} → ${fmt(r.final_activation)}`, el("br"),
+      `ratio ${fmt(r.activation_ratio)} · robustness ${fmt(r.robustness)} · high-freq. ${fmt(r.high_frequency_share, 2)}`,
+      r.message ? el("div", { class: "error" }, r.message) : null));
+}
+
+function renderButton(data) {
+  const status = el("span", { id: "render-status", class: "muted" });
+  const bar = el("progress", { id: "render-progress", max: 1, value: 0, hidden: true });
+  const button = el("button", { id: "render", onclick: () => start() }, "Render this unit");
+  async function poll(job) {
+    bar.hidden = false;
+    button.disabled = true;
+    while (job.state === "queued" || job.state === "running") {
+      bar.value = job.progress;
+      status.textContent = job.state === "queued" ? "queued…" : `rendering… ${Math.round(job.progress * 100)}%`;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      job = await getJSON(`/api/jobs/${job.id}`);
+    }
+    if (job.state === "done") { unit(); return; }
+    status.textContent = `failed: ${job.message}`;
+    button.disabled = false;
+  }
+  async function start() {
+    try {
+      poll(await getJSON(`/api/m/${enc(data.model)}/${enc(data.layer)}/${data.unit}/render`, { method: "POST" }));
+    } catch (error) {
+      status.textContent = error.message;
+    }
+  }
+  if (data.job) poll(data.job);
+  return el("div", { class: "render-on-demand" }, button, " ", bar, " ", status);
+}
+
+async function unit() {
+  const data = await getJSON(`/api/m/${enc(page.model)}/${enc(page.layer)}/${page.unit}`);
+  crumbs([{ text: "home", href: "/" }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: `unit ${data.unit}` }]);
+  const nav = el("nav", { class: "unitnav" },
+    data.prev ? el("a", { id: "prev", href: data.prev, rel: "prev" }, "← previous") : el("span", { class: "muted" }, "← previous"),
+    el("span", {}, `unit ${data.unit} of ${data.channels}`),
+    data.next ? el("a", { id: "next", href: data.next, rel: "next" }, "next →") : el("span", { class: "muted" }, "next →"));
+  const renders = el("section", { class: "renders" }, el("h2", {}, "Optimized images"),
+    data.renders.length ? el("div", { class: "row" }, data.renders.map(renderFigure))
+      : el("div", {}, el("p", { class: "muted" }, "Not rendered yet."), data.can_render ? renderButton(data) : null));
+  const s = data.stats;
+  const stats = el("section", { class: "stats" }, el("h2", {}, "Activation statistics"),
+    s ? el("div", { class: "row" },
+      el("table", {}, [["images", s.images], ["mean", fmt(s.mean)], ["std", fmt(s.std)], ["max", fmt(s.max)], ["min", fmt(s.min)],
+        ["positive in", pct(s.fraction_positive)]].map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v))))),
+      el("div", {}, histogram(s), el("p", { class: "muted small" }, "per-image maxima over the dataset")))
+      : el("p", { class: "muted" }, "No exemplar pass yet (build with --dataset)."));
+  const sections = [nav, renders, stats];
+  const ex = data.exemplars;
+  if (ex.max) sections.push(el("section", {}, el("h2", {}, "Top exemplars"),
+    el("p", { class: "muted small" }, `where the unit fires most in ${data.dataset}, cropped to its receptive field; the dot marks the maximum`),
+    el("div", { class: "exemplars big" }, ex.max.map((e) => exemplarTile(e, true)))));
+  if (ex.mean) sections.push(el("section", {}, el("h2", {}, "Top by mean activation"),
+    el("div", { class: "exemplars" }, ex.mean.map((e) => exemplarTile(e, false)))));
+  if (ex.min) sections.push(el("section", {}, el("h2", {}, "Most negative"),
+    el("div", { class: "exemplars" }, ex.min.map((e) => exemplarTile(e, false)))));
+  if (data.cofiring.length) sections.push(el("section", {}, el("h2", {}, "Fires together with"),
+    el("ul", { class: "cofiring" }, data.cofiring.map((c) => el("li", {}, el("a", { href: c.url }, `unit ${c.unit}`), ` r = ${fmt(c.correlation, 2)}`)))));
+  app.replaceChildren(el("h1", {}, `${data.model} ${data.layer} · unit ${data.unit}`), ...sections);
+}
+
+document.addEventListener("keydown", (event) => {
+  if (kind !== "unit" || event.target.closest("input, select, textarea") || event.altKey || event.ctrlKey || event.metaKey) return;
+  const link = document.getElementById(event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : "");
+  if (link) location.href = link.href;
+});
+
+// -------------------------------------------------------------------------------------- exemplar
+function exemplar() {
+  const back = `${page.base}/${page.unit}`;
+  crumbs([{ text: "home", href: "/" }, { text: page.model }, { text: page.layer, href: page.base }, { text: `unit ${page.unit}`, href: back }, { text: page.path }]);
+  const outline = el("span", { class: "outline", id: "outline", hidden: true });
+  const image = el("img", { id: "source", src: `/img/source/${page.exemplar}`, alt: page.path });
+  image.addEventListener("load", () => {
+    const [x0, y0, x1, y1] = page.box;
+    const w = image.naturalWidth, h = image.naturalHeight;
+    const left = Math.max(x0, 0), top = Math.max(y0, 0);
+    Object.assign(outline.style, { left: `${(left / w) * 100}%`, top: `${(top / h) * 100}%`,
+      width: `${((Math.min(x1, w) - left) / w) * 100}%`, height: `${((Math.min(y1, h) - top) / h) * 100}%` });
+    outline.hidden = false;
+  });
+  app.replaceChildren(el("h1", {}, page.path),
+    el("p", { class: "muted" }, `${page.kind_} exemplar of unit ${page.unit}: value ${fmt(page.value)}; the outline is the crop shown on the unit page. `,
+      el("a", { href: back }, "back to the unit")),
+    el("div", { class: "source" }, image, outline));
+}
+
+const handler = { home, layer, unit, exemplar }[kind];
+if (handler) Promise.resolve().then(handler).catch(fail);

@@ -1,0 +1,147 @@
+"""The microscope's pages in a real headless browser: Debian's Chromium (``make test`` installs it),
+driven by Playwright from fixtures of our own, against a uvicorn server on 127.0.0.1.
+
+With ``FILTERSCOPE_SCREENSHOT_ATLAS=out/demo/atlas`` the screenshot test also photographs the demo
+atlas's layer and unit pages into ``docs/images/`` (``make microscope-pictures``).
+"""
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from filterscope.microscope import RenderJobs, create_app
+
+from .test_atlas import TINY_RECIPE, conv_stack
+from .test_microscope import atlas  # noqa: F401  (the fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started, "the server did not start"
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Headless Chromium is missing: `make test` installs it (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1800})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, errors  # no JavaScript error on any page
+
+
+def images_loaded(page) -> list[tuple[str, int]]:
+    """Every image of the page as (src, naturalWidth), after the network has settled."""
+    page.wait_for_load_state("networkidle")
+    return page.evaluate("""() => Array.from(document.images).map(i => [i.currentSrc || i.src,
+                                                                          i.complete ? i.naturalWidth : 0])""")
+
+
+def test_home_layer_sort_unit_keyboard(atlas, page):  # noqa: F811
+    with Server(create_app(atlas)) as url:
+        page.goto(url + "/")
+        page.click("a.layer-link:text-is('4')")
+        page.wait_for_selector(".card")
+        assert page.url == url + "/m/stack/4?sort=index"
+        cards = page.locator(".card")
+        assert cards.count() == 5
+        loaded = images_loaded(page)
+        assert len(loaded) == 3 and all(width > 0 for _, width in loaded), loaded
+        api = page.request.get(url + "/api/m/stack/4").json()
+        page.select_option("#sort", "max")
+        order = [int(u) for u in page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.unit)")]
+        assert order == [u["unit"] for u in sorted(api["units"], key=lambda u: (-u["max"], u["unit"]))]
+        assert page.url.endswith("?sort=max")
+        page.click(".card[data-unit='1']")
+        page.wait_for_selector("figure.render img")
+        assert page.url == url + "/m/stack/4/1"
+        loaded = images_loaded(page)
+        assert len(loaded) >= 1 + 3 + 3 and all(width > 0 for _, width in loaded), loaded
+        assert page.locator(".exemplars.big .marker").count() == 3 and page.locator(".histogram rect").count() == 32
+        page.keyboard.press("ArrowRight")
+        page.wait_for_url(url + "/m/stack/4/2")
+        page.wait_for_selector("h1:has-text('unit 2')")
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_url(url + "/m/stack/4/1")
+        page.wait_for_selector(".exemplars.big .exemplar")
+        page.click(".exemplars.big .exemplar >> nth=0")
+        page.wait_for_selector("#outline:not([hidden])")
+        assert all(width > 0 for _, width in images_loaded(page))
+        page.goto(url + "/m/stack/4")
+        page.fill("#jump", "4")
+        page.keyboard.press("Enter")
+        page.wait_for_url(url + "/m/stack/4/4")
+        page.wait_for_selector("text=Not rendered yet.")
+        assert page.locator("#render").count() == 0  # no --render: no button
+        response = page.goto(url + "/m/stack/4/77")
+        assert response.status == 404 and "out of range" in page.text_content("#detail")
+
+
+def test_render_on_demand_in_the_browser(tmp_path, atlas, page):  # noqa: F811
+    folder = tmp_path / "atlas"
+    shutil.copytree(atlas, folder)
+    jobs = RenderJobs(folder, conv_stack(), TINY_RECIPE, 0)
+    with Server(create_app(folder, jobs=jobs)) as url:
+        page.goto(url + "/m/stack/6/2")
+        page.click("#render")
+        page.wait_for_selector("figure.render img", timeout=60_000)
+        assert all(width > 0 for _, width in images_loaded(page))
+        assert "ok" in page.text_content("figure.render figcaption")
+
+
+@pytest.mark.skipif(not os.environ.get("FILTERSCOPE_SCREENSHOT_ATLAS"), reason="make microscope-pictures sets "
+                                                                              "FILTERSCOPE_SCREENSHOT_ATLAS")
+def test_screenshots_of_the_demo_atlas(browser):
+    demo_atlas = Path(os.environ["FILTERSCOPE_SCREENSHOT_ATLAS"])
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
+    shot = context.new_page()
+    with Server(create_app(demo_atlas)) as url:
+        shot.goto(url + "/m/efficientnet_lite0/_blocks.10?sort=quality")
+        shot.wait_for_selector(".card img")
+        assert all(width > 0 for _, width in images_loaded(shot))
+        shot.screenshot(path=str(DOCS / "microscope_layer.png"))
+        shot.goto(url + "/m/efficientnet_lite0/_blocks.10/7")
+        shot.wait_for_selector(".exemplars.big img")
+        assert all(width > 0 for _, width in images_loaded(shot))
+        shot.screenshot(path=str(DOCS / "microscope_unit.png"), full_page=True)
+    context.close()

@@ -1,0 +1,160 @@
+"""The microscope: its JSON API and images through FastAPI's test client (caching, 404s, no path
+traversal, render on demand, never writing without it), and the command's checks."""
+
+import hashlib
+import io
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+import filterscope as fs
+from filterscope.cli import app as cli
+from filterscope.microscope import RenderJobs, create_app
+
+from .test_atlas import TINY_RECIPE, conv_stack, write_images
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory) -> Path:
+    """A small atlas: layers 4 (units 0-2 rendered) and 6 (unit 0), exemplars from 8 images."""
+    root = tmp_path_factory.mktemp("microscope")
+    write_images(root / "data", 8)
+    model = conv_stack()
+    fs.build_atlas(root / "atlas", model, "4", units=[0, 1, 2], recipes=[TINY_RECIPE], dataset=root / "data",
+                   exemplars=3)
+    fs.build_atlas(root / "atlas", model, "6", units=[0], recipes=[TINY_RECIPE], dataset=root / "data", exemplars=3)
+    return root / "atlas"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(("-shm", "-wal"))}
+
+
+def test_models_layers_and_units_come_from_the_atlas(atlas):
+    client = TestClient(create_app(atlas))
+    models = client.get("/api/models").json()
+    assert [m["name"] for m in models] == ["stack"]
+    layers = {layer["name"]: layer for layer in models[0]["layers"]}
+    assert (layers["4"]["channels"], layers["4"]["rendered"], layers["4"]["exemplar_images"]) == (5, 3, 8)
+    layer = client.get("/api/m/stack/4").json()
+    assert [u["unit"] for u in layer["units"]] == [0, 1, 2, 3, 4]
+    assert [u["thumb"] is not None for u in layer["units"]] == [True, True, True, False, False]
+    assert all(u["max"] is not None and 0 <= u["fraction_positive"] <= 1 for u in layer["units"])
+    unit = client.get("/api/m/stack/4/1").json()
+    record = fs.Atlas(atlas, create=False).unit("4", 1)
+    assert unit["renders"][0]["final_activation"] == pytest.approx(record.renders[0].final_activation)
+    assert [e["image"] for e in unit["exemplars"]["max"]] == [e.image for e in record.exemplars["max"]]
+    assert unit["prev"] == "/m/stack/4/0" and unit["next"] == "/m/stack/4/2" and unit["layer_url"] == "/m/stack/4"
+    assert all(0 <= v <= 1 for e in unit["exemplars"]["max"] for v in e["marker"])
+    assert len(unit["cofiring"]) == 4 and unit["can_render"] is False
+    assert client.get("/api/m/stack/4/4").json()["next"] is None
+
+
+def test_images_are_served_by_id_with_etags(atlas):
+    client = TestClient(create_app(atlas))
+    unit = client.get("/api/m/stack/4/1").json()
+    render = client.get(unit["renders"][0]["image"])
+    assert render.status_code == 200 and render.headers["content-type"] == "image/png"
+    assert render.content == (atlas / unit["renders"][0]["file"]).read_bytes()
+    assert "max-age" in render.headers["cache-control"]
+    again = client.get(unit["renders"][0]["image"], headers={"If-None-Match": render.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    thumb = client.get(f"/img/render/{unit['renders'][0]['id']}/thumb")
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 160
+    best = unit["exemplars"]["max"][0]
+    crop = client.get(best["crop"])
+    assert crop.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(crop.content)).size == (
+        best["box"][2] - best["box"][0], best["box"][3] - best["box"][1])
+    assert client.get(best["crop"], headers={"If-None-Match": crop.headers["etag"]}).status_code == 304
+    source = client.get(best["source"])
+    assert source.status_code == 200 and source.content == Path(best["path"]).read_bytes()
+    page = client.get(best["page"])
+    assert page.status_code == 200 and "exemplar" in page.text
+
+
+@pytest.mark.parametrize("path", [
+    "/api/m/nomodel/4", "/api/m/stack/nolayer", "/api/m/stack/4/5", "/api/m/stack/4/-1", "/api/m/stack/4/x",
+    "/api/jobs/1", "/api/nothing", "/img/render/999", "/img/exemplar/999", "/img/source/999",
+])
+def test_unknown_things_are_json_404s(atlas, path):
+    response = TestClient(create_app(atlas)).get(path)
+    assert response.status_code == 404 and response.headers["content-type"] == "application/json"
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/m/nomodel/4", "/m/stack/nolayer", "/m/stack/4/99", "/m/stack/4/abc",
+                                  "/m/stack/4/1/exemplar/999999", "/nothing/here"])
+def test_unknown_pages_are_html_404s(atlas, path):
+    response = TestClient(create_app(atlas), raise_server_exceptions=True).get(path)
+    assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+    assert "Not found" in response.text
+
+
+@pytest.mark.parametrize("path", [
+    "/img/../../etc/passwd", "/img/..%2F..%2Fetc%2Fpasswd", "/img/%2e%2e/%2e%2e/etc/passwd",
+    "/img/render/..%2F..%2F..%2Fetc%2Fpasswd", "/img/source/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/static/..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/img/render/1/..%2F..%2F..%2Fatlas.sqlite", "/m/stack/4/1/exemplar/..%2F..%2Fatlas.sqlite",
+])
+def test_no_path_traversal(atlas, path):
+    response = TestClient(create_app(atlas)).get(path)
+    assert response.status_code == 404
+    assert "root:" not in response.text and "SQLite format" not in response.text
+
+
+def test_pages_and_static_files(atlas):
+    client = TestClient(create_app(atlas))
+    for path in ("/", "/m/stack/4", "/m/stack/4/1"):
+        response = client.get(path)
+        assert response.status_code == 200 and '<script src="/static/app.js">' in response.text
+    assert "function sortUnits" in client.get("/static/app.js").text
+    assert client.get("/static/style.css").status_code == 200
+
+
+def test_without_render_the_server_never_writes(atlas):
+    before = digest(atlas)
+    client = TestClient(create_app(atlas))
+    for path in ("/", "/api/models", "/api/m/stack/4", "/api/m/stack/4/1", "/m/stack/4/3", "/api/m/stack/6/0"):
+        client.get(path)
+    refused = client.post("/api/m/stack/4/3/render")
+    assert refused.status_code == 403 and "without --render" in refused.json()["detail"]
+    assert digest(atlas) == before
+
+
+def test_render_on_demand_one_job_per_unit(tmp_path, atlas):
+    import shutil
+
+    folder = tmp_path / "atlas"
+    shutil.copytree(atlas, folder)
+    jobs = RenderJobs(folder, conv_stack(), TINY_RECIPE, 0)
+    client = TestClient(create_app(folder, jobs=jobs))
+    assert client.post("/api/m/stack/4/9/render").status_code == 404
+    assert client.post("/api/m/stack/nolayer/1/render").status_code == 404
+    assert client.post("/api/m/stack/4/1/render").status_code == 409  # already rendered
+    first = client.post("/api/m/stack/4/3/render")
+    second = client.post("/api/m/stack/4/3/render")
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]  # one job per unit
+    deadline = time.monotonic() + 60
+    state = first.json()
+    while state["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        state = client.get(f"/api/jobs/{state['id']}").json()
+    assert state["state"] == "done", state
+    unit = client.get("/api/m/stack/4/3").json()
+    assert unit["renders"][0]["status"] == "ok" and client.get(unit["renders"][0]["image"]).status_code == 200
+    assert fs.Atlas(folder, create=False).unit("4", 3).renders[0].recipe["steps"] == TINY_RECIPE.steps
+
+
+def test_serve_command_checks_before_listening(tmp_path, atlas):
+    result = runner.invoke(cli, ["serve", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "No atlas in" in result.output
+    result = runner.invoke(cli, ["serve", str(atlas), "--port", "70000"])
+    assert result.exit_code == 1 and "--port must be 1-65535" in result.output
