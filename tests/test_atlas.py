@@ -437,3 +437,19 @@ def test_kill_9_during_a_build_then_a_second_run_finishes_it_exactly_once(tmp_pa
     for path in files:
         with Image.open(path) as image:
             image.load()
+
+
+def test_cofiring_is_the_pearson_correlation_over_finite_images():
+    from filterscope.atlas.exemplars import cofiring
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(50, 6)).astype(np.float32)
+    means[:, 4] = means[:, 1] * 2 + 0.1 * means[:, 4]  # 4 follows 1
+    means[7] = np.nan                                   # a skipped image
+    expected = np.corrcoef(np.delete(means, 7, axis=0).astype(np.float64).T)
+    together = cofiring(means, k=3, chunk=8)
+    assert together[1][0][0] == 4 and together[4][0][0] == 1
+    for unit, row in enumerate(together):
+        others = [u for u in np.argsort(-expected[unit], kind="stable") if u != unit][:3]
+        assert [u for u, _ in row] == others
+        assert [c for _, c in row] == pytest.approx([expected[unit, u] for u in others], abs=1e-9)

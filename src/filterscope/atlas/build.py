@@ -49,7 +49,7 @@ from ..tensors import to_pil
 from ..zoo.registry import LoadedModel, coerce_model
 from ..zoo.weights import weights_fingerprint
 from .dataset import Dataset, list_dataset
-from .exemplars import UnitTracker, histograms
+from .exemplars import UnitTracker, cofiring, histograms
 from .store import AtlasStore, render_key
 
 __all__ = ["BuildProgress", "BuildSummary", "build_atlas", "LOCK_NAME", "CROP_SIDE", "THUMBNAIL_SIDE"]
@@ -330,8 +330,9 @@ def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], fiel
         maxima.flush()
         tracker = trackers[x.id]
         grid = x.grid
-        hists = histograms(maxima)
-        stats = [{"unit": u, **tracker.statistics(u), "histogram": hists[u]} for u in range(x.channels)]
+        hists, together = histograms(maxima), cofiring(means)
+        stats = [{"unit": u, **tracker.statistics(u), "histogram": hists[u], "cofiring": together[u]}
+                 for u in range(x.channels)]
         rows = []
         for u in range(x.channels):
             for kind in UnitTracker.KINDS:

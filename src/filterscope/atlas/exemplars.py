@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["UnitTracker", "BatchSummary", "summarize", "histograms", "HISTOGRAM_BINS"]
+__all__ = ["UnitTracker", "BatchSummary", "summarize", "histograms", "cofiring", "HISTOGRAM_BINS", "COFIRING_K"]
 
 HISTOGRAM_BINS = 32
+COFIRING_K = 16
 
 
 @dataclass(frozen=True)
@@ -190,4 +191,37 @@ def histograms(maxima: np.ndarray, bins: int = HISTOGRAM_BINS, chunk: int = 256)
                 high = low + 1e-6
             counts, edges = np.histogram(values, bins=bins, range=(low, high))
             out.append({"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]})
+    return out
+
+
+def cofiring(means: np.ndarray, k: int = COFIRING_K, chunk: int = 1024) -> list[list[tuple[int, float]]]:
+    """For each unit (column of the images x units ``means``), the ``k`` other units whose per-image mean
+    activations correlate most with it (Pearson, over the images whose row is finite), strongest first.
+
+    The correlation matrix is accumulated ``chunk`` rows at a time (``C x C`` memory, not ``N x C``)."""
+    channels = means.shape[1]
+    total = np.zeros(channels)
+    count = 0
+    for start in range(0, means.shape[0], chunk):
+        block = np.asarray(means[start:start + chunk], dtype=np.float64)
+        block = block[np.isfinite(block).all(axis=1)]
+        total += block.sum(axis=0)
+        count += block.shape[0]
+    if count < 2:
+        return [[] for _ in range(channels)]
+    centre = total / count
+    product = np.zeros((channels, channels))
+    for start in range(0, means.shape[0], chunk):
+        block = np.asarray(means[start:start + chunk], dtype=np.float64)
+        block = block[np.isfinite(block).all(axis=1)] - centre
+        product += block.T @ block
+    norms = np.sqrt(np.diag(product))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = product / np.outer(norms, norms)
+    corr[~np.isfinite(corr)] = -np.inf
+    np.fill_diagonal(corr, -np.inf)
+    out = []
+    for row in corr:
+        order = np.argsort(-row, kind="stable")[:k]
+        out.append([(int(u), float(row[u])) for u in order if np.isfinite(row[u])])
     return out

@@ -6,11 +6,15 @@ prints (``to_dict``); they hold no database handle.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["ModelRecord", "LayerRecord", "RenderRecord", "ExemplarRecord", "UnitStats", "UnitRecord", "StatusRow",
            "PassRecord"]
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,11 @@ class UnitRecord:
     dataset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As plain JSON-ready data (dicts and lists; the nested records are not deep-copied: fast)."""
+        return {"model": self.model, "layer": self.layer, "unit": self.unit, "channels": self.channels,
+                "renders": [_fields(r) for r in self.renders],
+                "exemplars": {kind: [_fields(e) for e in items] for kind, items in self.exemplars.items()},
+                "stats": _fields(self.stats) if self.stats is not None else None, "dataset": self.dataset}
 
 
 @dataclass(frozen=True)

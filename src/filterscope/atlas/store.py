@@ -76,7 +76,7 @@ CREATE TABLE passes (
     means_file TEXT, maxima_file TEXT, finished TEXT, UNIQUE (layer_id, dataset_id, settings, exemplars));
 CREATE TABLE unit_stats (
     pass_id INTEGER NOT NULL REFERENCES passes(id), unit INTEGER NOT NULL, mean REAL, std REAL, max REAL,
-    min REAL, fraction_positive REAL, images INTEGER NOT NULL, histogram TEXT NOT NULL,
+    min REAL, fraction_positive REAL, images INTEGER NOT NULL, histogram TEXT NOT NULL, cofiring TEXT NOT NULL,
     PRIMARY KEY (pass_id, unit));
 CREATE TABLE exemplars (
     id INTEGER PRIMARY KEY, pass_id INTEGER NOT NULL REFERENCES passes(id), unit INTEGER NOT NULL,
@@ -300,10 +300,10 @@ class AtlasStore:
             conn.execute("DELETE FROM exemplars WHERE pass_id = ?", (pass_id,))
             conn.executemany(
                 "INSERT INTO unit_stats VALUES (:pass_id, :unit, :mean, :std, :max, :min, :fraction_positive, "
-                ":images, :histogram)",
+                ":images, :histogram, :cofiring)",
                 [{**s, "pass_id": pass_id, **{k: _number(s[k]) for k in ("mean", "std", "max", "min",
                                                                          "fraction_positive")},
-                  "histogram": json.dumps(s["histogram"])} for s in stats])
+                  "histogram": json.dumps(s["histogram"]), "cofiring": json.dumps(s["cofiring"])} for s in stats])
             conn.executemany(
                 "INSERT INTO exemplars (pass_id, unit, kind, rank, image, value, y, x, box, source_box) VALUES "
                 "(:pass_id, :unit, :kind, :rank, :image, :value, :y, :x, :box, :source_box)",
@@ -496,22 +496,14 @@ class AtlasStore:
         return np.load(self.path / row[0], mmap_mode="r")
 
     def cofiring(self, layer: str, unit: int, k: int = 8, model: str | None = None) -> list[tuple[int, float]]:
-        """The ``k`` units of the same layer whose per-image mean activations correlate most with ``unit``'s
-        over the dataset of the latest pass (Pearson), as ``(unit, correlation)``, strongest first."""
+        """The ``k`` (at most 16) units of the same layer whose per-image mean activations correlate most with
+        ``unit``'s over the dataset of the latest pass (Pearson), as ``(unit, correlation)``, strongest first;
+        computed when the pass finished (:func:`~filterscope.atlas.exemplars.cofiring`)."""
         model_record = self.model(model)
         layer_record = self.layer(model_record, layer)
         found = self.latest_pass(layer_record.id)
         if found is None:
             return []
-        means = np.asarray(self.matrix(found.id, "means"), dtype=np.float64)
-        means = means[np.isfinite(means).all(axis=1)]
-        if means.shape[0] < 2:
-            return []
-        centred = means - means.mean(axis=0)
-        norms = np.sqrt((centred ** 2).sum(axis=0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = (centred * centred[:, [unit]]).sum(axis=0) / (norms * norms[unit])
-        corr[unit] = -np.inf
-        corr = np.where(np.isfinite(corr), corr, -np.inf)
-        order = np.argsort(-corr, kind="stable")[:k]
-        return [(int(i), float(corr[i])) for i in order if np.isfinite(corr[i])]
+        row = self._conn.execute("SELECT cofiring FROM unit_stats WHERE pass_id = ? AND unit = ?",
+                                 (found.id, unit)).fetchone()
+        return [(int(u), float(c)) for u, c in json.loads(row[0])[:k]] if row is not None else []

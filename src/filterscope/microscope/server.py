@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,6 @@ __all__ = ["create_app", "THUMBNAIL_SIDE"]
 HERE = Path(__file__).parent
 THUMBNAIL_SIDE = 160
 IMMUTABLE = "public, max-age=86400"
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
@@ -140,8 +128,10 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
                     kind_=item.kind, value=item.value, box=item.source_box, base=base(found.name, record.name))
 
     # ----------------------------------------------------------------------------------------- api
+    # The API returns JSONResponse objects: the data is plain JSON already (the store keeps no NaN: SQLite
+    # stores it as NULL), and FastAPI's checking of a returned dict costs more than the database work.
     @app.get("/api/models")
-    def api_models() -> list[dict[str, Any]]:
+    def api_models() -> Response:
         out = []
         for model in store().models():
             layers = []
@@ -155,20 +145,20 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
                                "url": base(model.name, layer.name)})
             out.append({"name": model.name, "weights": model.weights, "weights_hash": model.weights_hash,
                         "layers": layers})
-        return out
+        return JSONResponse(out)
 
     @app.get("/api/m/{model}/{layer}")
-    def api_layer(model: str, layer: str) -> dict[str, Any]:
+    def api_layer(model: str, layer: str) -> Response:
         found, record = find(model, layer)
         units = store().layer_summary(record.id)
         for row in units:
             row["thumb"] = f"/img/render/{row['render']}/thumb" if row["render"] else None
-        return _finite({"model": found.name, "layer": record.name, "channels": record.channels,
-                        "shape": record.shape, "url": base(found.name, record.name), "units": units,
-                        "can_render": jobs is not None})
+        return JSONResponse({"model": found.name, "layer": record.name, "channels": record.channels,
+                             "shape": record.shape, "url": base(found.name, record.name), "units": units,
+                             "can_render": jobs is not None})
 
     @app.get("/api/m/{model}/{layer}/{unit}")
-    def api_unit(model: str, layer: str, unit: int) -> dict[str, Any]:
+    def api_unit(model: str, layer: str, unit: int) -> Response:
         found, record = find(model, layer)
         checked_unit(record, unit)
         unit_record = store().unit(record.name, unit, found.name)
@@ -192,7 +182,7 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
         data["can_render"] = jobs is not None
         active = jobs.active.get((record.name, unit)) if jobs is not None else None
         data["job"] = active.to_dict() if active is not None else None
-        return _finite(data)
+        return JSONResponse(data)
 
     @app.post("/api/m/{model}/{layer}/{unit}/render", status_code=202)
     def api_render(model: str, layer: str, unit: int) -> Response:
@@ -209,11 +199,11 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
         return JSONResponse(jobs.submit(record.name, unit).to_dict(), status_code=202)
 
     @app.get("/api/jobs/{job_id}")
-    def api_job(job_id: int) -> dict[str, Any]:
+    def api_job(job_id: int) -> Response:
         job = jobs.get(job_id) if jobs is not None else None
         if job is None:
             raise AtlasError(f"No render job {job_id}")
-        return job.to_dict()
+        return JSONResponse(job.to_dict())
 
     # -------------------------------------------------------------------------------------- images
     def cached(request: Request, etag: str, body: bytes | None = None, path: Path | None = None,
