@@ -8,6 +8,7 @@ carry their provenance as text chunks.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -24,8 +25,9 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
 
-__all__ = ["save_png", "read_png_metadata", "load_image", "load_array", "save_array", "atomic_write",
-           "atomic_write_text", "regular_file", "check_output", "remove_stale_parts", "OutputLock", "ARRAY_SUFFIXES"]
+__all__ = ["save_png", "encode_png", "write_bytes", "read_png_metadata", "load_image", "load_array", "save_array",
+           "atomic_write", "atomic_write_text", "regular_file", "check_output", "remove_stale_parts", "OutputLock",
+           "ARRAY_SUFFIXES"]
 
 ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
 """Files read as arrays of any channel count: NumPy ``.npy`` and (multi-page) TIFF."""
@@ -48,6 +50,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically. Returns the path."""
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
+def encode_png(image: Image.Image, metadata: Mapping[str, str] | None = None) -> bytes:
+    """``image`` as PNG bytes with ``metadata`` as text chunks (what :func:`save_png` writes)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(key, str(value))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically. Returns the path."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 

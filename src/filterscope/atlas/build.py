@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from ..analysis.activations import layer_means
 from ..analysis.inputs import decode_image, decoded
 from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..errors import AtlasError, ChannelError, FilterscopeError
-from ..images import OutputLock, atomic_write, save_array, save_png
+from ..images import OutputLock, atomic_write, encode_png, write_bytes
 from ..layers import LayerRef, layer_info, layer_slug, resolve_layer, slug
 from ..metrics import activation_ratio, high_frequency_share, reference_crops, robustness
 from ..objectives import Channel
@@ -46,6 +46,7 @@ from ..render import iter_render
 from ..results import RenderResult, StepInfo
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
 from ..tensors import to_pil
+from ..zoo.preprocessing import Placement
 from ..zoo.registry import LoadedModel, coerce_model
 from ..zoo.weights import weights_fingerprint
 from .dataset import Dataset, list_dataset
@@ -234,126 +235,166 @@ def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], 
         summary.crops += _cut_crops(store, loaded, layer, int(passes[layer.id]["id"]), fit, progress)
 
 
-def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], fields: dict[int, ReceptiveField],
-              pass_ids: dict[int, int], data: Dataset, n: int, fit: str, runtime: Runtime, progress: BuildProgress,
-              checkpoint_seconds: float) -> float:
-    """One streaming pass for ``layers``; returns images per second."""
-    folder = store.path / "activations"
-    folder.mkdir(parents=True, exist_ok=True)
-    key = "-".join(str(pass_ids[x.id]) for x in layers)
-    checkpoint = folder / f"pass-{key}.ckpt"
-    count = len(data)
-    names = {x.id: (f"pass{pass_ids[x.id]}-{layer_slug(x.ref)}-means.npy",
-                    f"pass{pass_ids[x.id]}-{layer_slug(x.ref)}-maxima.npy") for x in layers}
-    partial = {x.id: tuple(folder / f".{name}.partial" for name in names[x.id]) for x in layers}
-    start, state = 0, None
-    if checkpoint.exists() and all(p.exists() for x in layers for p in partial[x.id]):
-        try:
-            state = torch.load(checkpoint, weights_only=True)
-            start = int(state["done"])
-            progress.message(f"exemplar pass: resuming after image {start} of {count} (checkpoint)")
-        except Exception:  # a checkpoint that cannot be read is started over
-            state, start = None, 0
-    trackers: dict[int, UnitTracker] = {}
-    matrices: dict[int, tuple[np.memmap, np.memmap]] = {}
-    placements = np.full((count, 4), np.nan, dtype=np.float64) if state is None else state["placements"].numpy()
-    for x in layers:
-        if state is None:
-            trackers[x.id] = UnitTracker(x.channels, n)
-            mode = "w+"
-        else:
-            trackers[x.id] = UnitTracker.from_state_dict({k.split("/", 1)[1]: v for k, v in state["trackers"].items()
-                                                          if k.startswith(f"{x.id}/")})
-            mode = "r+"
-        matrices[x.id] = tuple(np.lib.format.open_memmap(p, mode=mode, dtype=np.float32, shape=(count, x.channels))
-                               for p in partial[x.id])  # type: ignore[assignment]
-    skipped = [] if state is None else list(state["skipped"].tolist())
+def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[int, str | Path]], fit: str,
+         runtime: Runtime, on_batch: Callable[[dict[LayerRef, torch.Tensor], torch.Tensor], None],
+         on_image: Callable[[int, Placement | None, Exception | None], None]) -> Iterator[tuple[int, bool]]:
+    """The exemplar pass's loop over ``(index, path)`` items: decode in a background thread, run the
+    truncated network on batches of :data:`ANALYSIS_BATCH`, hand each batch's activations (on the CPU) and
+    dataset indices to ``on_batch``, report each image's placement (or its error) to ``on_image``.
 
-    def save_checkpoint(done: int) -> None:
-        for means, maxima in matrices.values():
-            means.flush()
-            maxima.flush()
-        payload = {"done": done, "skipped": torch.tensor(skipped, dtype=torch.int64),
-                   "placements": torch.from_numpy(placements.copy()),
-                   "trackers": {f"{x.id}/{k}": v for x in layers for k, v in trackers[x.id].state_dict().items()}}
-        atomic_write(checkpoint, lambda tmp: torch.save(payload, tmp))
+    Yields ``(index + 1, settled)`` after every image; ``settled`` is true when no decoded image waits for a
+    batch (a safe point to checkpoint). Used by the local build and by cluster workers alike.
+    """
 
-    def decode(index: int) -> tuple[int, Any]:
+    def decode(item: tuple[int, str | Path]) -> tuple[int, Any]:
         try:
-            return index, decode_image(loaded, data.paths[index], fit, None)
+            return item[0], decode_image(loaded, item[1], fit, None)
         except (FilterscopeError, OSError) as exc:
-            return index, exc
+            return item[0], exc
 
-    begun, last_save = time.perf_counter(), time.perf_counter()
-    refs = [x.ref for x in layers]
     pending: list[tuple[int, torch.Tensor]] = []
-    done = start
 
     def run(forward: Forward) -> None:
         indices = torch.tensor([i for i, _ in pending])
         batch = torch.stack([p for _, p in pending]).to(loaded.device)
         acts = forward(loaded.preprocessing.normalize(batch))
-        for x in layers:
-            s = trackers[x.id].update(acts[x.ref].cpu(), indices)
-            means, maxima = matrices[x.id]
-            means[indices.numpy()] = s.means.numpy()
-            maxima[indices.numpy()] = s.maxima.numpy()
         pending.clear()
+        on_batch({ref: acts[ref].cpu() for ref in refs}, indices)
 
-    with torch.no_grad(), Forward(loaded, refs, runtime) as forward:
-        for index, parts in prefetch(range(start, count), decode, ahead=ANALYSIS_BATCH * 2):
+    with torch.no_grad(), Forward(loaded, list(refs), runtime) as forward:
+        for index, parts in prefetch(items, decode, ahead=ANALYSIS_BATCH * 2):
             if isinstance(parts, Exception):
-                skipped.append(index)
-                progress.message(f"skipped {data.paths[index]}: {parts}")
-                for means, maxima in matrices.values():
-                    means[index] = np.nan
-                    maxima[index] = np.nan
+                on_image(index, None, parts)
             else:
                 item = decoded(*parts)
-                p = item.placement
-                placements[index] = (p.scale_x, p.scale_y, p.offset_x, p.offset_y)
+                on_image(index, item.placement, None)
                 pending.append((index, item.pixels))
                 if len(pending) >= ANALYSIS_BATCH:
                     run(forward)
-            done = index + 1
-            progress.pass_progress(done, count)
-            if not pending and time.perf_counter() - last_save > checkpoint_seconds:
-                save_checkpoint(done)
-                last_save = time.perf_counter()
+            yield index + 1, not pending
         if pending:
             run(forward)
+
+
+class PassState:
+    """What an exemplar pass accumulates for its layers: a tracker per layer, the images x units matrices of
+    means and maxima (memory-mapped ``.npy`` files, written under temporary names until the pass is recorded),
+    each image's placement, the skipped images; saved to and resumed from a checkpoint file."""
+
+    def __init__(self, store: AtlasStore, layers: list[_Layer], pass_ids: dict[int, int], count: int, n: int) -> None:
+        self.store, self.layers, self.pass_ids, self.count = store, layers, pass_ids, count
+        self.folder = store.path / "activations"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = self.folder / f"pass-{'-'.join(str(pass_ids[x.id]) for x in layers)}.ckpt"
+        self.names = {x.id: (f"pass{pass_ids[x.id]}-{layer_slug(x.ref)}-means.npy",
+                             f"pass{pass_ids[x.id]}-{layer_slug(x.ref)}-maxima.npy") for x in layers}
+        self.partial = {x.id: tuple(self.folder / f".{name}.partial" for name in self.names[x.id]) for x in layers}
+        self.start, state = 0, None
+        if self.checkpoint.exists() and all(p.exists() for x in layers for p in self.partial[x.id]):
+            try:
+                state = torch.load(self.checkpoint, weights_only=True)
+                self.start = int(state["done"])
+            except Exception:  # a checkpoint that cannot be read is started over
+                state, self.start = None, 0
+        self.trackers: dict[int, UnitTracker] = {}
+        self.matrices: dict[int, tuple[np.memmap, np.memmap]] = {}
+        self.placements = (np.full((count, 4), np.nan, dtype=np.float64) if state is None
+                           else state["placements"].numpy().copy())
+        for x in layers:
+            if state is None:
+                self.trackers[x.id] = UnitTracker(x.channels, n)
+            else:
+                self.trackers[x.id] = UnitTracker.from_state_dict(
+                    {k.split("/", 1)[1]: v for k, v in state["trackers"].items() if k.startswith(f"{x.id}/")})
+            self.matrices[x.id] = tuple(  # type: ignore[assignment]
+                np.lib.format.open_memmap(p, mode="w+" if state is None else "r+", dtype=np.float32,
+                                          shape=(count, x.channels)) for p in self.partial[x.id])
+        self.skipped: list[int] = [] if state is None else list(state["skipped"].tolist())
+
+    def add_batch(self, acts: dict[LayerRef, torch.Tensor], indices: torch.Tensor) -> None:
+        for x in self.layers:
+            s = self.trackers[x.id].update(acts[x.ref], indices)
+            self.write_rows(x.id, indices.numpy(), s.means.numpy(), s.maxima.numpy())
+
+    def write_rows(self, layer_id: int, indices: np.ndarray, means: np.ndarray, maxima: np.ndarray) -> None:
+        matrix_means, matrix_maxima = self.matrices[layer_id]
+        matrix_means[indices] = means
+        matrix_maxima[indices] = maxima
+
+    def add_image(self, index: int, placement: Placement | None, error: Exception | None) -> None:
+        if placement is not None:
+            self.placements[index] = (placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y)
+        else:
+            self.skipped.append(index)
+            for means, maxima in self.matrices.values():
+                means[index] = np.nan
+                maxima[index] = np.nan
+
+    def save(self, done: int) -> None:
+        """Checkpoint after ``done`` images (every batch before them recorded)."""
+        for means, maxima in self.matrices.values():
+            means.flush()
+            maxima.flush()
+        payload = {"done": done, "skipped": torch.tensor(self.skipped, dtype=torch.int64),
+                   "placements": torch.from_numpy(self.placements.copy()),
+                   "trackers": {f"{x.id}/{k}": v for x in self.layers
+                                for k, v in self.trackers[x.id].state_dict().items()}}
+        atomic_write(self.checkpoint, lambda tmp: torch.save(payload, tmp))
+
+    def finish(self, loaded: LoadedModel, fields: dict[int, ReceptiveField], seconds: float) -> None:
+        """Record every layer's pass: statistics, histograms, co-firing, exemplars with their boxes."""
+        input_shape = loaded.preprocessing.input_shape
+        for x in self.layers:
+            means, maxima = self.matrices.pop(x.id)
+            means.flush()
+            maxima.flush()
+            tracker = self.trackers[x.id]
+            hists, together = histograms(maxima), cofiring(means)
+            stats = [{"unit": u, **tracker.statistics(u), "histogram": hists[u], "cofiring": together[u]}
+                     for u in range(x.channels)]
+            rows = []
+            for u in range(x.channels):
+                for kind in UnitTracker.KINDS:
+                    for rank, (image, value, position) in enumerate(tracker.exemplars(u, kind)):
+                        y, x_pos = divmod(position, x.grid[1]) if len(x.grid) == 2 else (0, position)
+                        box = (fields[x.id].box(y, x_pos, input_shape) if kind != "mean"
+                               else (0, 0, input_shape[1], input_shape[0]))
+                        sx, sy, ox, oy = self.placements[image]
+                        source = [(box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy]
+                        rows.append({"unit": u, "kind": kind, "rank": rank, "image": image, "value": value, "y": y,
+                                     "x": x_pos, "box": list(box), "source_box": [round(v, 2) for v in source]})
+            del means, maxima
+            for part, name in zip(self.partial[x.id], self.names[x.id]):
+                os.replace(part, self.folder / name)
+            self.store.finish_pass(self.pass_ids[x.id], stats, rows, skipped=len(self.skipped), seconds=seconds,
+                                   means_file=f"activations/{self.names[x.id][0]}",
+                                   maxima_file=f"activations/{self.names[x.id][1]}")
+        self.checkpoint.unlink(missing_ok=True)
+
+
+def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], fields: dict[int, ReceptiveField],
+              pass_ids: dict[int, int], data: Dataset, n: int, fit: str, runtime: Runtime, progress: BuildProgress,
+              checkpoint_seconds: float) -> float:
+    """One streaming pass for ``layers`` on this machine; returns images per second."""
+    state = PassState(store, layers, pass_ids, len(data), n)
+    if state.start:
+        progress.message(f"exemplar pass: resuming after image {state.start} of {len(data)} (checkpoint)")
+
+    def on_image(index: int, placement: Placement | None, error: Exception | None) -> None:
+        state.add_image(index, placement, error)
+        if error is not None:
+            progress.message(f"skipped {data.paths[index]}: {error}")
+
+    begun = last_save = time.perf_counter()
+    items = [(i, data.paths[i]) for i in range(state.start, len(data))]
+    for done, settled in scan(loaded, [x.ref for x in layers], items, fit, runtime, state.add_batch, on_image):
+        progress.pass_progress(done, len(data))
+        if settled and time.perf_counter() - last_save > checkpoint_seconds:
+            state.save(done)
+            last_save = time.perf_counter()
     seconds = time.perf_counter() - begun
-    input_shape = loaded.preprocessing.input_shape
-    for x in layers:
-        means, maxima = matrices[x.id]
-        means.flush()
-        maxima.flush()
-        tracker = trackers[x.id]
-        grid = x.grid
-        hists, together = histograms(maxima), cofiring(means)
-        stats = [{"unit": u, **tracker.statistics(u), "histogram": hists[u], "cofiring": together[u]}
-                 for u in range(x.channels)]
-        rows = []
-        for u in range(x.channels):
-            for kind in UnitTracker.KINDS:
-                for rank, (image, value, position) in enumerate(tracker.exemplars(u, kind)):
-                    y, x_pos = divmod(position, grid[1]) if len(grid) == 2 else (0, position)
-                    box = fields[x.id].box(y, x_pos, input_shape) if kind != "mean" else (0, 0, input_shape[1],
-                                                                                     input_shape[0])
-                    sx, sy, ox, oy = placements[image]
-                    source = [(box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy]
-                    rows.append({"unit": u, "kind": kind, "rank": rank, "image": image, "value": value, "y": y,
-                                 "x": x_pos, "box": list(box), "source_box": [round(v, 2) for v in source]})
-        final = names[x.id]
-        del means, maxima
-        matrices.pop(x.id)
-        for part, name in zip(partial[x.id], final):
-            os.replace(part, folder / name)
-        store.finish_pass(pass_ids[x.id], stats, rows, skipped=len(skipped), seconds=seconds,
-                          means_file=f"activations/{final[0]}", maxima_file=f"activations/{final[1]}")
-    checkpoint.unlink(missing_ok=True)
-    processed = count - start
-    return processed / seconds if seconds > 0 else 0.0
+    state.finish(loaded, fields, seconds)
+    return len(items) / seconds if seconds > 0 else 0.0
 
 
 def _jpeg(image: Image.Image, side: int) -> bytes:
@@ -448,37 +489,64 @@ def _render_units(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pending
                   recipe_name: str, seed: int, runtime: Runtime, batch_size: int | None,
                   references: torch.Tensor | None, maxima: torch.Tensor | None, progress: BuildProgress,
                   summary: BuildSummary, started: float) -> None:
-    folder = store.path / "renders" / slug(loaded.name) / layer_slug(layer.ref)
     if summary.render_start_seconds is None:
         summary.render_start_seconds = time.perf_counter() - started
-    objectives = [Channel(layer.ref, int(row["unit"])) for row in pending]
-    queue = list(pending)
+    jobs = [{"id": int(row["id"]), "unit": int(row["unit"]), "key": row["key"]} for row in pending]
+    for outcomes in render_outcomes(loaded, layer.ref, jobs, recipe, recipe_name, seed, runtime, batch_size, maxima,
+                                    progress.render_step):
+        record_outcomes(store, loaded.name, str(layer.ref), outcomes, progress, summary, started)
+
+
+def render_outcomes(loaded: LoadedModel, ref: LayerRef, jobs: list[dict[str, Any]], recipe: Recipe, recipe_name: str,
+                    seed: int, runtime: Runtime, batch_size: int | None, maxima: torch.Tensor | None,
+                    callback: Callable[[StepInfo], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Render the planned renders ``jobs`` (``id``, ``unit``, ``key``) of one layer, recipe and seed; yield
+    each batch's outcomes: the record's values, quality scores (with ``maxima``, the layer's reference
+    maxima), and the image file's name and bytes (PNG with metadata; ``.npy`` for other than 1 or 3
+    channels). Nothing is written: :func:`record_outcomes` does that, here or on a cluster's client."""
+    objectives = [Channel(ref, job["unit"]) for job in jobs]
+    queue = list(jobs)
     for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size, runtime=runtime,
-                              callback=progress.render_step):
-        rows = []
-        for i in range(len(result)):
-            row = queue.pop(0)
-            rows.append(_record(result, i, row, folder, store.path, recipe_name, seed, maxima, loaded))
-        store.finish_renders(rows)
-        if summary.first_render_seconds is None:
-            summary.first_render_seconds = time.perf_counter() - started
-        for row, objective in zip(rows, result.objectives):
-            summary.rendered += 1
-            if row["status"] == "failed":
-                summary.failed.append(f"{objective.description}: {row['message']}")
-            progress.unit_finished(str(layer.ref), row["unit"], row)
+                              callback=callback):
+        yield [_outcome(result, i, queue.pop(0), recipe_name, seed, maxima, loaded) for i in range(len(result))]
 
 
-def _record(result: RenderResult, i: int, row: Any, folder: Path, root: Path, recipe_name: str, seed: int,
-            maxima: torch.Tensor | None, loaded: LoadedModel) -> dict[str, Any]:
-    unit = int(row["unit"])
+def record_outcomes(store: AtlasStore, model_name: str, layer: str, outcomes: list[dict[str, Any]],
+                    progress: BuildProgress, summary: BuildSummary, started: float) -> None:
+    """Write each outcome's files atomically, then commit their records in one transaction."""
+    folder = store.path / "renders" / slug(model_name) / layer_slug(layer)
+    rows = []
+    for outcome in outcomes:
+        row = {k: v for k, v in outcome.items() if k not in ("png", "npy", "name")}
+        if outcome.get("npy") is not None:
+            row["array_file"] = str(write_bytes(folder / f"{outcome['name']}.npy", outcome["npy"])
+                                    .relative_to(store.path))
+        if outcome.get("png") is not None:
+            row["file"] = str(write_bytes(folder / f"{outcome['name']}.png", outcome["png"]).relative_to(store.path))
+        rows.append(row)
+    store.finish_renders(rows)
+    if summary.first_render_seconds is None:
+        summary.first_render_seconds = time.perf_counter() - started
+    for row in rows:
+        summary.rendered += 1
+        if row["status"] == "failed":
+            summary.failed.append(f"{layer} unit {row['unit']}: {row['message']}")
+        progress.unit_finished(layer, row["unit"], row)
+
+
+def _outcome(result: RenderResult, i: int, job: dict[str, Any], recipe_name: str, seed: int,
+             maxima: torch.Tensor | None, loaded: LoadedModel) -> dict[str, Any]:
+    unit = int(job["unit"])
     status = result.status[i] if result.status else "ok"
-    out: dict[str, Any] = {"id": int(row["id"]), "unit": unit, "status": "failed" if status == "non-finite" else status,
+    out: dict[str, Any] = {"id": int(job["id"]), "unit": unit, "status": "failed" if status == "non-finite" else status,
                            "initial_activation": float(result.initial_values[i]),
                            "final_activation": float(result.values[i]), "activation_ratio": None, "robustness": None,
                            "high_frequency_share": None, "file": None, "array_file": None,
-                           "seconds": result.seconds / max(len(result), 1), "message": None}
-    if status == "non-finite":
+                           "seconds": result.seconds / max(len(result), 1), "message": None,
+                           "name": f"u{unit:04d}-{slug(recipe_name)}-s{seed}-{job['key'][:8]}", "png": None,
+                           "npy": None}
+    if status == "non-finite" or not math.isfinite(out["final_activation"]):
+        out["status"] = "failed"
         out["message"] = "the optimization produced NaN or infinity (lower the learning rate, check the model)"
         return out
     image = result.images[i:i + 1]
@@ -488,14 +556,11 @@ def _record(result: RenderResult, i: int, row: Any, folder: Path, root: Path, re
         out["activation_ratio"] = float(activation_ratio(loaded, objective, image, reference)[0])
         out["robustness"] = float(robustness(loaded, objective, image, reference, seed=seed)[0])
     out["high_frequency_share"] = float(high_frequency_share(image)[0])
-    name = f"u{unit:04d}-{slug(recipe_name)}-s{seed}-{row['key'][:8]}"
     meta = result.metadata(i)
     if result.images.shape[1] not in (1, 3):
-        array = save_array(result.images[i].numpy().astype(np.float32), folder / f"{name}.npy")
-        meta["array"] = array.name
-        out["array_file"] = str(array.relative_to(root))
-    path = save_png(result.pil(i), folder / f"{name}.png", meta)
-    out["file"] = str(path.relative_to(root))
-    if not math.isfinite(out["final_activation"]):
-        out["status"] = "failed"
+        buffer = io.BytesIO()
+        np.save(buffer, result.images[i].numpy().astype(np.float32))
+        out["npy"] = buffer.getvalue()
+        meta["array"] = f"{out['name']}.npy"
+    out["png"] = encode_png(result.pil(i), meta)
     return out
