@@ -53,7 +53,9 @@ from .dataset import Dataset, list_dataset
 from .exemplars import UnitTracker, cofiring, histograms
 from .store import AtlasStore, render_key
 
-__all__ = ["BuildProgress", "BuildSummary", "build_atlas", "LOCK_NAME", "CROP_SIDE", "THUMBNAIL_SIDE"]
+__all__ = ["BuildProgress", "BuildSummary", "build_atlas", "Executor", "LocalExecutor", "LayerPlan", "RenderGroup",
+           "PassState",
+           "scan", "render_outcomes", "record_outcomes", "LOCK_NAME", "CROP_SIDE", "THUMBNAIL_SIDE"]
 
 LOCK_NAME = ".build.lock"
 THUMBNAIL_SIDE = 96
@@ -113,7 +115,9 @@ class BuildSummary:
 
 
 @dataclass(frozen=True)
-class _Layer:
+class LayerPlan:
+    """A layer of a build: its reference, atlas id, channel count, wanted units and output grid."""
+
     ref: LayerRef
     id: int
     channels: int
@@ -121,7 +125,7 @@ class _Layer:
     grid: tuple[int, ...]  # the output's spatial shape at the input size
 
 
-def _receptive_field(store: AtlasStore, loaded: LoadedModel, layer: _Layer) -> ReceptiveField:
+def _receptive_field(store: AtlasStore, loaded: LoadedModel, layer: LayerPlan) -> ReceptiveField:
     """The layer's receptive field, measured once per atlas (only builds with exemplars need it)."""
     record = next(x for x in store.layers() if x.id == layer.id)
     if record.receptive_field is not None:
@@ -153,7 +157,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 dataset: str | os.PathLike[str] | Dataset | None = None, exemplars: int = 9, scores: bool = True,
                 fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
                 retry_failed: bool = False, progress: BuildProgress | None = None,
-                checkpoint_seconds: float = 30.0) -> BuildSummary:
+                checkpoint_seconds: float = 30.0, executor: Executor | None = None) -> BuildSummary:
     """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (see the module
     docstring).
 
@@ -174,10 +178,13 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         retry_failed: Render again the units whose render failed before.
         progress: Receives progress reports.
         checkpoint_seconds: How often the exemplar pass saves its state.
+        executor: Where the pass and the renders run: this process (default, :class:`LocalExecutor`) or a
+            Dask cluster (:class:`~filterscope.atlas.distributed.DaskExecutor`); the atlas is written here.
     """
     started = time.perf_counter()
     loaded = coerce_model(model)
     progress = progress or BuildProgress()
+    executor = executor or LocalExecutor()
     runtime = runtime or Runtime()
     if exemplars < 1:
         raise AtlasError(f"exemplars must be at least 1 (got {exemplars})")
@@ -203,23 +210,27 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         weights_hash = weights_fingerprint(loaded.module)
         model_id = store.add_model(loaded.name, loaded.weights, weights_hash, loaded.info.get("source"),
                                    loaded.preprocessing.to_dict())
-        plan: list[_Layer] = []
+        plan: list[LayerPlan] = []
         for name, ref in resolved:
             info = infos[name]
             layer_id = store.add_layer(model_id, str(ref), info.channels, list(info.shape))
-            plan.append(_Layer(ref, layer_id, info.channels, wanted_units[name], tuple(info.shape[1:])))
+            plan.append(LayerPlan(ref, layer_id, info.channels, wanted_units[name], tuple(info.shape[1:])))
         if data is not None:
-            _exemplar_stage(store, loaded, plan, data, exemplars, fit, runtime, progress, summary, checkpoint_seconds)
-        _render_stage(store, loaded, weights_hash, plan, recipe_list, list(seeds), scores, runtime, batch_size,
-                      retry_failed, progress, summary, started)
+            _exemplar_stage(store, loaded, plan, data, exemplars, fit, runtime, progress, summary, checkpoint_seconds,
+                            executor)
+        groups = _plan_renders(store, loaded, weights_hash, plan, recipe_list, list(seeds), scores, runtime,
+                               retry_failed, progress, summary)
+        if groups:
+            summary.render_start_seconds = time.perf_counter() - started
+            executor.run_renders(store, loaded, groups, runtime, batch_size, progress, summary, started)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 # ----------------------------------------------------------------------------------- exemplar pass
-def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], data: Dataset, n: int, fit: str,
-                    runtime: Runtime, progress: BuildProgress, summary: BuildSummary,
-                    checkpoint_seconds: float) -> None:
+def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[LayerPlan], data: Dataset, n: int, fit: str,
+                    runtime: Runtime, progress: BuildProgress, summary: BuildSummary, checkpoint_seconds: float,
+                    executor: Executor) -> None:
     dataset_id = store.add_dataset(data.source, data.fingerprint, [str(p) for p in data.paths], list(data.hashes))
     settings = {"fit": fit, "precision": runtime.precision, "input": list(loaded.preprocessing.input_shape)}
     passes = {layer.id: store.add_pass(layer.id, dataset_id, settings, n) for layer in plan}
@@ -227,8 +238,8 @@ def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[_Layer], 
     fields = {layer.id: _receptive_field(store, loaded, layer) for layer in todo}
     if todo:
         progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
-        rate = _run_pass(store, loaded, todo, fields, {x.id: int(passes[x.id]["id"]) for x in todo}, data, n, fit,
-                         runtime, progress, checkpoint_seconds)
+        rate = executor.run_pass(store, loaded, todo, fields, {x.id: int(passes[x.id]["id"]) for x in todo}, data,
+                                 n, fit, runtime, progress, checkpoint_seconds)
         summary.passes += len(todo)
         summary.pass_images_per_second = rate
     for layer in plan:
@@ -281,7 +292,8 @@ class PassState:
     means and maxima (memory-mapped ``.npy`` files, written under temporary names until the pass is recorded),
     each image's placement, the skipped images; saved to and resumed from a checkpoint file."""
 
-    def __init__(self, store: AtlasStore, layers: list[_Layer], pass_ids: dict[int, int], count: int, n: int) -> None:
+    def __init__(self, store: AtlasStore, layers: list[LayerPlan], pass_ids: dict[int, int], count: int,
+                 n: int) -> None:
         self.store, self.layers, self.pass_ids, self.count = store, layers, pass_ids, count
         self.folder = store.path / "activations"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -372,7 +384,7 @@ class PassState:
         self.checkpoint.unlink(missing_ok=True)
 
 
-def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[_Layer], fields: dict[int, ReceptiveField],
+def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan], fields: dict[int, ReceptiveField],
               pass_ids: dict[int, int], data: Dataset, n: int, fit: str, runtime: Runtime, progress: BuildProgress,
               checkpoint_seconds: float) -> float:
     """One streaming pass for ``layers`` on this machine; returns images per second."""
@@ -408,7 +420,7 @@ def _jpeg(image: Image.Image, side: int) -> bytes:
     return buffer.getvalue()
 
 
-def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pass_id: int, fit: str,
+def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: LayerPlan, pass_id: int, fit: str,
                progress: BuildProgress) -> int:
     """Crops and thumbnails of the exemplars of ``layer``'s wanted units that have none yet."""
     rows = store.exemplars_without_crops(pass_id, layer.units)
@@ -443,13 +455,28 @@ def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pass_id: i
 
 
 # ------------------------------------------------------------------------------------------ renders
-def _render_stage(store: AtlasStore, loaded: LoadedModel, weights_hash: str, plan: list[_Layer],
+@dataclass
+class RenderGroup:
+    """Planned renders of one layer with one recipe and seed: ``jobs`` are ``{id, unit, key}`` of the
+    atlas's pending rows; ``maxima`` the layer's reference maxima for the quality scores (or ``None``)."""
+
+    layer: LayerPlan
+    recipe_name: str
+    recipe: Recipe
+    seed: int
+    jobs: list[dict[str, Any]]
+    maxima: torch.Tensor | None
+
+
+def _plan_renders(store: AtlasStore, loaded: LoadedModel, weights_hash: str, plan: list[LayerPlan],
                   recipes: list[tuple[str, Recipe]], seeds: list[int], scores: bool, runtime: Runtime,
-                  batch_size: int | None, retry_failed: bool, progress: BuildProgress, summary: BuildSummary,
-                  started: float) -> None:
+                  retry_failed: bool, progress: BuildProgress, summary: BuildSummary) -> list[RenderGroup]:
+    """Record every wanted render (pending unless the atlas has it) and return what is left to do."""
     settings = _settings(loaded, runtime)
     references = None
+    groups = []
     for layer in plan:
+        maxima = None
         for recipe_name, recipe in recipes:
             recipe_json = recipe.to_json()
             for seed in seeds:
@@ -468,13 +495,43 @@ def _render_stage(store: AtlasStore, loaded: LoadedModel, weights_hash: str, pla
                     continue
                 if scores and references is None:
                     references = _references(loaded, progress)
-                maxima = None
-                if scores and references is not None and references.numel():
+                if scores and maxima is None and references is not None and references.numel():
                     maxima = layer_means(loaded, layer.ref, references, runtime=runtime).amax(dim=0).clamp(min=1e-6)
-                label = f"{layer.ref} {recipe_name} seed {seed}"
-                progress.render_started(label, len(pending))
-                _render_units(store, loaded, layer, pending, recipe, recipe_name, seed, runtime, batch_size,
-                              references if maxima is not None else None, maxima, progress, summary, started)
+                jobs = [{"id": int(row["id"]), "unit": int(row["unit"]), "key": row["key"]} for row in pending]
+                groups.append(RenderGroup(layer, recipe_name, recipe, seed, jobs, maxima))
+    return groups
+
+
+class Executor:
+    """Where a build's heavy work runs; the atlas itself is always written by the building process."""
+
+    def run_pass(self, store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan],
+                 fields: dict[int, ReceptiveField], pass_ids: dict[int, int], data: Dataset, n: int, fit: str,
+                 runtime: Runtime, progress: BuildProgress, checkpoint_seconds: float) -> float:
+        """Run and record the exemplar pass of ``layers``; return images per second."""
+        raise NotImplementedError
+
+    def run_renders(self, store: AtlasStore, loaded: LoadedModel, groups: list[RenderGroup], runtime: Runtime,
+                    batch_size: int | None, progress: BuildProgress, summary: BuildSummary, started: float) -> None:
+        """Render and record every planned render of ``groups``."""
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """This process: the pass with checkpoints (:func:`_run_pass`), the renders group by group."""
+
+    def run_pass(self, store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan],
+                 fields: dict[int, ReceptiveField], pass_ids: dict[int, int], data: Dataset, n: int, fit: str,
+                 runtime: Runtime, progress: BuildProgress, checkpoint_seconds: float) -> float:
+        return _run_pass(store, loaded, layers, fields, pass_ids, data, n, fit, runtime, progress, checkpoint_seconds)
+
+    def run_renders(self, store: AtlasStore, loaded: LoadedModel, groups: list[RenderGroup], runtime: Runtime,
+                    batch_size: int | None, progress: BuildProgress, summary: BuildSummary, started: float) -> None:
+        for group in groups:
+            progress.render_started(f"{group.layer.ref} {group.recipe_name} seed {group.seed}", len(group.jobs))
+            for outcomes in render_outcomes(loaded, group.layer.ref, group.jobs, group.recipe, group.recipe_name,
+                                            group.seed, runtime, batch_size, group.maxima, progress.render_step):
+                record_outcomes(store, loaded.name, str(group.layer.ref), outcomes, progress, summary, started)
 
 
 def _references(loaded: LoadedModel, progress: BuildProgress) -> torch.Tensor:
@@ -483,18 +540,6 @@ def _references(loaded: LoadedModel, progress: BuildProgress) -> torch.Tensor:
     except FilterscopeError as exc:
         progress.message(f"no quality scores: {exc}")
         return torch.zeros(0)
-
-
-def _render_units(store: AtlasStore, loaded: LoadedModel, layer: _Layer, pending: list[Any], recipe: Recipe,
-                  recipe_name: str, seed: int, runtime: Runtime, batch_size: int | None,
-                  references: torch.Tensor | None, maxima: torch.Tensor | None, progress: BuildProgress,
-                  summary: BuildSummary, started: float) -> None:
-    if summary.render_start_seconds is None:
-        summary.render_start_seconds = time.perf_counter() - started
-    jobs = [{"id": int(row["id"]), "unit": int(row["unit"]), "key": row["key"]} for row in pending]
-    for outcomes in render_outcomes(loaded, layer.ref, jobs, recipe, recipe_name, seed, runtime, batch_size, maxima,
-                                    progress.render_step):
-        record_outcomes(store, loaded.name, str(layer.ref), outcomes, progress, summary, started)
 
 
 def render_outcomes(loaded: LoadedModel, ref: LayerRef, jobs: list[dict[str, Any]], recipe: Recipe, recipe_name: str,
