@@ -85,6 +85,9 @@ class BuildProgress:
     def unit_finished(self, layer: str, unit: int, row: dict[str, Any]) -> None:
         """A render was recorded (``row``: status, activations, scores, file)."""
 
+    def workers(self, units_per_minute: dict[str, float]) -> None:
+        """On a cluster: units recorded per minute, by worker."""
+
 
 @dataclass
 class BuildSummary:

@@ -11,6 +11,7 @@ import typer
 from tqdm import tqdm
 
 from ..atlas import Atlas, BuildProgress, build_atlas, list_dataset
+from ..atlas.distributed import dask_executor, parse_cluster
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError, InvalidOptionError
 from ..images import check_output
@@ -92,6 +93,12 @@ class _Bars(BuildProgress):
             self.message(f"{layer} unit {unit}: activation {row['initial_activation']:.3g} → "
                          f"{row['final_activation']:.3g}{extra}{'  (inactive)' if row['status'] == 'inactive' else ''}")
 
+    def workers(self, units_per_minute: dict[str, float]) -> None:
+        if self.bar is not None:
+            rates = ", ".join(f"{name.rsplit(':', 1)[-1] if '://' in name else name} {rate:.1f}/min"
+                              for name, rate in sorted(units_per_minute.items()))
+            self.bar.set_postfix_str(f"units per worker: {rates}", refresh=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -122,6 +129,11 @@ def build_command(
                                                                       "ratio, robustness, high frequencies).")] = True,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
                                                                       "failed in an earlier build.")] = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", help="Run the pass and the renders on Dask: local:N (N worker processes on this machine) or a "
+                          "scheduler's address, tcp://host:8786 (pip install 'filterscope[dask]'). The atlas is "
+                          "written here; dataset paths must be readable from the workers.",
+        rich_help_panel="Speed")] = None,
     fit: FitOption = "crop",
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = None,
@@ -159,12 +171,17 @@ def build_command(
     data = list_dataset(dataset) if dataset is not None else None
     if not chosen and data is None:
         raise InvalidOptionError("--recipe none renders nothing: give a --dataset for exemplars")
+    if cluster is not None:
+        parse_cluster(cluster)  # a malformed address fails before the model loads
     loaded = load(model, weights, seed, device, quiet, preprocessing)
     bars = _Bars(quiet)
     try:
-        summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
-                              exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
-                              retry_failed=retry_failed, progress=bars)
+        with dask_executor(cluster) as executor:
+            if executor is not None and not quiet:
+                typer.echo(executor.describe(), err=True)
+            summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
+                                  exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
+                                  retry_failed=retry_failed, progress=bars, executor=executor)
     finally:
         bars.close()
     parts = [f"{summary.rendered} render(s) done"]

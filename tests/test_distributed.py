@@ -1,0 +1,161 @@
+"""Atlas builds on a Dask LocalCluster bound to 127.0.0.1: the same atlas as a local build, a worker killed
+while it holds a task, the client killed, a unit failing on its own."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import filterscope as fs
+from filterscope.atlas.distributed import DaskExecutor, parse_cluster
+from filterscope.errors import InvalidOptionError
+
+from .helpers.models import PLAIN
+from .test_atlas import ATLAS_CLI, TINY_RECIPE, conv_stack, write_images
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with DaskExecutor("local:2") as ex:
+        client = ex.connect()
+        assert all(address.startswith("tcp://127.0.0.1:") for address in client.scheduler_info()["workers"])
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        yield ex
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two workers on this 2-core machine
+    yield
+    torch.set_num_threads(before)
+
+
+def test_parse_cluster():
+    assert parse_cluster("local:3") == ("local", 3)
+    assert parse_cluster("tcp://10.0.0.5:8786") == ("address", "tcp://10.0.0.5:8786")
+    for bad in ("local:0", "local:x", "10.0.0.5:8786", "tcp://"):
+        with pytest.raises(InvalidOptionError):
+            parse_cluster(bad)
+
+
+def test_a_cluster_build_equals_a_local_build(tmp_path, executor, one_thread):
+    write_images(tmp_path / "data", 14)
+    model = conv_stack()
+    lite = fs.load_model("efficientnet_lite0")
+    small = fs.get_recipe("paper").replace(size=24, scales=2, steps=2)
+    common = {"dataset": tmp_path / "data", "exemplars": 3, "scores": False}
+    on_cluster = tmp_path / "cluster"
+    fs.build_atlas(on_cluster, model, ["2", "6"], units=[0, 1, 2], recipes=[TINY_RECIPE], executor=executor,
+                   **common)
+    fs.build_atlas(on_cluster, lite, ["_blocks.4"], units=[0, 5], recipes=[small], executor=executor, **common)
+    local = tmp_path / "local"
+    fs.build_atlas(local, model, ["2", "6"], units=[0, 1, 2], recipes=[TINY_RECIPE], **common)
+    fs.build_atlas(local, lite, ["_blocks.4"], units=[0, 5], recipes=[small], **common)
+    a, b = fs.Atlas(on_cluster, create=False), fs.Atlas(local, create=False)
+    for model_name, layer, units in (("stack", "2", [0, 1, 2]), ("stack", "6", [0, 1, 2]),
+                                     ("efficientnet_lite0", "_blocks.4", [0, 5])):
+        for unit in units:
+            ua, ub = a.unit(layer, unit, model_name), b.unit(layer, unit, model_name)
+            # same settings and thread count (1): the same bytes
+            assert (on_cluster / ua.renders[0].file).read_bytes() == (local / ub.renders[0].file).read_bytes()
+            for kind in ub.exemplars:  # the merge of the shards is exact
+                assert [(e.image, e.value, e.y, e.x) for e in ua.exemplars[kind]] == [
+                    (e.image, e.value, e.y, e.x) for e in ub.exemplars[kind]]
+            assert ua.stats.mean == pytest.approx(ub.stats.mean, rel=1e-9, abs=1e-12)
+            assert ua.stats.std == pytest.approx(ub.stats.std, rel=1e-9)
+            assert ua.stats.histogram == ub.stats.histogram
+    assert a.integrity_check() == "ok"
+
+
+class NanChannel(nn.Module):
+    """Replaces channel 2 by NaN, without a gradient (so the other channels' gradients stay finite)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        mask[:, 2] = True
+        return torch.where(mask, torch.full_like(x, float("nan")), x)
+
+
+def test_a_unit_that_fails_on_its_own_is_recorded_and_the_others_finish(tmp_path, executor):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), NanChannel())
+    model = fs.wrap_model(net, name="broken", preprocessing=PLAIN)
+    summary = fs.build_atlas(tmp_path / "a", model, "2", recipes=[TINY_RECIPE], scores=False, executor=executor)
+    assert summary.rendered == 4 and len(summary.failed) == 1 and "unit 2" in summary.failed[0]
+    statuses = {r.unit: r.status for layer in fs.Atlas(tmp_path / "a").layers() for r in
+                fs.Atlas(tmp_path / "a").renders(layer.id)}
+    assert statuses == {0: "ok", 1: "ok", 2: "failed", 3: "ok"}
+
+
+def test_a_worker_killed_while_it_holds_a_task(tmp_path):
+    model = conv_stack()
+    slow = TINY_RECIPE.replace(steps=40)
+    with DaskExecutor("local:2", units_per_task=1) as ex:
+        client = ex.connect()
+        pids = client.run(os.getpid)
+        result: list = []
+        build = threading.Thread(target=lambda: result.append(fs.build_atlas(
+            tmp_path / "a", model, ["4", "6"], recipes=[slow], scores=False, executor=ex)))
+        build.start()
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline:
+            busy = [address for address, tasks in client.processing().items() if tasks]
+            if busy:
+                victim = busy[0]
+            time.sleep(0.02)
+        assert victim is not None, "no task was ever running"
+        os.kill(pids[victim], signal.SIGKILL)
+        build.join(300)
+        assert result, "the build did not finish"
+    summary = result[0]
+    assert summary.rendered == 5 + 4 and not summary.failed
+    atlas = fs.Atlas(tmp_path / "a", create=False)
+    rows = [(layer.name, r.unit, r.status) for layer in atlas.layers() for r in atlas.renders(layer.id)]
+    assert sorted(rows) == sorted([("4", u, "ok") for u in range(5)] + [("6", u, "ok") for u in range(4)])
+    assert atlas.integrity_check() == "ok"
+
+
+def test_the_client_killed_then_a_second_run_finishes_exactly_once(tmp_path):
+    out = tmp_path / "atlas"
+    command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-9",
+               "--cluster", "local:2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    finished = 0
+    while time.monotonic() < deadline and process.poll() is None and finished < 1:
+        try:
+            conn = sqlite3.connect(f"file:{out / 'atlas.sqlite'}?mode=ro", uri=True, timeout=5)
+            try:
+                finished = conn.execute("SELECT COUNT(*) FROM renders WHERE status = 'ok'").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            finished = 0
+        time.sleep(0.05)
+    assert process.poll() is None, "the build ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    conn = sqlite3.connect(out / "atlas.sqlite")
+    before = {row[0]: row[1] for row in conn.execute("SELECT key, file FROM renders WHERE status = 'ok'")}
+    conn.close()
+    kept = {key: (out / file).read_bytes() for key, file in before.items()}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"{10 - len(before)} render(s) done, {len(before)} already in the atlas" in second.stdout
+    conn = sqlite3.connect(out / "atlas.sqlite")
+    rows = conn.execute("SELECT unit, status FROM renders").fetchall()
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert sorted(r[0] for r in rows) == list(range(10)) and {r[1] for r in rows} == {"ok"}
+    assert all((out / file).read_bytes() == kept[key] for key, file in before.items())
