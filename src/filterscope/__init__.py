@@ -32,6 +32,7 @@ from ._version import __version__
 
 _EXPORTS: dict[str, str] = {
     "Atlas": ".atlas",
+    "DaskExecutor": ".atlas",
     "build_atlas": ".atlas",
     "list_dataset": ".atlas",
     "ReceptiveField": ".analysis",
@@ -153,7 +154,7 @@ __all__ = [
     "rank_filters", "occlusion_study", "sensitivity_maps", "Box", "Ranking", "OcclusionStudy", "SensitivityMaps",
     "prepare_image", "collect_images", "receptive_field", "ReceptiveField",
     # atlases
-    "Atlas", "build_atlas", "list_dataset",
+    "Atlas", "build_atlas", "list_dataset", "DaskExecutor",
 ]
 
 
@@ -200,7 +201,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         receptive_field,
         sensitivity_maps,
     )
-    from .atlas import Atlas, build_atlas, list_dataset
+    from .atlas import Atlas, DaskExecutor, build_atlas, list_dataset
     from .errors import (
         AtlasError,
         ChannelError,

@@ -8,6 +8,7 @@ import torch
 
 from ..zoo.registry import LoadedModel
 from .build import BuildSummary, build_atlas
+from .distributed import dask_executor
 from .store import AtlasStore
 
 __all__ = ["Atlas"]
@@ -26,6 +27,9 @@ class Atlas(AtlasStore):
     Reading methods are those of :class:`~filterscope.atlas.store.AtlasStore`.
     """
 
-    def build(self, model: LoadedModel | torch.nn.Module, layers: str | list[str], **options: Any) -> BuildSummary:
-        """:func:`~filterscope.atlas.build.build_atlas` into this atlas (same keyword arguments)."""
-        return build_atlas(self, model, layers, **options)
+    def build(self, model: LoadedModel | torch.nn.Module, layers: str | list[str], *, cluster: str | None = None,
+              **options: Any) -> BuildSummary:
+        """:func:`~filterscope.atlas.build.build_atlas` into this atlas (same keyword arguments); with
+        ``cluster`` (``"local:2"``, ``"tcp://host:8786"``) on Dask (:mod:`filterscope.atlas.distributed`)."""
+        with dask_executor(cluster) as executor:
+            return build_atlas(self, model, layers, executor=executor, **options)
