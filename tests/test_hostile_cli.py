@@ -125,6 +125,25 @@ CASES = [  # (id, arguments; "{name}" is replaced by the path of that hostile fi
     ("evaluate on a FIFO", ["evaluate", "{fifo}"]),
     ("evaluate samples 0", ["evaluate", "{photo}", "-O", "channel(_blocks.3, 1)", "--samples", "0"]),
     ("evaluate samples -3", ["evaluate", "{photo}", "-O", "channel(_blocks.3, 1)", "--samples", "-3"]),
+    ("atlas cluster bogus", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--cluster",
+                             "10.0.0.5:8786"]),
+    ("atlas cluster local 0", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--cluster", "local:0"]),
+    ("atlas exemplars 0", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--exemplars", "0"]),
+    ("atlas units out of range", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--units", "60-70"]),
+    ("atlas unknown layer", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer9.0.conv1"]),
+    ("atlas no layer", ["atlas", "build", "{out}/atlas", *R18, "-l", ","]),
+    ("atlas dataset missing", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--dataset",
+                               "{out}/nowhere"]),
+    ("atlas dataset is text", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--dataset",
+                               "{text_png}"]),
+    ("atlas recipe none alone", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--recipe", "none"]),
+    ("atlas fit bogus", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--fit", "bogus"]),
+    ("atlas lr nan", ["atlas", "build", "{out}/atlas", *R18, "-l", "layer1.0.conv1", "--lr", "nan"]),
+    ("atlas build into a file", ["atlas", "build", "{file}", *R18, "-l", "layer1.0.conv1"]),
+    ("atlas show missing", ["atlas", "show", "{out}/nothing", "layer1", "0"]),
+    ("atlas status of a file", ["atlas", "status", "{file}"]),
+    ("serve missing atlas", ["serve", "{out}/nothing"]),
+    ("serve port 0", ["serve", "{out}/nothing", "--port", "0"]),
 ]
 
 
@@ -138,6 +157,14 @@ EXPECTED = {  # what some of the messages must say (the rest: any one-line error
     "evaluate on a FIFO": "Not a regular file", "evaluate zip bomb text chunk": "Decompressed data too large",
     "evaluate truncated png": "truncated", "evaluate samples 0": "--samples must be at least 1",
     "regions box is a number": "must be a box", "occlude maps-k 0": "--maps-k must be at least 1",
+    "atlas cluster bogus": "Bad --cluster", "atlas cluster local 0": "local:N needs N from 1",
+    "atlas exemplars 0": "--exemplars must be at least 1", "atlas units out of range": "Unit 64 is out of range",
+    "atlas unknown layer": "Unknown layer", "atlas no layer": "names no layer",
+    "atlas dataset missing": "does not exist",
+    "atlas dataset is text": "is an image: give the folder", "atlas recipe none alone": "--recipe none renders nothing",
+    "atlas fit bogus": "Unknown --fit", "atlas lr nan": "lr must be a finite number",
+    "atlas build into a file": "exists and is not a folder", "atlas show missing": "No atlas in",
+    "atlas status of a file": "is a file", "serve missing atlas": "No atlas in", "serve port 0": "--port must be",
 }
 
 

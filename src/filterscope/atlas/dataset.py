@@ -65,6 +65,8 @@ def list_dataset(source: str | os.PathLike[str]) -> Dataset:
                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
         if not paths:
             raise ImageError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in dataset folder {root} or below it")
+    elif root.suffix.lower() in IMAGE_SUFFIXES:
+        raise ImageError(f"Dataset {root} is an image: give the folder it is in, or a text file listing image paths")
     else:
         listing = regular_file(root, "Dataset list")
         try:
