@@ -46,6 +46,9 @@ def test_models_layers_and_units_come_from_the_atlas(atlas):
     layer = client.get("/api/m/stack/4").json()
     assert [u["unit"] for u in layer["units"]] == [0, 1, 2, 3, 4]
     assert [u["thumb"] is not None for u in layer["units"]] == [True, True, True, False, False]
+    # the top exemplar's thumbnail for the units whose crops were cut (the wanted ones)
+    assert [u["exemplar_thumb"] is not None for u in layer["units"]] == [True, True, True, False, False]
+    assert client.get(layer["units"][0]["exemplar_thumb"]).headers["content-type"] == "image/jpeg"
     assert all(u["max"] is not None and 0 <= u["fraction_positive"] <= 1 for u in layer["units"])
     unit = client.get("/api/m/stack/4/1").json()
     record = fs.Atlas(atlas, create=False).unit("4", 1)

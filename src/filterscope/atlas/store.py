@@ -433,13 +433,14 @@ class AtlasStore:
         return bytes(row[0])
 
     def layer_summary(self, layer_id: int) -> list[dict[str, Any]]:
-        """One row per unit of a layer: its first finished render (id, status, final activation, scores)
-        and its statistics from the latest pass, for grids and sorting (units without either included)."""
+        """One row per unit of a layer: its first finished render (id, status, final activation, scores),
+        its statistics from the latest pass and its top exemplar with a crop (id), for grids and sorting
+        (units without any of them included)."""
         channels = self._conn.execute("SELECT channels FROM layers WHERE id = ?", (layer_id,)).fetchone()
         if channels is None:
             raise AtlasError(f"No layer {layer_id} in the atlas {self.path}")
         rows: list[dict[str, Any]] = [{"unit": u, "render": None, "status": None, "final_activation": None,
-                                       "robustness": None, "max": None, "fraction_positive": None}
+                                       "robustness": None, "max": None, "fraction_positive": None, "exemplar": None}
                                       for u in range(int(channels[0]))]
         for r in self._conn.execute("SELECT id, unit, status, final_activation, robustness FROM renders WHERE "
                                     "layer_id = ? AND status != 'pending' ORDER BY id DESC", (layer_id,)):
@@ -451,6 +452,9 @@ class AtlasStore:
             for s in self._conn.execute("SELECT unit, max, fraction_positive FROM unit_stats WHERE pass_id = ?",
                                         (found.id,)):
                 rows[s["unit"]].update(max=s["max"], fraction_positive=s["fraction_positive"])
+            for e in self._conn.execute("SELECT id, unit FROM exemplars WHERE pass_id = ? AND kind = 'max' AND "
+                                        "rank = 0 AND crop IS NOT NULL", (found.id,)):
+                rows[e["unit"]]["exemplar"] = e["id"]
         return rows
 
     def render_counts(self, layer_id: int) -> dict[str, int]:

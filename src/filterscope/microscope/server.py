@@ -153,6 +153,7 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
         units = store().layer_summary(record.id)
         for row in units:
             row["thumb"] = f"/img/render/{row['render']}/thumb" if row["render"] else None
+            row["exemplar_thumb"] = f"/img/exemplar/{row['exemplar']}/thumb" if row["exemplar"] else None
         return JSONResponse({"model": found.name, "layer": record.name, "channels": record.channels,
                              "shape": record.shape, "url": base(found.name, record.name), "units": units,
                              "can_render": jobs is not None})

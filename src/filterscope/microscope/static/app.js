@@ -103,7 +103,9 @@ async function layer() {
   let how = SORTS[params.get("sort")] ? params.get("sort") : "index";
   const cards = new Map(data.units.map((u) => [u.unit, el("a", { class: "card", href: `${data.url}/${u.unit}`, "data-unit": u.unit },
     u.thumb ? el("img", { src: u.thumb, loading: "lazy", width: 160, height: 160, alt: `unit ${u.unit}` })
-      : el("div", { class: "placeholder" }, u.status === "failed" ? "failed" : "not rendered"),
+      : u.exemplar_thumb ? el("span", { class: "exemplar-only", title: "not rendered: its top dataset exemplar" },
+        el("img", { src: u.exemplar_thumb, loading: "lazy", width: 160, height: 160, alt: `unit ${u.unit} exemplar` }))
+        : el("div", { class: "placeholder" }, u.status === "failed" ? "failed" : "not rendered"),
     el("span", { class: "caption" }, el("b", {}, `${u.unit}`), " ", el("span", { class: "metric" }, metric(u, how))))]));
   const grid = el("div", { class: "grid", id: "grid" });
   const select = el("select", { id: "sort", onchange: () => { how = select.value; draw(); } },
