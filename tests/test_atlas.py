@@ -5,10 +5,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +27,7 @@ from filterscope.errors import AtlasError, ImageError
 from filterscope.images import OutputLock
 from filterscope.layers import Capture
 
+from .helpers.killing import kill_after_first_unit_then_resume
 from .helpers.models import PLAIN
 
 runner = CliRunner()
@@ -400,43 +398,7 @@ def test_cli_build_status_show(tmp_path):
 def test_kill_9_during_a_build_then_a_second_run_finishes_it_exactly_once(tmp_path):
     out = tmp_path / "atlas"
     command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-11"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    finished = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            conn = sqlite3.connect(f"file:{out / 'atlas.sqlite'}?mode=ro", uri=True, timeout=5)
-            try:
-                finished = conn.execute("SELECT COUNT(*) FROM renders WHERE status = 'ok'").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            finished = 0
-        if finished >= 1:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the build ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=30)
-    conn = sqlite3.connect(out / "atlas.sqlite")
-    done_before = {row[0]: row[1] for row in conn.execute("SELECT key, file FROM renders WHERE status = 'ok'")}
-    conn.close()
-    assert 1 <= len(done_before) < 12
-    kept = {key: (out / file).read_bytes() for key, file in done_before.items()}
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr
-    assert f"{12 - len(done_before)} render(s) done, {len(done_before)} already in the atlas" in second.stdout
-    conn = sqlite3.connect(out / "atlas.sqlite")
-    rows = conn.execute("SELECT unit, status, file FROM renders").fetchall()
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
-    assert sorted(r[0] for r in rows) == list(range(12)) and {r[1] for r in rows} == {"ok"}
-    assert all((out / key_file).read_bytes() == kept[key] for key, key_file in done_before.items())
-    files = sorted((out / "renders").rglob("*.png"))
-    assert len(files) == 12 and not list(out.rglob("*.part"))
-    for path in files:
-        with Image.open(path) as image:
-            image.load()
+    kill_after_first_unit_then_resume(command, out, 12)
 
 
 def test_cofiring_is_the_pearson_correlation_over_finite_images():

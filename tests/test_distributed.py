@@ -3,8 +3,6 @@ while it holds a task, the client killed, a unit failing on its own."""
 
 import os
 import signal
-import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +15,7 @@ import filterscope as fs
 from filterscope.atlas.distributed import DaskExecutor, parse_cluster
 from filterscope.errors import InvalidOptionError
 
+from .helpers.killing import kill_after_first_unit_then_resume
 from .helpers.models import PLAIN
 from .test_atlas import ATLAS_CLI, TINY_RECIPE, conv_stack, write_images
 
@@ -130,32 +129,4 @@ def test_the_client_killed_then_a_second_run_finishes_exactly_once(tmp_path):
     out = tmp_path / "atlas"
     command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-9",
                "--cluster", "local:2"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    finished = 0
-    while time.monotonic() < deadline and process.poll() is None and finished < 1:
-        try:
-            conn = sqlite3.connect(f"file:{out / 'atlas.sqlite'}?mode=ro", uri=True, timeout=5)
-            try:
-                finished = conn.execute("SELECT COUNT(*) FROM renders WHERE status = 'ok'").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            finished = 0
-        time.sleep(0.05)
-    assert process.poll() is None, "the build ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=30)
-    conn = sqlite3.connect(out / "atlas.sqlite")
-    before = {row[0]: row[1] for row in conn.execute("SELECT key, file FROM renders WHERE status = 'ok'")}
-    conn.close()
-    kept = {key: (out / file).read_bytes() for key, file in before.items()}
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr
-    assert f"{10 - len(before)} render(s) done, {len(before)} already in the atlas" in second.stdout
-    conn = sqlite3.connect(out / "atlas.sqlite")
-    rows = conn.execute("SELECT unit, status FROM renders").fetchall()
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
-    assert sorted(r[0] for r in rows) == list(range(10)) and {r[1] for r in rows} == {"ok"}
-    assert all((out / file).read_bytes() == kept[key] for key, file in before.items())
+    kill_after_first_unit_then_resume(command, out, 10)

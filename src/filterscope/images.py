@@ -8,6 +8,7 @@ carry their provenance as text chunks.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -25,9 +26,9 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
 
-__all__ = ["save_png", "encode_png", "write_bytes", "read_png_metadata", "load_image", "load_array", "save_array",
-           "atomic_write", "atomic_write_text", "regular_file", "check_output", "remove_stale_parts", "OutputLock",
-           "ARRAY_SUFFIXES"]
+__all__ = ["save_png", "encode_png", "write_bytes", "file_sha256", "read_png_metadata", "load_image", "load_array",
+           "save_array", "atomic_write", "atomic_write_text", "regular_file", "check_output", "remove_stale_parts",
+           "OutputLock", "ARRAY_SUFFIXES"]
 
 ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
 """Files read as arrays of any channel count: NumPy ``.npy`` and (multi-page) TIFF."""
@@ -51,6 +52,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def encode_png(image: Image.Image, metadata: Mapping[str, str] | None = None) -> bytes:

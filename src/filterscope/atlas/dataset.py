@@ -10,17 +10,9 @@ from pathlib import Path
 
 from ..analysis.inputs import IMAGE_SUFFIXES
 from ..errors import ImageError
-from ..images import regular_file
+from ..images import file_sha256, regular_file
 
-__all__ = ["Dataset", "list_dataset", "file_sha256"]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["Dataset", "list_dataset"]
 
 
 @dataclass(frozen=True)

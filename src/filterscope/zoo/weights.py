@@ -21,17 +21,10 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..images import file_sha256
 
 __all__ = ["PackageWeights", "UrlWeights", "read_state_dict", "load_state_dict_into", "hub_checkpoint_dir",
            "weights_fingerprint"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -141,7 +134,7 @@ class UrlWeights:
         if path.is_file():
             prefix = self._hash_prefix()
             if prefix is not None:  # the cache is checked as a download is: a file of that name is not enough
-                digest = _sha256(path)
+                digest = file_sha256(path)
                 if not digest.startswith(prefix):
                     raise WeightsError(f"The cached {model_name} weights {path} fail their hash check (SHA-256 "
                                        f"{digest[:12]}..., the file name says {prefix}): delete the file to download "
