@@ -13,7 +13,7 @@ import a user needs::
 
 Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
-errors, registry, tensors, data → zoo → layers → runtime → objectives, objective_syntax, params,
+errors, registry, tensors, data, images → zoo → layers → runtime → objectives, objective_syntax, params,
 transforms → recipes → results → render, analysis, metrics → plots, atlas → microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
