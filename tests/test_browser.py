@@ -145,3 +145,30 @@ def test_screenshots_of_the_demo_atlas(browser):
         assert all(width > 0 for _, width in images_loaded(shot))
         shot.screenshot(path=str(DOCS / "microscope_unit.png"), full_page=True)
     context.close()
+
+
+def test_a_layer_of_1280_units_loads_its_thumbnails_lazily(tmp_path, page):
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    import filterscope as fs
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1280, 1))
+    model = fs.wrap_model(net, name="wide", preprocessing=fs.Preprocessing(16, resize_size=16))
+    tiny = dataclasses.replace(fs.get_recipe("paper"), size=12, scales=1, steps=1, reference_size=None)
+    fs.build_atlas(tmp_path / "atlas", model, "2", recipes=[tiny], scores=False, batch_size=256)
+    with Server(create_app(tmp_path / "atlas")) as url:
+        started = time.monotonic()
+        page.goto(url + "/m/wide/2")
+        page.wait_for_selector(".card[data-unit='1279']", state="attached")
+        assert page.locator(".card").count() == 1280
+        assert time.monotonic() - started < 20
+        page.wait_for_load_state("networkidle")
+        loaded = page.evaluate("() => Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length")
+        assert 0 < loaded < 400  # only the thumbnails near the viewport were fetched
+        page.locator(".card[data-unit='1279']").scroll_into_view_if_needed()
+        page.wait_for_function("() => { const i = document.querySelector(\".card[data-unit='1279'] img\");"
+                               " return i && i.complete && i.naturalWidth > 0; }")
