@@ -415,3 +415,32 @@ def test_cofiring_is_the_pearson_correlation_over_finite_images():
         others = [u for u in np.argsort(-expected[unit], kind="stable") if u != unit][:3]
         assert [u for u, _ in row] == others
         assert [c for _, c in row] == pytest.approx([expected[unit, u] for u in others], abs=1e-9)
+
+
+@pytest.mark.integration
+def test_exemplars_and_statistics_on_the_real_model_equal_brute_force(tmp_path):
+    from filterscope.demo import write_reference_set
+
+    model = fs.load_model("efficientnet_lite0")
+    data = write_reference_set(tmp_path / "photos", 10)
+    atlas = fs.Atlas(tmp_path / "atlas")
+    atlas.build(model, ["_blocks.4", "_blocks.10"], units=[0, 7], recipes=[], dataset=data, exemplars=4)
+    paths = list_dataset(data).paths
+    pixels = torch.stack([fs.prepare_image(model, p).pixels for p in paths])
+    refs = [fs.resolve_layer(model, name) for name in ("_blocks.4", "_blocks.10")]
+    with torch.no_grad(), Capture(model, refs) as capture:
+        acts = capture(model.preprocessing.normalize(pixels))
+    for ref in refs:
+        expected = brute_force(acts[ref], 4)
+        width = acts[ref].shape[3]
+        for unit in (0, 7):
+            record = atlas.unit(str(ref), unit)
+            want = expected[unit]
+            assert [(e.image, e.y * width + e.x) for e in record.exemplars["max"]] == want["max"]
+            assert [e.image for e in record.exemplars["mean"]] == want["mean"]
+            assert [(e.image, e.y * width + e.x) for e in record.exemplars.get("min", [])] == want["min"]
+            assert record.stats.mean == pytest.approx(want["mean_value"], rel=1e-4, abs=1e-5)
+            assert record.stats.std == pytest.approx(want["std"], rel=1e-4)
+            assert record.stats.max == pytest.approx(want["maximum"], rel=1e-5)
+            assert record.stats.fraction_positive == pytest.approx(want["fraction_positive"])
+            assert all(e.has_crop for e in record.exemplars["max"])
