@@ -95,6 +95,19 @@ def check_tracker(tracker: UnitTracker, expected: dict) -> None:
         assert stats["fraction_positive"] == pytest.approx(want["fraction_positive"])
 
 
+def check_record(record, acts: torch.Tensor, unit: int, n: int, rel: float = 1e-5) -> None:
+    """An atlas unit record (exemplars and statistics) against :func:`brute_force` over ``acts`` (N, C, H, W)."""
+    want = brute_force(acts, n)[unit]
+    width = acts.shape[3]
+    assert [(e.image, e.y * width + e.x) for e in record.exemplars["max"]] == want["max"]
+    assert [e.image for e in record.exemplars["mean"]] == want["mean"]
+    assert [(e.image, e.y * width + e.x) for e in record.exemplars.get("min", [])] == want["min"]
+    assert record.stats.mean == pytest.approx(want["mean_value"], rel=rel, abs=rel / 10)
+    assert record.stats.std == pytest.approx(want["std"], rel=rel)
+    assert record.stats.max == pytest.approx(want["maximum"], rel=rel / 10)
+    assert record.stats.fraction_positive == pytest.approx(want["fraction_positive"])
+
+
 def test_tracker_equals_brute_force_in_any_batching_and_merged_from_shards():
     generator = torch.Generator().manual_seed(1)
     acts = torch.randn(37, 5, 3, 4, generator=generator)
@@ -166,20 +179,11 @@ def test_exemplars_and_statistics_equal_brute_force_and_crops_hold_the_maximum(t
     with torch.no_grad(), Capture(model, [fs.resolve_layer(model, "2"), fs.resolve_layer(model, "6")]) as capture:
         acts = capture(pixels)
     for name, ref in (("2", fs.resolve_layer(model, "2")), ("6", fs.resolve_layer(model, "6"))):
-        expected = brute_force(acts[ref], 4)
         layer_acts = acts[ref]
         rf = fs.receptive_field(model, name)
         for unit in (0, 3):
             record = atlas.unit(name, unit)
-            want = expected[unit]
-            width = layer_acts.shape[3]
-            assert [(e.image, e.y * width + e.x) for e in record.exemplars["max"]] == want["max"]
-            assert [e.image for e in record.exemplars["mean"]] == want["mean"]
-            assert [(e.image, e.y * width + e.x) for e in record.exemplars.get("min", [])] == want["min"]
-            assert record.stats.mean == pytest.approx(want["mean_value"], rel=1e-5, abs=1e-6)
-            assert record.stats.std == pytest.approx(want["std"], rel=1e-5)
-            assert record.stats.max == pytest.approx(want["maximum"], rel=1e-6)
-            assert record.stats.fraction_positive == pytest.approx(want["fraction_positive"])
+            check_record(record, layer_acts, unit, 4)
             assert sum(record.stats.histogram["counts"]) == 14
             for e in record.exemplars["max"]:
                 assert e.has_crop and e.path == str(data.paths[e.image])
@@ -431,16 +435,7 @@ def test_exemplars_and_statistics_on_the_real_model_equal_brute_force(tmp_path):
     with torch.no_grad(), Capture(model, refs) as capture:
         acts = capture(model.preprocessing.normalize(pixels))
     for ref in refs:
-        expected = brute_force(acts[ref], 4)
-        width = acts[ref].shape[3]
         for unit in (0, 7):
             record = atlas.unit(str(ref), unit)
-            want = expected[unit]
-            assert [(e.image, e.y * width + e.x) for e in record.exemplars["max"]] == want["max"]
-            assert [e.image for e in record.exemplars["mean"]] == want["mean"]
-            assert [(e.image, e.y * width + e.x) for e in record.exemplars.get("min", [])] == want["min"]
-            assert record.stats.mean == pytest.approx(want["mean_value"], rel=1e-4, abs=1e-5)
-            assert record.stats.std == pytest.approx(want["std"], rel=1e-4)
-            assert record.stats.max == pytest.approx(want["maximum"], rel=1e-5)
-            assert record.stats.fraction_positive == pytest.approx(want["fraction_positive"])
+            check_record(record, acts[ref], unit, 4, rel=1e-4)  # channels-last batches of 4 vs one NCHW batch
             assert all(e.has_crop for e in record.exemplars["max"])

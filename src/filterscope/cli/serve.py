@@ -98,10 +98,12 @@ def serve_command(
 
     if not 0 < port < 65536:
         raise InvalidOptionError(f"--port must be 1-65535 (got {port})")
-    application = create_app(out)  # checks the atlas before anything else
+    AtlasStore(out, create=False, readonly=True).close()  # a missing or unreadable atlas fails before any model loads
+    jobs = None
     if render:
         loaded, chosen = render_settings(out, model, weights, preprocessing, seed, device, recipe)
-        application = create_app(out, jobs=RenderJobs(out, loaded, chosen, seed))
+        jobs = RenderJobs(out, loaded, chosen, seed)
+    application = create_app(out, jobs=jobs)
     _check_port(host, port)
     if not _loopback(host):
         typer.echo(f"warning: listening on {host}: anyone who can reach this machine can browse the atlas"
