@@ -161,3 +161,20 @@ def test_serve_command_checks_before_listening(tmp_path, atlas):
     assert result.exit_code == 1 and "No atlas in" in result.output
     result = runner.invoke(cli, ["serve", str(atlas), "--port", "70000"])
     assert result.exit_code == 1 and "--port must be 1-65535" in result.output
+
+
+def test_render_settings_use_the_atlas_model_weights_and_most_used_recipe(tmp_path):
+    from filterscope.cli.serve import render_settings
+    from filterscope.errors import AtlasError
+
+    from .test_atlas import ATLAS_CLI
+
+    out = tmp_path / "atlas"
+    assert runner.invoke(cli, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "0-1"]).exit_code == 0
+    assert runner.invoke(cli, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "2", "--steps", "1"]).exit_code == 0
+    loaded, recipe = render_settings(out, None, None, None, 0, "cpu", None)
+    assert loaded.name == "resnet18" and loaded.weights == "random (seed 0)"  # the recorded random weights
+    assert (recipe.size, recipe.scales, recipe.steps) == (32, 2, 3)  # the recipe of 2 renders, not of 1
+    assert render_settings(out, None, None, None, 0, "cpu", "lucid")[1].name == "lucid"
+    with pytest.raises(AtlasError, match="was built with other weights"):
+        render_settings(out, None, "random", None, 5, "cpu", None)  # random weights of another seed

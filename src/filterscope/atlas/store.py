@@ -457,6 +457,13 @@ class AtlasStore:
                 rows[e["unit"]]["exemplar"] = e["id"]
         return rows
 
+    def most_used_recipe(self, model_id: int) -> dict[str, Any] | None:
+        """The recipe (as a dict) of the most renders of a model, pending ones aside; ``None`` when none."""
+        row = self._conn.execute(
+            "SELECT r.recipe FROM renders r JOIN layers l ON l.id = r.layer_id WHERE l.model_id = ? AND "
+            "r.status != 'pending' GROUP BY r.recipe ORDER BY COUNT(*) DESC, MIN(r.id) LIMIT 1", (model_id,)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
     def render_counts(self, layer_id: int) -> dict[str, int]:
         """Renders of a layer by status."""
         return {r[0]: int(r[1]) for r in self._conn.execute(

@@ -3,7 +3,6 @@
 import ipaddress
 import re
 import socket
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,8 +45,7 @@ def render_settings(atlas: Path, model: Optional[str], weights: Optional[str], p
     fingerprint it recorded) and its most used recipe, unless the options say otherwise."""
     with AtlasStore(atlas, create=False, readonly=True) as store:
         record = store.model(None)
-        used = Counter(json_recipe for layer in store.layers(record.id) for r in store.renders(layer.id)
-                       for json_recipe in [r.recipe] if r.status != "pending")
+        used = store.most_used_recipe(record.id)
     name = model or record.source or record.name
     weights_seed = seed
     if model is None and weights is None:  # the weights the atlas recorded: random with its seed, or a file
@@ -61,8 +59,8 @@ def render_settings(atlas: Path, model: Optional[str], weights: Optional[str], p
                          f"{record.weights_hash[:12]}...) than {loaded.weights}: give them with --weights")
     if recipe is not None:
         chosen = get_recipe(recipe)
-    elif used:
-        chosen = Recipe.from_dict(used.most_common(1)[0][0])
+    elif used is not None:
+        chosen = Recipe.from_dict(used)
     else:
         chosen = get_recipe("paper")
     return loaded, chosen
