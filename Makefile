@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test lint install install-dev own-model-pictures microscope-pictures chromium clean
+.PHONY: demo test lint install install-dev own-model-pictures microscope-pictures recipe-pictures chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ microscope-pictures: $(VENV)/.installed-dev chromium
 	$(PY) -c "from PIL import Image; import sys; [Image.open(a).convert('RGB').save(b, quality=85) for a, b in zip(sys.argv[1::2], sys.argv[2::2])]" \
 		docs/images/microscope_layer.png docs/images/microscope_layer.jpg docs/images/microscope_unit.png docs/images/microscope_unit.jpg
 	rm docs/images/microscope_layer.png docs/images/microscope_unit.png
+
+# The README's "Beyond the paper" figure: the same filters with the paper's recipe and with ours (about 2 minutes).
+recipe-pictures: $(VENV)/.installed
+	$(PY) examples/recipe_pictures.py docs/images/recipes_paper_vs_filterscope.jpg --recipes paper,filterscope
 
 clean:
 	rm -rf $(VENV) out build src/*.egg-info .pytest_cache

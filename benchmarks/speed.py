@@ -4,8 +4,9 @@ Times, side by side in one run on one machine:
 
 1. the naive reference loop (:func:`filterscope.naive.naive_render`): the paper's code, one filter at
    a time, the whole network on every step, NCHW float32, weights frozen;
-2. filterscope at the same recipe, default settings (fp32: truncated forward, channels-last, the
-   automatic batch size), and with ``--precision bf16``;
+2. filterscope at the same recipe: truncated forward, channels-last, the automatic batch size, in
+   ``--precision fp32``, in ``bf16``, and in the default ``auto`` (which of the two a timed probe picks
+   on this machine; the table says which and why);
 3. the compute floor: only the truncated network's forward+backward passes that the recipe needs
    (plus the two forward passes that measure the start and end activation), at filterscope's batch
    size and settings, with no optimizer, resizing or blur;
@@ -27,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import time
@@ -36,11 +35,12 @@ from pathlib import Path
 
 import torch
 
+from _results import machine as describe_machine
 from _results import write_section  # benchmarks/_results.py
 from filterscope import Channel, Recipe, load_model, render
 from filterscope.layers import resolve_layer
 from filterscope.naive import naive_render
-from filterscope.render import plan_batches
+from filterscope.render import choose_runtime, plan_batches
 from filterscope.runtime import (
     Forward,
     Runtime,
@@ -130,28 +130,25 @@ def mib(count: int | None) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE).group(1).strip()
-        amx = " with AMX" if "amx_bf16" in text else ""
-    except (OSError, AttributeError):
-        amx = ""
-    return f"{cpu}{amx}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{describe_machine()}, {torch.get_num_threads()} threads"
 
 
 # ------------------------------------------------------------------------------------------- runs
 def compare(model, ref, filters: list[int], recipe: Recipe) -> dict:
     """Naive vs fast (fp32, bf16) vs floor for one layer, and how far their results lie apart."""
-    fp32, bf16 = Runtime(), Runtime(precision="bf16")
+    fp32, bf16 = Runtime(precision="fp32"), Runtime(precision="bf16")
     objectives = [Channel(ref, f).resolve(model) for f in filters]
     batch32 = plan_batches(model, objectives, recipe, fp32)
     batch16 = plan_batches(model, objectives, recipe, bf16)
     fast(model, ref, filters[:1], Recipe(size=32, scales=2, steps=1), fp32)  # warm-up
     naive_s, naive = measured(lambda: [naive_render(model, str(ref), f, recipe) for f in filters])
     fast_s, result = measured(lambda: fast(model, ref, filters, recipe, fp32, batch32))
-    trunc_s, trunc = measured(lambda: fast(model, ref, filters[:2], recipe, Runtime(channels_last=False), 1))
+    trunc_s, trunc = measured(lambda: fast(model, ref, filters[:2], recipe, Runtime(precision="fp32",
+                                                                                    channels_last=False), 1))
     bf16_s, low = measured(lambda: fast(model, ref, filters, recipe, bf16, batch16))
+    # the default runtime, as a user gets it: the probe (timed too, the first time on this machine) and the render
+    auto_s, auto = measured(lambda: fast(model, ref, filters, recipe, Runtime()))
+    _chosen, choice = choose_runtime(model, objectives, recipe, Runtime())
     job = {"model": model.name, "weights": "random" if model.weights.startswith("random") else None,
            "layer": str(ref), "recipe": recipe.to_dict(), "filters": filters}
     naive_peak = peak_in_child({**job, "mode": "naive", "filters": filters[:1]})
@@ -168,6 +165,8 @@ def compare(model, ref, filters: list[int], recipe: Recipe) -> dict:
     n = len(filters)
     return {
         "naive": naive_s / n, "fast": fast_s / n, "truncated": trunc_s / 2, "bf16": bf16_s / n,
+        "auto": auto_s / n, "auto_precision": auto.extra["precision"], "auto_reason": choice.reason,
+        "auto_batch": auto.extra["batch_size"],
         "floor": floor_seconds(model, ref, recipe, batch32, fp32, n),
         "floor_bf16": floor_seconds(model, ref, recipe, batch16, bf16, n),
         "batch": batch32, "batch_bf16": batch16,
@@ -220,13 +219,17 @@ def main() -> None:
         rows.append((name, layer, r))
         print(f"{name} {layer}: {r}", flush=True)
     out += ["| model | layer | naive s/filter | truncated only | filterscope fp32 (batch) | speedup | ÷ floor "
-            "| bf16 (batch) | bf16 speedup | bf16 ÷ floor | peak MiB naive / fp32 / bf16 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| bf16 (batch) | bf16 speedup | bf16 ÷ floor | **default** (auto: chosen, batch) | **default speedup** "
+            "| peak MiB naive / fp32 / bf16 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, layer, r in rows:
         out.append(f"| {name} | `{layer}` | {r['naive']:.2f} | {r['truncated']:.2f} | {r['fast']:.2f} ({r['batch']}) "
-                   f"| **{r['naive'] / r['fast']:.2f}×** | {r['fast'] / r['floor']:.2f} | {r['bf16']:.2f} "
-                   f"({r['batch_bf16']}) | **{r['naive'] / r['bf16']:.2f}×** | {r['bf16'] / r['floor_bf16']:.2f} "
+                   f"| {r['naive'] / r['fast']:.2f}× | {r['fast'] / r['floor']:.2f} | {r['bf16']:.2f} "
+                   f"({r['batch_bf16']}) | {r['naive'] / r['bf16']:.2f}× | {r['bf16'] / r['floor_bf16']:.2f} "
+                   f"| {r['auto']:.2f} ({r['auto_precision']}, {r['auto_batch']}) | **{r['naive'] / r['auto']:.2f}×** "
                    f"| {mib(r['naive_peak'])} / {mib(r['fast_peak'])} / {mib(r['bf16_peak'])} |")
+    out += ["", "Why the default chose its precision (the probe's line, as the CLI prints it):", ""]
+    out += [f"- {name} `{layer}`: {r['auto_reason']}" for name, layer, r in rows]
     out += ["", "Do the results agree? Pixel differences of the final images (0-1 scale) and activation reached, "
             "relative to the naive loop with the same seed:", "",
             "| model | layer | truncated only: max pixel Δ | fp32: mean pixel Δ | naive loop, 1 vs 2 threads: mean "
@@ -250,26 +253,29 @@ def main() -> None:
                            + " |")
 
         model = get("resnet34", "random")
-        out += ["", "Seconds per filter by depth (ResNet34, 2 filters, fp32 defaults):", "",
+        out += ["", "Seconds per filter by depth (ResNet34, 2 filters, fp32):", "",
                 "| layer | naive | filterscope | speedup |", "|---|---|---|---|"]
         for layer in DEPTHS:
             ref = resolve_layer(model, layer)
             naive_s, _ = measured(lambda name=layer: [naive_render(model, name, f, recipe) for f in (0, 1)])
-            fast_s, _ = measured(lambda r=ref: fast(model, r, [0, 1], recipe, Runtime()))
+            fast_s, _ = measured(lambda r=ref: fast(model, r, [0, 1], recipe, Runtime(precision="fp32")))
             print(f"depth {layer}: naive {naive_s / 2:.2f} fast {fast_s / 2:.2f}", flush=True)
             out.append(f"| `{layer}` | {naive_s / 2:.2f} | {fast_s / 2:.2f} | {naive_s / fast_s:.2f}× |")
 
         ref = resolve_layer(model, "layer4.2.relu")
         paper = Recipe()
         naive_s, _ = measured(lambda: naive_render(model, "layer4.2.relu", 0, paper))
-        fast_s, _ = measured(lambda: fast(model, ref, [0, 1, 2, 3], paper, Runtime()))
+        fast_s, _ = measured(lambda: fast(model, ref, [0, 1, 2, 3], paper, Runtime(precision="fp32")))
         low_s, _ = measured(lambda: fast(model, ref, [0, 1, 2, 3], paper, Runtime(precision="bf16")))
+        auto_s, auto = measured(lambda: fast(model, ref, [0, 1, 2, 3], paper, Runtime()))
         fast_s /= 4
         low_s /= 4
+        auto_s /= 4
         out += ["", "Full paper recipe (276 steps, 56→408 px), ResNet34 `layer4.2.relu`:", "",
                 "| run | s/filter | filters per minute | whole layer (512 filters) |", "|---|---|---|---|"]
         for label, seconds in (("naive loop, 1 filter", naive_s), ("filterscope fp32, 4 filters (auto batch)", fast_s),
-                               ("filterscope bf16, 4 filters (auto batch)", low_s)):
+                               ("filterscope bf16, 4 filters (auto batch)", low_s),
+                               (f"filterscope default ({auto.extra['precision']}), 4 filters", auto_s)):
             out.append(f"| {label} | {seconds:.1f} | {60 / seconds:.2f} | {512 * seconds / 3600:.1f} h |")
 
     table = "\n".join(out)

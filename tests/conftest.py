@@ -22,3 +22,11 @@ def resnet18_random():
     from filterscope import load_model
 
     return load_model("resnet18", "random")
+
+
+def pytest_configure(config):
+    # --precision auto caches its probes per machine: keep the tests' out of the user's cache
+    import os
+    import tempfile
+
+    os.environ.setdefault("FILTERSCOPE_CACHE_DIR", tempfile.mkdtemp(prefix="filterscope-test-cache-"))

@@ -38,9 +38,9 @@ def test_maco_keeps_the_natural_magnitude_and_range():
 
 
 def test_unknown_param():
-    with pytest.raises(InvalidRecipeError, match="Unknown parameterization 'wavelet'. Choices: fft, maco, pixel"):
+    with pytest.raises(InvalidRecipeError, match="Unknown parameterization 'wavelet'. Choices: cppn, fft, maco, pixel"):
         make_param("wavelet", IMAGES, Preprocessing())
-    with pytest.raises(InvalidRecipeError, match="Choices: fft, maco, pixel"):
+    with pytest.raises(InvalidRecipeError, match="Choices: cppn, fft, maco, pixel"):
         initial_state("wavelet", IMAGES)
     with pytest.raises(InvalidRecipeError, match="param must be one of"):
         Recipe(param="wavelet")
@@ -103,3 +103,37 @@ def test_periodic_blur_smooths_the_result():
     assert high_frequency_share(smooth.images) < 0.8 * high_frequency_share(sharp.images)
     with pytest.raises(InvalidRecipeError, match="blur_every"):
         Recipe(blur=0, blur_every=2)
+
+
+def test_cppn_draws_smooth_images_at_any_size_from_its_weights():
+    from filterscope.metrics import high_frequency_share
+    from filterscope.params import CPPNParam
+
+    state = initial_state("cppn", IMAGES)
+    assert state.shape[0] == 2 and state.dim() == 2
+    assert not torch.equal(state[0], state[1])  # each image's own starting weights, from its own noise
+    assert torch.equal(initial_state("cppn", IMAGES[1:]), state[1:])  # not from its batch
+    start = make_param("cppn", state, Preprocessing(), size=(24, 20))()
+    assert start.shape == (2, 3, 24, 20) and torch.allclose(start, torch.full_like(start, 0.5))  # Lucid: gray
+    param = make_param("cppn", state, Preprocessing(), size=(24, 20))
+    with torch.no_grad():
+        for weight in param.parameters():
+            weight.add_(0.3 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(1)))
+    drawn = param()
+    assert drawn.min() >= 0 and drawn.max() <= 1 and drawn.std() > 0.05
+    big = CPPNParam(param.state(), Preprocessing(), size=(96, 80))()  # the same weights drawn 4x larger
+    shrunk = torch.nn.functional.interpolate(big, size=(24, 20), mode="area")
+    assert (shrunk - drawn).abs().mean() < 0.05  # resolution-free: the same picture
+    assert (high_frequency_share(big) < 0.1).all()
+    param.set_state(state)
+    assert torch.allclose(param(), start)
+
+
+def test_cppn_recipe_renders_across_scales_and_refuses_a_periodic_blur():
+    recipe = RECIPES["cppn"].replace(size=16, scales=2, upscale=2.0, steps=12, lr=0.02, reference_size=32)
+    result = visualize_filters(small_net(), "features.5", [3, 4], recipe=recipe, seed=0)
+    assert result.images.shape[-1] == 32 and (result.values > result.initial_values + 0.1).all()
+    alone = visualize_filters(small_net(), "features.5", [4], recipe=recipe, seed=0)
+    assert torch.allclose(result.images[1], alone.images[0], atol=1e-4)
+    with pytest.raises(InvalidRecipeError, match="cppn has no image state to blur"):
+        Recipe(param="cppn", blur_every=2)

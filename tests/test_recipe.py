@@ -101,3 +101,67 @@ def test_recipe_files_that_name_themselves_as_base_are_refused(tmp_path):
     (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(InvalidRecipeError, match="Cannot read recipe file"):
         get_recipe(tmp_path / "deep.json")
+
+
+def test_fields_added_later_are_written_only_when_set():
+    from filterscope.recipes import LATER_FIELDS
+
+    written = PAPER_RECIPE.to_dict()
+    assert not LATER_FIELDS & set(written)  # the JSON of earlier renders and atlas keys stays the same
+    assert "lr_end" in Recipe(lr_end=0.1).to_dict()
+    changed = Recipe(lr_end=0.1, warmup=3, transform_copies=2, blur_kind="gaussian")
+    assert Recipe.from_dict(changed.to_dict()) == changed
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lr_end": 1.5}, "lr_end must be between 0 and 1"), ({"warmup": -1}, "warmup must not be negative"),
+    ({"transform_copies": 0}, "transform_copies must be between 1 and 64"),
+    ({"blur_kind": "median"}, "blur_kind must be one of box, gaussian"),
+])
+def test_new_fields_are_checked(changes, message):
+    with pytest.raises(InvalidRecipeError, match=message):
+        PAPER_RECIPE.replace(**changes)
+
+
+def test_learning_rate_schedule():
+    from filterscope.render import Schedule
+
+    constant = Schedule(((8, 8),), (10,))
+    assert [constant.lr_factor(s, 10) for s in range(10)] == [1.0] * 10
+    cosine = Schedule(((8, 8),), (11,), lr_end=0.1, warmup=2)
+    factors = [cosine.lr_factor(s, 11) for s in range(11)]
+    assert factors[:2] == pytest.approx([1 / 3, 2 / 3])  # warm-up
+    assert factors[2] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert factors[6] == pytest.approx(0.55)  # half-way down the cosine
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+
+
+def test_gaussian_blur_keeps_the_mean_and_has_the_box_variance():
+    from filterscope.render import box_blur, gaussian_blur
+
+    impulse = torch.zeros(1, 1, 41, 41)
+    impulse[..., 20, 20] = 1
+    offsets = torch.arange(41.0) - 20
+    for kernel in (3, 5, 9):
+        box, gauss = box_blur(impulse, kernel), gaussian_blur(impulse, kernel)
+        assert gauss.sum() == pytest.approx(1.0, abs=1e-5)
+        variance = lambda image: float((image.sum(dim=-2)[0, 0] * offsets**2).sum())  # noqa: E731
+        assert variance(gauss) == pytest.approx(variance(box), rel=0.03)  # truncated at 3 sigma
+    flat = torch.full((1, 3, 12, 12), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 5), flat)
+
+
+def test_transform_copies_average_the_objective_over_copies():
+    from filterscope import visualize_filters
+    from filterscope.recipes import RECIPES
+
+    from .helpers.models import small_net
+
+    recipe = RECIPES["lucid"].replace(size=20, steps=6, reference_size=32)
+    model = small_net()
+    two = visualize_filters(model, "features.5", [1, 2], recipe=recipe.replace(transform_copies=3), seed=2)
+    alone = visualize_filters(model, "features.5", [2], recipe=recipe.replace(transform_copies=3), seed=2)
+    assert torch.allclose(two.images[1], alone.images[0], atol=1e-4)  # still independent of the batch
+    one = visualize_filters(model, "features.5", [1, 2], recipe=recipe, seed=2)
+    assert not torch.allclose(two.images, one.images, atol=1e-3)  # the copies changed the gradient
+    assert (two.values > two.initial_values + 1).all()

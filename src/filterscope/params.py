@@ -12,8 +12,10 @@ schedule can start from the upscaled result of the previous one) whose ``forward
 * :class:`MacoParam` (Fel et al. 2023, "MACO"): only the Fourier **phase** is optimized; the magnitude
   spectrum is fixed to the average magnitude of natural photos (scikit-image's, see
   :mod:`filterscope.data`), which keeps the image's power spectrum natural by construction.
+* :class:`CPPNParam` (Lucid's CPPN): the weights of a small network from pixel coordinates to colors;
+  smooth images at any size.
 
-They are registered in :data:`PARAMS` by name (``pixel``, ``fft``, ``maco``), which is what a recipe's
+They are registered in :data:`PARAMS` by name (``pixel``, ``fft``, ``maco``, ``cppn``), which is what a recipe's
 ``param`` field names. Add one by subclassing :class:`Param` and decorating it with
 :func:`register_param`; ``options`` maps its keyword arguments to the recipe fields they come from.
 
@@ -25,6 +27,7 @@ decorrelated coordinates moves luminance and the two opponent colors independent
 from __future__ import annotations
 
 import functools
+import zlib
 from typing import Any, ClassVar
 
 import torch
@@ -36,7 +39,7 @@ from .registry import Registry
 from .tensors import to_tensor
 from .zoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
-__all__ = ["PARAMS", "Param", "register_param", "PixelParam", "FourierParam", "MacoParam", "make_param",
+__all__ = ["PARAMS", "Param", "register_param", "PixelParam", "FourierParam", "MacoParam", "CPPNParam", "make_param",
            "initial_state", "param_options", "optimization_units", "COLOR_CORRELATION_SVD_SQRT"]
 
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -74,11 +77,20 @@ class Param(nn.Module):
     """
 
     options: ClassVar[dict[str, str]] = {}
+    resizable: ClassVar[bool] = True
+    """Whether the state is an image the schedule resizes and blurs between scales; False for a state that
+    draws the image at any size (:class:`CPPNParam`), which :meth:`build` is then given the size for."""
 
     @classmethod
     def initial_state(cls, images: torch.Tensor, **options: Any) -> torch.Tensor:
         """The state that shows ``images`` ``(B,3,H,W)`` in [0, 1]."""
         return images
+
+    @classmethod
+    def build(cls, state: torch.Tensor, size: tuple[int, int], preprocessing: Preprocessing,
+              **options: Any) -> Param:
+        """The parameterization of ``state`` at ``size`` px (an image state already has that size)."""
+        return cls(state, preprocessing, **options)
 
     def state(self) -> torch.Tensor:
         raise NotImplementedError
@@ -232,6 +244,90 @@ class MacoParam(Param):
         return torch.sigmoid(1.5 * z)
 
 
+@register_param("cppn")
+class CPPNParam(Param):
+    """Lucid's CPPN (compositional pattern-producing network): each image is a small network of 1x1
+    layers from the pixel coordinates ``(x, y)`` to the colors, and its weights are what is optimized.
+
+    As in Lucid's ``cppn()``: coordinates from ``-sqrt(3)`` to ``sqrt(3)``, 8 layers of 24 channels with
+    weights drawn from ``N(0, 1/fan_in)``, the composite activation ``[atan(x)/0.67, atan(x)^2/0.6]``, and
+    a last layer with zero weights into a sigmoid (every image starts mid-gray). The image is a smooth
+    function of the coordinates, drawn at any size: its state is the weights ``(B, P)``, carried unchanged
+    from scale to scale. Each image's starting weights are drawn from a generator seeded by its starting
+    noise, so the seed decides them and the batch does not. Lucid optimizes it with Adam at lr 0.005.
+    """
+
+    resizable: ClassVar[bool] = False
+    HIDDEN = 24
+    LAYERS = 8
+    coords: torch.Tensor
+
+    def __init__(self, state: torch.Tensor, preprocessing: Preprocessing | None = None, *,
+                 size: tuple[int, int] = (224, 224), channels: int = 3) -> None:
+        super().__init__()
+        self.size, self.channels = size, channels
+        self.weights = nn.ParameterList(nn.Parameter(w.clone()) for w in self._split(state.detach()))
+        height, width = size
+        r = 3.0 ** 0.5
+        longest = max(height, width)
+        y = torch.linspace(-r, r, height) * height / longest
+        x = torch.linspace(-r, r, width) * width / longest
+        grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1).reshape(1, height * width, 2)
+        self.register_buffer("coords", grid.to(state))
+
+    @classmethod
+    def shapes(cls, channels: int) -> list[tuple[int, int]]:
+        """``(fan_in, fan_out)`` of each layer; each layer has a weight and a bias."""
+        sizes = [2] + [2 * cls.HIDDEN] * cls.LAYERS
+        return [(sizes[i], cls.HIDDEN) for i in range(cls.LAYERS)] + [(2 * cls.HIDDEN, channels)]
+
+    @classmethod
+    def initial_state(cls, images: torch.Tensor, **options: Any) -> torch.Tensor:
+        states = []
+        for image in images.detach().cpu():
+            generator = torch.Generator().manual_seed(zlib.crc32(image.float().numpy().tobytes()))
+            parts = []
+            for i, (fan_in, fan_out) in enumerate(cls.shapes(images.shape[1])):
+                last = i == cls.LAYERS
+                weight = torch.zeros(fan_in, fan_out) if last else \
+                    torch.randn(fan_in, fan_out, generator=generator) * fan_in ** -0.5
+                parts += [weight.flatten(), torch.zeros(fan_out)]
+            states.append(torch.cat(parts))
+        return torch.stack(states).to(images.device)
+
+    @classmethod
+    def build(cls, state: torch.Tensor, size: tuple[int, int], preprocessing: Preprocessing,
+              **options: Any) -> Param:
+        return cls(state, preprocessing, size=size, channels=preprocessing.channels)
+
+    def _split(self, state: torch.Tensor) -> list[torch.Tensor]:
+        parts, start = [], 0
+        for fan_in, fan_out in self.shapes(self.channels):
+            parts.append(state[:, start:start + fan_in * fan_out].reshape(-1, fan_in, fan_out))
+            start += fan_in * fan_out
+            parts.append(state[:, start:start + fan_out].reshape(-1, 1, fan_out))
+            start += fan_out
+        if start != state.shape[1]:
+            raise InvalidRecipeError(f"a CPPN state of {state.shape[1]} numbers does not fit {self.channels} channels")
+        return parts
+
+    def state(self) -> torch.Tensor:
+        return torch.cat([w.detach().flatten(1) for w in self.weights], dim=1)
+
+    @torch.no_grad()
+    def set_state(self, state: torch.Tensor) -> None:
+        for weight, value in zip(self.weights, self._split(state)):
+            weight.copy_(value)
+
+    def forward(self) -> torch.Tensor:
+        net = self.coords.expand(self.weights[0].shape[0], -1, -1)
+        for i in range(0, 2 * self.LAYERS, 2):
+            net = torch.atan(torch.baddbmm(self.weights[i + 1], net, self.weights[i]))
+            net = torch.cat([net / 0.67, net * net / 0.6], dim=-1)
+        out = torch.sigmoid(torch.baddbmm(self.weights[-1], net, self.weights[-2]))
+        return out.transpose(1, 2).reshape(out.shape[0], self.channels, *self.size)
+
+
 def param_options(cls: type[Param], values: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of ``cls`` found in ``values`` (recipe fields or keyword names)."""
     return {key: values[name if name in values else key] for key, name in cls.options.items()
@@ -247,12 +343,16 @@ def initial_state(kind: str, images: torch.Tensor, **options: Any) -> torch.Tens
     return cls.initial_state(images, **param_options(cls, options))
 
 
-def make_param(kind: str, state: torch.Tensor, preprocessing: Preprocessing, **options: Any) -> Param:
-    """Build the registered parameterization ``kind`` from a state (see :func:`initial_state`).
+def make_param(kind: str, state: torch.Tensor, preprocessing: Preprocessing, *, size: tuple[int, int] | None = None,
+               **options: Any) -> Param:
+    """Build the registered parameterization ``kind`` from a state (see :func:`initial_state`), drawing
+    images of ``size`` px (default: an image state's own size; the model's input for a CPPN).
 
     The schedule resizes and blurs states between scales; ``param.state()`` gives it back and
     ``param.set_state(state)`` writes one in place (the optimizer's moments are kept), which is how the
     periodic blur of a recipe's ``blur_every`` works.
     """
     cls = PARAMS.get(kind)
-    return cls(state, preprocessing, **param_options(cls, options))
+    if size is None:
+        size = (state.shape[-2], state.shape[-1]) if cls.resizable else preprocessing.input_shape
+    return cls.build(state, size, preprocessing, **param_options(cls, options))

@@ -19,9 +19,15 @@ lr                    0.1        Adam learning rate
 weight_decay          1e-6       Adam weight decay. The paper's text says 1e-2; the authors' code
                                  uses this value, and so do we
 blur                  5          box blur (px, odd; 0 = none) applied after each upscaling
+blur_kind             box        box (the paper's) or gaussian (same kernel, the box's variance)
 blur_every            0          also blur every N steps within a scale (0 = never; not the paper)
+lr_end                1.0        cosine decay of the learning rate within each scale, to ``lr * lr_end``
+                                 at its last step (1 = constant, the paper's)
+warmup                0          linear learning-rate warm-up over the first N steps of each scale
+transform_copies      1          transformed copies of each image per step, their objective averaged
+                                 (expectation over transformations; each copy is a network pass)
 noise_mean/amplitude  128, 20    start image ``(U(0,1)*20 + 128)/255``
-param                 pixel      parameterization: pixel, fft or maco (see :mod:`filterscope.params`)
+param                 pixel      parameterization: pixel, fft, maco or cppn (see :mod:`filterscope.params`)
 decorrelate           False      fft: optimize in decorrelated color space
 fft_decay             1.0        fft: spectrum scaled by 1/f^decay
 transforms            none       random pad/jitter/scale/rotate before each forward pass
@@ -49,6 +55,9 @@ The named recipes:
   benchmarks/quality.py compares the three (it does not beat ``lucid`` on robustness at that cost: see
   benchmarks/RESULTS.md).
 
+* ``cppn``: Lucid's CPPN parameterization (each image is a small network from pixel coordinates to
+  colors: smooth, resolution-free patterns) with ``lucid``'s transforms and 512 steps, Adam lr 0.005.
+
 A recipe file is JSON or TOML with any :class:`Recipe` fields, optionally starting from a named recipe
 with ``base``: ``{"base": "lucid", "steps": 256}``.
 """
@@ -70,7 +79,8 @@ from .params import PARAMS
 from .transforms import LUCID_TRANSFORMS, NO_TRANSFORMS, Transform, transform_from_spec
 from .zoo.preprocessing import REFERENCE_SIDE
 
-__all__ = ["Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes", "MAX_SIZE", "MAX_SCALES"]
+__all__ = ["Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes", "MAX_SIZE", "MAX_SCALES", "BLUR_KINDS",
+           "LATER_FIELDS"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,10 @@ class Recipe:
     relu_override_steps: int = 0
     reference_size: int | None = REFERENCE_SIDE
     name: str = "paper"
+    blur_kind: str = "box"
+    lr_end: float = 1.0
+    warmup: int = 0
+    transform_copies: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.transforms, Transform):  # a preset name or a dict of options, as in files
@@ -125,6 +139,16 @@ class Recipe:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if self.blur < 0 or (self.blur > 1 and self.blur % 2 == 0):
             problems.append(f"blur must be 0 or an odd number of pixels (got {self.blur})")
+        if self.blur_kind not in BLUR_KINDS:
+            problems.append(f"blur_kind must be one of {', '.join(BLUR_KINDS)} (got {self.blur_kind!r})")
+        if not 0 <= self.lr_end <= 1:
+            problems.append(f"lr_end must be between 0 and 1 (a fraction of lr; got {self.lr_end})")
+        if self.warmup < 0:
+            problems.append(f"warmup must not be negative (got {self.warmup})")
+        if not 1 <= self.transform_copies <= MAX_COPIES:
+            problems.append(f"transform_copies must be between 1 and {MAX_COPIES} (got {self.transform_copies})")
+        if self.param in PARAMS and not PARAMS.get(self.param).resizable and self.blur_every:
+            problems.append(f"param {self.param} has no image state to blur: blur_every must be 0")
         if self.relu_override_steps < 0:
             problems.append(f"relu_override_steps must not be negative (got {self.relu_override_steps})")
         if self.reference_size is not None and self.reference_size < 1:
@@ -167,8 +191,14 @@ class Recipe:
         return self.sizes()[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as plain JSON data (the transforms as their ``to_dict()``)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every field as plain JSON data (the transforms as their ``to_dict()``).
+
+        Fields added after the first release (:data:`LATER_FIELDS`) are left out while they hold their
+        default, so a recipe that does not use them writes the JSON it always wrote: the PNG metadata and
+        the atlas's render keys of earlier renders stay valid.
+        """
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if not (f.name in LATER_FIELDS and getattr(self, f.name) == f.default)}
         values["transforms"] = self.transforms.to_dict()
         return values
 
@@ -207,6 +237,10 @@ class Recipe:
 MAX_SIZE = 4096
 """Largest image side a recipe may reach, px (a 4096 px image of a ResNet already needs tens of GiB)."""
 MAX_SCALES = 64
+MAX_COPIES = 64
+BLUR_KINDS = ("box", "gaussian")
+LATER_FIELDS = frozenset({"blur_kind", "lr_end", "warmup", "transform_copies"})
+"""Fields :meth:`Recipe.to_dict` writes only when they differ from their default."""
 
 
 def _type_problems(recipe: Recipe) -> list[str]:
@@ -243,6 +277,9 @@ RECIPES: dict[str, Recipe] = {
     "filterscope": Recipe(name="filterscope", size=160, scales=2, upscale=1.4, steps=128, late_steps_factor=1.25,
                           lr=0.05, weight_decay=0.0, blur=0, param="fft", decorrelate=True,
                           transforms=LUCID_TRANSFORMS, relu_override_steps=16),
+    # Lucid's CPPN parameterization with render_vis's schedule and transforms, and Lucid's CPPN learning rate
+    "cppn": Recipe(name="cppn", size=224, scales=1, steps=512, lr=0.005, weight_decay=0.0, blur=0, param="cppn",
+                   transforms=LUCID_TRANSFORMS, relu_override_steps=16),
 }
 
 

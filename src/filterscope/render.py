@@ -47,15 +47,16 @@ from .layers import list_layers
 from .objective_syntax import ObjectiveLike, as_objectives
 from .objectives import Channel, Objective, evaluate, layers_of
 from .params import PARAMS, Param, param_options
+from .precision import PrecisionChoice, choose_precision
 from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
-from .runtime import Forward, Runtime, cpu_description, format_size, memory_format, plan_batch_size
+from .runtime import BATCH_LIMITS, Forward, Runtime, cpu_description, format_size, memory_format, plan_batch_size
 from .transforms import Transform
 from .zoo.preprocessing import REFERENCE_SIDE
 from .zoo.registry import LoadedModel, check_seed, coerce_model
 
 __all__ = ["Stages", "Schedule", "Penalty", "render", "iter_render", "plan_batches", "visualize_filters",
-           "start_noise", "upscale", "box_blur"]
+           "start_noise", "upscale", "box_blur", "gaussian_blur", "BLURS", "choose_runtime"]
 
 
 def _noise_seed(seed: int, key: str) -> int:
@@ -89,6 +90,26 @@ def box_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool2d(padded, kernel, stride=1)
 
 
+def gaussian_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The Gaussian with the variance of a ``kernel`` px box (``sigma = sqrt((kernel**2 - 1) / 12)``),
+    truncated at 3 sigma, reflected borders: the same amount of blur as :func:`box_blur`, without the box's
+    ringing side lobes."""
+    if kernel <= 1:
+        return images
+    sigma = math.sqrt((kernel * kernel - 1) / 12)
+    radius = min(math.ceil(3 * sigma), images.shape[-1] - 1, images.shape[-2] - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    weights = torch.exp(-offsets**2 / (2 * sigma * sigma))
+    weights = weights / weights.sum()
+    channels, width = images.shape[1], 2 * radius + 1
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, weights.view(1, 1, 1, width).expand(channels, 1, 1, width), groups=channels)
+    return F.conv2d(rows, weights.view(1, 1, width, 1).expand(channels, 1, width, 1), groups=channels)
+
+
+BLURS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"box": box_blur, "gaussian": gaussian_blur}
+
+
 # ------------------------------------------------------------------------------------------ stages
 @dataclass(frozen=True)
 class Schedule:
@@ -97,14 +118,21 @@ class Schedule:
     Attributes:
         sizes: Image ``(height, width)`` at each scale, px.
         steps: Adam steps at each scale.
-        blur: Box blur (px, odd; 0 or 1 = none) after each upscaling.
+        blur: Blur kernel (px, odd; 0 or 1 = none) after each upscaling.
         blur_every: Also blur the state every this many steps within a scale (0 = never).
+        blur_kind: ``box`` or ``gaussian`` (:data:`BLURS`).
+        lr_end: The learning rate at the last step of each scale, as a fraction of the recipe's; it
+            falls along a half cosine (1 = constant).
+        warmup: Steps of linear learning-rate warm-up at the start of each scale.
     """
 
     sizes: tuple[tuple[int, int], ...]
     steps: tuple[int, ...]
     blur: int = 0
     blur_every: int = 0
+    blur_kind: str = "box"
+    lr_end: float = 1.0
+    warmup: int = 0
 
     @property
     def total_steps(self) -> int:
@@ -127,15 +155,29 @@ class Schedule:
         fy, fx = recipe.scale_factors(input_shape)
         sizes = tuple((max(1, round(side * fy)), max(1, round(side * fx))) for side in recipe.sizes())
         return cls(sizes, tuple(recipe.steps_per_scale()), _odd(recipe.blur * min(fy, fx)) if recipe.blur > 1
-                   else recipe.blur, recipe.blur_every)
+                   else recipe.blur, recipe.blur_every, recipe.blur_kind, recipe.lr_end, recipe.warmup)
 
     def fixed(self, shape: tuple[int, int]) -> Schedule:
         """One scale at ``shape`` with all the steps (for models that only run at their input size)."""
-        return Schedule(((shape[0], shape[1]),), (self.total_steps,), self.blur, self.blur_every)
+        return dataclasses.replace(self, sizes=((shape[0], shape[1]),), steps=(self.total_steps,))
+
+    def blurred(self, state: torch.Tensor) -> torch.Tensor:
+        return BLURS[self.blur_kind](state, self.blur)
 
     def next_scale(self, state: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The state carried into a scale of ``size`` px: upscaled (bicubic), then blurred."""
-        return box_blur(upscale(state, size), self.blur)
+        return self.blurred(upscale(state, size))
+
+    def lr_factor(self, step: int, steps: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a scale of ``steps``, as a fraction of the
+        recipe's: linear warm-up, then a half cosine from 1 to ``lr_end``."""
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.lr_end == 1:
+            return 1.0
+        span = steps - self.warmup - 1
+        progress = (step - self.warmup) / span if span > 0 else 1.0
+        return self.lr_end + (1 - self.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def blurs_after(self, step: int, steps: int) -> bool:
         """Whether the periodic blur runs after step ``step`` (0-based) of a scale of ``steps``."""
@@ -188,6 +230,8 @@ class Stages:
         penalty: Added to the loss, per image.
         optimizer: Builds the optimizer of one scale from the parameters (a new one at each scale).
         relu_override_steps: The first steps use the redirected ReLU gradient (:mod:`filterscope.gradients`).
+        copies: Transformed copies of each image per step; the objective is their mean (each is a row
+            of the network's batch).
     """
 
     schedule: Schedule
@@ -197,6 +241,7 @@ class Stages:
     optimizer: OptimizerFactory
     param_options: dict[str, Any] = field(default_factory=dict)
     relu_override_steps: int = 0
+    copies: int = 1
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, input_shape: tuple[int, int] = (REFERENCE_SIDE, REFERENCE_SIDE)) -> Stages:
@@ -212,7 +257,7 @@ class Stages:
         return cls(schedule=Schedule.for_input(recipe, input_shape), param=param,
                    param_options=param_options(param, recipe.to_dict()), transform=recipe.transforms.scaled(factor),
                    penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam,
-                   relu_override_steps=recipe.relu_override_steps)
+                   relu_override_steps=recipe.relu_override_steps, copies=recipe.transform_copies)
 
 
 # -------------------------------------------------------------------------------------------- loop
@@ -239,24 +284,37 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
         with torch.no_grad():
             initial = evaluate(objectives, capture(normalize(images))).float().cpu()
         state = stages.param.initial_state(images, **stages.param_options)
+        copies = stages.copies if transform is not None else 1
+        # with several transformed copies per step, copy k of image i is row i * copies + k
+        seen_objectives = [o for o in objectives for _ in range(copies)]
+        seen_generators = [g for g in generators for _ in range(copies)]
         for scale, (size, steps) in enumerate(zip(schedule.sizes, schedule.steps)):
-            if scale > 0:
+            if scale > 0 and stages.param.resizable:
                 state = schedule.next_scale(state, size)
-            param = stages.param(state, model.preprocessing, **stages.param_options).to(device)
+            param = stages.param.build(state, size, model.preprocessing, **stages.param_options).to(device)
             optimizer = stages.optimizer(param.parameters())
+            base_lrs = [group["lr"] for group in optimizer.param_groups]
             for step in range(steps):
                 redirect.active = done < stages.relu_override_steps
+                factor = schedule.lr_factor(step, steps)
+                for group, lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = lr * factor
                 optimizer.zero_grad(set_to_none=True)
                 image = param()
-                seen = transform(image, generators) if transform is not None else image
-                values = evaluate(objectives, capture(normalize(seen)))
+                if transform is None:
+                    values = evaluate(objectives, capture(normalize(image)))
+                elif copies == 1:
+                    values = evaluate(objectives, capture(normalize(transform(image, generators))))
+                else:
+                    seen = transform(image.repeat_interleave(copies, dim=0), seen_generators)
+                    values = evaluate(seen_objectives, capture(normalize(seen))).view(-1, copies).mean(dim=1)
                 loss = -values.sum()
                 if penalty is not None:
                     loss = loss + penalty(image).sum()
                 loss.backward()
                 optimizer.step()
                 if schedule.blurs_after(step, steps):
-                    param.set_state(box_blur(param.state(), schedule.blur))  # periodic blur, a regularizer
+                    param.set_state(schedule.blurred(param.state()))  # periodic blur, a regularizer
                 values = values.detach().float().cpu()
                 history[:, done] = values
                 done += 1
@@ -311,14 +369,34 @@ def _runtime_metadata(forward: Forward) -> dict[str, str]:
     return meta
 
 
+def _network_rows(objectives: Sequence[Objective], stages: Stages) -> tuple[tuple[int, int], int]:
+    """The network's largest input ``(height, width)`` in a render, and its rows per image."""
+    return stages.transform.output_shape(stages.schedule.largest), stages.copies if stages.transform.active else 1
+
+
+def choose_runtime(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe | Stages,
+                   runtime: Runtime | None = None) -> tuple[Runtime, PrecisionChoice]:
+    """``runtime`` with its precision decided for rendering ``objectives`` (resolved) with ``recipe``:
+    ``auto`` becomes ``bf16`` or ``fp32`` (:func:`filterscope.precision.choose_precision`, probing the
+    network at the render's largest input and batch); an explicit precision stays."""
+    runtime = runtime or Runtime()
+    stages = recipe if isinstance(recipe, Stages) else Stages.from_recipe(recipe, model.preprocessing.input_shape)
+    shape, copies = _network_rows(objectives, stages)
+    rows = min(len(objectives) * copies, BATCH_LIMITS.get((model.device.type, "fp32"), 1))
+    choice = choose_precision(model, layers_of(objectives), shape, max(rows, 1), runtime)
+    return dataclasses.replace(runtime, precision=choice.precision), choice
+
+
 def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe | Stages,
                  runtime: Runtime | None = None) -> int:
     """The automatic batch size for rendering ``objectives`` (resolved) with ``recipe`` on ``model``:
     :func:`filterscope.runtime.plan_batch_size` at the largest (transformed) input of its schedule."""
     stages = recipe if isinstance(recipe, Stages) else Stages.from_recipe(recipe, model.preprocessing.input_shape)
-    shape = stages.transform.output_shape(stages.schedule.largest)
-    return plan_batch_size(model, layers_of(objectives), shape, len(objectives),
+    shape, copies = _network_rows(objectives, stages)
+    # an image with c transformed copies costs the network c rows of its batch
+    rows = plan_batch_size(model, layers_of(objectives), shape, len(objectives) * copies,
                            batchwise=any(o.batchwise for o in objectives), runtime=runtime)
+    return max(1, rows // copies)
 
 
 def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
@@ -343,6 +421,9 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
         keys.append((o.description if n == 0 else f"{o.description}#{n}", n))
     runtime = runtime or Runtime()
     stages = Stages.from_recipe(recipe, model.preprocessing.input_shape)
+    if stages.copies > 1 and any(o.batchwise for o in resolved):
+        raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch, and "
+                                 "transform_copies > 1 would compare an image's own copies: use transform_copies 1")
     note = ""
     if not _runs_at(model, stages.schedule):
         # A fixed-size head (a Linear after a flatten) runs only at the input size: render there, with all
@@ -352,6 +433,7 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
                 "run at the recipe's other sizes")
     if batch_size is not None and batch_size < 1:
         raise InvalidRecipeError(f"batch_size must be at least 1 (got {batch_size})")
+    runtime, choice = choose_runtime(model, resolved, stages, runtime)
     size = batch_size or plan_batches(model, resolved, stages, runtime)
     if any(o.batchwise for o in resolved) and size < len(resolved):
         raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch: "
@@ -363,6 +445,7 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
             result = _run_chunk(model, resolved[part], keys[part], recipe, stages, seed, runtime, callback, chunk,
                                 chunks)
             result.extra["batch_size"] = str(size)  # with the objectives' order, fixes the batches
+            result.extra["precision_choice"] = choice.reason
             if note:
                 result.extra["schedule"] = note
             yield result

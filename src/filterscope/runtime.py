@@ -6,11 +6,14 @@ the network through a :class:`Forward`: the truncated forward pass of :class:`~f
 :class:`Runtime` asks for, always returning float32 activations, so objectives and losses are computed
 in float32.
 
-In the default settings (``fp32``) speed never changes the result: channels-last convolutions, the
-truncated forward pass and batching give the same images as the plain one-image-at-a-time loop up to
-float rounding (tests check this). ``bf16`` is an option: bfloat16 autocast for the network (the loss
-stays float32), much faster on CPUs with AMX and on recent GPUs, at the cost of slightly different
-images. ``benchmarks/speed.py`` measures all of it.
+In ``fp32`` speed never changes the result: channels-last convolutions, the truncated forward pass and
+batching give the same images as the plain one-image-at-a-time loop up to float rounding (tests check
+this). ``bf16`` is bfloat16 autocast for the network (the loss stays float32), much faster on CPUs with
+AMX or AVX512-BF16 and on recent GPUs, at the cost of slightly different images, and 12-18x *slower* on
+CPUs without them. The default, ``auto``, renders in bf16 only where a short timed probe of both on the
+real shapes finds bf16 faster (:mod:`filterscope.precision`); forward-only measurements (scores,
+analyses, the atlas's exemplar pass) run fp32 under ``auto``, so their numbers do not depend on the
+machine. ``benchmarks/speed.py`` measures all of it.
 
 The batch size (images optimized together) is picked from a memory budget: :func:`estimate_memory`
 measures what one image costs at the recipe's largest size (the tensors the backward pass keeps, found
@@ -43,9 +46,10 @@ from .zoo.registry import LoadedModel, frozen
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "format_size", "usable_cpus", "configure_threads",
-           "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size", "cpu_description"]
+           "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size", "cpu_description",
+           "cpu_bf16_flags"]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # Most images per batch, by device type and precision. Larger batches are allowed when asked for
 # explicitly; automatic sizing stops here because time per image no longer falls (benchmarks/speed.py
@@ -66,8 +70,9 @@ class Runtime:
     """How to run the network; the model's own device says where.
 
     Attributes:
-        precision: ``fp32`` (exact, the default) or ``bf16`` (bfloat16 autocast for the network; the
-            objective and loss stay float32).
+        precision: ``auto`` (the default: rendering picks ``bf16`` where a timed probe finds it faster on
+            this hardware, see :mod:`filterscope.precision`; forward-only measurements run ``fp32``), ``fp32``
+            (exact) or ``bf16`` (bfloat16 autocast for the network; the objective and loss stay float32).
         channels_last: Convolutions in channels-last memory format. ``None`` (default) turns it on for
             networks with 2-D convolutions: faster on CPUs (oneDNN) and for bf16 on GPUs.
         max_memory: Bytes the batch's working set may use (activations kept for the backward pass,
@@ -76,7 +81,7 @@ class Runtime:
             (:func:`default_memory_budget`).
     """
 
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool | None = None
     max_memory: int | str | None = None
 
@@ -84,7 +89,7 @@ class Runtime:
         if isinstance(self.max_memory, str):  # frozen: set once, here, to the parsed number of bytes
             object.__setattr__(self, "max_memory", parse_memory(self.max_memory))
         if self.precision not in PRECISIONS:
-            raise RuntimeSettingError(f"Unknown precision {self.precision!r}: use {' or '.join(PRECISIONS)}")
+            raise RuntimeSettingError(f"Unknown precision {self.precision!r}: use auto, fp32 or bf16")
         if isinstance(self.max_memory, int) and self.max_memory <= 0:
             raise RuntimeSettingError(f"max_memory must be positive (got {self.max_memory} bytes)")
 
@@ -98,9 +103,10 @@ class Runtime:
             return self.max_memory
         return default_memory_budget(device)
 
-    def describe(self) -> str:
+    def describe(self, why: str = "") -> str:
+        """``bf16, channels-last (auto)``; ``why`` follows the precision."""
         layout = {None: "channels-last (auto)", True: "channels-last", False: "NCHW"}[self.channels_last]
-        return f"{self.precision}, {layout}"
+        return f"{self.precision}{why}, {layout}"
 
 
 DEFAULT_RUNTIME = Runtime()
@@ -275,7 +281,7 @@ def auto_batch_size(count: int, estimate: MemoryEstimate, budget: int, device: t
         raise RuntimeSettingError(
             f"A memory budget of {format_bytes(budget)} is too small: one image at {format_size(estimate.size)} px "
             f"needs about {format_bytes(estimate.total(1))}; raise --max-memory")
-    limit = BATCH_LIMITS.get((torch.device(device).type, precision), 1)
+    limit = BATCH_LIMITS.get((torch.device(device).type, "bf16" if precision == "bf16" else "fp32"), 1)
     return max(1, min(count, fit, limit))
 
 
@@ -338,21 +344,34 @@ def format_bytes(count: int) -> str:
 
 # --------------------------------------------------------------------------------------------- cpu
 @functools.cache
-def cpu_description() -> str:
-    """The CPU model and its bfloat16 support, for metadata and benchmark results: e.g. ``AMD EPYC (bf16:
-    avx512_bf16)`` or ``Intel(R) Xeon(R) Processor (bf16: amx_bf16, avx512_bf16)``, ``(bf16: none)`` where the
-    CPU has neither (bf16 then runs 12-18x slower than fp32)."""
-    model, flags = platform.processor() or platform.machine(), set()
+def _cpuinfo() -> tuple[str, frozenset[str] | None]:
+    """The CPU's model name and flags from /proc/cpuinfo (flags None where it cannot be read)."""
+    model, flags = platform.processor() or platform.machine(), None
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and value.strip():
                 model = value.strip()
             elif key.strip() == "flags":
-                flags = set(value.split())
+                flags = frozenset(value.split())
                 break
-    bf16 = sorted(flags & {"amx_bf16", "avx512_bf16"})
-    return f"{model} (bf16: {', '.join(bf16) or 'none'})"
+    return model, flags
+
+
+def cpu_bf16_flags() -> set[str] | None:
+    """The CPU's bfloat16 instructions (``amx_bf16``, ``avx512_bf16``; empty: none), or None when the CPU's
+    flags cannot be read (not Linux)."""
+    flags = _cpuinfo()[1]
+    return None if flags is None else set(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def cpu_description() -> str:
+    """The CPU model and its bfloat16 support, for metadata and benchmark results: e.g. ``AMD EPYC (bf16:
+    avx512_bf16)`` or ``Intel(R) Xeon(R) Processor (bf16: amx_bf16, avx512_bf16)``, ``(bf16: none)`` where the
+    CPU has neither (bf16 then runs 12-18x slower than fp32), ``(bf16: unknown)`` where the flags cannot be read."""
+    flags = cpu_bf16_flags()
+    support = "unknown" if flags is None else ", ".join(sorted(flags)) or "none"
+    return f"{_cpuinfo()[0]} (bf16: {support})"
 
 
 # ----------------------------------------------------------------------------------------- threads

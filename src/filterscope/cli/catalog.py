@@ -40,9 +40,11 @@ def recipes_command() -> None:
     """List the named recipes (use one with --recipe NAME, or write a .json/.toml file with its fields)."""
     for name, recipe in RECIPES.items():
         color = " + decorrelated color" if recipe.decorrelate else ""
+        decay = f" falling to {recipe.lr * recipe.lr_end:g} in each scale" if recipe.lr_end != 1 else ""
+        copies = f" ({recipe.transform_copies} copies per step)" if recipe.transform_copies > 1 else ""
         typer.echo(f"{name:<12} {recipe.param}{color}; sizes {recipe.sizes()[0]}→{recipe.output_size} px in "
-                   f"{recipe.scales} scale(s); {recipe.total_steps} Adam steps, lr {recipe.lr:g}; blur {recipe.blur}; "
-                   f"transforms: {recipe.transforms.describe()}")
+                   f"{recipe.scales} scale(s); {recipe.total_steps} Adam steps, lr {recipe.lr:g}{decay}; blur "
+                   f"{recipe.blur}; transforms: {recipe.transforms.describe()}{copies}")
 
 
 @app.command("layers")

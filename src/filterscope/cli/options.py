@@ -101,6 +101,10 @@ _RECIPE_FIELDS = {  # parameter → (flag, type, help)
     "lr": ("--lr", float, "Adam learning rate."),
     "weight_decay": ("--weight-decay", float, "Adam weight decay."),
     "blur": ("--blur", int, "box blur after each upscaling, px (odd, 0 = none)."),
+    "lr_end": ("--lr-end", float, "learning rate at the end of each scale as a fraction of --lr (cosine decay; "
+                                  "1 = constant)."),
+    "transform_copies": ("--transform-copies", int, "transformed copies of each image per step, averaged (each "
+                                                    "is a network pass)."),
     "relu_override_steps": ("--relu-override", int, "redirected ReLU gradient for the first N steps, so that "
                                                     "units that are 0 on the starting noise can rise."),
 }
@@ -114,7 +118,7 @@ recipe_options = OptionBundle(
     target="recipe",
     parameters=(
         _option("recipe_name", Annotated[str, typer.Option(
-            "--recipe", help="A named recipe (paper, lucid, filterscope; see `filterscope recipes`) or a .json/.toml "
+            "--recipe", help="A named recipe (paper, lucid, filterscope, cppn; see `filterscope recipes`) or a .json/.toml "
                              "file. The options below change single numbers of it.", rich_help_panel="Recipe")],
                 "paper"),
         *(_option(name, _recipe_panel(flag, kind, text)) for name, (flag, kind, text) in _RECIPE_FIELDS.items()),
@@ -131,8 +135,10 @@ recipe_overrides = OptionBundle(
 several recipes and change each the same way)."""
 
 _PRECISION = _option("precision", Annotated[str, typer.Option(
-    "--precision", help="fp32 (exact) or bf16 (bfloat16 network, float32 loss: faster on AMX CPUs and GPUs, "
-                        "slightly different images).", rich_help_panel="Speed")], "fp32")
+    "--precision", help="auto: render in bf16 where a short timed probe on this machine finds it faster, else "
+                        "fp32 (forward-only work runs fp32); fp32: exact; bf16: bfloat16 network, float32 loss "
+                        "(faster on CPUs with AMX or AVX512-BF16 and on GPUs, many times slower on other CPUs; "
+                        "slightly different images).", rich_help_panel="Speed")], "auto")
 _LAYOUT = _option("channels_last", Annotated[Optional[bool], typer.Option(
     "--channels-last/--nchw", help="Memory format of the convolutions (default: channels-last, faster on "
                                    "CPUs and GPUs).", show_default=False, rich_help_panel="Speed")])

@@ -15,7 +15,7 @@ from ..layers import resolve_layer
 from ..objective_syntax import parse_objective
 from ..objectives import Channel, ClassLogit, Neuron, Objective
 from ..recipes import Recipe
-from ..render import iter_render, plan_batches
+from ..render import choose_runtime, iter_render, plan_batches
 from ..results import finished_outputs, output_name, save_result, settings_metadata
 from ..runtime import Runtime, format_bytes
 from ..zoo import LoadedModel
@@ -40,15 +40,18 @@ from .progress import RenderProgress
 
 def announce_batch_size(loaded: LoadedModel, objectives: Sequence[Objective], copies: int, recipe: Recipe,
                         runtime: Runtime, batch_size: Optional[int], quiet: bool) -> int:
-    """The batch size to use, said in one line on stderr (how it was chosen) unless quiet."""
+    """The batch size to use, said in one line on stderr with the precision (which and why) unless quiet."""
     count = len(objectives) * copies
+    every = [o for o in objectives for _ in range(copies)]
+    chosen, choice = choose_runtime(loaded, every, recipe, runtime)
     how = "given"
     if batch_size is None:
-        batch_size = plan_batches(loaded, [o for o in objectives for _ in range(copies)], recipe, runtime)
-        budget = runtime.memory_budget(loaded.device)
+        batch_size = plan_batches(loaded, every, recipe, chosen)
+        budget = chosen.memory_budget(loaded.device)
         how = f"automatic: {format_bytes(budget)} budget at {recipe.output_size} px"
     if not quiet:
-        typer.echo(f"{count} image(s) on {loaded.device}, {runtime.describe()}, batches of "
+        why = "" if choice.reason == "as asked" else f" ({choice.reason})"
+        typer.echo(f"{count} image(s) on {loaded.device}, {chosen.describe(why)}, batches of "
                    f"{min(batch_size, count)} ({how})", err=True)
     return batch_size
 
