@@ -26,17 +26,22 @@ from _results import markdown_table, write_section
 from filterscope.metrics import reference_crops
 from filterscope.recipes import RECIPES, Recipe
 from filterscope.runtime import Runtime
-from filterscope.transforms import TransformStack
+from filterscope.transforms import LUCID_TRANSFORMS, TransformStack
 
 LOG = Path(__file__).with_name("recipe_variants.json")
 MATCHED = TransformStack(jitter=18, scales=(0.9, 0.95, 1.0, 1.05, 1.1), angles=tuple(float(a) for a in range(-10, 11)))
 """The robustness score's own distribution: ±8 % shifts (18 px of 224), 0.9-1.1 scale, ±10°, reflected
 borders, no padding."""
 
-FS = RECIPES["filterscope"]
+# the recipes as they were before issue 15: Lucid's lr without its factor 4, and the old `filterscope`
+FS = Recipe(name="filterscope", size=160, scales=2, upscale=1.4, steps=128, late_steps_factor=1.25, lr=0.05,
+            weight_decay=0.0, blur=0, param="fft", decorrelate=True, transforms=LUCID_TRANSFORMS, relu_override_steps=16)
 VARIANTS: dict[str, tuple[str, Recipe]] = {
-    "lucid": ("Lucid's render_vis: 512 steps at 224 px", RECIPES["lucid"]),
-    "filterscope (before)": ("160 px x 128 + 224 px x 160 steps, lr 0.05", FS),
+    "lucid": ("Lucid's render_vis: 512 steps at 224 px, Lucid's step (lr 0.0125 here: Lucid divides its spectrum by "
+              "4)", RECIPES["lucid"]),
+    "lucid (before: lr 0.05)": ("the `lucid` recipe before issue 15: 4x Lucid's step", RECIPES["lucid"].replace(lr=0.05)),
+    "filterscope (before)": ("160 px x 128 + 224 px x 160 steps, lr 0.05, Lucid's transforms", FS),
+    "filterscope": ("the new `filterscope`: 224 px x 128 steps, lr 0.02, the score's transforms", RECIPES["filterscope"]),
 }
 
 
@@ -66,6 +71,25 @@ variant("matched 136 lr0.07", "as above, lr 0.07", M136.replace(lr=0.07))
 variant("matched 136 decay0.75", "1/f^0.75 spectrum (more high frequencies)", M136.replace(fft_decay=0.75))
 variant("matched 136 decay0.5", "1/f^0.5 spectrum", M136.replace(fft_decay=0.5))
 variant("matched 136 rgb", "no color decorrelation", M136.replace(decorrelate=False))
+variant("matched 136 lr0.02", "matched 136 at lr 0.02", M136.replace(lr=0.02))
+variant("matched 136 lr0.0125", "matched 136 at lr 0.0125", M136.replace(lr=0.0125))
+variant("2 scales lr0.03", "112 px x 96 steps, then 224 px x 112 steps, lr 0.03, matched",
+        M136.replace(size=112, scales=2, upscale=2.0, steps=96, late_steps_factor=112 / 96, lr=0.03))
+variant("3 scales lr0.03", "96 → 146 → 223 px, 64 + 64 + 96 steps, lr 0.03, matched",
+        M136.replace(size=96, scales=3, upscale=1.53, steps=64, late_steps_factor=1.5, lr=0.03))
+variant("matched 136 lr0.03 cos0.3", "matched 136 at lr 0.03 falling to 0.009 (cosine)", M136.replace(lr=0.03, lr_end=0.3))
+variant("tiles2 136 lr0.03", "the image is 2 x 2 copies of one 112 px tile (a periodic texture), 136 steps at "
+        "224 px, lr 0.03, matched", M136.replace(lr=0.03, tiles=2))
+variant("tiles3 136 lr0.03", "3 x 3 copies of one 75 px tile", M136.replace(lr=0.03, tiles=3))
+variant("tiles2 136 lr0.02", "2 x 2 tiles, lr 0.02", M136.replace(lr=0.02, tiles=2))
+variant("matched 136 lr0.02 faint", "matched 136 at lr 0.02 from fainter noise (±1 instead of ±20 grey levels)",
+        M136.replace(lr=0.02, noise_amplitude=2 / 255))
+variant("matched 136 lr0.02 decay0.75", "matched 136 at lr 0.02, 1/f^0.75 spectrum", M136.replace(lr=0.02, fft_decay=0.75))
+for _steps in (128, 256, 1024):
+    variant(f"lucid {_steps} steps", f"`lucid` with {_steps} steps instead of 512", RECIPES["lucid"].replace(steps=_steps))
+VARIANTS["paper"] = ("the paper's recipe: pixels, 56 → 408 px, box blur between scales", RECIPES["paper"])
+variant("paper gaussian blur", "the paper's recipe with a Gaussian of the box's variance between scales",
+        RECIPES["paper"].replace(blur_kind="gaussian"))
 variant("filterscope (before) no ReLU override", "the old recipe without the redirected ReLU gradient",
         FS.replace(relu_override_steps=0))
 

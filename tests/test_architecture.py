@@ -184,7 +184,7 @@ def test_a_registered_parameterization_is_named_by_a_recipe(tmp_path):
         assert fs.Recipe.from_dict(recipe.to_dict()) == recipe
     finally:
         fs.PARAMS._entries.pop("test_gray")
-    with pytest.raises(fs.InvalidRecipeError, match="param must be one of fft, maco, pixel"):
+    with pytest.raises(fs.InvalidRecipeError, match="param must be one of cppn, fft, maco, pixel"):
         fs.get_recipe(path)
 
 
@@ -280,7 +280,7 @@ def test_a_bad_fit_is_a_one_line_filterscope_error():
 
 
 def test_registries_list_and_refuse_duplicates():
-    assert fs.PARAMS.names() == ["fft", "maco", "pixel"]
+    assert fs.PARAMS.names() == ["cppn", "fft", "maco", "pixel"]
     assert {"affine", "lucid", "none"} <= set(fs.TRANSFORMS.names())
     assert {"channel", "neuron", "class", "logit", "layer", "deepdream", "direction", "diversity"} <= set(
         fs.OBJECTIVES.names())

@@ -143,7 +143,7 @@ def test_evaluate_without_an_objective_is_an_error(tmp_path):
 def test_recipes_command_lists_the_named_recipes():
     result = run("recipes")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()] == ["paper", "lucid", "filterscope"]
+    assert [line.split()[0] for line in result.output.splitlines()] == ["paper", "lucid", "filterscope", "cppn"]
     assert "512 Adam steps" in result.output
 
 
@@ -153,3 +153,27 @@ def test_visualize_with_a_named_recipe(tmp_path):
     assert result.exit_code == 0, result.output
     meta = read_png_metadata(tmp_path / "resnet18-layer1.0.conv1-f0001.png")
     assert '"param": "fft"' in meta["recipe"] and '"name": "lucid"' in meta["recipe"]
+
+
+@pytest.mark.parametrize("bf16_seconds, expected, why", [
+    (0.2, "bf16", "auto: bf16 5.0x faster than fp32 in a probe at 24 px, batch 4"),
+    (9.0, "fp32", "auto: bf16 0.11x the speed of fp32 in a probe at 24 px, batch 4 (needs 1.15x)"),
+])
+def test_the_runtime_line_says_which_precision_and_why(tmp_path, monkeypatch, bf16_seconds, expected, why):
+    import filterscope.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: {"amx_bf16"})
+    monkeypatch.setattr(precision, "_MEMORY", {})
+    monkeypatch.setattr(precision, "_read_cache", lambda path: {})
+    monkeypatch.setattr(precision, "_write_cache", lambda *args: None)
+    monkeypatch.setattr(precision, "probe_timings", lambda *args: {"fp32": 1.0, "bf16": bf16_seconds})
+    result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "1", "--size", "24",
+                 "--scales", "1", "--steps", "2", "--blur", "0", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert f"1 image(s) on cpu, {expected} ({why}), channels-last (auto)" in result.output
+    meta = read_png_metadata(tmp_path / "resnet18-layer1.0.conv1-f0001.png")
+    assert meta["precision"] == expected and meta["precision_choice"] == why
+    exact = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "1", "--size", "24",
+                "--scales", "1", "--steps", "2", "--blur", "0", "--precision", "fp32", "-o", str(tmp_path / "exact"))
+    assert "1 image(s) on cpu, fp32, channels-last (auto)" in exact.output
+    assert read_png_metadata(tmp_path / "exact" / "resnet18-layer1.0.conv1-f0001.png")["precision"] == "fp32"

@@ -52,7 +52,8 @@ def test_a_cluster_build_equals_a_local_build(tmp_path, executor, one_thread):
     model = conv_stack()
     lite = fs.load_model("efficientnet_lite0")
     small = fs.get_recipe("paper").replace(size=24, scales=2, steps=2)
-    common = {"dataset": tmp_path / "data", "exemplars": 3, "scores": False}
+    # fp32: the comparison is of where the work runs; auto could decide per process
+    common = {"dataset": tmp_path / "data", "exemplars": 3, "scores": False, "runtime": fs.Runtime(precision="fp32")}
     on_cluster = tmp_path / "cluster"
     fs.build_atlas(on_cluster, model, ["2", "6"], units=[0, 1, 2], recipes=[TINY_RECIPE], executor=executor,
                    **common)

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -133,7 +135,7 @@ def test_learning_rate_schedule():
     assert factors[:2] == pytest.approx([1 / 3, 2 / 3])  # warm-up
     assert factors[2] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
     assert factors[6] == pytest.approx(0.55)  # half-way down the cosine
-    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[2:]))
 
 
 def test_gaussian_blur_keeps_the_mean_and_has_the_box_variance():
@@ -165,3 +167,31 @@ def test_transform_copies_average_the_objective_over_copies():
     one = visualize_filters(model, "features.5", [1, 2], recipe=recipe, seed=2)
     assert not torch.allclose(two.images, one.images, atol=1e-3)  # the copies changed the gradient
     assert (two.values > two.initial_values + 1).all()
+
+
+def test_tiled_images_repeat_one_optimized_tile():
+    from filterscope import visualize_filters
+    from filterscope.recipes import RECIPES
+
+    from .helpers.models import small_net
+
+    recipe = RECIPES["filterscope"].replace(size=20, scales=2, upscale=1.6, steps=6, tiles=3, reference_size=32)
+    result = visualize_filters(small_net(), "features.5", [1, 2], recipe=recipe, seed=0)
+    images = result.images
+    assert images.shape[-1] == 32 and (result.values > result.initial_values).all()
+    tile = 11  # ceil(32 / 3)
+    assert torch.equal(images[..., :tile, :tile], images[..., tile:2 * tile, tile:2 * tile])
+    assert torch.equal(images[..., :10, :10], images[..., 2 * tile:, 2 * tile:])  # the last copy is cropped
+    with pytest.raises(InvalidRecipeError, match="tiles must be between 1 and 16"):
+        Recipe(tiles=0)
+
+
+def test_transform_copies_refuse_batchwise_objectives():
+    from filterscope import render
+    from filterscope.recipes import RECIPES
+
+    from .helpers.models import small_net
+
+    recipe = RECIPES["lucid"].replace(size=20, steps=2, transform_copies=2, reference_size=32)
+    with pytest.raises(InvalidRecipeError, match="transform_copies 1"):
+        render(small_net(), "channel(features.5, 1) + diversity(features.5)", recipe=recipe, copies=2)

@@ -131,7 +131,7 @@ def test_estimate_grows_with_size_and_batchwise_render_refuses_a_small_budget(re
     budget = int(small.total(2) + small.per_image // 2)  # two images fit at 64 px, not three
     with pytest.raises(Exception, match="needs all 3 images in one batch"):
         render(resnet18_random, diversity("layer3.1.relu"), recipe=Recipe(size=64, scales=1, steps=1), copies=3,
-               runtime=Runtime(max_memory=budget))
+               runtime=Runtime(precision="fp32", max_memory=budget))
 
 
 MEASURE = textwrap.dedent("""
@@ -152,7 +152,7 @@ MEASURE = textwrap.dedent("""
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = status("VmRSS")
     render(model, [Channel(ref, c) for c in range(batch)], recipe=recipe, batch_size=batch,
-           runtime=Runtime(max_memory=budget))
+           runtime=Runtime(precision="fp32", max_memory=budget))
     print(json.dumps({"budget": budget, "batch": batch, "peak": status("VmHWM") - before,
                       "estimate": estimate.total(batch)}))
 """)

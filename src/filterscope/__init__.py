@@ -104,6 +104,9 @@ _EXPORTS: dict[str, str] = {
     "StepInfo": ".results",
     "output_name": ".results",
     "save_result": ".results",
+    "PrecisionChoice": ".precision",
+    "choose_precision": ".precision",
+    "choose_runtime": ".render",
     "Forward": ".runtime",
     "Runtime": ".runtime",
     "parse_memory": ".runtime",
@@ -145,7 +148,7 @@ __all__ = [
     # rendering and its results
     "Stages", "render", "iter_render", "visualize_filters", "RenderResult", "StepInfo", "save_result", "output_name",
     # how it runs
-    "Runtime", "Forward", "parse_memory",
+    "Runtime", "Forward", "parse_memory", "choose_runtime", "choose_precision", "PrecisionChoice",
     # images
     "load_image", "read_png_metadata", "to_pil", "to_tensor",
     # quality scores

@@ -154,6 +154,10 @@ class FourierParam(Param):
 
     Its state is the logits before the sigmoid (in decorrelated coordinates when ``decorrelate``): the
     multi-scale schedule resizes those, so saturated pixels keep their value instead of being clamped.
+
+    Lucid (and Lucent) divide the inverse transform by 4 before the color mapping, a constant their code
+    calls magic; here it is not, so with Adam (which is blind to the scale of the gradient) Lucid's
+    learning rate ``lr`` is ``lr / 4`` here: its default 0.05 is the ``lucid`` recipe's 0.0125.
     """
 
     options: ClassVar[dict[str, str]] = {"decay": "fft_decay", "decorrelate": "decorrelate"}

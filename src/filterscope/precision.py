@@ -8,7 +8,7 @@ much, or whether a given network gains at all, so :func:`choose_precision` decid
 2. hardware without bfloat16 (a CPU whose flags have neither ``amx_bf16`` nor ``avx512_bf16``, a GPU
    without bf16 support, other devices) renders fp32 without a probe;
 3. otherwise a **probe**: a forward and backward pass of the truncated network on the render's real
-   shape (the largest transformed image of the schedule, the batch it will run) in each precision,
+   shape (the largest transformed image of the schedule, a batch of :data:`PROBE_BATCH`) in each precision,
    after a warm-up, alternately, best of three. bf16 is chosen when it is at least
    :data:`MARGIN` times faster. A network whose fp32 step takes under :data:`TRIVIAL_SECONDS` is not
    probed in bf16 at all (nothing to gain worth the rounding).
@@ -38,8 +38,11 @@ from .layers import LayerRef
 from .runtime import Forward, Runtime, cpu_bf16_flags, cpu_description, format_size
 from .zoo.registry import LoadedModel
 
-__all__ = ["PrecisionChoice", "choose_precision", "probe_timings", "cache_dir", "MARGIN", "TRIVIAL_SECONDS"]
+__all__ = ["PrecisionChoice", "choose_precision", "probe_timings", "cache_dir", "MARGIN", "TRIVIAL_SECONDS",
+           "PROBE_BATCH"]
 
+PROBE_BATCH = 4
+"""Images per probe step (the CPU's fp32 batch limit: what most renders run)."""
 MARGIN = 1.15
 """bf16 must be at least this many times faster than fp32 in the probe to be chosen."""
 TRIVIAL_SECONDS = 0.02
@@ -65,7 +68,8 @@ class PrecisionChoice:
 
 
 Probe = Callable[[LoadedModel, Sequence[LayerRef], tuple[int, int], int, Runtime], dict[str, float]]
-_MEMORY: dict[str, dict[str, float]] = {}
+_MEMORY: dict[str, tuple[dict[str, float], bool]] = {}
+"""This process's decisions: timings, and whether they came from the cache file."""
 
 
 def cache_dir() -> Path:
@@ -166,19 +170,17 @@ def choose_precision(model: LoadedModel, layers: Sequence[LayerRef], shape: tupl
     if unsupported:
         return PrecisionChoice("fp32", f"auto: {unsupported}")
     key = _key(model, layers, shape, batch, runtime)
-    path = cache_dir() / CACHE_FILE
-    stored = _MEMORY if probe is None else {}
-    if key not in stored and probe is None:
-        stored = _read_cache(path)
-    cached = key in stored
-    if cached:
-        timings = stored[key]
+    if probe is None and key in _MEMORY:  # already decided in this process: the same words again
+        timings, cached = _MEMORY[key]
     else:
-        timings = (probe or probe_timings)(model, layers, shape, batch, runtime)
+        path = cache_dir() / CACHE_FILE
+        stored = _read_cache(path) if probe is None else {}
+        cached = key in stored
+        timings = stored[key] if cached else (probe or probe_timings)(model, layers, shape, batch, runtime)
         if probe is None:
-            _write_cache(path, key, timings)
-    if probe is None:
-        _MEMORY[key] = timings
+            if not cached:
+                _write_cache(path, key, timings)
+            _MEMORY[key] = (timings, cached)
     where = f"a {'cached ' if cached else ''}probe at {format_size(shape)} px, batch {batch}"
     fp32 = timings["fp32"]
     if "bf16" not in timings:

@@ -47,10 +47,10 @@ from .layers import list_layers
 from .objective_syntax import ObjectiveLike, as_objectives
 from .objectives import Channel, Objective, evaluate, layers_of
 from .params import PARAMS, Param, param_options
-from .precision import PrecisionChoice, choose_precision
+from .precision import PROBE_BATCH, PrecisionChoice, choose_precision
 from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
-from .runtime import BATCH_LIMITS, Forward, Runtime, cpu_description, format_size, memory_format, plan_batch_size
+from .runtime import Forward, Runtime, cpu_description, format_size, memory_format, plan_batch_size
 from .transforms import Transform
 from .zoo.preprocessing import REFERENCE_SIDE
 from .zoo.registry import LoadedModel, check_seed, coerce_model
@@ -232,6 +232,8 @@ class Stages:
         relu_override_steps: The first steps use the redirected ReLU gradient (:mod:`filterscope.gradients`).
         copies: Transformed copies of each image per step; the objective is their mean (each is a row
             of the network's batch).
+        tiles: The image is ``tiles`` x ``tiles`` copies of one tile, the parameterization's (a periodic
+            texture; every tile pixel gets the gradient of all its copies).
     """
 
     schedule: Schedule
@@ -242,6 +244,7 @@ class Stages:
     param_options: dict[str, Any] = field(default_factory=dict)
     relu_override_steps: int = 0
     copies: int = 1
+    tiles: int = 1
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, input_shape: tuple[int, int] = (REFERENCE_SIDE, REFERENCE_SIDE)) -> Stages:
@@ -257,7 +260,8 @@ class Stages:
         return cls(schedule=Schedule.for_input(recipe, input_shape), param=param,
                    param_options=param_options(param, recipe.to_dict()), transform=recipe.transforms.scaled(factor),
                    penalty=Penalty(recipe.tv, recipe.l1, recipe.l2), optimizer=adam,
-                   relu_override_steps=recipe.relu_override_steps, copies=recipe.transform_copies)
+                   relu_override_steps=recipe.relu_override_steps, copies=recipe.transform_copies,
+                   tiles=recipe.tiles)
 
 
 # -------------------------------------------------------------------------------------------- loop
@@ -283,15 +287,19 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
             (redirect if stages.relu_override_steps else contextlib.nullcontext(redirect)):
         with torch.no_grad():
             initial = evaluate(objectives, capture(normalize(images))).float().cpu()
+        tiles = stages.tiles
+        if tiles > 1:  # the parameterization holds one tile; the image repeats it
+            images = images[..., :_tile(images.shape[-2], tiles), :_tile(images.shape[-1], tiles)]
         state = stages.param.initial_state(images, **stages.param_options)
         copies = stages.copies if transform is not None else 1
         # with several transformed copies per step, copy k of image i is row i * copies + k
         seen_objectives = [o for o in objectives for _ in range(copies)]
         seen_generators = [g for g in generators for _ in range(copies)]
         for scale, (size, steps) in enumerate(zip(schedule.sizes, schedule.steps)):
+            drawn = (_tile(size[0], tiles), _tile(size[1], tiles))
             if scale > 0 and stages.param.resizable:
-                state = schedule.next_scale(state, size)
-            param = stages.param.build(state, size, model.preprocessing, **stages.param_options).to(device)
+                state = schedule.next_scale(state, drawn)
+            param = stages.param.build(state, drawn, model.preprocessing, **stages.param_options).to(device)
             optimizer = stages.optimizer(param.parameters())
             base_lrs = [group["lr"] for group in optimizer.param_groups]
             for step in range(steps):
@@ -300,7 +308,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
                 for group, lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = lr * factor
                 optimizer.zero_grad(set_to_none=True)
-                image = param()
+                image = _repeat(param(), tiles, size)
                 if transform is None:
                     values = evaluate(objectives, capture(normalize(image)))
                 elif copies == 1:
@@ -322,7 +330,7 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
                     callback(StepInfo(chunk, chunks, scale, size[1], step, done, schedule.total_steps, values, size))
             state = param.state()
             with torch.no_grad():
-                images = param()
+                images = _repeat(param(), tiles, size)
         redirect.active = False
         images = images.clamp(0, 1)
         with torch.no_grad():
@@ -332,6 +340,17 @@ def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple
                         history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
                         seconds=time.perf_counter() - started, copy_numbers=[n for _, n in keys],
                         extra=_runtime_metadata(capture), status=_status(images, initial, history, final))
+
+
+def _tile(side: int, tiles: int) -> int:
+    return math.ceil(side / tiles)
+
+
+def _repeat(tile: torch.Tensor, tiles: int, size: tuple[int, int]) -> torch.Tensor:
+    """The image of ``size`` made of ``tiles`` x ``tiles`` copies of ``tile`` (cropped to fit)."""
+    if tiles == 1:
+        return tile
+    return tile.repeat(1, 1, tiles, tiles)[..., :size[0], :size[1]]
 
 
 def _runs_at(model: LoadedModel, schedule: Schedule) -> bool:
@@ -381,9 +400,10 @@ def choose_runtime(model: LoadedModel, objectives: Sequence[Objective], recipe: 
     network at the render's largest input and batch); an explicit precision stays."""
     runtime = runtime or Runtime()
     stages = recipe if isinstance(recipe, Stages) else Stages.from_recipe(recipe, model.preprocessing.input_shape)
-    shape, copies = _network_rows(objectives, stages)
-    rows = min(len(objectives) * copies, BATCH_LIMITS.get((model.device.type, "fp32"), 1))
-    choice = choose_precision(model, layers_of(objectives), shape, max(rows, 1), runtime)
+    shape, _copies = _network_rows(objectives, stages)
+    # probed at a fixed batch, so that the choice for a layer and recipe does not depend on how many
+    # objectives a run has left (a resumed run decides as the first one did)
+    choice = choose_precision(model, layers_of(objectives), shape, PROBE_BATCH, runtime)
     return dataclasses.replace(runtime, precision=choice.precision), choice
 
 

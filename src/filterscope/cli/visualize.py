@@ -136,8 +136,10 @@ def visualize_command(
     objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
     shown = _display(display, loaded.preprocessing.channels)
 
+    # the precision this machine renders in (auto decided once, here): images made in another are not reused
+    chosen, _choice = choose_runtime(loaded, objectives, recipe, runtime)
     settings = settings_metadata(loaded.name, loaded.weights, recipe, seed, device=str(loaded.device),
-                                 precision=runtime.precision,
+                                 precision=chosen.precision,
                                  memory_format="channels_last" if runtime.wants_channels_last(loaded.module) else "nchw")
     started = time.perf_counter()
     panels: dict[tuple[int, int], tuple[Image.Image, str]] = {}
