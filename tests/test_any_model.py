@@ -160,6 +160,19 @@ def test_a_unit_that_starts_at_exactly_zero_rises_with_the_relu_override():
     assert float(redirected.initial_values[0]) == 0 and float(redirected.values[0]) > 0.2
     assert redirected.status == ["ok"]
     assert model.module.act.inplace  # put back
+    assert redirected.extra["relu_override"] == "the first 10 steps"
+
+
+def test_the_relu_override_runs_only_for_a_batch_that_needs_it():
+    from .helpers.models import small_net
+
+    model = small_net()
+    recipe = fs.RECIPES["lucid"].replace(size=20, steps=6, reference_size=32, relu_override_steps=0)
+    plain = fs.visualize_filters(model, "features.5", [1, 2], recipe=recipe, seed=0)
+    assert (plain.initial_values != 0).all()
+    asked = fs.visualize_filters(model, "features.5", [1, 2], recipe=recipe.replace(relu_override_steps=4), seed=0)
+    assert asked.extra["relu_override"] == "not needed: every image started with a gradient"
+    assert torch.equal(asked.images, plain.images)  # the ordinary gradient: nothing to redirect
 
 
 class _NaNNet(nn.Module):

@@ -35,7 +35,8 @@ fft_decay             1.0        fft: spectrum scaled by 1/f^decay
 transforms            none       random pad/jitter/scale/rotate before each forward pass
 tv, l1, l2            0          penalty weights: total variation, distance from mid-gray
 relu_override_steps   0          Lucid's redirected ReLU gradient for the first N steps, so that units
-                                 that are 0 on the starting noise can rise (see filterscope.gradients)
+                                 that are 0 on the starting noise can rise (see filterscope.gradients);
+                                 it runs only for a batch with such a unit (elsewhere it changes nothing)
 reference_size        224        the input side the pixel numbers above are written for: for a model
                                  whose input is H x W each size becomes ``round(size * H / 224)`` by
                                  ``round(size * W / 224)`` (blur, padding and jitter alike); ``None``:
