@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from filterscope import read_png_metadata
+from filterscope import StepInfo, read_png_metadata
 from filterscope.cli import app
 from filterscope.images import OutputLock
 
@@ -156,3 +157,24 @@ def test_ctrl_c_while_the_program_starts_is_quiet(delay):
     assert time.monotonic() - start < 30
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_a_signal_whose_exception_was_lost_stops_the_next_step(monkeypatch):
+    # A handler's exception that lands in a finalizer is only reported by Python, and the run would go on;
+    # the step callback raises it again.
+    import importlib
+
+    from filterscope.cli.progress import RenderProgress
+
+    cli_app = importlib.import_module("filterscope.cli.app")  # the module (the package's `app` is the Typer app)
+
+    progress = RenderProgress("test", None, True)
+    info = StepInfo(0, 1, 0, 8, 0, 1, 4, torch.zeros(1), (8, 8))
+    progress(info)  # nothing pending: a normal step
+    monkeypatch.setattr(cli_app, "_received", [signal.SIGINT])
+    with pytest.raises(KeyboardInterrupt):
+        progress(info)
+    monkeypatch.setattr(cli_app, "_received", [signal.SIGTERM])
+    with pytest.raises(cli_app.Terminated):
+        progress(info)
+    progress.close()

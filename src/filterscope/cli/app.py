@@ -76,8 +76,26 @@ class Terminated(KeyboardInterrupt):
     progress stops, finished files stay, exit status 143."""
 
 
-def _terminate(_signum: int, _frame: object) -> None:
+_received: list[int] = []
+"""Signals that reached the program's handlers. An exception raised by a handler can land where Python
+only reports it ("Exception ignored in ...": a finalizer, a weak-reference callback) and be lost; the work
+loop checks this list at every step (:func:`check_signals`), so a Ctrl-C or SIGTERM is never lost."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    _received.append(signum)
     raise Terminated
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def check_signals() -> None:
+    """Raise again a Ctrl-C or SIGTERM that arrived but was lost (see :data:`_received`)."""
+    if _received:
+        raise Terminated if _received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -106,4 +124,5 @@ def deferred_signals() -> Iterator[None]:
 def main() -> None:
     """Console-script entry point: SIGTERM is handled like Ctrl-C (finished files kept, exit 143)."""
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     app()

@@ -6,6 +6,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from ..results import StepInfo
+from .app import check_signals
 
 __all__ = ["ImageProgress", "RenderProgress"]
 
@@ -36,6 +37,7 @@ class RenderProgress:
                         dynamic_ncols=True)
 
     def __call__(self, info: StepInfo) -> None:
+        check_signals()  # a signal whose exception was lost stops the work at the next step
         if self.bar.total != info.total_steps * info.chunks:  # known once the batch size is
             self.bar.total = info.total_steps * info.chunks
         self.bar.update(1)
