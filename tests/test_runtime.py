@@ -42,7 +42,8 @@ def test_fast_render_matches_the_naive_full_forward_loop(resnet18_random, layer)
     plain = [naive_render(resnet18_random, layer, c, TINY, seed=1) for c in (0, 5)]
     images = torch.stack([image for image, _ in plain])
     values = torch.tensor([value for _, value in plain])
-    for runtime, batch in ((Runtime(), None), (Runtime(), 2), (Runtime(channels_last=False), 2)):
+    exact = Runtime(precision="fp32")  # the claim is about fp32 (auto may pick bf16 on a bf16 CPU)
+    for runtime, batch in ((exact, None), (exact, 2), (Runtime(precision="fp32", channels_last=False), 2)):
         fast = visualize_filters(resnet18_random, layer, [0, 5], recipe=TINY, seed=1, runtime=runtime,
                                  batch_size=batch)
         assert (fast.images - images).abs().max() < 1e-3, (runtime, batch)
@@ -61,7 +62,8 @@ def test_channels_last_is_used_and_put_back(resnet18_random):
 
 
 def test_bf16_keeps_float32_activations_and_lands_near_fp32(resnet18_random):
-    fp32 = visualize_filters(resnet18_random, "layer3.1.relu", [0, 5], recipe=TINY, seed=1)
+    fp32 = visualize_filters(resnet18_random, "layer3.1.relu", [0, 5], recipe=TINY, seed=1,
+                             runtime=Runtime(precision="fp32"))
     bf16 = visualize_filters(resnet18_random, "layer3.1.relu", [0, 5], recipe=TINY, seed=1,
                              runtime=Runtime(precision="bf16"))
     assert bf16.values.dtype == torch.float32
