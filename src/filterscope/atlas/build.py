@@ -37,7 +37,7 @@ from ..analysis.activations import layer_means
 from ..analysis.inputs import decode_image, decoded
 from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..errors import AtlasError, ChannelError, FilterscopeError
-from ..images import OutputLock, atomic_write, encode_png, write_bytes
+from ..images import OutputLock, atomic_write, encode_png, remove_stale_parts, write_bytes
 from ..layers import LayerRef, layer_info, layer_slug, resolve_layer, slug
 from ..metrics import activation_ratio, high_frequency_share, reference_crops, robustness
 from ..objectives import Channel
@@ -208,6 +208,9 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         progress.message(f"another atlas build ({holder}) is writing {folder}; waiting for it to finish")
 
     with OutputLock(folder, name=LOCK_NAME, on_wait=waiting):
+        # files a killed build was writing (atomic writes: never under their final name) go first
+        for part_folder in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+            remove_stale_parts(part_folder)
         store = store or AtlasStore(folder)
         summary = BuildSummary()
         weights_hash = weights_fingerprint(loaded.module)
