@@ -24,10 +24,13 @@ from pathlib import Path
 
 import filterscope as fs
 from _results import machine, markdown_table, write_section  # benchmarks/_results.py
-from filterscope.atlas.build import BuildProgress, BuildSummary, record_outcomes, render_outcomes
+from filterscope.atlas.build import BuildProgress, BuildSummary, record_renders
 from filterscope.atlas.distributed import DaskExecutor
+from filterscope.atlas.records import PlannedRender
 from filterscope.atlas.store import AtlasStore
+from filterscope.atlas.tasks import RenderTask, render_task
 from filterscope.demo import write_reference_set
+from filterscope.identity import RenderSettings
 from filterscope.runtime import Runtime, configure_threads
 
 LAYER, UNITS = "_blocks.8", list(range(8))
@@ -54,18 +57,18 @@ def client_cost(model: fs.LoadedModel, recipe: fs.Recipe, tmp: Path) -> tuple[fl
     store = AtlasStore(tmp / "cost")
     summary = fs.build_atlas(store, model, LAYER, units=[], recipes=[])  # records the model and layer
     layer = store.layers()[0]
-    rows = [{"layer_id": layer.id, "unit": u, "objective": f"channel({LAYER}, {u})", "recipe_name": "paper",
-             "recipe": recipe.to_json(), "seed": 0, "settings": "{}", "key": f"cost-{u}"} for u in range(4)]
-    store.add_renders(rows)
-    jobs = [{"id": int(r["id"]), "unit": int(r["unit"]), "key": r["key"]} for r in store.pending_renders(
-        [row["key"] for row in rows])]
+    settings = RenderSettings.of(model, Runtime())
+    planned = [PlannedRender(layer.id, u, f"channel({LAYER}, {u})", "paper", recipe.to_json(), 0, settings, f"cost-{u}")
+               for u in range(4)]
+    store.add_renders(planned)
+    task = RenderTask(LAYER, tuple(store.pending_renders([p.key for p in planned])), recipe, "paper", 0, Runtime())
     start = time.perf_counter()
-    outcomes = [o for batch in render_outcomes(model, fs.resolve_layer(model, LAYER), jobs, recipe, "paper", 0,
-                                               Runtime(), None, None) for o in batch]
+    outcome = render_task(model, task)
+    outcomes = outcome.outcomes
     rendered = (time.perf_counter() - start) / len(outcomes)
-    size = statistics.mean(len(o["png"]) + 400 for o in outcomes)  # image + the values (a few hundred bytes)
+    size = statistics.mean(len(o.png or b"") + 400 for o in outcomes)  # image + the values (a few hundred bytes)
     start = time.perf_counter()
-    record_outcomes(store, model.name, LAYER, outcomes, BuildProgress(), summary or BuildSummary(), start)
+    record_renders(store, model.name, task, outcome, BuildProgress(), summary or BuildSummary(), start)
     return size, (time.perf_counter() - start) / len(outcomes), rendered
 
 

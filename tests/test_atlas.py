@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 import filterscope as fs
 from filterscope.atlas import UnitTracker, list_dataset
 from filterscope.atlas.build import BuildProgress
+from filterscope.atlas.executors import LocalExecutor
 from filterscope.atlas.exemplars import histograms
 from filterscope.cli import app
 from filterscope.errors import AtlasError, ImageError
-from filterscope.images import OutputLock
+from filterscope.files import OutputLock
 from filterscope.layers import Capture
 
 from .helpers.killing import kill_after_first_unit_then_resume
@@ -250,9 +251,9 @@ def test_a_killed_exemplar_pass_resumes_from_its_checkpoint_to_the_same_result(t
             if done == 13:
                 raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # shards of 4 images: checkpoints after images 4, 8 and 12
         fs.build_atlas(tmp_path / "a", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3,
-                       checkpoint_seconds=0, progress=Stop())
+                       checkpoint_seconds=0, progress=Stop(), executor=LocalExecutor(shard_images=4))
     assert list((tmp_path / "a" / "activations").glob("*.ckpt"))
     messages = []
 
@@ -261,7 +262,7 @@ def test_a_killed_exemplar_pass_resumes_from_its_checkpoint_to_the_same_result(t
             messages.append(text)
 
     fs.build_atlas(tmp_path / "a", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3, progress=Log())
-    assert any("resuming after image" in m for m in messages)
+    assert any("resuming after image 12 of 20" in m for m in messages)
     assert not list((tmp_path / "a" / "activations").glob("*.ckpt"))
     fs.build_atlas(tmp_path / "b", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3)
     a, b = fs.Atlas(tmp_path / "a"), fs.Atlas(tmp_path / "b")
@@ -324,7 +325,7 @@ def test_foreign_corrupt_and_newer_folders_give_one_clear_error(tmp_path):
     conn = sqlite3.connect(tmp_path / "newer" / "atlas.sqlite")
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 1\)"):
+    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 2\)"):
         fs.Atlas(tmp_path / "newer")
     with pytest.raises(AtlasError, match="No atlas in"):
         fs.Atlas(tmp_path / "missing", create=False)

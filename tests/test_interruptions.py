@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from filterscope import StepInfo, read_png_metadata
 from filterscope.cli import app
-from filterscope.images import OutputLock
+from filterscope.files import OutputLock
 
 runner = CliRunner()
 TINY = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size", "32", "--scales", "2", "--steps", "3",

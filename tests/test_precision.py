@@ -13,7 +13,7 @@ from filterscope.layers import resolve_layer
 from filterscope.precision import CACHE_FILE, MARGIN, choose_precision
 from filterscope.recipes import Recipe
 from filterscope.runtime import Runtime
-from filterscope.zoo.registry import coerce_model
+from filterscope.zoo.model import coerce_model
 
 TINY = Recipe(size=24, scales=2, steps=3)
 

@@ -32,7 +32,7 @@ def test_output_images_shape_range_and_history():
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert result.history.shape == (3, SMALL.total_steps)
     assert len(calls) == SMALL.total_steps
-    assert [c.size for c in calls[::SMALL.steps]][:2] == SMALL.sizes()[:2]
+    assert [c.width for c in calls[::SMALL.steps]][:2] == SMALL.sizes()[:2]
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])

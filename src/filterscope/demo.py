@@ -28,7 +28,8 @@ from PIL import Image
 from .analysis import Box, occlusion_study, rank_filters, sensitivity_maps
 from .atlas import Atlas, BuildProgress
 from .data import natural_images
-from .images import atomic_write, atomic_write_text, save_png
+from .files import atomic_write, atomic_write_text
+from .images import save_png
 from .objectives import Channel
 from .plots import (
     activation_bars,
@@ -42,7 +43,7 @@ from .plots import (
 from .recipes import PAPER_RECIPE, Recipe
 from .render import render
 from .results import RenderResult, StepInfo, save_result
-from .zoo.registry import LoadedModel
+from .zoo.model import LoadedModel
 
 __all__ = ["DemoPlan", "DEMO_PLAN", "DemoOutputs", "run_demo", "write_reference_set"]
 

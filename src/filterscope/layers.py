@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ChannelError, ModelInputError, UnknownLayerError, did_you_mean
-from .zoo.registry import LoadedModel, frozen
+from .zoo.model import LoadedModel, frozen
 
 __all__ = ["LayerRef", "LayerInfo", "Capture", "list_layers", "resolve_layer", "layer_info", "check_channel",
            "OUTPUT", "slug", "layer_slug"]

@@ -29,7 +29,7 @@ from .objectives import ClassLogit, Objective, evaluate, layers_of
 from .runtime import ANALYSIS_BATCH, Forward, Runtime
 from .tensors import to_tensor
 from .transforms import random_affine
-from .zoo.registry import LoadedModel, coerce_model
+from .zoo.model import LoadedModel, coerce_model
 
 __all__ = ["reference_crops", "high_frequency_share", "to_input_size", "measure", "reference_max",
            "activation_ratio", "robustness", "transfer", "Quality", "score"]

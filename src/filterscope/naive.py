@@ -17,7 +17,7 @@ from .objectives import Channel
 from .params import optimization_units
 from .recipes import Recipe
 from .render import Schedule, box_blur, start_noise, upscale
-from .zoo.registry import LoadedModel, frozen
+from .zoo.model import LoadedModel, frozen
 
 __all__ = ["naive_render"]
 

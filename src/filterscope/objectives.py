@@ -32,7 +32,7 @@ import torch
 from .errors import ChannelError, InvalidObjectiveError
 from .layers import OUTPUT, LayerRef, check_channel, layer_info, layer_slug, resolve_layer, slug
 from .registry import Registry
-from .zoo.registry import LoadedModel
+from .zoo.model import LoadedModel
 
 __all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
            "class_logit", "layer_energy", "direction", "diversity", "relu", "Rectified", "evaluate", "layers_of",

@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .images import atomic_write
+from .files import atomic_write
 from .tensors import to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",

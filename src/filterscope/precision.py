@@ -36,7 +36,7 @@ import torch
 
 from .layers import LayerRef
 from .runtime import Forward, Runtime, cpu_bf16_flags, cpu_description, format_size
-from .zoo.registry import LoadedModel
+from .zoo.model import LoadedModel
 
 __all__ = ["PrecisionChoice", "choose_precision", "probe_timings", "cache_dir", "MARGIN", "TRIVIAL_SECONDS",
            "PROBE_BATCH"]

@@ -52,8 +52,8 @@ from .recipes import PAPER_RECIPE, Recipe
 from .results import RenderResult, StepInfo
 from .runtime import Forward, Runtime, cpu_description, format_size, memory_format, plan_batch_size
 from .transforms import Transform
+from .zoo.model import LoadedModel, check_seed, coerce_model
 from .zoo.preprocessing import REFERENCE_SIDE
-from .zoo.registry import LoadedModel, check_seed, coerce_model
 
 __all__ = ["Stages", "Schedule", "Penalty", "render", "iter_render", "plan_batches", "visualize_filters",
            "start_noise", "upscale", "box_blur", "gaussian_blur", "BLURS", "choose_runtime"]
@@ -267,90 +267,156 @@ class Stages:
 
 
 # -------------------------------------------------------------------------------------------- loop
-def _run_chunk(model: LoadedModel, objectives: list[Objective], keys: list[tuple[str, int]], recipe: Recipe,
-               stages: Stages, seed: int, runtime: Runtime, callback: Callable[[StepInfo], None] | None,
-               chunk: int, chunks: int) -> RenderResult:
-    device = model.device
-    normalize = model.preprocessing.normalize
-    schedule = stages.schedule
-    layers = layers_of(objectives)
-    shape = (model.preprocessing.channels, *schedule.sizes[0])
-    images = torch.stack([start_noise(recipe, seed, key, shape) for key, _ in keys]).to(device)
-    # One generator per image for the random transforms: an image's result never depends on its batch.
-    generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key, _ in keys]
-    transform = stages.transform if stages.transform.active else None
-    penalty = stages.penalty if stages.penalty.active else None
-    history = torch.zeros(len(objectives), schedule.total_steps)
-    started = time.perf_counter()
-    done = 0
-    # hooks on every ReLU only when the recipe asks for the override; the override itself only runs when
-    # some image needs it (see _needs_override)
-    redirect = RedirectedReLU(model.module)
-    override = stages.relu_override_steps
-    with Forward(model, layers, runtime) as capture, \
-            (redirect if stages.relu_override_steps else contextlib.nullcontext(redirect)):
-        with torch.no_grad():
-            initial = evaluate(objectives, capture(normalize(images))).float().cpu()
-        needed = bool(override) and bool((initial == 0).any())
-        tiles = stages.tiles
-        if tiles > 1:  # the parameterization holds one tile; the image repeats it
-            images = images[..., :_tile(images.shape[-2], tiles), :_tile(images.shape[-1], tiles)]
-        state = stages.param.initial_state(images, **stages.param_options)
-        copies = stages.copies if transform is not None else 1
+@dataclass(frozen=True)
+class Chunk:
+    """One batch of a render: its resolved objectives, the key of each one's starting noise (with which copy
+    of its objective it is), and which batch of how many."""
+
+    objectives: list[Objective]
+    keys: list[tuple[str, int]]
+    recipe: Recipe
+    seed: int
+    index: int = 0
+    count: int = 1
+
+
+class _Override:
+    """Whether the redirected ReLU gradient (:mod:`filterscope.gradients`) runs, decided in one place: only
+    for a recipe that asks for it, only in its first ``steps`` steps, and only for a batch that needs it (an
+    objective at exactly 0 at the start, or an image without any gradient after the first step; see
+    :func:`_gradient_vanished`)."""
+
+    def __init__(self, model: LoadedModel, steps: int) -> None:
+        self.steps, self.needed = steps, False
+        self.redirect = RedirectedReLU(model.module)  # hooks every ReLU, only when entered (steps > 0)
+
+    def hooks(self) -> contextlib.AbstractContextManager[object]:
+        return self.redirect if self.steps else contextlib.nullcontext(self.redirect)
+
+    def decide(self, initial: torch.Tensor | None = None, param: Param | None = None, done: int = 0) -> None:
+        """At the start (``initial``: the objectives on the noise) and after the first backward pass (``param``)."""
+        if self.steps and not self.needed:
+            if initial is not None:
+                self.needed = bool((initial == 0).any())
+            elif param is not None and done == 0:
+                self.needed = _gradient_vanished(param)
+
+    def set_for(self, done: int) -> None:
+        self.redirect.active = self.needed and done < self.steps
+
+    def metadata(self, done: int) -> dict[str, str]:
+        if not self.steps:
+            return {}
+        return {"relu_override": f"the first {min(self.steps, done)} steps" if self.needed else
+                "not needed: every image started with a gradient"}
+
+
+class _ChunkRun:
+    """The optimization of one :class:`Chunk`: start noise, then each scale's Adam steps (see the module
+    docstring). :meth:`run` reads as the method: evaluate the noise, optimize scale by scale, clip, evaluate."""
+
+    def __init__(self, model: LoadedModel, chunk: Chunk, stages: Stages, runtime: Runtime,
+                 callback: Callable[[StepInfo], None] | None) -> None:
+        self.model, self.chunk, self.stages, self.runtime, self.callback = model, chunk, stages, runtime, callback
+        self.schedule = stages.schedule
+        self.transform = stages.transform if stages.transform.active else None
+        self.penalty = stages.penalty if stages.penalty.active else None
+        self.copies = stages.copies if self.transform is not None else 1
+        keys, seed = [key for key, _ in chunk.keys], chunk.seed
+        # One generator per image for the random transforms: an image's result never depends on its batch.
+        self.generators = [torch.Generator().manual_seed(_noise_seed(seed, "transforms\x00" + key)) for key in keys]
         # with several transformed copies per step, copy k of image i is row i * copies + k
-        seen_objectives = [o for o in objectives for _ in range(copies)]
-        seen_generators = [g for g in generators for _ in range(copies)]
-        for scale, (size, steps) in enumerate(zip(schedule.sizes, schedule.steps)):
-            drawn = (_tile(size[0], tiles), _tile(size[1], tiles))
-            if scale > 0 and stages.param.resizable:
-                state = schedule.next_scale(state, drawn)
-            param = stages.param.build(state, drawn, model.preprocessing, **stages.param_options).to(device)
-            optimizer = stages.optimizer(param.parameters())
-            base_lrs = [group["lr"] for group in optimizer.param_groups]
-            for step in range(steps):
-                redirect.active = needed and done < override
-                factor = schedule.lr_factor(step, steps)
-                for group, lr in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = lr * factor
-                optimizer.zero_grad(set_to_none=True)
-                image = _repeat(param(), tiles, size)
-                if transform is None:
-                    values = evaluate(objectives, capture(normalize(image)))
-                elif copies == 1:
-                    values = evaluate(objectives, capture(normalize(transform(image, generators))))
-                else:
-                    seen = transform(image.repeat_interleave(copies, dim=0), seen_generators)
-                    values = evaluate(seen_objectives, capture(normalize(seen))).view(-1, copies).mean(dim=1)
-                loss = -values.sum()
-                if penalty is not None:
-                    loss = loss + penalty(image).sum()
-                loss.backward()
-                if override and done == 0 and not needed:
-                    needed = _gradient_vanished(param)
-                optimizer.step()
-                if schedule.blurs_after(step, steps):
-                    param.set_state(schedule.blurred(param.state()))  # periodic blur, a regularizer
-                values = values.detach().float().cpu()
-                history[:, done] = values
-                done += 1
-                if callback is not None:
-                    callback(StepInfo(chunk, chunks, scale, size[1], step, done, schedule.total_steps, values, size))
-            state = param.state()
-            with torch.no_grad():
-                images = _repeat(param(), tiles, size)
-        redirect.active = False
-        images = images.clamp(0, 1)
+        self.seen_objectives = [o for o in chunk.objectives for _ in range(self.copies)]
+        self.seen_generators = [g for g in self.generators for _ in range(self.copies)]
+        self.history = torch.zeros(len(chunk.objectives), self.schedule.total_steps)
+        self.override = _Override(model, stages.relu_override_steps)
+        self.done = 0
+
+    def start_images(self) -> torch.Tensor:
+        shape = (self.model.preprocessing.channels, *self.schedule.sizes[0])
+        return torch.stack([start_noise(self.chunk.recipe, self.chunk.seed, key, shape)
+                            for key, _ in self.chunk.keys]).to(self.model.device)
+
+    def evaluate(self, capture: Forward, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            final = evaluate(objectives, capture(normalize(images))).float().cpu()
-    images = images.cpu()
-    extra = _runtime_metadata(capture)
-    if override:
-        extra["relu_override"] = (f"the first {min(override, done)} steps" if needed else
-                                  "not needed: every image started with a gradient")
-    return RenderResult(images=images, objectives=objectives, values=final, initial_values=initial,
-                        history=history, recipe=recipe, seed=seed, model_name=model.name, weights=model.weights,
-                        seconds=time.perf_counter() - started, copy_numbers=[n for _, n in keys],
-                        extra=extra, status=_status(images, initial, history, final))
+            return evaluate(self.chunk.objectives, capture(self.model.preprocessing.normalize(images))).float().cpu()
+
+    def run(self) -> RenderResult:
+        started = time.perf_counter()
+        layers = layers_of(self.chunk.objectives)
+        with Forward(self.model, layers, self.runtime) as capture, self.override.hooks():
+            images = self.start_images()
+            initial = self.evaluate(capture, images)
+            self.override.decide(initial=initial)
+            tiles = self.stages.tiles
+            if tiles > 1:  # the parameterization holds one tile; the image repeats it
+                images = images[..., :_tile(images.shape[-2], tiles), :_tile(images.shape[-1], tiles)]
+            state = self.stages.param.initial_state(images, **self.stages.param_options)
+            for scale, (size, steps) in enumerate(zip(self.schedule.sizes, self.schedule.steps)):
+                state, images = self.optimize_scale(capture, state, scale, size, steps)
+            self.override.redirect.active = False
+            images = images.clamp(0, 1)
+            final = self.evaluate(capture, images)
+        images = images.cpu()
+        extra = {**_runtime_metadata(capture), **self.override.metadata(self.done)}
+        c = self.chunk
+        return RenderResult(images=images, objectives=c.objectives, values=final, initial_values=initial,
+                            history=self.history, recipe=c.recipe, seed=c.seed, model_name=self.model.name,
+                            weights=self.model.weights, seconds=time.perf_counter() - started,
+                            copy_numbers=[n for _, n in c.keys], extra=extra,
+                            status=_status(images, initial, self.history, final))
+
+    def optimize_scale(self, capture: Forward, state: torch.Tensor, scale: int, size: tuple[int, int],
+                       steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``steps`` Adam steps at ``size``, from the state the previous scale left; the new state and image."""
+        tiles, stages = self.stages.tiles, self.stages
+        drawn = (_tile(size[0], tiles), _tile(size[1], tiles))
+        if scale > 0 and stages.param.resizable:
+            state = self.schedule.next_scale(state, drawn)
+        param = stages.param.build(state, drawn, self.model.preprocessing, **stages.param_options).to(self.model.device)
+        optimizer = stages.optimizer(param.parameters())
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        for step in range(steps):
+            factor = self.schedule.lr_factor(step, steps)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * factor
+            values = self.step(capture, param, optimizer, size)
+            if self.schedule.blurs_after(step, steps):
+                param.set_state(self.schedule.blurred(param.state()))  # periodic blur, a regularizer
+            self.history[:, self.done] = values
+            self.done += 1
+            if self.callback is not None:
+                c = self.chunk
+                self.callback(StepInfo(c.index, c.count, scale, size[1], step, self.done, self.schedule.total_steps,
+                                       values, size))
+        state = param.state()
+        with torch.no_grad():
+            return state, _repeat(param(), tiles, size)
+
+    def step(self, capture: Forward, param: Param, optimizer: torch.optim.Optimizer,
+             size: tuple[int, int]) -> torch.Tensor:
+        """One Adam step on minus the objectives (plus the penalty); the objectives before it, ``(B,)``."""
+        self.override.set_for(self.done)
+        optimizer.zero_grad(set_to_none=True)
+        image = _repeat(param(), self.stages.tiles, size)
+        values = self.objective_values(capture, image)
+        loss = -values.sum()
+        if self.penalty is not None:
+            loss = loss + self.penalty(image).sum()
+        loss.backward()
+        self.override.decide(param=param, done=self.done)
+        optimizer.step()
+        return values.detach().float().cpu()
+
+    def objective_values(self, capture: Forward, image: torch.Tensor) -> torch.Tensor:
+        """The objectives of ``image`` as the network sees it: transformed (mean over the copies) or not."""
+        normalize, objectives = self.model.preprocessing.normalize, self.chunk.objectives
+        if self.transform is None:
+            return evaluate(objectives, capture(normalize(image)))
+        if self.copies == 1:
+            return evaluate(objectives, capture(normalize(self.transform(image, self.generators))))
+        seen = self.transform(image.repeat_interleave(self.copies, dim=0), self.seen_generators)
+        return evaluate(self.seen_objectives, capture(normalize(seen))).view(-1, self.copies).mean(dim=1)
 
 
 def _gradient_vanished(param: Param) -> bool:
@@ -450,8 +516,8 @@ def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Re
 
 def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
                 recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
-                runtime: Runtime | None = None,
-                callback: Callable[[StepInfo], None] | None = None) -> Iterator[RenderResult]:
+                runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None,
+                stages: Stages | None = None) -> Iterator[RenderResult]:
     """Like :func:`render`, but yields one :class:`RenderResult` per batch as soon as it is finished."""
     model = coerce_model(model)
     check_seed(seed)
@@ -469,7 +535,7 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
         n = seen[o.description] = seen.get(o.description, -1) + 1
         keys.append((o.description if n == 0 else f"{o.description}#{n}", n))
     runtime = runtime or Runtime()
-    stages = Stages.from_recipe(recipe, model.preprocessing.input_shape)
+    stages = stages or Stages.from_recipe(recipe, model.preprocessing.input_shape)
     if stages.copies > 1 and any(o.batchwise for o in resolved):
         raise InvalidRecipeError("a batchwise objective (diversity) compares the images of one batch, and "
                                  "transform_copies > 1 would compare an image's own copies: use transform_copies 1")
@@ -491,8 +557,8 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
     with memory_format(model, runtime):  # once for all batches
         for chunk in range(chunks):
             part = slice(chunk * size, (chunk + 1) * size)
-            result = _run_chunk(model, resolved[part], keys[part], recipe, stages, seed, runtime, callback, chunk,
-                                chunks)
+            result = _ChunkRun(model, Chunk(resolved[part], keys[part], recipe, seed, chunk, chunks), stages, runtime,
+                               callback).run()
             result.extra["batch_size"] = str(size)  # with the objectives' order, fixes the batches
             result.extra["precision_choice"] = choice.reason
             if note:
@@ -502,7 +568,8 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
 
 def render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
            recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
-           runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
+           runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None,
+           stages: Stages | None = None) -> RenderResult:
     """Optimize one image per objective, from noise, with the network frozen.
 
     Args:
@@ -518,6 +585,9 @@ def render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Seq
         runtime: Precision, memory format and memory budget (default: fp32, channels-last, a quarter of
             the free RAM or half the free GPU memory); see :mod:`filterscope.runtime`.
         callback: Called after every Adam step with a :class:`StepInfo`.
+        stages: The objects the loop runs (:class:`Stages`), to replace a part (a transform, the optimizer);
+            default ``Stages.from_recipe(recipe, input size)``. The recipe still gives the starting noise and
+            is what the metadata record.
 
     Returns:
         Images, final and initial objective values, per-step history and metadata.
@@ -527,7 +597,7 @@ def render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Seq
     """
     return RenderResult.concatenate(list(iter_render(model, objectives, recipe=recipe, seed=seed,
                                                      batch_size=batch_size, copies=copies, runtime=runtime,
-                                                     callback=callback)))
+                                                     callback=callback, stages=stages)))
 
 
 def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], *,

@@ -20,24 +20,34 @@ from PIL import Image
 
 from ._version import __version__
 from .errors import FilterscopeError, InvalidOptionError
+from .identity import RenderIdentity
 from .images import read_png_metadata, save_array, save_png
 from .objectives import Objective
 from .recipes import Recipe
 from .tensors import to_pil
+from .zoo.weights import WeightsSource
 
-__all__ = ["RenderResult", "StepInfo", "output_name", "save_result", "settings_metadata", "finished_outputs"]
+__all__ = ["RenderResult", "StepInfo", "output_name", "save_result", "finished_outputs"]
 
 
 @dataclass(frozen=True)
 class StepInfo:
     """Progress of one optimization step, passed to the ``callback`` of :func:`~filterscope.render.render`.
 
-    ``size`` is the image width at this scale and ``shape`` its ``(height, width)``."""
+    Attributes:
+        chunk, chunks: Which batch of the render this is, of how many.
+        scale: Which scale of the schedule (0-based).
+        width: The image width at this scale, px (:attr:`shape` has both sides).
+        step: The step within this scale (0-based).
+        steps_done, total_steps: Steps of this batch done so far (this one included), of how many.
+        values: ``(B,)`` the objectives before this step.
+        shape: The image ``(height, width)`` at this scale.
+    """
 
     chunk: int
     chunks: int
     scale: int
-    size: int
+    width: int
     step: int
     steps_done: int
     total_steps: int
@@ -46,7 +56,7 @@ class StepInfo:
 
     def __post_init__(self) -> None:
         if self.shape == (0, 0):
-            object.__setattr__(self, "shape", (self.size, self.size))
+            object.__setattr__(self, "shape", (self.width, self.width))
 
 
 @dataclass
@@ -54,13 +64,13 @@ class RenderResult:
     """Images and numbers of one activation-maximization run.
 
     Attributes:
-        images: ``(N,3,S,S)`` float in [0, 1] on the CPU, one per objective.
+        images: ``(N,C,H,W)`` float in [0, 1] on the CPU, one per objective (C: the model's input channels).
         objectives: The resolved objectives, in order.
         values: ``(N,)`` each objective on its final (clipped) image.
         initial_values: ``(N,)`` each objective on its starting noise image.
         history: ``(N, total_steps)`` the objective before each Adam step.
         recipe, seed: What produced the images.
-        model_name, weights: Which network, with which weights.
+        model_name, weights: Which network, with which weights (``str(weights)`` says it in words).
         seconds: Wall time of the optimization.
         extra: More metadata (the runtime settings: device, precision, memory format, threads, batch size).
         copy_numbers: For each image, which copy of its objective it is (0 for the first).
@@ -77,7 +87,7 @@ class RenderResult:
     recipe: Recipe
     seed: int
     model_name: str
-    weights: str
+    weights: WeightsSource
     seconds: float
     extra: dict[str, str] = field(default_factory=dict)
     copy_numbers: list[int] = field(default_factory=list)
@@ -101,7 +111,8 @@ class RenderResult:
         meta = {
             "filterscope_version": __version__,
             "model": self.model_name,
-            "weights": self.weights,
+            "weights": str(self.weights),
+            "weights_source": self.weights.to_json(),
             "objective": obj.description,
             "seed": str(self.seed),
             "recipe": self.recipe.to_json(),
@@ -149,11 +160,14 @@ def output_name(model_name: str, objective: Objective) -> str:
     return f"{model_name}-{objective.file_stem()}.png"
 
 
-def save_result(result: RenderResult, folder: str | os.PathLike[str], *,
-                display: Sequence[int] | None = None) -> list[Path]:
+def save_result(result: RenderResult, folder: str | os.PathLike[str], *, display: Sequence[int] | None = None,
+                identities: Sequence[RenderIdentity] | None = None) -> list[Path]:
     """Save every image of ``result`` in ``folder`` under :meth:`RenderResult.file_name`, with its
     metadata, each file atomically; images whose values went non-finite (:meth:`RenderResult.failed`)
     are not saved. Returns the PNG paths written, in order.
+
+    With ``identities`` (one per image, :mod:`filterscope.identity`), each PNG records its identity's key as
+    ``render_key``: what :func:`finished_outputs` compares when a run resumes.
 
     1- and 3-channel images are PNGs (grayscale, RGB). Images with another channel count are saved whole
     as ``.npy`` (``(C,H,W)`` float32 in [0, 1]) beside a PNG preview of the channels ``display`` names as
@@ -171,6 +185,8 @@ def save_result(result: RenderResult, folder: str | os.PathLike[str], *,
         if i in failed:
             continue
         meta, path = result.metadata(i), folder / result.file_name(i)
+        if identities is not None:
+            meta["render_key"] = identities[i].key
         if channels not in (1, 3):
             array = save_array(result.images[i].numpy().astype(np.float32), path.with_suffix(".npy"))
             meta["array"] = array.name
@@ -179,31 +195,23 @@ def save_result(result: RenderResult, folder: str | os.PathLike[str], *,
     return paths
 
 
-def settings_metadata(model_name: str, weights: str, recipe: Recipe, seed: int, *, device: str, precision: str,
-                      memory_format: str) -> dict[str, str]:
-    """The metadata that identify how an image was made, as :meth:`RenderResult.metadata` writes them:
-    what a finished image must match to be reused (:func:`finished_outputs`)."""
-    return {"model": model_name, "weights": weights, "seed": str(seed),
-            "recipe": recipe.to_json(), "device": device, "precision": precision,
-            "memory_format": memory_format}
-
-
-def finished_outputs(folder: str | os.PathLike[str], model_name: str, objectives: Sequence[Objective], copies: int,
-                     settings: dict[str, str]) -> dict[int, list[Path]]:
-    """The objectives (by index) whose images are all in ``folder`` already, made with the same
-    ``settings`` (:func:`settings_metadata`) and the same objective: a run that was interrupted can skip
-    them. Files that cannot be read, or were made otherwise, do not count."""
+def finished_outputs(folder: str | os.PathLike[str], model_name: str, objectives: Sequence[Objective],
+                     identities: Sequence[Sequence[RenderIdentity]]) -> dict[int, list[Path]]:
+    """The objectives (by index) whose images are all in ``folder`` already with the same identity
+    (``identities[i][n]``: copy ``n`` of objective ``i``; :mod:`filterscope.identity`): a run that was
+    interrupted can skip them. Files that cannot be read, went non-finite, or were made otherwise (another
+    key, or none: PNGs written before identities were recorded) do not count."""
     folder = Path(folder)
     done: dict[int, list[Path]] = {}
     for index, objective in enumerate(objectives):
         name = output_name(model_name, objective)
-        paths = [folder / (name if n == 0 else f"{name[:-4]}-copy{n}.png") for n in range(copies)]
+        wanted = identities[index]
+        paths = [folder / (name if n == 0 else f"{name[:-4]}-copy{n}.png") for n in range(len(wanted))]
         try:
             metas = [read_png_metadata(p) for p in paths]
         except FilterscopeError:
             continue
-        wanted = {**settings, "objective": objective.description}
-        if all(all(meta.get(k) == v for k, v in wanted.items()) and meta.get("status") != "non-finite"
-               for meta in metas):
+        if all(meta.get("render_key") == identity.key and meta.get("status") != "non-finite"
+               for meta, identity in zip(metas, wanted)):
             done[index] = paths
     return done

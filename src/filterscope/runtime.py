@@ -42,7 +42,7 @@ import torch
 
 from .errors import InvalidRecipeError, RuntimeSettingError
 from .layers import Capture, LayerRef
-from .zoo.registry import LoadedModel, frozen
+from .zoo.model import LoadedModel, frozen
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "format_size", "usable_cpus", "configure_threads",

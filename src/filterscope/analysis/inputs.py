@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ImageError
-from ..images import ARRAY_SUFFIXES, load_array, load_image, regular_file
+from ..files import regular_file
+from ..images import ARRAY_SUFFIXES, load_array, load_image
 from ..tensors import to_pil, to_tensor
+from ..zoo.model import LoadedModel
 from ..zoo.preprocessing import Placement
-from ..zoo.registry import LoadedModel
 
 __all__ = ["IMAGE_SUFFIXES", "AnalysisImage", "prepare_image", "decode_image", "decoded", "collect_images",
            "augmentations"]

@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import RegionError
 from ..layers import LayerRef
 from ..runtime import Runtime
-from ..zoo.registry import LoadedModel, coerce_model
+from ..zoo.model import LoadedModel, coerce_model
 from .activations import checked_layer, layer_means, strongest_first
 from .inputs import AnalysisImage, prepare_image
 from .regions import Box

@@ -16,8 +16,8 @@ from PIL import Image
 from ..errors import ImageError
 from ..layers import LayerRef
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
+from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.preprocessing import Placement
-from ..zoo.registry import LoadedModel, coerce_model
 from .activations import checked_layer, filter_means, nonfinite, strongest_first
 from .inputs import AnalysisImage, augmentations, decode_image, decoded
 

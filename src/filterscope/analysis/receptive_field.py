@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..layers import Capture, LayerRef, resolve_layer
-from ..zoo.registry import LoadedModel, coerce_model, frozen
+from ..zoo.model import LoadedModel, coerce_model, frozen
 
 __all__ = ["ReceptiveField", "receptive_field"]
 

@@ -13,7 +13,7 @@ from PIL import Image
 from ..errors import ChannelError, RegionError
 from ..layers import LayerRef
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime
-from ..zoo.registry import LoadedModel, coerce_model
+from ..zoo.model import LoadedModel, coerce_model
 from .activations import checked_layer, filter_means
 from .inputs import AnalysisImage, prepare_image
 from .occlusion import fill_image

@@ -1,11 +1,14 @@
 """Atlases: every unit of a model's layers, rendered once, with dataset exemplars, in a durable folder.
 
-* :mod:`.store`: the folder (SQLite in WAL mode + image files), its schema and its queries;
-* :mod:`.records`: what the store returns (plain dataclasses);
+A build is four steps, one module each: **plan** (:mod:`.build`: what the atlas lacks) → **typed tasks**
+(:mod:`.tasks`: frozen dataclasses and the functions that do them) → **an executor** that maps a task
+function over tasks (:mod:`.executors` here, :mod:`.distributed` on Dask) → **record** (:mod:`.build`, through
+the store's write side).
+
+* :mod:`.store`: the folder; :mod:`.schema` (tables, versions, migrations), :mod:`.reads` and :mod:`.writes`;
+* :mod:`.records`: the typed records the read side returns and the write side takes;
 * :mod:`.exemplars`: the streaming per-unit exemplar heaps and statistics;
 * :mod:`.dataset`: the images of an exemplar pass, with content hashes;
-* :mod:`.build`: planning and running a build (exemplar pass, crops, renders), resumable;
-* :mod:`.distributed`: the same on a Dask cluster (the atlas is written by the client);
 * :mod:`.api`: :class:`Atlas`, the one object users need.
 """
 
@@ -13,10 +16,22 @@ from .api import Atlas
 from .build import BuildProgress, BuildSummary, build_atlas
 from .dataset import Dataset, list_dataset
 from .distributed import DaskExecutor
+from .executors import Executor, LocalExecutor
 from .exemplars import UnitTracker
-from .records import ExemplarRecord, LayerRecord, ModelRecord, RenderRecord, StatusRow, UnitRecord, UnitStats
-from .store import DB_NAME, SCHEMA, SCHEMA_VERSION, AtlasStore
+from .records import (
+    ExemplarRecord,
+    LayerRecord,
+    ModelRecord,
+    RenderRecord,
+    StatusRow,
+    UnitRecord,
+    UnitStats,
+    UnitSummary,
+)
+from .schema import DB_NAME, SCHEMA, SCHEMA_VERSION
+from .store import AtlasStore
 
-__all__ = ["Atlas", "AtlasStore", "build_atlas", "DaskExecutor", "BuildProgress", "BuildSummary", "Dataset",
-           "list_dataset", "UnitTracker", "ExemplarRecord", "LayerRecord", "ModelRecord", "RenderRecord", "StatusRow",
-           "UnitRecord", "UnitStats", "DB_NAME", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["Atlas", "AtlasStore", "build_atlas", "Executor", "LocalExecutor", "DaskExecutor", "BuildProgress",
+           "BuildSummary", "Dataset", "list_dataset", "UnitTracker", "ExemplarRecord", "LayerRecord", "ModelRecord",
+           "RenderRecord", "StatusRow", "UnitRecord", "UnitStats", "UnitSummary", "DB_NAME", "SCHEMA",
+           "SCHEMA_VERSION"]

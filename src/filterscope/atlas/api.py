@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Sequence
 
 import torch
 
-from ..zoo.registry import LoadedModel
-from .build import BuildSummary, build_atlas
+from ..recipes import Recipe
+from ..runtime import Runtime
+from ..zoo.model import LoadedModel
+from .build import BuildProgress, BuildSummary, build_atlas
+from .dataset import Dataset
 from .distributed import dask_executor
 from .store import AtlasStore
 
@@ -24,12 +28,20 @@ class Atlas(AtlasStore):
         atlas.status()                                      # done / failed / pending per layer, recipe, seed
         atlas.unit("_blocks.8", 3)                          # renders, exemplars, statistics of one unit
 
-    Reading methods are those of :class:`~filterscope.atlas.store.AtlasStore`.
+    Reading methods are those of :class:`~filterscope.atlas.reads.AtlasReader`.
     """
 
-    def build(self, model: LoadedModel | torch.nn.Module, layers: str | list[str], *, cluster: str | None = None,
-              **options: Any) -> BuildSummary:
-        """:func:`~filterscope.atlas.build.build_atlas` into this atlas (same keyword arguments); with
-        ``cluster`` (``"local:2"``, ``"tcp://host:8786"``) on Dask (:mod:`filterscope.atlas.distributed`)."""
+    def build(self, model: LoadedModel | torch.nn.Module, layers: str | Sequence[str], *,
+              units: Sequence[int] | dict[str, Sequence[int]] | None = None,
+              recipes: Sequence[str | Recipe] = ("paper",), seeds: Sequence[int] = (0,),
+              dataset: str | os.PathLike[str] | Dataset | None = None, exemplars: int = 9, scores: bool = True,
+              fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
+              retry_failed: bool = False, progress: BuildProgress | None = None, checkpoint_seconds: float = 30.0,
+              cluster: str | None = None) -> BuildSummary:
+        """:func:`~filterscope.atlas.build.build_atlas` into this atlas (the same arguments); with ``cluster``
+        (``"local:2"``, ``"tcp://host:8786"``) on Dask (:mod:`filterscope.atlas.distributed`)."""
         with dask_executor(cluster) as executor:
-            return build_atlas(self, model, layers, executor=executor, **options)
+            return build_atlas(self, model, layers, units=units, recipes=recipes, seeds=seeds, dataset=dataset,
+                               exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
+                               retry_failed=retry_failed, progress=progress, checkpoint_seconds=checkpoint_seconds,
+                               executor=executor)

@@ -1,33 +1,38 @@
-"""Building an atlas: plan what is missing, run the exemplar pass, cut the crops, render the units.
+"""Building an atlas: plan what is missing, turn it into typed tasks, let an executor run them, record.
 
 :func:`build_atlas` does only what the atlas does not hold yet, in an order that gives results early:
 
 1. **Plan.** The model is recorded with a fingerprint of its weights, each layer with its shape, each
-   wanted render (layer, unit, recipe, seed, runtime settings) with its key
-   (:func:`~filterscope.atlas.store.render_key`); renders already in the atlas are not planned again.
-2. **Exemplar pass** (with ``dataset``): each layer's receptive field is measured (once per atlas), then one
-   forward pass per batch for all the layers that need it,
-   decoding in a background thread, a :class:`~filterscope.atlas.exemplars.UnitTracker` per layer, the
-   per-image means and maxima written to memory-mapped ``.npy`` files. The pass checkpoints itself every
+   wanted render with its identity (:class:`~filterscope.identity.RenderIdentity`); renders already in the
+   atlas are not planned again.
+2. **Exemplar pass** (with ``dataset``): each layer's receptive field is measured (once per atlas); the
+   dataset is cut into :class:`~filterscope.atlas.tasks.PassShard` tasks, which the executor runs with
+   :func:`~filterscope.atlas.tasks.scan_shard`; their outcomes are merged in order into a
+   :class:`PassState` (exact: see :mod:`~filterscope.atlas.exemplars`), which keeps the per-image means and
+   maxima in memory-mapped ``.npy`` files and checkpoints itself between shards every
    ``checkpoint_seconds``; a killed pass resumes from its checkpoint.
 3. **Crops** of the exemplars of the wanted units, around the maximum, sized to the receptive field.
-4. **Renders**, batch by batch; each image file is written atomically, then its record committed.
+4. **Renders**: :class:`~filterscope.atlas.tasks.RenderTask` tasks of one batch each, run by the executor
+   with :func:`~filterscope.atlas.tasks.render_task`; each outcome's files are written atomically, then its
+   records committed.
 
+The executor (:mod:`.executors`) only decides where the task functions run: this process
+(:class:`~filterscope.atlas.executors.LocalExecutor`, the default) or a Dask cluster
+(:class:`~filterscope.atlas.distributed.DaskExecutor`); planning and recording are the same code either way.
 One build writes an atlas at a time: it holds ``.build.lock`` in the folder, and a second build waits
 for it (then finds the first one's work done).
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,29 +42,32 @@ from ..analysis.activations import layer_means
 from ..analysis.inputs import decode_image, decoded
 from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..errors import AtlasError, ChannelError, FilterscopeError
-from ..images import OutputLock, atomic_write, encode_png, remove_stale_parts, write_bytes
+from ..files import OutputLock, atomic_write, remove_stale_parts, write_bytes
+from ..identity import RenderIdentity, RenderSettings
 from ..layers import LayerRef, layer_info, layer_slug, resolve_layer, slug
-from ..metrics import activation_ratio, high_frequency_share, reference_crops, robustness
+from ..metrics import reference_crops
 from ..objectives import Channel
 from ..recipes import Recipe, get_recipe
-from ..render import iter_render
-from ..results import RenderResult, StepInfo
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
+from ..render import plan_batches
+from ..results import StepInfo
+from ..runtime import Runtime, prefetch
 from ..tensors import to_pil
+from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.preprocessing import Placement
-from ..zoo.registry import LoadedModel, coerce_model
 from ..zoo.weights import weights_fingerprint
 from .dataset import Dataset, list_dataset
+from .executors import Executor, LocalExecutor
 from .exemplars import UnitTracker, cofiring, histograms
-from .store import AtlasStore, render_key
+from .records import Crop, CropJob, FinishedRender, NewExemplar, PlannedRender, RenderJob, UnitPassStats, UnitStats
+from .store import AtlasStore
+from .tasks import PassShard, RenderTask, RenderTaskOutcome, ShardOutcome, TaskFailure, render_task, scan_shard
 
-__all__ = ["BuildProgress", "BuildSummary", "build_atlas", "Executor", "LocalExecutor", "LayerPlan", "RenderGroup",
-           "PassState",
-           "scan", "render_outcomes", "record_outcomes", "LOCK_NAME", "CROP_SIDE", "THUMBNAIL_SIDE"]
+__all__ = ["BuildProgress", "BuildSummary", "build_atlas", "LayerPlan", "RenderGroup", "PassState", "record_renders",
+           "LOCK_NAME", "CROP_SIDE", "EXEMPLAR_THUMBNAIL_SIDE"]
 
 LOCK_NAME = ".build.lock"
-THUMBNAIL_SIDE = 96
-"""Exemplar thumbnails fit in this many pixels (a web page's grid)."""
+EXEMPLAR_THUMBNAIL_SIDE = 96
+"""Exemplar thumbnails (stored in the atlas) fit in this many pixels (a web page's grid)."""
 CROP_SIDE = 224
 """Exemplar crops larger than this are scaled down to it."""
 
@@ -82,7 +90,7 @@ class BuildProgress:
     def render_step(self, info: StepInfo) -> None:
         """One Adam step (see :func:`~filterscope.render.iter_render`)."""
 
-    def unit_finished(self, layer: str, unit: int, row: dict[str, Any]) -> None:
+    def unit_finished(self, layer: str, unit: int, row: FinishedRender) -> None:
         """A render was recorded (``row``: status, activations, scores, file)."""
 
     def workers(self, units_per_minute: dict[str, float]) -> None:
@@ -98,7 +106,7 @@ class BuildSummary:
         failed: Those of them that failed (non-finite values), with their messages.
         already: Renders wanted that the atlas already held (not redone).
         passes: Exemplar passes run (one per layer that needed one).
-        pass_images: Images per second of the exemplar pass (0 when none ran).
+        pass_images_per_second: Images per second of the exemplar pass (0 when none ran).
         crops: Exemplar crops cut.
         seconds: Wall time of the whole build.
         first_render_seconds: From the start of the build to the first render recorded (``None`` when none).
@@ -130,11 +138,11 @@ class LayerPlan:
 
 def _receptive_field(store: AtlasStore, loaded: LoadedModel, layer: LayerPlan) -> ReceptiveField:
     """The layer's receptive field, measured once per atlas (only builds with exemplars need it)."""
-    record = next(x for x in store.layers() if x.id == layer.id)
+    record = store.layer_by_id(layer.id)
     if record.receptive_field is not None:
-        return ReceptiveField.from_dict(record.receptive_field)
+        return record.receptive_field
     found = receptive_field(loaded, layer.ref)
-    store.set_receptive_field(layer.id, found.to_dict())
+    store.set_receptive_field(layer.id, found)
     return found
 
 
@@ -147,11 +155,6 @@ def _units_for(units: Sequence[int] | dict[str, Sequence[int]] | None, layer: st
         raise ChannelError(f"Unit {bad[0]} is out of range for layer {ref} of {model}, which has {channels} units "
                            f"(0-{channels - 1})")
     return chosen
-
-
-def _settings(model: LoadedModel, runtime: Runtime) -> dict[str, str]:
-    return {"device": str(model.device), "precision": runtime.precision,
-            "memory_format": "channels_last" if runtime.wants_channels_last(model.module) else "nchw"}
 
 
 def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel | torch.nn.Module,
@@ -180,15 +183,12 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         batch_size: Images per batch (rendering: from the memory budget; the pass: 4).
         retry_failed: Render again the units whose render failed before.
         progress: Receives progress reports.
-        checkpoint_seconds: How often the exemplar pass saves its state.
-        executor: Where the pass and the renders run: this process (default, :class:`LocalExecutor`) or a
+        checkpoint_seconds: How often the exemplar pass saves its state (between shards).
+        executor: Where the tasks run: this process (default, :class:`~.executors.LocalExecutor`) or a
             Dask cluster (:class:`~filterscope.atlas.distributed.DaskExecutor`); the atlas is written here.
     """
     started = time.perf_counter()
     loaded = coerce_model(model)
-    progress = progress or BuildProgress()
-    executor = executor or LocalExecutor()
-    runtime = runtime or Runtime()
     if exemplars < 1:
         raise AtlasError(f"exemplars must be at least 1 (got {exemplars})")
     if batch_size is not None and batch_size < 1:
@@ -198,11 +198,12 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         raise AtlasError("No layer given")
     resolved = [(name, resolve_layer(loaded, name)) for name in layer_names]  # every name checked first
     infos = {name: layer_info(loaded, ref) for name, ref in resolved}
-    wanted_units = {name: _units_for(units, name, ref, infos[name].channels, loaded.name) for name, ref in resolved}
+    wanted = {name: _units_for(units, name, ref, infos[name].channels, loaded.name) for name, ref in resolved}
     recipe_list = [(r, get_recipe(r)) if isinstance(r, str) else (r.name or "custom", r) for r in recipes]
     data = dataset if isinstance(dataset, Dataset) or dataset is None else list_dataset(dataset)
     store = atlas if isinstance(atlas, AtlasStore) else None
     folder = store.path if store is not None else Path(atlas)  # type: ignore[arg-type]
+    progress = progress or BuildProgress()
 
     def waiting(holder: str) -> None:
         progress.message(f"another atlas build ({holder}) is writing {folder}; waiting for it to finish")
@@ -211,86 +212,195 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         # files a killed build was writing (atomic writes: never under their final name) go first
         for part_folder in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
             remove_stale_parts(part_folder)
-        store = store or AtlasStore(folder)
-        summary = BuildSummary()
-        weights_hash = weights_fingerprint(loaded.module)
-        model_id = store.add_model(loaded.name, loaded.weights, weights_hash, loaded.info.get("source"),
-                                   loaded.preprocessing.to_dict())
-        plan: list[LayerPlan] = []
-        for name, ref in resolved:
-            info = infos[name]
-            layer_id = store.add_layer(model_id, str(ref), info.channels, list(info.shape))
-            plan.append(LayerPlan(ref, layer_id, info.channels, wanted_units[name], tuple(info.shape[1:])))
+        build = _Build(store or AtlasStore(folder), loaded, runtime or Runtime(), progress, executor or LocalExecutor(),
+                       started)
+        plan = build.record_layers([(ref, infos[name].channels, wanted[name], tuple(infos[name].shape))
+                                    for name, ref in resolved])
         if data is not None:
-            _exemplar_stage(store, loaded, plan, data, exemplars, fit, runtime, progress, summary, checkpoint_seconds,
-                            executor)
-        groups = _plan_renders(store, loaded, weights_hash, plan, recipe_list, list(seeds), scores, runtime,
-                               retry_failed, progress, summary)
+            build.exemplar_stage(plan, data, exemplars, fit, checkpoint_seconds)
+        groups = build.plan_renders(plan, recipe_list, list(seeds), scores, retry_failed)
         if groups:
-            summary.render_start_seconds = time.perf_counter() - started
-            executor.run_renders(store, loaded, groups, runtime, batch_size, progress, summary, started)
-    summary.seconds = time.perf_counter() - started
-    return summary
+            build.summary.render_start_seconds = time.perf_counter() - started
+            build.run_renders(groups, batch_size)
+    build.summary.seconds = time.perf_counter() - started
+    return build.summary
 
 
-# ----------------------------------------------------------------------------------- exemplar pass
-def _exemplar_stage(store: AtlasStore, loaded: LoadedModel, plan: list[LayerPlan], data: Dataset, n: int, fit: str,
-                    runtime: Runtime, progress: BuildProgress, summary: BuildSummary, checkpoint_seconds: float,
-                    executor: Executor) -> None:
-    dataset_id = store.add_dataset(data.source, data.fingerprint, [str(p) for p in data.paths], list(data.hashes))
-    settings = {"fit": fit, "precision": runtime.precision, "input": list(loaded.preprocessing.input_shape)}
-    passes = {layer.id: store.add_pass(layer.id, dataset_id, settings, n) for layer in plan}
-    todo = [layer for layer in plan if passes[layer.id]["status"] != "done"]
-    fields = {layer.id: _receptive_field(store, loaded, layer) for layer in todo}
-    if todo:
-        progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
-        rate = executor.run_pass(store, loaded, todo, fields, {x.id: int(passes[x.id]["id"]) for x in todo}, data,
-                                 n, fit, runtime, progress, checkpoint_seconds)
-        summary.passes += len(todo)
-        summary.pass_images_per_second = rate
-    for layer in plan:
-        summary.crops += _cut_crops(store, loaded, layer, int(passes[layer.id]["id"]), fit, progress)
+@dataclass
+class RenderGroup:
+    """Planned renders of one layer with one recipe and seed (``jobs``: the atlas's pending rows);
+    ``maxima``: the layer's reference maxima for the quality scores (or ``None``)."""
+
+    layer: LayerPlan
+    recipe_name: str
+    recipe: Recipe
+    seed: int
+    jobs: list[RenderJob]
+    maxima: torch.Tensor | None
 
 
-def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[int, str | Path]], fit: str,
-         runtime: Runtime, on_batch: Callable[[dict[LayerRef, torch.Tensor], torch.Tensor], None],
-         on_image: Callable[[int, Placement | None, Exception | None], None]) -> Iterator[tuple[int, bool]]:
-    """The exemplar pass's loop over ``(index, path)`` items: decode in a background thread, run the
-    truncated network on batches of :data:`ANALYSIS_BATCH`, hand each batch's activations (on the CPU) and
-    dataset indices to ``on_batch``, report each image's placement (or its error) to ``on_image``.
+@dataclass
+class _Build:
+    """One build's state: the atlas, the model, how it runs, where progress goes, what it did so far."""
 
-    Yields ``(index + 1, settled)`` after every image; ``settled`` is true when no decoded image waits for a
-    batch (a safe point to checkpoint). Used by the local build and by cluster workers alike.
-    """
+    store: AtlasStore
+    loaded: LoadedModel
+    runtime: Runtime
+    progress: BuildProgress
+    executor: Executor
+    started: float
+    summary: BuildSummary = field(default_factory=lambda: BuildSummary())
+    references: torch.Tensor | None = None
 
-    def decode(item: tuple[int, str | Path]) -> tuple[int, Any]:
-        try:
-            return item[0], decode_image(loaded, item[1], fit, None)
-        except (FilterscopeError, OSError) as exc:
-            return item[0], exc
+    # ------------------------------------------------------------------------------------------ plan
+    def record_layers(self, layers: list[tuple[LayerRef, int, list[int], tuple[int, ...]]]) -> list[LayerPlan]:
+        """Record the model (with its weights' fingerprint) and each ``(ref, channels, units, shape)`` layer."""
+        loaded = self.loaded
+        self.weights_hash = weights_fingerprint(loaded.module)
+        model_id = self.store.add_model(loaded.name, loaded.weights, self.weights_hash, loaded.info.get("source"),
+                                        loaded.preprocessing)
+        return [LayerPlan(ref, self.store.add_layer(model_id, str(ref), channels, list(shape)), channels, units,
+                          shape[1:]) for ref, channels, units, shape in layers]
 
-    pending: list[tuple[int, torch.Tensor]] = []
+    def plan_renders(self, plan: list[LayerPlan], recipes: list[tuple[str, Recipe]], seeds: list[int], scores: bool,
+                     retry_failed: bool) -> list[RenderGroup]:
+        """Record every wanted render (pending unless the atlas has it) and return what is left to do."""
+        settings = RenderSettings.of(self.loaded, self.runtime)
+        groups = []
+        for layer in plan:
+            maxima = None
+            for (recipe_name, recipe), seed in ((r, s) for r in recipes for s in seeds):
+                planned = [self.planned(layer, unit, recipe_name, recipe, seed, settings) for unit in layer.units]
+                self.store.add_renders(planned)
+                pending = self.store.pending_renders([p.key for p in planned], retry_failed)
+                self.summary.already += len(planned) - len(pending)
+                if not pending:
+                    continue
+                if scores and maxima is None:
+                    maxima = self.reference_maxima(layer)
+                groups.append(RenderGroup(layer, recipe_name, recipe, seed, pending, maxima))
+        return groups
 
-    def run(forward: Forward) -> None:
-        indices = torch.tensor([i for i, _ in pending])
-        batch = torch.stack([p for _, p in pending]).to(loaded.device)
-        acts = forward(loaded.preprocessing.normalize(batch))
-        pending.clear()
-        on_batch({ref: acts[ref].cpu() for ref in refs}, indices)
+    def planned(self, layer: LayerPlan, unit: int, recipe_name: str, recipe: Recipe, seed: int,
+                settings: RenderSettings) -> PlannedRender:
+        objective = Channel(layer.ref, unit)
+        identity = RenderIdentity.of(self.weights_hash, objective, recipe, seed, settings)
+        return PlannedRender(layer.id, unit, objective.description, recipe_name, identity.recipe, seed, settings,
+                             identity.key)
 
-    with torch.no_grad(), Forward(loaded, list(refs), runtime) as forward:
-        for index, parts in prefetch(items, decode, ahead=ANALYSIS_BATCH * 2):
-            if isinstance(parts, Exception):
-                on_image(index, None, parts)
-            else:
-                item = decoded(*parts)
-                on_image(index, item.placement, None)
-                pending.append((index, item.pixels))
-                if len(pending) >= ANALYSIS_BATCH:
-                    run(forward)
-            yield index + 1, not pending
-        if pending:
-            run(forward)
+    def reference_maxima(self, layer: LayerPlan) -> torch.Tensor | None:
+        """The layer's per-unit maxima over the reference photos (the quality scores' scale), or ``None``."""
+        if self.references is None:
+            self.references = _references(self.loaded, self.progress)
+        if not self.references.numel():
+            return None
+        means = layer_means(self.loaded, layer.ref, self.references, runtime=self.runtime)
+        return means.amax(dim=0).clamp(min=1e-6)
+
+    # --------------------------------------------------------------------------------- exemplar pass
+    def exemplar_stage(self, plan: list[LayerPlan], data: Dataset, n: int, fit: str,
+                       checkpoint_seconds: float) -> None:
+        store = self.store
+        dataset_id = store.add_dataset(data.source, data.fingerprint, [str(p) for p in data.paths], list(data.hashes))
+        settings = {"fit": fit, "precision": self.runtime.precision,
+                    "input": list(self.loaded.preprocessing.input_shape)}
+        text = json.dumps(settings, sort_keys=True)
+        passes = {layer.id: store.add_pass(layer.id, dataset_id, text, n) for layer in plan}
+        todo = [layer for layer in plan if passes[layer.id][1] != "done"]
+        fields = {layer.id: _receptive_field(store, self.loaded, layer) for layer in todo}
+        if todo:
+            self.progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
+            state = PassState(store, todo, {x.id: passes[x.id][0] for x in todo}, len(data), n)
+            self.summary.pass_images_per_second = self.run_pass(state, data, fit, checkpoint_seconds, fields)
+            self.summary.passes += len(todo)
+        for layer in plan:
+            self.summary.crops += _cut_crops(store, self.loaded, layer, passes[layer.id][0], fit, self.progress)
+
+    def run_pass(self, state: PassState, data: Dataset, fit: str, checkpoint_seconds: float,
+                 fields: dict[int, ReceptiveField]) -> float:
+        """Run the pass's shards on the executor, merge them in order, checkpoint; images per second."""
+        if state.start:
+            self.progress.message(f"exemplar pass: resuming after image {state.start} of {len(data)} (checkpoint)")
+        size = self.executor.shard_images
+        shards = [PassShard(tuple(str(x.ref) for x in state.layers), tuple(x.channels for x in state.layers),
+                            tuple((i, str(data.paths[i])) for i in range(start, min(start + size, len(data)))),
+                            state.n, fit, self.runtime) for start in range(state.start, len(data), size)]
+
+        def skipped(index: int, error: str) -> None:
+            self.progress.message(f"skipped {data.paths[index]}: {error}")
+
+        def report(done: int) -> None:
+            self.progress.pass_progress(done, len(data))
+
+        begun = last_save = time.perf_counter()
+        for shard, outcome in self.executor.map(scan_shard, self.loaded, shards, ordered=True, report=report):
+            if isinstance(outcome, TaskFailure):  # the pass cannot go on without a shard
+                raise AtlasError(f"exemplar pass: the shard of images {shard.items[0][0]}-{shard.end - 1} failed: "
+                                 f"{outcome.message}")
+            state.merge(outcome, skipped)
+            report(shard.end)
+            if time.perf_counter() - last_save > checkpoint_seconds and shard.end < len(data):
+                state.save(shard.end)
+                last_save = time.perf_counter()
+        seconds = time.perf_counter() - begun
+        state.finish(self.loaded, fields, seconds)
+        processed = sum(len(shard.items) for shard in shards)
+        return processed / seconds if seconds > 0 else 0.0
+
+    # ---------------------------------------------------------------------------------------- renders
+    def render_tasks(self, groups: list[RenderGroup], batch_size: int | None) -> list[RenderTask]:
+        """Each group's jobs in tasks of one batch (the render loop's own batches: the same images)."""
+        tasks: list[RenderTask] = []
+        for group in groups:
+            size = self.executor.units_per_task or batch_size or plan_batches(
+                self.loaded, [Channel(group.layer.ref, job.unit).resolve(self.loaded) for job in group.jobs],
+                group.recipe, self.runtime)
+            maxima = tuple(group.maxima.tolist()) if group.maxima is not None else None
+            tasks.extend(RenderTask(str(group.layer.ref), tuple(group.jobs[start:start + size]), group.recipe,
+                                    group.recipe_name, group.seed, self.runtime, batch_size, maxima)
+                         for start in range(0, len(group.jobs), size))
+        return tasks
+
+    def run_renders(self, groups: list[RenderGroup], batch_size: int | None) -> None:
+        tasks = self.render_tasks(groups, batch_size)
+        label = tasks[0].label if len(groups) == 1 else f"{len(groups)} layer/recipe/seed groups"
+        self.progress.render_started(f"{label}, {len(tasks)} task(s) on {self.executor.describe()}",
+                                     sum(len(t.jobs) for t in tasks))
+        per_worker: collections.Counter[str] = collections.Counter()
+        begun = time.perf_counter()
+        for task, outcome in self.executor.map(render_task, self.loaded, tasks, ordered=False,
+                                               report=self.progress.render_step):
+            worker = record_renders(self.store, self.loaded.name, task, outcome, self.progress, self.summary,
+                                    self.started)
+            per_worker[worker] += len(task.jobs)
+            minutes = max(time.perf_counter() - begun, 1e-9) / 60
+            self.progress.workers({name: count / minutes for name, count in per_worker.items()})
+
+
+def record_renders(store: AtlasStore, model_name: str, task: RenderTask, outcome: RenderTaskOutcome | TaskFailure,
+                   progress: BuildProgress, summary: BuildSummary, started: float) -> str:
+    """Write each rendered unit's files atomically, then commit their records in one transaction (a failed
+    task: its units recorded as failed, with the message); returns the worker that ran it."""
+    if isinstance(outcome, TaskFailure):
+        finished = [FinishedRender(job.id, job.unit, "failed", message=outcome.message) for job in task.jobs]
+        worker = "failed"
+    else:
+        folder = store.path / "renders" / slug(model_name) / layer_slug(task.layer)
+        finished = []
+        for o in outcome.outcomes:
+            array = write_bytes(folder / f"{o.name}.npy", o.npy).relative_to(store.path) if o.npy is not None else None
+            png = write_bytes(folder / f"{o.name}.png", o.png).relative_to(store.path) if o.png is not None else None
+            finished.append(replace(o.values, file=str(png) if png else None, array_file=str(array) if array else None))
+        worker = outcome.worker
+    store.finish_renders(finished)
+    if summary.first_render_seconds is None:
+        summary.first_render_seconds = time.perf_counter() - started
+    for row in finished:
+        summary.rendered += 1
+        if row.status == "failed":
+            summary.failed.append(f"{task.layer} unit {row.unit}: {row.message}")
+        progress.unit_finished(task.layer, row.unit, row)
+    return worker
 
 
 class PassState:
@@ -300,7 +410,7 @@ class PassState:
 
     def __init__(self, store: AtlasStore, layers: list[LayerPlan], pass_ids: dict[int, int], count: int,
                  n: int) -> None:
-        self.store, self.layers, self.pass_ids, self.count = store, layers, pass_ids, count
+        self.store, self.layers, self.pass_ids, self.count, self.n = store, layers, pass_ids, count, n
         self.folder = store.path / "activations"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.folder / f"pass-{'-'.join(str(pass_ids[x.id]) for x in layers)}.ckpt"
@@ -329,17 +439,26 @@ class PassState:
                                           shape=(count, x.channels)) for p in self.partial[x.id])
         self.skipped: list[int] = [] if state is None else list(state["skipped"].tolist())
 
-    def add_batch(self, acts: dict[LayerRef, torch.Tensor], indices: torch.Tensor) -> None:
-        for x in self.layers:
-            s = self.trackers[x.id].update(acts[x.ref], indices)
-            self.write_rows(x.id, indices.numpy(), s.means.numpy(), s.maxima.numpy())
+    def merge(self, shard: ShardOutcome, on_skip: Callable[[int, str], None]) -> None:
+        """Add a shard's outcome (:func:`~filterscope.atlas.tasks.scan_shard`): exact, in shard order."""
+        for k, x in enumerate(self.layers):
+            self.trackers[x.id].merge(UnitTracker.from_state_dict(shard.trackers[k]))
+            indices, means, maxima = shard.rows[k]
+            if len(indices):
+                self.write_rows(x.id, indices, means, maxima)
+        for index, placement in shard.placements.items():
+            self.placements[index] = placement
+        for index, error in sorted(shard.errors.items()):
+            self.add_image(index, None)
+            on_skip(index, error)
 
     def write_rows(self, layer_id: int, indices: np.ndarray, means: np.ndarray, maxima: np.ndarray) -> None:
         matrix_means, matrix_maxima = self.matrices[layer_id]
         matrix_means[indices] = means
         matrix_maxima[indices] = maxima
 
-    def add_image(self, index: int, placement: Placement | None, error: Exception | None) -> None:
+    def add_image(self, index: int, placement: Placement | None) -> None:
+        """An image placed in the input, or (``None``) skipped: its rows are NaN."""
         if placement is not None:
             self.placements[index] = (placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y)
         else:
@@ -361,60 +480,42 @@ class PassState:
 
     def finish(self, loaded: LoadedModel, fields: dict[int, ReceptiveField], seconds: float) -> None:
         """Record every layer's pass: statistics, histograms, co-firing, exemplars with their boxes."""
-        input_shape = loaded.preprocessing.input_shape
         for x in self.layers:
             means, maxima = self.matrices.pop(x.id)
             means.flush()
             maxima.flush()
             tracker = self.trackers[x.id]
             hists, together = histograms(maxima), cofiring(means)
-            stats = [{"unit": u, **tracker.statistics(u), "histogram": hists[u], "cofiring": together[u]}
-                     for u in range(x.channels)]
-            rows = []
-            for u in range(x.channels):
-                for kind in UnitTracker.KINDS:
-                    for rank, (image, value, position) in enumerate(tracker.exemplars(u, kind)):
-                        y, x_pos = divmod(position, x.grid[1]) if len(x.grid) == 2 else (0, position)
-                        box = (fields[x.id].box(y, x_pos, input_shape) if kind != "mean"
-                               else (0, 0, input_shape[1], input_shape[0]))
-                        sx, sy, ox, oy = self.placements[image]
-                        source = [(box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy]
-                        rows.append({"unit": u, "kind": kind, "rank": rank, "image": image, "value": value, "y": y,
-                                     "x": x_pos, "box": list(box), "source_box": [round(v, 2) for v in source]})
+            stats = [UnitPassStats(u, UnitStats(**tracker.statistics(u), histogram=hists[u]),  # type: ignore[arg-type]
+                                   together[u]) for u in range(x.channels)]
+            found = self.exemplars(x, tracker, fields[x.id], loaded.preprocessing.input_shape)
             del means, maxima
             for part, name in zip(self.partial[x.id], self.names[x.id]):
                 os.replace(part, self.folder / name)
-            self.store.finish_pass(self.pass_ids[x.id], stats, rows, skipped=len(self.skipped), seconds=seconds,
+            self.store.finish_pass(self.pass_ids[x.id], stats, found, skipped=len(self.skipped), seconds=seconds,
                                    means_file=f"activations/{self.names[x.id][0]}",
                                    maxima_file=f"activations/{self.names[x.id][1]}")
         self.checkpoint.unlink(missing_ok=True)
 
-
-def _run_pass(store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan], fields: dict[int, ReceptiveField],
-              pass_ids: dict[int, int], data: Dataset, n: int, fit: str, runtime: Runtime, progress: BuildProgress,
-              checkpoint_seconds: float) -> float:
-    """One streaming pass for ``layers`` on this machine; returns images per second."""
-    state = PassState(store, layers, pass_ids, len(data), n)
-    if state.start:
-        progress.message(f"exemplar pass: resuming after image {state.start} of {len(data)} (checkpoint)")
-
-    def on_image(index: int, placement: Placement | None, error: Exception | None) -> None:
-        state.add_image(index, placement, error)
-        if error is not None:
-            progress.message(f"skipped {data.paths[index]}: {error}")
-
-    begun = last_save = time.perf_counter()
-    items = [(i, data.paths[i]) for i in range(state.start, len(data))]
-    for done, settled in scan(loaded, [x.ref for x in layers], items, fit, runtime, state.add_batch, on_image):
-        progress.pass_progress(done, len(data))
-        if settled and time.perf_counter() - last_save > checkpoint_seconds:
-            state.save(done)
-            last_save = time.perf_counter()
-    seconds = time.perf_counter() - begun
-    state.finish(loaded, fields, seconds)
-    return len(items) / seconds if seconds > 0 else 0.0
+    def exemplars(self, x: LayerPlan, tracker: UnitTracker, field: ReceptiveField,
+                  input_shape: tuple[int, int]) -> list[NewExemplar]:
+        """Each unit's exemplars with the receptive-field box around their maximum, in input pixels and in the
+        original image's."""
+        rows = []
+        for u in range(x.channels):
+            for kind in UnitTracker.KINDS:
+                for rank, (image, value, position) in enumerate(tracker.exemplars(u, kind)):
+                    y, x_pos = divmod(position, x.grid[1]) if len(x.grid) == 2 else (0, position)
+                    box = (field.box(y, x_pos, input_shape) if kind != "mean"
+                           else (0, 0, input_shape[1], input_shape[0]))
+                    sx, sy, ox, oy = self.placements[image]
+                    source = [(box[0] - ox) / sx, (box[1] - oy) / sy, (box[2] - ox) / sx, (box[3] - oy) / sy]
+                    rows.append(NewExemplar(u, kind, rank, image, value, y, x_pos, list(box),
+                                            [round(v, 2) for v in source]))
+        return rows
 
 
+# ------------------------------------------------------------------------------------------- crops
 def _jpeg(image: Image.Image, side: int) -> bytes:
     image = image.copy()
     if max(image.size) > side or max(image.size) < side // 2:
@@ -429,12 +530,12 @@ def _jpeg(image: Image.Image, side: int) -> bytes:
 def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: LayerPlan, pass_id: int, fit: str,
                progress: BuildProgress) -> int:
     """Crops and thumbnails of the exemplars of ``layer``'s wanted units that have none yet."""
-    rows = store.exemplars_without_crops(pass_id, layer.units)
-    if not rows:
+    jobs = store.exemplars_without_crops(pass_id, layer.units)
+    if not jobs:
         return 0
-    by_image: dict[str, list[Any]] = {}
-    for row in rows:
-        by_image.setdefault(row["path"], []).append(row)
+    by_image: dict[str, list[CropJob]] = {}
+    for job in jobs:
+        by_image.setdefault(job.path, []).append(job)
     paths = list(by_image)
     done, batch = 0, []
 
@@ -445,13 +546,13 @@ def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: LayerPlan, pass_id
             return None
 
     for number, (path, view) in enumerate(zip(paths, prefetch(paths, load)), start=1):
-        for row in by_image[path]:
+        for job in by_image[path]:
             if view is None:
                 continue
-            box = json.loads(row["box"])
-            crop = view.crop(tuple(box)) if box[2] > box[0] and box[3] > box[1] else view
-            batch.append((int(row["id"]), _jpeg(crop, CROP_SIDE if max(crop.size) > CROP_SIDE else max(crop.size)),
-                          _jpeg(crop, THUMBNAIL_SIDE)))
+            box = job.box
+            crop = view.crop((box[0], box[1], box[2], box[3])) if box[2] > box[0] and box[3] > box[1] else view
+            side = CROP_SIDE if max(crop.size) > CROP_SIDE else max(crop.size)
+            batch.append(Crop(job.id, _jpeg(crop, side), _jpeg(crop, EXEMPLAR_THUMBNAIL_SIDE)))
         if len(batch) >= 256 or number == len(paths):
             store.set_crops(batch)
             done += len(batch)
@@ -460,158 +561,9 @@ def _cut_crops(store: AtlasStore, loaded: LoadedModel, layer: LayerPlan, pass_id
     return done
 
 
-# ------------------------------------------------------------------------------------------ renders
-@dataclass
-class RenderGroup:
-    """Planned renders of one layer with one recipe and seed: ``jobs`` are ``{id, unit, key}`` of the
-    atlas's pending rows; ``maxima`` the layer's reference maxima for the quality scores (or ``None``)."""
-
-    layer: LayerPlan
-    recipe_name: str
-    recipe: Recipe
-    seed: int
-    jobs: list[dict[str, Any]]
-    maxima: torch.Tensor | None
-
-
-def _plan_renders(store: AtlasStore, loaded: LoadedModel, weights_hash: str, plan: list[LayerPlan],
-                  recipes: list[tuple[str, Recipe]], seeds: list[int], scores: bool, runtime: Runtime,
-                  retry_failed: bool, progress: BuildProgress, summary: BuildSummary) -> list[RenderGroup]:
-    """Record every wanted render (pending unless the atlas has it) and return what is left to do."""
-    settings = _settings(loaded, runtime)
-    references = None
-    groups = []
-    for layer in plan:
-        maxima = None
-        for recipe_name, recipe in recipes:
-            recipe_json = recipe.to_json()
-            for seed in seeds:
-                rows: list[dict[str, Any]] = []
-                for unit in layer.units:
-                    objective = Channel(layer.ref, unit).description
-                    rows.append({"layer_id": layer.id, "unit": unit, "objective": objective,
-                                 "recipe_name": recipe_name, "recipe": recipe_json, "seed": seed,
-                                 "settings": json.dumps(settings, sort_keys=True),
-                                 "key": render_key(weights_hash, str(layer.ref), unit, objective, recipe_json, seed,
-                                                   settings)})
-                store.add_renders(rows)
-                pending = store.pending_renders([r["key"] for r in rows], retry_failed)
-                summary.already += len(rows) - len(pending)
-                if not pending:
-                    continue
-                if scores and references is None:
-                    references = _references(loaded, progress)
-                if scores and maxima is None and references is not None and references.numel():
-                    maxima = layer_means(loaded, layer.ref, references, runtime=runtime).amax(dim=0).clamp(min=1e-6)
-                jobs = [{"id": int(row["id"]), "unit": int(row["unit"]), "key": row["key"]} for row in pending]
-                groups.append(RenderGroup(layer, recipe_name, recipe, seed, jobs, maxima))
-    return groups
-
-
-class Executor:
-    """Where a build's heavy work runs; the atlas itself is always written by the building process."""
-
-    def run_pass(self, store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan],
-                 fields: dict[int, ReceptiveField], pass_ids: dict[int, int], data: Dataset, n: int, fit: str,
-                 runtime: Runtime, progress: BuildProgress, checkpoint_seconds: float) -> float:
-        """Run and record the exemplar pass of ``layers``; return images per second."""
-        raise NotImplementedError
-
-    def run_renders(self, store: AtlasStore, loaded: LoadedModel, groups: list[RenderGroup], runtime: Runtime,
-                    batch_size: int | None, progress: BuildProgress, summary: BuildSummary, started: float) -> None:
-        """Render and record every planned render of ``groups``."""
-        raise NotImplementedError
-
-
-class LocalExecutor(Executor):
-    """This process: the pass with checkpoints (:func:`_run_pass`), the renders group by group."""
-
-    def run_pass(self, store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan],
-                 fields: dict[int, ReceptiveField], pass_ids: dict[int, int], data: Dataset, n: int, fit: str,
-                 runtime: Runtime, progress: BuildProgress, checkpoint_seconds: float) -> float:
-        return _run_pass(store, loaded, layers, fields, pass_ids, data, n, fit, runtime, progress, checkpoint_seconds)
-
-    def run_renders(self, store: AtlasStore, loaded: LoadedModel, groups: list[RenderGroup], runtime: Runtime,
-                    batch_size: int | None, progress: BuildProgress, summary: BuildSummary, started: float) -> None:
-        for group in groups:
-            progress.render_started(f"{group.layer.ref} {group.recipe_name} seed {group.seed}", len(group.jobs))
-            for outcomes in render_outcomes(loaded, group.layer.ref, group.jobs, group.recipe, group.recipe_name,
-                                            group.seed, runtime, batch_size, group.maxima, progress.render_step):
-                record_outcomes(store, loaded.name, str(group.layer.ref), outcomes, progress, summary, started)
-
-
 def _references(loaded: LoadedModel, progress: BuildProgress) -> torch.Tensor:
     try:
         return reference_crops(loaded)
     except FilterscopeError as exc:
         progress.message(f"no quality scores: {exc}")
         return torch.zeros(0)
-
-
-def render_outcomes(loaded: LoadedModel, ref: LayerRef, jobs: list[dict[str, Any]], recipe: Recipe, recipe_name: str,
-                    seed: int, runtime: Runtime, batch_size: int | None, maxima: torch.Tensor | None,
-                    callback: Callable[[StepInfo], None] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Render the planned renders ``jobs`` (``id``, ``unit``, ``key``) of one layer, recipe and seed; yield
-    each batch's outcomes: the record's values, quality scores (with ``maxima``, the layer's reference
-    maxima), and the image file's name and bytes (PNG with metadata; ``.npy`` for other than 1 or 3
-    channels). Nothing is written: :func:`record_outcomes` does that, here or on a cluster's client."""
-    objectives = [Channel(ref, job["unit"]) for job in jobs]
-    queue = list(jobs)
-    for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size, runtime=runtime,
-                              callback=callback):
-        yield [_outcome(result, i, queue.pop(0), recipe_name, seed, maxima, loaded) for i in range(len(result))]
-
-
-def record_outcomes(store: AtlasStore, model_name: str, layer: str, outcomes: list[dict[str, Any]],
-                    progress: BuildProgress, summary: BuildSummary, started: float) -> None:
-    """Write each outcome's files atomically, then commit their records in one transaction."""
-    folder = store.path / "renders" / slug(model_name) / layer_slug(layer)
-    rows = []
-    for outcome in outcomes:
-        row = {k: v for k, v in outcome.items() if k not in ("png", "npy", "name")}
-        if outcome.get("npy") is not None:
-            row["array_file"] = str(write_bytes(folder / f"{outcome['name']}.npy", outcome["npy"])
-                                    .relative_to(store.path))
-        if outcome.get("png") is not None:
-            row["file"] = str(write_bytes(folder / f"{outcome['name']}.png", outcome["png"]).relative_to(store.path))
-        rows.append(row)
-    store.finish_renders(rows)
-    if summary.first_render_seconds is None:
-        summary.first_render_seconds = time.perf_counter() - started
-    for row in rows:
-        summary.rendered += 1
-        if row["status"] == "failed":
-            summary.failed.append(f"{layer} unit {row['unit']}: {row['message']}")
-        progress.unit_finished(layer, row["unit"], row)
-
-
-def _outcome(result: RenderResult, i: int, job: dict[str, Any], recipe_name: str, seed: int,
-             maxima: torch.Tensor | None, loaded: LoadedModel) -> dict[str, Any]:
-    unit = int(job["unit"])
-    status = result.status[i] if result.status else "ok"
-    out: dict[str, Any] = {"id": int(job["id"]), "unit": unit, "status": "failed" if status == "non-finite" else status,
-                           "initial_activation": float(result.initial_values[i]),
-                           "final_activation": float(result.values[i]), "activation_ratio": None, "robustness": None,
-                           "high_frequency_share": None, "file": None, "array_file": None,
-                           "seconds": result.seconds / max(len(result), 1), "message": None,
-                           "name": f"u{unit:04d}-{slug(recipe_name)}-s{seed}-{job['key'][:8]}", "png": None,
-                           "npy": None}
-    if status == "non-finite" or not math.isfinite(out["final_activation"]):
-        out["status"] = "failed"
-        out["message"] = "the optimization produced NaN or infinity (lower the learning rate, check the model)"
-        return out
-    image = result.images[i:i + 1]
-    if maxima is not None:
-        objective = result.objectives[i]
-        reference = float(maxima[unit])
-        out["activation_ratio"] = float(activation_ratio(loaded, objective, image, reference)[0])
-        out["robustness"] = float(robustness(loaded, objective, image, reference, seed=seed)[0])
-    out["high_frequency_share"] = float(high_frequency_share(image)[0])
-    meta = result.metadata(i)
-    if result.images.shape[1] not in (1, 3):
-        buffer = io.BytesIO()
-        np.save(buffer, result.images[i].numpy().astype(np.float32))
-        out["npy"] = buffer.getvalue()
-        meta["array"] = f"{out['name']}.npy"
-    out["png"] = encode_png(result.pil(i), meta)
-    return out

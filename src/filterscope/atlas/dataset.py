@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..analysis.inputs import IMAGE_SUFFIXES
 from ..errors import ImageError
-from ..images import file_sha256, regular_file
+from ..files import file_sha256, regular_file
 
 __all__ = ["Dataset", "list_dataset"]
 

@@ -1,18 +1,16 @@
 """Atlas builds on a Dask cluster: the heavy work on workers, the atlas written by the client.
 
 ``build_atlas(..., executor=DaskExecutor("local:2"))`` (``atlas build --cluster local:2``) or a running
-scheduler (``--cluster tcp://host:8786``). The client plans from the atlas exactly as a local build does
-(only what is missing), then:
+scheduler (``--cluster tcp://host:8786``). The build plans, merges and records exactly as a local build
+does (:mod:`.build`); :class:`DaskExecutor` only maps the same task functions (:mod:`.tasks`) on workers:
 
-* **renders**: each task renders a few units of one layer, recipe and seed (as many as the local build
-  puts in one batch, so the batches, and with the same thread count the images, are the local build's)
-  and returns each unit's values, scores and image bytes; the client writes the files atomically and
-  commits the records, so workers need no shared filesystem;
-* **exemplar pass**: the dataset's image list is cut into shards; each task runs the pass over its shard
-  (:func:`~filterscope.atlas.build.scan`, reading the images itself: **the dataset paths must be readable
-  from the workers**) and returns its per-unit trackers, the per-image rows and placements; the client
-  merges them in shard order (the merge is exact: see :mod:`~filterscope.atlas.exemplars`) and
-  checkpoints after each shard.
+* **renders** (:func:`~filterscope.atlas.tasks.render_task`): each task renders a few units of one layer,
+  recipe and seed (one batch of the render loop, as locally, so with the same thread count the images are
+  the local build's) and returns each unit's values, scores and image bytes; the client writes the files
+  atomically and commits the records, so workers need no shared filesystem;
+* **exemplar pass** (:func:`~filterscope.atlas.tasks.scan_shard`): each task runs the pass over one shard of
+  the dataset, reading the images itself (**the dataset paths must be readable from the workers**), and
+  returns its trackers and per-image rows, which the client merges in shard order.
 
 The model travels once to each worker, pickled with cloudpickle (classes of a ``FILE.py:FACTORY`` model
 by value, so the file need not exist on the workers); each worker caches it and sets torch's threads to
@@ -23,45 +21,26 @@ with the message, and the others go on; a killed client resumes from the atlas l
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from ..errors import FilterscopeError, InvalidOptionError
-from ..layers import resolve_layer
-from ..objectives import Channel
-from ..recipes import Recipe
-from ..render import plan_batches
-from ..runtime import Runtime, usable_cpus
-from ..zoo.preprocessing import Placement
-from ..zoo.registry import LoadedModel
-from .build import (
-    BuildProgress,
-    BuildSummary,
-    Executor,
-    LayerPlan,
-    PassState,
-    RenderGroup,
-    record_outcomes,
-    render_outcomes,
-    scan,
-)
-from .dataset import Dataset
-from .exemplars import UnitTracker
-from .store import AtlasStore
+from ..runtime import usable_cpus
+from ..zoo.model import LoadedModel
+from .executors import SHARD_IMAGES, Executor, TaskFunction
+from .tasks import TaskFailure
 
-__all__ = ["DaskExecutor", "parse_cluster", "SHARD_IMAGES", "RETRIES"]
+__all__ = ["DaskExecutor", "parse_cluster", "run_on_worker", "RETRIES"]
 
-SHARD_IMAGES = 128
-"""Images per exemplar-pass task."""
+T = TypeVar("T")
+R = TypeVar("R")
+
 RETRIES = 3
 """How often Dask retries a task whose worker died."""
 
@@ -98,15 +77,6 @@ def _worker_model(key: str, blob: bytes) -> LoadedModel:
     return model
 
 
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return "local"
-
-
 _MALLOC_SET = False
 
 
@@ -133,7 +103,7 @@ def _restore_malloc() -> None:
 def _warm() -> int:
     """Import what tasks need (torch takes seconds), restore malloc's behaviour and set torch's threads (in
     the calling thread: OpenMP keeps the count per thread)."""
-    from . import build  # noqa: F401
+    from . import build, tasks  # noqa: F401
 
     _restore_malloc()
     try:
@@ -146,52 +116,10 @@ def _warm() -> int:
     return threads
 
 
-def render_task(key: str, blob: bytes, layer: str, jobs: list[dict[str, Any]], recipe: dict[str, Any],
-                recipe_name: str, seed: int, runtime: dict[str, Any], batch_size: int | None,
-                maxima: list[float] | None) -> dict[str, Any]:
-    """On a worker: render ``jobs`` of one layer; return their outcomes (values, scores, image bytes)."""
-    loaded = _worker_model(key, blob)
-    ref = resolve_layer(loaded, layer)
-    started = time.perf_counter()
-    outcomes: list[dict[str, Any]] = []
-    for batch in render_outcomes(loaded, ref, jobs, Recipe.from_dict(recipe), recipe_name, seed, Runtime(**runtime),
-                                 batch_size, torch.tensor(maxima) if maxima is not None else None):
-        outcomes.extend(batch)
-    return {"worker": _worker_name(), "outcomes": outcomes, "seconds": time.perf_counter() - started}
-
-
-def pass_task(key: str, blob: bytes, layers: list[str], channels: list[int], items: list[tuple[int, str]], n: int,
-              fit: str, runtime: dict[str, Any]) -> dict[str, Any]:
-    """On a worker: the exemplar pass over one shard ``items`` of ``(index, path)``; return each layer's
-    tracker state and per-image rows, and each image's placement or error."""
-    loaded = _worker_model(key, blob)
-    refs = [resolve_layer(loaded, layer) for layer in layers]
-    trackers = [UnitTracker(c, n) for c in channels]
-    rows: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in layers]
-    placements: dict[int, tuple[float, float, float, float]] = {}
-    errors: dict[int, str] = {}
-
-    def on_batch(acts: dict[Any, torch.Tensor], indices: torch.Tensor) -> None:
-        for k, ref in enumerate(refs):
-            s = trackers[k].update(acts[ref], indices)
-            rows[k].append((indices.numpy(), s.means.numpy(), s.maxima.numpy()))
-
-    def on_image(index: int, placement: Placement | None, error: Exception | None) -> None:
-        if placement is not None:
-            placements[index] = (placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y)
-        else:
-            errors[index] = str(error)
-
-    for _ in scan(loaded, refs, items, fit, Runtime(**runtime), on_batch, on_image):
-        pass
-    joined = []
-    for parts in rows:
-        if parts:
-            joined.append(tuple(np.concatenate([p[i] for p in parts]) for i in range(3)))
-        else:
-            joined.append((np.zeros(0, dtype=np.int64), np.zeros((0, 0)), np.zeros((0, 0))))
-    return {"worker": _worker_name(), "trackers": [t.state_dict() for t in trackers], "rows": joined,
-            "placements": placements, "errors": errors}
+def run_on_worker(function: TaskFunction[T, R], key: str, blob: bytes, task: T) -> R:
+    """On a worker: the task function of :mod:`.tasks`, called as the local executor calls it (no ``report``:
+    a worker's task reports by finishing), with the model unpickled once per worker."""
+    return function(_worker_model(key, blob), task, None)
 
 
 # ------------------------------------------------------------------------------------ client side
@@ -204,10 +132,6 @@ def _ship(loaded: LoadedModel) -> bytes:
         if module.startswith("filterscope_user_") and module in sys.modules:
             cloudpickle.register_pickle_by_value(sys.modules[module])
     return cloudpickle.dumps(loaded)
-
-
-def _runtime_dict(runtime: Runtime) -> dict[str, Any]:
-    return {"precision": runtime.precision, "channels_last": runtime.channels_last, "max_memory": runtime.max_memory}
 
 
 class DaskExecutor(Executor):
@@ -226,7 +150,7 @@ class DaskExecutor(Executor):
         self.shard_images, self.units_per_task = shard_images, units_per_task
         self._client: Any = None
         self._cluster: Any = None
-        self._blobs: dict[str, Any] = {}
+        self._blobs: dict[str, Any] = {}  # model key -> its Dask future (distributed has no stub types)
 
     # -------------------------------------------------------------------------------- connection
     def connect(self) -> Any:
@@ -267,6 +191,7 @@ class DaskExecutor(Executor):
         self.close()
 
     def describe(self) -> str:
+        """The cluster, its workers and threads (connects when not yet connected)."""
         client = self.connect()
         info = client.scheduler_info()
         workers = info.get("workers", {})
@@ -281,90 +206,26 @@ class DaskExecutor(Executor):
             self._blobs[key] = self.connect().scatter(blob, broadcast=True, hash=False)
         return key, self._blobs[key]
 
-    # ------------------------------------------------------------------------------------- pass
-    def run_pass(self, store: AtlasStore, loaded: LoadedModel, layers: list[LayerPlan], fields: dict[int, Any],
-                 pass_ids: dict[int, int], data: Dataset, n: int, fit: str, runtime: Runtime,
-                 progress: BuildProgress, checkpoint_seconds: float) -> float:
-        client = self.connect()
-        key, blob = self._model(loaded)
-        state = PassState(store, layers, pass_ids, len(data), n)
-        if state.start:
-            progress.message(f"exemplar pass: resuming after image {state.start} of {len(data)} (checkpoint)")
-        shards = [[(i, str(data.paths[i])) for i in range(start, min(start + self.shard_images, len(data)))]
-                  for start in range(state.start, len(data), self.shard_images)]
-        names = [str(x.ref) for x in layers]
-        channels = [x.channels for x in layers]
-        begun = time.perf_counter()
-        futures = [client.submit(pass_task, key, blob, names, channels, shard, n, fit, _runtime_dict(runtime),
-                                 retries=RETRIES, pure=False) for shard in shards]
-        done = state.start
-        try:
-            for shard, future in zip(shards, futures):  # merged in order: the checkpoint stays a prefix
-                result = future.result()
-                for k, x in enumerate(layers):
-                    state.trackers[x.id].merge(UnitTracker.from_state_dict(result["trackers"][k]))
-                    indices, means, maxima = result["rows"][k]
-                    if len(indices):
-                        state.write_rows(x.id, indices, means, maxima)
-                for index, placement in result["placements"].items():
-                    state.placements[index] = placement
-                for index, error in sorted(result["errors"].items()):
-                    state.add_image(index, None, FilterscopeError(error))
-                    progress.message(f"skipped {data.paths[index]}: {error}")
-                done = shard[-1][0] + 1
-                progress.pass_progress(done, len(data))
-                state.save(done)
-        finally:
-            for future in futures:
-                future.cancel()
-        seconds = time.perf_counter() - begun
-        state.finish(loaded, fields, seconds)
-        processed = sum(len(shard) for shard in shards)
-        return processed / seconds if seconds > 0 else 0.0
-
-    # ---------------------------------------------------------------------------------- renders
-    def run_renders(self, store: AtlasStore, loaded: LoadedModel, groups: list[RenderGroup], runtime: Runtime,
-                    batch_size: int | None, progress: BuildProgress, summary: BuildSummary, started: float) -> None:
+    # ------------------------------------------------------------------------------------------ map
+    def map(self, function: TaskFunction[T, R], model: LoadedModel, tasks: Sequence[T], *, ordered: bool = True,
+            report: Callable[[Any], None] | None = None) -> Iterator[tuple[T, R | TaskFailure]]:
+        """Submit every task at once (retried elsewhere when its worker dies); yield them in order or as they
+        finish. A task that raises on its own is yielded with a :class:`~filterscope.atlas.tasks.TaskFailure`
+        (the build records its units as failed and goes on). ``report`` is not used: workers report by
+        finishing."""
         from distributed import as_completed
 
         client = self.connect()
-        key, blob = self._model(loaded)
-        tasks = []
-        for group in groups:
-            size = self.units_per_task or batch_size or plan_batches(
-                loaded, [Channel(group.layer.ref, job["unit"]).resolve(loaded) for job in group.jobs],
-                group.recipe, runtime)
-            for start in range(0, len(group.jobs), size):
-                tasks.append((group, group.jobs[start:start + size]))
-        total = sum(len(jobs) for _, jobs in tasks)
-        progress.render_started(f"{len(tasks)} task(s) on {self.cluster_text}", total)
-        futures = {}
-        for group, jobs in tasks:
-            future = client.submit(render_task, key, blob, str(group.layer.ref), jobs, group.recipe.to_dict(),
-                                   group.recipe_name, group.seed, _runtime_dict(runtime), batch_size,
-                                   group.maxima.tolist() if group.maxima is not None else None, retries=RETRIES,
-                                   pure=False)
-            futures[future] = (group, jobs)
-        per_worker: collections.Counter[str] = collections.Counter()
-        begun = time.perf_counter()
+        key, blob = self._model(model)
+        futures = {client.submit(run_on_worker, function, key, blob, task, retries=RETRIES, pure=False): task
+                   for task in tasks}
         try:
-            for future in as_completed(list(futures)):
-                group, jobs = futures[future]
+            for future in (list(futures) if ordered else as_completed(list(futures))):
                 try:
-                    result = future.result()
-                except Exception as exc:  # the task's own failure (after retries): its units are failed
-                    message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                    outcomes = [{"id": job["id"], "unit": job["unit"], "status": "failed", "message": message,
-                                 "initial_activation": None, "final_activation": None, "activation_ratio": None,
-                                 "robustness": None, "high_frequency_share": None, "file": None,
-                                 "array_file": None, "seconds": None} for job in jobs]
-                    worker = "failed"
-                else:
-                    outcomes, worker = result["outcomes"], result["worker"]
-                record_outcomes(store, loaded.name, str(group.layer.ref), outcomes, progress, summary, started)
-                per_worker[worker] += len(outcomes)
-                minutes = max(time.perf_counter() - begun, 1e-9) / 60
-                progress.workers({name: count / minutes for name, count in per_worker.items()})
+                    outcome: R | TaskFailure = future.result()
+                except Exception as exc:  # the task's own failure (after retries)
+                    outcome = TaskFailure.of(exc)
+                yield futures[future], outcome
         finally:
             for future in futures:
                 future.cancel()

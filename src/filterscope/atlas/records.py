@@ -1,7 +1,9 @@
-"""What an atlas holds, as plain records: models, layers, renders, exemplars, statistics, progress.
+"""What an atlas holds, as typed records: what the store's read side returns and what its write side takes.
 
-These are what :class:`~filterscope.atlas.store.Atlas` returns and what ``filterscope atlas show --json``
-prints (``to_dict``); they hold no database handle.
+Read side (:mod:`.reads`): models, layers, renders, exemplars, statistics, units, layer grids, progress.
+Write side (:mod:`.writes`): a planned render, a finished render, a pass's statistics and exemplars, crops.
+They hold no database handle; ``to_dict`` gives what ``filterscope atlas show --json`` and the microscope's
+JSON API print.
 """
 
 from __future__ import annotations
@@ -9,22 +11,52 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..analysis.receptive_field import ReceptiveField
+from ..identity import RenderSettings
+from ..recipes import Recipe
+from ..zoo.preprocessing import Preprocessing
+from ..zoo.weights import WeightsSource
+
 __all__ = ["ModelRecord", "LayerRecord", "RenderRecord", "ExemplarRecord", "UnitStats", "UnitRecord", "StatusRow",
-           "PassRecord"]
+           "PassRecord", "UnitSummary", "PlannedRender", "RenderJob", "FinishedRender", "NewExemplar", "UnitPassStats",
+           "CropJob", "Crop", "JSONData"]
+
+JSONData = dict[str, Any]
+"""Plain JSON-ready data (what ``to_dict`` returns): the one untyped shape, at the edge where records become
+JSON for a command's ``--json`` or the web API."""
 
 
-def _fields(record: Any) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in fields(record)}
+def _plain(record: Any) -> JSONData:
+    """A record's fields, with nested typed values as their JSON forms."""
+    out: JSONData = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, Recipe):
+            value = value.to_dict()  # as stored: fields added later are left out at their defaults
+        elif isinstance(value, (RenderSettings, ReceptiveField)):
+            value = value.to_dict()
+        elif isinstance(value, WeightsSource):
+            value = str(value)
+        elif isinstance(value, Preprocessing):
+            value = value.to_dict()
+        elif isinstance(value, UnitStats):
+            value = _plain(value)
+        out[f.name] = value
+    return out
 
 
+# --------------------------------------------------------------------------------------- read side
 @dataclass(frozen=True)
 class ModelRecord:
+    """A model of the atlas: its name, weights (where from, and their fingerprint), the source spec of a
+    model outside the registry, and its preprocessing."""
+
     id: int
     name: str
-    weights: str
+    weights: WeightsSource
     weights_hash: str
     source: str | None
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
 
 
 @dataclass(frozen=True)
@@ -34,7 +66,7 @@ class LayerRecord:
     name: str
     channels: int
     shape: list[int]
-    receptive_field: dict[str, Any] | None
+    receptive_field: ReceptiveField | None
 
 
 @dataclass(frozen=True)
@@ -45,9 +77,9 @@ class RenderRecord:
     unit: int
     objective: str
     recipe_name: str
-    recipe: dict[str, Any]
+    recipe: Recipe
     seed: int
-    settings: dict[str, Any]
+    settings: RenderSettings
     status: str
     initial_activation: float | None
     final_activation: float | None
@@ -58,6 +90,9 @@ class RenderRecord:
     array_file: str | None
     seconds: float | None
     message: str | None
+
+    def to_dict(self) -> JSONData:
+        return _plain(self)
 
 
 @dataclass(frozen=True)
@@ -78,9 +113,16 @@ class ExemplarRecord:
     source_box: list[float]
     has_crop: bool
 
+    def to_dict(self) -> JSONData:
+        return _plain(self)
+
 
 @dataclass(frozen=True)
 class UnitStats:
+    """A unit over a pass's dataset: mean and standard deviation over all positions of all images, maximum,
+    minimum, the fraction of images where it is above 0 somewhere, how many images counted, and the
+    histogram of its per-image maxima (``edges``, ``counts``)."""
+
     mean: float
     std: float
     max: float
@@ -115,12 +157,30 @@ class UnitRecord:
     stats: UnitStats | None = None
     dataset: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """As plain JSON-ready data (dicts and lists; the nested records are not deep-copied: fast)."""
+    def to_dict(self) -> JSONData:
+        """As plain JSON-ready data (dicts and lists)."""
         return {"model": self.model, "layer": self.layer, "unit": self.unit, "channels": self.channels,
-                "renders": [_fields(r) for r in self.renders],
-                "exemplars": {kind: [_fields(e) for e in items] for kind, items in self.exemplars.items()},
-                "stats": _fields(self.stats) if self.stats is not None else None, "dataset": self.dataset}
+                "renders": [r.to_dict() for r in self.renders],
+                "exemplars": {kind: [e.to_dict() for e in items] for kind, items in self.exemplars.items()},
+                "stats": _plain(self.stats) if self.stats is not None else None, "dataset": self.dataset}
+
+
+@dataclass
+class UnitSummary:
+    """One unit in a layer's grid: its first finished render (id, status, final activation, robustness), its
+    statistics from the latest pass (maximum, fraction of images above 0) and its top exemplar with a crop."""
+
+    unit: int
+    render: int | None = None
+    status: str | None = None
+    final_activation: float | None = None
+    robustness: float | None = None
+    max: float | None = None
+    fraction_positive: float | None = None
+    exemplar: int | None = None
+
+    def to_dict(self) -> JSONData:
+        return _plain(self)
 
 
 @dataclass(frozen=True)
@@ -139,3 +199,89 @@ class StatusRow:
     @property
     def total(self) -> int:
         return self.done + self.inactive + self.failed + self.pending
+
+
+# -------------------------------------------------------------------------------------- write side
+@dataclass(frozen=True)
+class PlannedRender:
+    """A render a build wants, recorded as ``pending`` unless the atlas has its key already
+    (:class:`~filterscope.identity.RenderIdentity`)."""
+
+    layer_id: int
+    unit: int
+    objective: str
+    recipe_name: str
+    recipe: str  # the recipe's JSON, as in the key
+    seed: int
+    settings: RenderSettings
+    key: str
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """A planned render still to do: its row id, unit and key."""
+
+    id: int
+    unit: int
+    key: str
+
+
+@dataclass(frozen=True)
+class FinishedRender:
+    """What a finished render records (its files already written; ``status``: ok, inactive or failed)."""
+
+    id: int
+    unit: int
+    status: str
+    initial_activation: float | None = None
+    final_activation: float | None = None
+    activation_ratio: float | None = None
+    robustness: float | None = None
+    high_frequency_share: float | None = None
+    seconds: float | None = None
+    message: str | None = None
+    file: str | None = None
+    array_file: str | None = None
+
+
+@dataclass(frozen=True)
+class UnitPassStats:
+    """A unit's statistics from a finished pass, with the units it fires with (``(unit, correlation)``)."""
+
+    unit: int
+    stats: UnitStats
+    cofiring: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class NewExemplar:
+    """An exemplar found by a pass (see :class:`ExemplarRecord`), before it has an id or a crop."""
+
+    unit: int
+    kind: str
+    rank: int
+    image: int
+    value: float
+    y: int
+    x: int
+    box: list[int]
+    source_box: list[float]
+
+
+@dataclass(frozen=True)
+class CropJob:
+    """An exemplar without a crop yet: its id, unit, dataset image path and box in input pixels."""
+
+    id: int
+    unit: int
+    path: str
+    box: list[int]
+
+
+@dataclass(frozen=True)
+class Crop:
+    """An exemplar's crop and thumbnail (JPEG bytes)."""
+
+    id: int
+    crop: bytes
+    thumbnail: bytes

@@ -17,7 +17,7 @@ from ..analysis import (
     sensitivity_maps,
 )
 from ..errors import RegionError
-from ..images import atomic_write_text, check_output
+from ..files import atomic_write_text, check_output
 from ..layers import layer_slug
 from ..objectives import Channel
 from ..recipes import Recipe

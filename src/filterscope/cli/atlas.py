@@ -12,9 +12,10 @@ from tqdm import tqdm
 
 from ..atlas import Atlas, BuildProgress, build_atlas, list_dataset
 from ..atlas.distributed import dask_executor, parse_cluster
+from ..atlas.records import FinishedRender
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError, InvalidOptionError
-from ..images import check_output
+from ..files import check_output
 from ..recipes import get_recipe
 from ..results import StepInfo
 from ..runtime import Runtime
@@ -80,18 +81,17 @@ class _Bars(BuildProgress):
     def render_step(self, info: StepInfo) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"batch {info.chunk + 1}/{info.chunks} step {info.steps_done}/{info.total_steps} "
-                                     f"({info.size}px)", refresh=True)
+                                     f"({info.width}px)", refresh=True)
 
-    def unit_finished(self, layer: str, unit: int, row: dict[str, Any]) -> None:
+    def unit_finished(self, layer: str, unit: int, row: FinishedRender) -> None:
         if self.bar is not None:
             self.bar.update(1)
-        if row["status"] == "failed":
-            self.message(f"error: {layer} unit {unit}: {row['message']}")
+        if row.status == "failed":
+            self.message(f"error: {layer} unit {unit}: {row.message}")
         elif not self.quiet:
-            ratio = row.get("robustness")
-            extra = f", robustness {ratio:.2f}" if ratio is not None else ""
-            self.message(f"{layer} unit {unit}: activation {row['initial_activation']:.3g} → "
-                         f"{row['final_activation']:.3g}{extra}{'  (inactive)' if row['status'] == 'inactive' else ''}")
+            extra = f", robustness {row.robustness:.2f}" if row.robustness is not None else ""
+            self.message(f"{layer} unit {unit}: activation {row.initial_activation:.3g} → "
+                         f"{row.final_activation:.3g}{extra}{'  (inactive)' if row.status == 'inactive' else ''}")
 
     def workers(self, units_per_minute: dict[str, float]) -> None:
         if self.bar is not None:

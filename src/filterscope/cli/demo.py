@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from ..demo import run_demo
-from ..images import check_output
+from ..files import check_output
 from .app import app, guarded
 from .options import DeviceOption, ModelOption, OutOption, QuietOption, SeedOption, load
 from .progress import RenderProgress

@@ -11,14 +11,15 @@ import typer
 
 from ..analysis import collect_images
 from ..errors import InvalidObjectiveError
-from ..images import atomic_write_text, check_output, load_array, load_image, read_png_metadata
+from ..files import atomic_write_text, check_output
+from ..images import load_array, load_image, read_png_metadata
 from ..metrics import reference_crops, score
 from ..objective_syntax import parse_objective
 from ..objectives import ClassLogit
 from ..tensors import to_tensor
-from ..zoo import Preprocessing
+from ..zoo import Preprocessing, WeightsSource, read_preprocessing, reload_model
 from .app import app, guarded
-from .options import DeviceOption, PreprocessingOption, SeedOption, WeightsOption, at_least, load
+from .options import DeviceOption, PreprocessingOption, WeightsOption, at_least, load
 
 
 @app.command("evaluate")
@@ -37,7 +38,9 @@ def evaluate_command(
         "--transfer-model", help="For class objectives: the network whose top-1 class is reported.")] = "efficientnet_lite2",
     samples: Annotated[int, typer.Option("--samples", help="Random transforms for the robustness score.")] = 16,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as JSON.")] = None,
-    seed: SeedOption = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the robustness score's transforms; with --weights "
+                                                   "random, also of the weights (otherwise the weights are those "
+                                                   "each PNG recorded).")] = 0,
     device: DeviceOption = "auto",
 ) -> None:
     """Score visualizations: activation ratio vs natural images, robustness to small transforms, high-frequency share, and (class objectives) transfer to another network."""
@@ -52,19 +55,23 @@ def evaluate_command(
         if not text:
             raise InvalidObjectiveError(f"{path} carries no objective in its metadata: pass --objective")
         name = model or meta.get("model_source") or meta.get("model") or "efficientnet_lite0"
-        recorded = meta.get("weights", "")
-        image_weights = weights or ("random" if recorded.startswith("random") else
-                                    recorded.removeprefix("file ") if recorded.startswith("file ") else None)
+        if weights is not None or model is not None:  # the options say which network: load it as they say
+            recorded = None
+        else:  # the network that made the image, as its PNG recorded it (random weights with their seed, a file)
+            recorded = WeightsSource.recorded(meta.get("weights_source"), meta.get("weights", "")) if meta else None
         recorded_prep = None if model or preprocessing or "preprocessing" not in meta else meta["preprocessing"]
-        jobs.append((path, parse_objective(text), name, image_weights, recorded_prep))
+        jobs.append((path, parse_objective(text), name, recorded, recorded_prep))
     models, transfer_loaded, rows = {}, None, []
     refs = [load_image(p) for p in collect_images([reference])] if reference is not None else None
-    for path, obj, name, image_weights, recorded_prep in jobs:
-        key = (name, image_weights, recorded_prep)
+    for path, obj, name, recorded, recorded_prep in jobs:
+        key = (name, recorded, recorded_prep)
         if key not in models:
-            loaded = load(name, image_weights, seed, device, True, preprocessing)
-            if recorded_prep is not None:  # the preprocessing the PNG was made with
-                loaded = dataclasses.replace(loaded, preprocessing=Preprocessing.from_dict(json.loads(recorded_prep)))
+            prep = (Preprocessing.from_dict(json.loads(recorded_prep)) if recorded_prep is not None  # as it was made
+                    else read_preprocessing(preprocessing) if preprocessing is not None else None)
+            loaded = (reload_model(name, recorded, preprocessing=prep, device=device, progress=False)
+                      if recorded is not None else load(name, weights, seed, device, True, preprocessing))
+            if recorded is None and prep is not None:
+                loaded = dataclasses.replace(loaded, preprocessing=prep)
             models[key] = (loaded, reference_crops(loaded, refs, seed=seed))
         loaded, crops = models[key]
         if isinstance(obj, ClassLogit) and transfer_loaded is None:
@@ -77,7 +84,7 @@ def evaluate_command(
             pixels = to_tensor(load_image(path), loaded.preprocessing.image_mode or "RGB")
         quality = score(loaded, obj, pixels, reference=crops, samples=samples, seed=seed,
                         transfer_model=transfer_loaded if isinstance(obj, ClassLogit) else None)[0]
-        rows.append({"file": str(path), "model": name, **dataclasses.asdict(quality)})
+        rows.append({"file": str(path), "model": name, "weights": str(loaded.weights), **dataclasses.asdict(quality)})
     header = f"{'file':<40} {'objective':<36} {'act. ratio':>10} {'robustness':>10} {'HF share':>8}  transfer"
     typer.echo(header)
     for row in rows:

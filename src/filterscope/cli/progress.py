@@ -42,7 +42,7 @@ class RenderProgress:
             self.bar.total = info.total_steps * info.chunks
         self.bar.update(1)
         self.bar.set_postfix_str(
-            f"batch {info.chunk + 1}/{info.chunks} scale {info.scale + 1} ({info.size}px) "
+            f"batch {info.chunk + 1}/{info.chunks} scale {info.scale + 1} ({info.width}px) "
             f"mean activation {float(info.values.mean()):.3g}", refresh=False)
 
     def write(self, line: str) -> None:

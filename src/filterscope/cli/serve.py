@@ -1,7 +1,6 @@
 """The ``serve`` command: the microscope, a local web page to browse an atlas."""
 
 import ipaddress
-import re
 import socket
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,7 +10,7 @@ import typer
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError, InvalidOptionError
 from ..recipes import Recipe, get_recipe
-from ..zoo import LoadedModel
+from ..zoo import LoadedModel, read_preprocessing, reload_model
 from ..zoo.weights import weights_fingerprint
 from .app import app, guarded
 from .options import DeviceOption, PreprocessingOption, SeedOption, WeightsOption, load
@@ -46,21 +45,18 @@ def render_settings(atlas: Path, model: Optional[str], weights: Optional[str], p
     with AtlasStore(atlas, create=False, readonly=True) as store:
         record = store.model(None)
         used = store.most_used_recipe(record.id)
-    name = model or record.source or record.name
-    weights_seed = seed
-    if model is None and weights is None:  # the weights the atlas recorded: random with its seed, or a file
-        if match := re.fullmatch(r"random \(seed (\d+)\)", record.weights):
-            weights, weights_seed = "random", int(match.group(1))
-        elif record.weights.startswith("file ") and Path(record.weights[5:]).is_file():
-            weights = record.weights[5:]
-    loaded = load(name, weights, weights_seed, device, True, preprocessing)
+    if model is None and weights is None:  # the atlas's own network: its source and the weights it recorded
+        prep = read_preprocessing(preprocessing) if preprocessing is not None else None
+        loaded = reload_model(record.source or record.name, record.weights, preprocessing=prep, device=device)
+    else:
+        loaded = load(model or record.source or record.name, weights, seed, device, True, preprocessing)
     if model is None and weights_fingerprint(loaded.module) != record.weights_hash:
         raise AtlasError(f"The atlas's {record.name} was built with other weights ({record.weights}; SHA-256 "
                          f"{record.weights_hash[:12]}...) than {loaded.weights}: give them with --weights")
     if recipe is not None:
         chosen = get_recipe(recipe)
     elif used is not None:
-        chosen = Recipe.from_dict(used)
+        chosen = used
     else:
         chosen = get_recipe("paper")
     return loaded, chosen

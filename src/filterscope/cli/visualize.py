@@ -10,15 +10,17 @@ import typer
 from PIL import Image
 
 from ..errors import FilterscopeError, InvalidObjectiveError, InvalidOptionError
-from ..images import OutputLock, check_output, remove_stale_parts
+from ..files import OutputLock, check_output, remove_stale_parts
+from ..identity import RenderIdentity, RenderSettings
 from ..layers import resolve_layer
 from ..objective_syntax import parse_objective
 from ..objectives import Channel, ClassLogit, Neuron, Objective
 from ..recipes import Recipe
 from ..render import choose_runtime, iter_render, plan_batches
-from ..results import finished_outputs, output_name, save_result, settings_metadata
+from ..results import finished_outputs, output_name, save_result
 from ..runtime import Runtime, format_bytes
 from ..zoo import LoadedModel
+from ..zoo.weights import weights_fingerprint
 from .app import app, deferred_signals, guarded
 from .options import (
     BatchOption,
@@ -136,34 +138,34 @@ def visualize_command(
     objectives = [o.resolve(loaded) for o in objectives]  # every index checked before any work
     shown = _display(display, loaded.preprocessing.channels)
 
-    # the precision this machine renders in (auto decided once, here): images made in another are not reused
-    chosen, _choice = choose_runtime(loaded, objectives, recipe, runtime)
-    settings = settings_metadata(loaded.name, loaded.weights, recipe, seed, device=str(loaded.device),
-                                 precision=chosen.precision,
-                                 memory_format="channels_last" if runtime.wants_channels_last(loaded.module) else "nchw")
+    # what makes an image the same (filterscope.identity): weights, objective, recipe, seed, requested settings
+    weights_hash = weights_fingerprint(loaded.module)
+    settings = RenderSettings.of(loaded, runtime)
+    identities = [[RenderIdentity.of(weights_hash, o, recipe, seed, settings, n) for n in range(copies)]
+                  for o in objectives]
     started = time.perf_counter()
     panels: dict[tuple[int, int], tuple[Image.Image, str]] = {}
     failed: list[str] = []
     with OutputLock(out):
         remove_stale_parts(out)
-        done = finished_outputs(out, loaded.name, objectives, copies, settings) if resume else {}
+        done = finished_outputs(out, loaded.name, objectives, identities) if resume else {}
         for index, paths in done.items():
             for n, path in enumerate(paths):
                 with Image.open(path) as image:
                     panels[(index, n)] = (image.copy(), objectives[index].title)
         todo = [i for i in range(len(objectives)) if i not in done]
         if done:
-            typer.echo(f"resuming: {len(done)} of {len(objectives)} objective(s) are already in {out} (same model, "
+            typer.echo(f"resuming: {len(done)} of {len(objectives)} objective(s) are already in {out} (same weights, "
                        f"recipe, seed and settings); rendering the other {len(todo)} (--no-resume renders all)",
                        err=True)
         if todo:
-            _render(loaded, [objectives[i] for i in todo], todo, copies, recipe, seed, runtime, batch_size, quiet,
-                    out, shown, title_layer, panels, failed)
+            _render(loaded, [objectives[i] for i in todo], todo, identities, recipe, seed, runtime, batch_size,
+                    quiet, out, shown, title_layer, panels, failed)
         keys = sorted(panels)
         images, titles = [panels[k][0] for k in keys], [panels[k][1] for k in keys]
         if images:  # still holding the folder's lock
             fig = image_grid(images, titles, suptitle=f"{loaded.name} {title_layer} "
-                                                      f"({loaded.weights.split(' (')[0]}), seed {seed}")
+                                                      f"({str(loaded.weights).split(' (')[0]}), seed {seed}")
             name = grid_name(loaded.name, objectives, classes is not None, bool(parsed))
             typer.echo(f"{save_figure(fig, out / name)}  grid of {len(images)} ({time.perf_counter() - started:.0f} s)")
     if failed:
@@ -172,22 +174,25 @@ def visualize_command(
                                f"{', ...' if len(failed) > 5 else ''}")
 
 
-def _render(loaded: LoadedModel, objectives: list[Objective], indices: list[int], copies: int, recipe: Recipe,
-            seed: int, runtime: Runtime, batch_size: Optional[int], quiet: bool, out: Path,
+def _render(loaded: LoadedModel, objectives: list[Objective], indices: list[int],
+            identities: list[list[RenderIdentity]], recipe: Recipe, seed: int, runtime: Runtime,
+            batch_size: Optional[int], quiet: bool, out: Path,
             shown: Optional[tuple[int, ...]], title_layer: str, panels: dict[tuple[int, int], tuple[Image.Image, str]],
             failed: list[str]) -> None:
-    """Render ``objectives`` (each ``copies`` times), save every finished batch at once (whole, even if Ctrl-C
+    """Render ``objectives`` (objective ``i`` as many times as ``identities[indices[i]]`` has copies), save every
+    finished batch, each PNG with its identity's key, at once (whole, even if Ctrl-C
     arrives meanwhile), report each image, and collect the grid's panels under ``(index, copy)``."""
+    copies = len(identities[indices[0]])
     batch_size = announce_batch_size(loaded, objectives, copies, recipe, runtime, batch_size, quiet)
     slots = iter([(index, n) for index in indices for n in range(copies)])
     progress = RenderProgress(f"{loaded.name} {title_layer}", None, quiet)
     try:
         for result in iter_render(loaded, objectives, recipe=recipe, seed=seed, batch_size=batch_size,
                                   copies=copies, runtime=runtime, callback=progress):
+            batch = [next(slots) for _ in range(len(result))]
             with deferred_signals():
-                save_result(result, out, display=shown)
-            for i, obj in enumerate(result.objectives):
-                slot = next(slots)
+                save_result(result, out, display=shown, identities=[identities[i][n] for i, n in batch])
+            for i, (obj, slot) in enumerate(zip(result.objectives, batch)):
                 before, after = float(result.initial_values[i]), float(result.values[i])
                 if result.status[i] == "non-finite":
                     failed.append(obj.description)

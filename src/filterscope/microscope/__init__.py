@@ -1,6 +1,7 @@
 """The microscope: a local web page to browse an atlas (``filterscope serve OUT``).
 
-* :mod:`.server`: the FastAPI application (pages, JSON API, images by id);
+* :mod:`.server`: the FastAPI application, one router per page family: :mod:`.pages`, :mod:`.api` (JSON),
+  :mod:`.images` (by id); :mod:`.urls` builds every URL, :mod:`.context` gives handlers the atlas;
 * :mod:`.jobs`: rendering missing units on demand (``--render``);
 * ``templates/`` and ``static/``: the HTML shells, one script and one stylesheet (no CDN, no build step).
 """

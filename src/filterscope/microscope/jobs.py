@@ -13,13 +13,13 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..atlas.build import BuildProgress, build_atlas
+from ..atlas.records import JSONData
 from ..errors import FilterscopeError
 from ..recipes import Recipe
 from ..results import StepInfo
-from ..zoo.registry import LoadedModel
+from ..zoo.model import LoadedModel
 
 __all__ = ["Job", "RenderJobs"]
 
@@ -38,7 +38,7 @@ class Job:
     message: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONData:
         with self.lock:
             progress = self.steps_done / self.total_steps if self.total_steps else 0.0
             return {"id": self.id, "model": self.model, "layer": self.layer, "unit": self.unit, "state": self.state,

@@ -1,47 +1,31 @@
-"""The model registry and the loaded-model record.
+"""The model registry: architectures registered by name, built and given their weights.
 
-``register_model`` adds a builder under a unique name; ``load_model(name, weights=...)`` builds it,
-loads its weights and returns a :class:`LoadedModel`: the frozen ``nn.Module`` in eval mode together
-with the preprocessing, class names and weights source that belong to it (as torchvision ties
-transforms to weights, and timm attaches a ``pretrained_cfg``). Any other ``nn.Module`` enters through
-:func:`wrap_model`, which never changes it: whatever runs the network does so inside :func:`frozen`,
-which puts the module in eval mode with frozen weights and restores every module's ``training`` flag
-and every parameter's ``requires_grad`` afterwards.
+``register_model`` adds a builder under a unique name (a duplicate is an error, as torchvision's
+``register_model``); :func:`load_registered` builds one, loads its weights and returns a
+:class:`~filterscope.zoo.model.LoadedModel`. Users call :func:`filterscope.zoo.load_model`, which also takes
+models from files, modules and plugins (:mod:`.sources`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import DeviceError, InvalidOptionError, UnknownModelError, WeightsError
+from ..errors import UnknownModelError, WeightsError
 from ..registry import Registry
+from .model import LoadedModel, check_seed, freeze, resolve_device
 from .preprocessing import Preprocessing
-from .weights import PackageWeights, UrlWeights, load_state_dict_into, read_state_dict
+from .weights import PackageWeights, UrlWeights, WeightsSource, load_state_dict_into, read_state_dict
 
-__all__ = [
-    "LoadedModel",
-    "ModelSpec",
-    "register_model",
-    "list_models",
-    "get_model_spec",
-    "load_model",
-    "wrap_model",
-    "imagenet_categories",
-    "resolve_device",
-    "coerce_model",
-    "frozen",
-    "check_seed",
-    "MODELS",
-]
+__all__ = ["ModelSpec", "register_model", "list_models", "get_model_spec", "load_registered", "imagenet_categories",
+           "MODELS"]
 
 
 @functools.cache
@@ -63,78 +47,7 @@ class ModelSpec:
     imagenet: bool = True
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A frozen network with everything needed to feed and read it.
-
-    Attributes:
-        name: Registry name, or the name given to :func:`wrap_model`.
-        module: The network. Models from :func:`load_model` are frozen (eval mode, no parameter requires
-            gradients); a module given to :func:`wrap_model` stays as its owner keeps it, and is frozen
-            only while filterscope runs it (:func:`frozen`).
-        preprocessing: Input size, resize/crop and normalization of this network.
-        weights: Where the weights came from, in words (a package, a file, ``random (seed 0)``).
-        categories: Class names of the output logits, when known.
-        info: Free-form extras (e.g. which implementation was used).
-    """
-
-    name: str
-    module: nn.Module
-    preprocessing: Preprocessing
-    weights: str
-    categories: tuple[str, ...] | None = None
-    info: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        for tensor in self.module.parameters():
-            return tensor.device
-        for buffer in self.module.buffers():
-            return buffer.device
-        return torch.device("cpu")
-
-    def to(self, device: str | torch.device) -> LoadedModel:
-        """The same model on ``device`` ("cpu", "cuda", "cuda:1", "auto")."""
-        self.module.to(resolve_device(device))
-        return self
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for ``(B,3,H,W)`` images in [0, 1] (normalized here), with the module frozen."""
-        with frozen(self.module):
-            return self.module(self.preprocessing.normalize(images))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` → cuda when available, else cpu; a CUDA device on a machine without CUDA is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise DeviceError(f"Unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise DeviceError(f"Device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"Device {str(device)!r} asked for, but CUDA is not available on this machine "
-                              "(use --device cpu or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"Device {str(device)!r} does not exist: this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 MODELS: Registry[ModelSpec] = Registry("model", UnknownModelError, "filterscope models")
-
-MAX_SEED = 2**63 - 1
-
-
-def check_seed(seed: int) -> int:
-    """``seed`` if it is a whole number torch can seed with (0 to 2**63 - 1); a one-line error otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InvalidOptionError(f"Seed must be a whole number from 0 to {MAX_SEED} (got {seed!r})")
-    return seed
-
 
 def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageWeights | UrlWeights,
                    description: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
@@ -157,38 +70,8 @@ def get_model_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
 
 
-def _freeze(module: nn.Module) -> nn.Module:
-    module.eval()
-    module.requires_grad_(False)
-    return module
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` in eval mode with no parameter requiring gradients, for the duration; every
-    submodule's ``training`` flag and every parameter's ``requires_grad`` are restored afterwards.
-
-    This is how filterscope runs a network it was lent: batch-norm statistics are not updated, no
-    gradient is computed for the weights, and the caller gets the module back as it gave it.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    grads = [(p, p.requires_grad) for p in module.parameters()]
-    if any(training for _, training in modes):
-        module.eval()
-    if any(g for _, g in grads):
-        module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad in grads:
-            p.requires_grad_(requires_grad)
-
-
-def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
-               device: str | torch.device = "cpu",
-               progress: bool = False) -> LoadedModel:
+def load_registered(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
+                    device: str | torch.device = "cpu", progress: bool = False) -> LoadedModel:
     """Build a registered model and load its weights.
 
     Args:
@@ -215,43 +98,24 @@ def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed
         module = spec.build()
     info = {"implementation": f"{type(module).__module__}.{type(module).__qualname__}"}
     if weights is not None and str(weights) == "random":
-        source = f"random (seed {seed})"
+        source = WeightsSource.random(seed)
     else:
         if weights is None or str(weights) == "default":
-            state_dict, source = spec.weights.fetch(name, progress=progress)
+            state_dict, text = spec.weights.fetch(name, progress=progress)
+            source = WeightsSource.default(text)
         else:
             if not Path(weights).is_file():
                 raise WeightsError(f"Weights file not found: {weights} (--weights takes 'default', 'random' "
                                    "or the path of a state-dict file)")
-            state_dict, source = read_state_dict(weights), f"file {Path(weights)}"
-        load_state_dict_into(module, state_dict, name, source)
+            state_dict, source = read_state_dict(weights), WeightsSource.file(weights)
+        load_state_dict_into(module, state_dict, name, str(source))
     return LoadedModel(
         name=name,
-        module=_freeze(module).to(dev),
+        module=freeze(module).to(dev),
         preprocessing=spec.preprocessing,
         weights=source,
         categories=imagenet_categories() if spec.imagenet else None,
         info=info,
     )
 
-
-def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Preprocessing | None = None,
-               categories: tuple[str, ...] | None = None, weights: str = "user module") -> LoadedModel:
-    """Use any ``nn.Module`` (``(B,3,H,W)`` normalized input) with filterscope.
-
-    The module is not changed: filterscope runs it in eval mode with frozen weights (:func:`frozen`) and
-    gives it back as it was, training mode and ``requires_grad`` flags included. ``preprocessing``
-    defaults to 224 px input with ImageNet normalization: pass your own.
-    """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"wrap_model needs a torch.nn.Module, not {type(module).__name__}")
-    return LoadedModel(name=name, module=module, preprocessing=preprocessing or Preprocessing(),
-                       weights=weights, categories=categories)
-
-
-def coerce_model(model: LoadedModel | nn.Module) -> LoadedModel:
-    """A :class:`LoadedModel` as it is; a bare module through :func:`wrap_model`."""
-    if isinstance(model, LoadedModel):
-        return model
-    return wrap_model(model)
 

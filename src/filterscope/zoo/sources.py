@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 from ..errors import FilterscopeError, InvalidOptionError, UnknownModelError
+from .model import LoadedModel, resolve_device, wrap_model
 from .preprocessing import Preprocessing
-from .registry import MODELS, LoadedModel, resolve_device, wrap_model
-from .registry import load_model as _load_registered
-from .weights import load_state_dict_into, read_state_dict
+from .registry import MODELS, load_registered
+from .weights import WeightsSource, load_state_dict_into, read_state_dict
 
-__all__ = ["ENTRY_POINT_GROUP", "is_model_spec", "load_model", "load_from_spec", "read_preprocessing",
+__all__ = ["ENTRY_POINT_GROUP", "is_model_spec", "load_model", "load_from_spec", "reload_model", "read_preprocessing",
            "entry_point_models"]
 
 ENTRY_POINT_GROUP = "filterscope.models"
@@ -204,14 +204,14 @@ def load_from_spec(spec: str, *, weights: str | os.PathLike[str] | None = None,
         if isinstance(loaded, torch.jit.ScriptModule):
             raise UnknownModelError(f"{spec!r} gives a TorchScript module: its layers cannot be hooked; return the "
                                     "nn.Module itself (or export with torch.export)")
-        model = wrap_model(loaded, name=name, preprocessing=preprocessing, weights=f"from {spec}")
+        model = wrap_model(loaded, name=name, preprocessing=preprocessing, weights=WeightsSource.module(f"from {spec}"))
     else:
         raise UnknownModelError(f"Model factory {spec!r} returned {type(loaded).__name__}, not an nn.Module or a "
                                 "LoadedModel")
     if weights is not None and str(weights) not in ("default", "random"):
-        load_state_dict_into(model.module, read_state_dict(weights), model.name, f"file {weights}")
-        model = LoadedModel(model.name, model.module, model.preprocessing, f"file {Path(weights)}", model.categories,
-                            model.info)
+        source = WeightsSource.file(weights)
+        load_state_dict_into(model.module, read_state_dict(weights), model.name, str(source))
+        model = LoadedModel(model.name, model.module, model.preprocessing, source, model.categories, model.info)
     elif weights is not None and str(weights) == "random":
         raise InvalidOptionError(f"--weights random applies to registered models; {spec!r} builds its own weights")
     model.info["source"] = _absolute(spec)  # recorded in PNGs: loadable again from any folder
@@ -249,8 +249,24 @@ def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed
         WeightsError: weights that cannot be found, read or fitted.
     """
     if name in MODELS or not is_model_spec(name):
-        model = _load_registered(name, weights, seed=seed, device=device, progress=progress)
+        model = load_registered(name, weights, seed=seed, device=device, progress=progress)
         if preprocessing is not None:
             model = LoadedModel(model.name, model.module, preprocessing, model.weights, model.categories, model.info)
         return model
     return load_from_spec(name, weights=weights, preprocessing=preprocessing, device=device)
+
+
+def reload_model(model: str, weights: WeightsSource, *, preprocessing: Preprocessing | None = None,
+                 device: str | torch.device = "cpu", progress: bool = False) -> LoadedModel:
+    """The model that made an image, from what was recorded with it: ``model`` (a registered name, or the
+    source spec a model outside the registry was loaded from: PNG ``model_source``, the atlas's ``source``)
+    with ``weights`` (random with its seed, the same file, or the model's own).
+
+    Used by ``filterscope evaluate`` (from a PNG's metadata) and ``filterscope serve --render`` (from the
+    atlas's model record); the caller checks the fingerprint where one was recorded.
+
+    Raises:
+        UnknownModelError, WeightsError: the model or the weights file is no longer there.
+    """
+    return load_model(model, weights.option, seed=weights.seed or 0, device=device, progress=progress,
+                      preprocessing=preprocessing)

