@@ -440,3 +440,60 @@ def test_exemplars_and_statistics_on_the_real_model_equal_brute_force(tmp_path):
             record = atlas.unit(str(ref), unit)
             check_record(record, acts[ref], unit, 4, rel=1e-4)  # channels-last batches of 4 vs one NCHW batch
             assert all(e.has_crop for e in record.exemplars["max"])
+
+
+class RecordingExecutor(LocalExecutor):
+    """The local executor, noting which task functions it was given and the types of the tasks."""
+
+    def __init__(self) -> None:
+        super().__init__(shard_images=5)
+        self.calls: list[tuple[object, set[type]]] = []
+
+    def map(self, function, model, tasks, *, ordered=True, report=None):
+        self.calls.append((function, {type(t) for t in tasks}))
+        yield from super().map(function, model, tasks, ordered=ordered, report=report)
+
+
+def test_a_build_only_maps_the_task_functions_workers_run(tmp_path):
+    """The build reaches its executor only through map(task function, model, tasks), with the functions a
+    Dask worker calls (run_on_worker calls the same function object), and the outcome does not depend on
+    how the executor cuts or runs the work."""
+    from filterscope.atlas.distributed import run_on_worker
+    from filterscope.atlas.tasks import PassShard, RenderTask, render_task, scan_shard
+
+    model = conv_stack()
+    write_images(tmp_path / "data", 12)
+    recording = RecordingExecutor()
+    options = {"units": [0, 1], "recipes": [TINY_RECIPE], "dataset": tmp_path / "data", "exemplars": 3,
+               "scores": False, "runtime": fs.Runtime(precision="fp32")}
+    fs.build_atlas(tmp_path / "a", model, "4", executor=recording, **options)
+    assert recording.calls == [(scan_shard, {PassShard}), (render_task, {RenderTask})]
+    fs.build_atlas(tmp_path / "b", model, "4", **options)
+    a, b = fs.Atlas(tmp_path / "a"), fs.Atlas(tmp_path / "b")
+    for unit in (0, 1):
+        ua, ub = a.unit("4", unit), b.unit("4", unit)
+        assert (tmp_path / "a" / ua.renders[0].file).read_bytes() == (tmp_path / "b" / ub.renders[0].file).read_bytes()
+        assert ua.exemplars == ub.exemplars and ua.stats.histogram == ub.stats.histogram
+    # a worker's call: the model from its pickled bytes, then the very same task function, without report
+    import cloudpickle
+
+    task = RenderTask("4", (), TINY_RECIPE, "tiny", 0, fs.Runtime(precision="fp32"))
+    seen = []
+    out = run_on_worker(lambda m, t, r: seen.append((m.name, t, r)) or "done", "k", cloudpickle.dumps(model), task)
+    assert out == "done" and seen == [(model.name, task, None)]
+
+
+def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path):
+    model = fs.wrap_model(conv_stack().module, name="stack", preprocessing=conv_stack().preprocessing,
+                          weights=fs.zoo.WeightsSource.random(7))
+    fs.build_atlas(tmp_path / "a", model, "4", units=[0], recipes=[TINY_RECIPE], scores=False)
+    conn = sqlite3.connect(tmp_path / "a" / "atlas.sqlite")
+    conn.execute("ALTER TABLE models DROP COLUMN weights_source")  # as schema 1 had it: the weights in words only
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with fs.Atlas(tmp_path / "a", create=False, readonly=True) as old:
+        assert old.schema_version == 1 and old.model().weights == fs.zoo.WeightsSource.random(7)
+    with fs.Atlas(tmp_path / "a", create=False) as upgraded:
+        assert upgraded.schema_version == 2 and upgraded.model().weights.seed == 7
+        assert upgraded.unit("4", 0).renders[0].status == "ok"

@@ -177,3 +177,26 @@ def test_the_runtime_line_says_which_precision_and_why(tmp_path, monkeypatch, bf
                 "--scales", "1", "--steps", "2", "--blur", "0", "--precision", "fp32", "-o", str(tmp_path / "exact"))
     assert "1 image(s) on cpu, fp32, channels-last (auto)" in exact.output
     assert read_png_metadata(tmp_path / "exact" / "resnet18-layer1.0.conv1-f0001.png")["precision"] == "fp32"
+
+
+def test_evaluate_scores_with_the_weights_and_seed_the_png_recorded(tmp_path):
+    """A PNG rendered with --weights random --seed 3 is scored against the seed-3 network, not seed 0's."""
+    import json
+
+    import filterscope as fs
+
+    made = run("visualize", "-m", "resnet18", "-w", "random", "--seed", "3", "-l", "layer1.0.conv1", "-f", "2",
+               "-o", str(tmp_path), *TINY)
+    assert made.exit_code == 0, made.output
+    png = tmp_path / "resnet18-layer1.0.conv1-f0002.png"
+    recorded = fs.zoo.WeightsSource.from_json(read_png_metadata(png)["weights_source"])
+    assert (recorded.kind, recorded.seed) == ("random", 3)
+    result = run("evaluate", str(png), "--samples", "2", "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "s.json").read_text())
+    assert row["weights"] == "random (seed 3)"
+    image = fs.to_tensor(fs.load_image(png))
+    for seed, same in ((3, True), (0, False)):
+        (expected,) = fs.score(fs.load_model("resnet18", "random", seed=seed), "channel(layer1.0.conv1, 2)", image,
+                               samples=2, seed=0)
+        assert (row["activation_ratio"] == pytest.approx(expected.activation_ratio, rel=1e-5)) is same

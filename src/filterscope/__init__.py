@@ -13,8 +13,8 @@ import a user needs::
 
 Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
-errors, registry, tensors, data, images → zoo → layers → runtime → objectives, objective_syntax, params,
-transforms → recipes → results → render, analysis, metrics → plots, atlas → microscope, demo → cli.
+errors, registry, tensors, data, files, images → zoo → layers → runtime → objectives, objective_syntax, params,
+transforms → recipes → identity → results → render, analysis, metrics → plots, atlas → microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
 loads its module on first use, so the command line can install its signal handlers before torch loads.
@@ -125,6 +125,9 @@ _EXPORTS: dict[str, str] = {
     "load_model": ".zoo",
     "register_model": ".zoo",
     "wrap_model": ".zoo",
+    "reload_model": ".zoo",
+    "WeightsSource": ".zoo",
+    "RenderIdentity": ".identity",
 }
 
 __all__ = [
@@ -135,7 +138,7 @@ __all__ = [
     "RuntimeSettingError", "AtlasError",
     # models
     "DEFAULT_MODEL", "MODELS", "LoadedModel", "Preprocessing", "load_model", "wrap_model", "list_models",
-    "register_model", "imagenet_categories",
+    "register_model", "imagenet_categories", "WeightsSource", "reload_model",
     # layers
     "LayerRef", "LayerInfo", "list_layers", "resolve_layer", "layer_info", "Capture",
     # objectives
@@ -147,6 +150,7 @@ __all__ = [
     "Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes",
     # rendering and its results
     "Stages", "render", "iter_render", "visualize_filters", "RenderResult", "StepInfo", "save_result", "output_name",
+    "RenderIdentity",
     # how it runs
     "Runtime", "Forward", "parse_memory", "choose_runtime", "choose_precision", "PrecisionChoice",
     # images
@@ -220,6 +224,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         UnknownModelError,
         WeightsError,
     )
+    from .identity import RenderIdentity
     from .images import load_image, read_png_metadata
     from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
     from .metrics import Quality, measure, reference_crops, score
@@ -253,9 +258,11 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         MODELS,
         LoadedModel,
         Preprocessing,
+        WeightsSource,
         imagenet_categories,
         list_models,
         load_model,
         register_model,
+        reload_model,
         wrap_model,
     )

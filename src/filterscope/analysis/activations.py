@@ -1,7 +1,8 @@
 """Mean activation of a layer's filters over images, without gradients, through the runtime's Forward.
 
-The common step of every analysis: images ``(B,3,S,S)`` in [0, 1] in, ``(B, C)`` mean activations out,
-in batches, the forward pass stopped at the analysed layer.
+The common step of every analysis: images ``(B,C,H,W)`` in [0, 1] in (the model's channel count, any height
+and width), ``(B, K)`` mean activations of the layer's K filters out, in batches, the forward pass stopped at
+the analysed layer.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def checked_layer(model: LoadedModel, layer: str | LayerRef, k: int | None = Non
 def layer_means(model: LoadedModel, layer: str | LayerRef, pixels: torch.Tensor, *,
                 filters: Sequence[int] | None = None, batch_size: int = ANALYSIS_BATCH,
                 runtime: Runtime | None = None) -> torch.Tensor:
-    """Mean activation of every filter (or of ``filters``) for each image of ``(B,3,S,S)`` in [0, 1].
+    """Mean activation of every filter (or of ``filters``) for each image of ``(B,C,H,W)`` in [0, 1].
 
     Returns ``(B, C)`` (or ``(B, len(filters))``), float32 on the CPU. Runs in batches of
     ``batch_size`` under ``no_grad``, stopping the forward pass at ``layer``. Small batches are fastest
