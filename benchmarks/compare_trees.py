@@ -103,14 +103,14 @@ def _close(a: object, b: object) -> bool:
 
 def compare_atlases(base: Path, tmp: Path) -> list[str]:
     """Build the snapshot atlas with both trees; one table row per compared part."""
+    from PIL import Image
     from skimage import data
+
+    from filterscope.data import NATURAL_IMAGES
 
     photos = tmp / "photos"
     photos.mkdir()
-    for name in ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                 "motorcycle_left", "retina"):
-        from PIL import Image
-
+    for name in NATURAL_IMAGES[:8]:
         Image.fromarray(getattr(data, name)()).convert("RGB").save(photos / f"{name}.png")
     before, after = atlas_snapshot(base, tmp / "before", photos), atlas_snapshot(HERE, tmp / "after", photos)
     rows = []
@@ -160,7 +160,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     if atlas_rows:
         rows_table = ["", "Atlas snapshot (EfficientNet-Lite0 `_blocks.4` and `_blocks.10`, units 0, 3, 7, the paper "
-                      "recipe at 3 scales of 3 steps, quality scores, exemplar pass over 8 scikit-image photos, "
+                      "recipe at 3 scales of 3 steps, quality scores, exemplar pass over 8 of scikit-image's photos, "
                       "fp32), built once with each tree:", "",
                       *markdown_table(["what the atlas recorded", "before vs after"], atlas_rows)]
     else:

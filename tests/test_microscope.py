@@ -178,3 +178,21 @@ def test_render_settings_use_the_atlas_model_weights_and_most_used_recipe(tmp_pa
     assert render_settings(out, None, None, None, 0, "cpu", "lucid")[1].name == "lucid"
     with pytest.raises(AtlasError, match="was built with other weights"):
         render_settings(out, None, "random", None, 5, "cpu", None)  # random weights of another seed
+
+
+def test_pages_hand_the_script_urls_from_the_one_builder(atlas):
+    import json
+    import re
+
+    from filterscope.microscope.urls import Urls
+
+    urls = Urls()
+    assert urls.unit("m/x", "features.3", 2) == "/m/m%2Fx/features.3/2"  # a name with / stays one segment
+    assert urls.api_render("m", "a b", 1) == "/api/m/m/a%20b/1/render"
+    client = TestClient(create_app(atlas))
+    html = client.get(urls.unit("stack", "4", 1)).text
+    data = json.loads(re.search(r'data-page="([^"]*)"', html).group(1).replace("&#34;", '"').replace("&quot;", '"'))
+    assert data["api"] == urls.api_unit("stack", "4", 1) and data["home"] == "/"
+    unit = client.get(data["api"]).json()
+    assert unit["render_url"] == urls.api_render("stack", "4", 1) and unit["layer_url"] == urls.layer("stack", "4")
+    assert client.post(unit["render_url"]).status_code == 403  # served without --render: it never writes

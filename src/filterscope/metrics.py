@@ -25,7 +25,7 @@ from PIL import Image
 from .data import natural_images
 from .errors import InvalidObjectiveError, InvalidOptionError
 from .objective_syntax import ObjectiveLike, as_objective, as_objectives
-from .objectives import ClassLogit, Objective, evaluate, layers_of
+from .objectives import ClassLogit, Objective, layers_of, objective_values
 from .runtime import ANALYSIS_BATCH, Forward, Runtime
 from .tensors import to_tensor
 from .transforms import random_affine
@@ -59,7 +59,7 @@ def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Se
         for start in range(0, images.shape[0], batch_size):
             batch = images[start:start + batch_size].to(model.device)
             activations = forward(model.preprocessing.normalize(batch))
-            out.append(evaluate(resolved[start:start + batch_size], activations).float().cpu())
+            out.append(objective_values(resolved[start:start + batch_size], activations).float().cpu())
     return torch.cat(out)
 
 

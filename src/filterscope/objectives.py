@@ -35,7 +35,8 @@ from .registry import Registry
 from .zoo.model import LoadedModel
 
 __all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
-           "class_logit", "layer_energy", "direction", "diversity", "relu", "Rectified", "evaluate", "layers_of",
+           "class_logit", "layer_energy", "direction", "diversity", "relu", "Rectified", "objective_values",
+           "layers_of",
            "OBJECTIVES",
            "ObjectiveFunction", "register_objective", "ARGUMENT_KINDS"]
 
@@ -526,7 +527,7 @@ def layers_of(objectives: Sequence[Objective]) -> list[LayerRef]:
     return [ref for ref in layers if isinstance(ref, LayerRef)]
 
 
-def evaluate(objectives: Sequence[Objective], activations: Activations) -> torch.Tensor:
+def objective_values(objectives: Sequence[Objective], activations: Activations) -> torch.Tensor:
     """``(B,)``: objective ``i`` on batch element ``i``.
 
     Identical objectives are evaluated once on the whole batch (which batchwise objectives such as

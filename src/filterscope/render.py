@@ -45,7 +45,7 @@ from .errors import InvalidRecipeError, ModelInputError
 from .gradients import RedirectedReLU
 from .layers import list_layers
 from .objective_syntax import ObjectiveLike, as_objectives
-from .objectives import Channel, Objective, evaluate, layers_of
+from .objectives import Channel, Objective, layers_of, objective_values
 from .params import PARAMS, Param, param_options
 from .precision import PROBE_BATCH, PrecisionChoice, choose_precision
 from .recipes import PAPER_RECIPE, Recipe
@@ -313,7 +313,7 @@ class _Override:
 
 class _ChunkRun:
     """The optimization of one :class:`Chunk`: start noise, then each scale's Adam steps (see the module
-    docstring). :meth:`run` reads as the method: evaluate the noise, optimize scale by scale, clip, evaluate."""
+    docstring). :meth:`run` reads as the method: measure the noise, optimize scale by scale, clip, measure."""
 
     def __init__(self, model: LoadedModel, chunk: Chunk, stages: Stages, runtime: Runtime,
                  callback: Callable[[StepInfo], None] | None) -> None:
@@ -337,16 +337,18 @@ class _ChunkRun:
         return torch.stack([start_noise(self.chunk.recipe, self.chunk.seed, key, shape)
                             for key, _ in self.chunk.keys]).to(self.model.device)
 
-    def evaluate(self, capture: Forward, images: torch.Tensor) -> torch.Tensor:
+    def measure(self, capture: Forward, images: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` the objectives on ``images``, without gradients."""
         with torch.no_grad():
-            return evaluate(self.chunk.objectives, capture(self.model.preprocessing.normalize(images))).float().cpu()
+            activations = capture(self.model.preprocessing.normalize(images))
+            return objective_values(self.chunk.objectives, activations).float().cpu()
 
     def run(self) -> RenderResult:
         started = time.perf_counter()
         layers = layers_of(self.chunk.objectives)
         with Forward(self.model, layers, self.runtime) as capture, self.override.hooks():
             images = self.start_images()
-            initial = self.evaluate(capture, images)
+            initial = self.measure(capture, images)
             self.override.decide(initial=initial)
             tiles = self.stages.tiles
             if tiles > 1:  # the parameterization holds one tile; the image repeats it
@@ -356,7 +358,7 @@ class _ChunkRun:
                 state, images = self.optimize_scale(capture, state, scale, size, steps)
             self.override.redirect.active = False
             images = images.clamp(0, 1)
-            final = self.evaluate(capture, images)
+            final = self.measure(capture, images)
         images = images.cpu()
         extra = {**_runtime_metadata(capture), **self.override.metadata(self.done)}
         c = self.chunk
@@ -399,7 +401,7 @@ class _ChunkRun:
         self.override.set_for(self.done)
         optimizer.zero_grad(set_to_none=True)
         image = _repeat(param(), self.stages.tiles, size)
-        values = self.objective_values(capture, image)
+        values = self.seen_values(capture, image)
         loss = -values.sum()
         if self.penalty is not None:
             loss = loss + self.penalty(image).sum()
@@ -408,15 +410,15 @@ class _ChunkRun:
         optimizer.step()
         return values.detach().float().cpu()
 
-    def objective_values(self, capture: Forward, image: torch.Tensor) -> torch.Tensor:
+    def seen_values(self, capture: Forward, image: torch.Tensor) -> torch.Tensor:
         """The objectives of ``image`` as the network sees it: transformed (mean over the copies) or not."""
         normalize, objectives = self.model.preprocessing.normalize, self.chunk.objectives
         if self.transform is None:
-            return evaluate(objectives, capture(normalize(image)))
+            return objective_values(objectives, capture(normalize(image)))
         if self.copies == 1:
-            return evaluate(objectives, capture(normalize(self.transform(image, self.generators))))
+            return objective_values(objectives, capture(normalize(self.transform(image, self.generators))))
         seen = self.transform(image.repeat_interleave(self.copies, dim=0), self.seen_generators)
-        return evaluate(self.seen_objectives, capture(normalize(seen))).view(-1, self.copies).mean(dim=1)
+        return objective_values(self.seen_objectives, capture(normalize(seen))).view(-1, self.copies).mean(dim=1)
 
 
 def _gradient_vanished(param: Param) -> bool:

@@ -356,8 +356,9 @@ class _Build:
                 self.loaded, [Channel(group.layer.ref, job.unit).resolve(self.loaded) for job in group.jobs],
                 group.recipe, self.runtime)
             maxima = tuple(group.maxima.tolist()) if group.maxima is not None else None
+            # each task is one batch of `size` (or fewer) units: the render loop need not plan it again
             tasks.extend(RenderTask(str(group.layer.ref), tuple(group.jobs[start:start + size]), group.recipe,
-                                    group.recipe_name, group.seed, self.runtime, batch_size, maxima)
+                                    group.recipe_name, group.seed, self.runtime, size, maxima)
                          for start in range(0, len(group.jobs), size))
         return tasks
 

@@ -71,9 +71,14 @@ def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     data["next"] = urls.unit(found.name, record.name, unit + 1) if unit + 1 < record.channels else None
     data["layer_url"] = urls.layer(found.name, record.name)
     data["can_render"] = scope.jobs is not None
+    data["render_url"] = urls.api_render(found.name, record.name, unit)
     active = scope.jobs.active.get((record.name, unit)) if scope.jobs is not None else None
-    data["job"] = active.to_dict() if active is not None else None
+    data["job"] = _job(scope, active.to_dict()) if active is not None else None
     return JSONResponse(data)
+
+
+def _job(scope: Microscope, job: JSONData) -> JSONData:
+    return {**job, "url": scope.urls.api_job(job["id"])}
 
 
 def _exemplar_links(scope: Microscope, model: str, layer: str, unit: int, item: ExemplarRecord) -> JSONData:
@@ -95,7 +100,7 @@ def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
                             status_code=409)
     if any(r.status in ("ok", "inactive") for r in scope.store().renders(record.id, unit)):
         return JSONResponse({"detail": f"Unit {unit} of {record.name} is already rendered"}, status_code=409)
-    return JSONResponse(jobs.submit(record.name, unit).to_dict(), status_code=202)
+    return JSONResponse(_job(scope, jobs.submit(record.name, unit).to_dict()), status_code=202)
 
 
 @router.get("/jobs/{job_id}")
@@ -103,7 +108,7 @@ def job(scope: Scope, job_id: int) -> Response:
     found = scope.jobs.get(job_id) if scope.jobs is not None else None
     if found is None:
         raise AtlasError(f"No render job {job_id}")
-    return JSONResponse(found.to_dict())
+    return JSONResponse(_job(scope, found.to_dict()))
 
 
 def marker(field: ReceptiveField | None, exemplar: ExemplarRecord) -> list[float] | None:

@@ -19,6 +19,8 @@ Scope = Annotated[Microscope, Depends(microscope)]
 
 
 def page(scope: Microscope, request: Request, kind: str, title: str, **data: Any) -> Response:
+    """The page shell of ``kind``; ``data`` (with the URLs the script needs) goes to ``static/app.js``."""
+    data["home"] = scope.urls.home()
     response = scope.templates.TemplateResponse(request, "page.html", {
         "kind": kind, "title": title, "data": data, "atlas": str(scope.root), "version": __version__})
     response.headers["Cache-Control"] = "no-cache"
@@ -27,20 +29,21 @@ def page(scope: Microscope, request: Request, kind: str, title: str, **data: Any
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, scope: Scope) -> Response:
-    return page(scope, request, "home", f"atlas {scope.root.name}")
+    return page(scope, request, "home", f"atlas {scope.root.name}", api=scope.urls.api_models())
 
 
 @router.get("/m/{model}/{layer}", response_class=HTMLResponse)
 def layer_page(request: Request, scope: Scope, model: str, layer: str) -> Response:
     found, record = scope.find(model, layer)
-    return page(scope, request, "layer", f"{found.name} {record.name}", model=found.name, layer=record.name)
+    return page(scope, request, "layer", f"{found.name} {record.name}", model=found.name, layer=record.name,
+                api=scope.urls.api_layer(found.name, record.name))
 
 
 @router.get("/m/{model}/{layer}/{unit}", response_class=HTMLResponse)
 def unit_page(request: Request, scope: Scope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)
     return page(scope, request, "unit", f"{found.name} {record.name} unit {unit}", model=found.name,
-                layer=record.name, unit=unit)
+                layer=record.name, unit=unit, api=scope.urls.api_unit(found.name, record.name, unit))
 
 
 @router.get("/m/{model}/{layer}/{unit}/exemplar/{exemplar}", response_class=HTMLResponse)
@@ -51,4 +54,5 @@ def exemplar_page(request: Request, scope: Scope, model: str, layer: str, unit: 
         raise AtlasError(f"Exemplar {exemplar} is not one of unit {unit} of {record.name}")
     return page(scope, request, "exemplar", f"{found.name} {record.name} unit {unit}: {Path(item.path).name}",
                 model=found.name, layer=record.name, unit=unit, exemplar=exemplar, path=Path(item.path).name,
-                kind_=item.kind, value=item.value, box=item.source_box, base=scope.urls.layer(found.name, record.name))
+                kind_=item.kind, value=item.value, box=item.source_box, base=scope.urls.layer(found.name, record.name),
+                unit_url=scope.urls.unit(found.name, record.name, unit), source=scope.urls.exemplar_source(exemplar))

@@ -35,10 +35,6 @@ function pct(value) {
   return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
 }
 
-function enc(text) {
-  return encodeURIComponent(text);
-}
-
 function crumbs(items) {
   const target = document.getElementById("crumbs");
   target.replaceChildren(...items.flatMap((item, i) => [i ? " / " : "", item.href ? el("a", { href: item.href }, item.text) : item.text]));
@@ -50,7 +46,7 @@ function fail(error) {
 
 // ------------------------------------------------------------------------------------------- home
 async function home() {
-  const models = await getJSON("/api/models");
+  const models = await getJSON(page.api);
   crumbs([{ text: "home" }]);
   if (!models.length) {
     app.replaceChildren(el("p", {}, "This atlas holds no model yet: build it with filterscope atlas build."));
@@ -97,8 +93,8 @@ function metric(unit, how) {
 }
 
 async function layer() {
-  const data = await getJSON(`/api/m/${enc(page.model)}/${enc(page.layer)}`);
-  crumbs([{ text: "home", href: "/" }, { text: data.model }, { text: data.layer }]);
+  const data = await getJSON(page.api);
+  crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer }]);
   const params = new URLSearchParams(location.search);
   let how = SORTS[params.get("sort")] ? params.get("sort") : "index";
   const cards = new Map(data.units.map((u) => [u.unit, el("a", { class: "card", href: `${data.url}/${u.unit}`, "data-unit": u.unit },
@@ -197,7 +193,7 @@ function renderButton(data) {
       bar.value = job.progress;
       status.textContent = job.state === "queued" ? "queued…" : `rendering… ${Math.round(job.progress * 100)}%`;
       await new Promise((resolve) => setTimeout(resolve, 400));
-      job = await getJSON(`/api/jobs/${job.id}`);
+      job = await getJSON(job.url);
     }
     if (job.state === "done") { unit(); return; }
     status.textContent = `failed: ${job.message}`;
@@ -205,7 +201,7 @@ function renderButton(data) {
   }
   async function start() {
     try {
-      poll(await getJSON(`/api/m/${enc(data.model)}/${enc(data.layer)}/${data.unit}/render`, { method: "POST" }));
+      poll(await getJSON(data.render_url, { method: "POST" }));
     } catch (error) {
       status.textContent = error.message;
     }
@@ -215,8 +211,8 @@ function renderButton(data) {
 }
 
 async function unit() {
-  const data = await getJSON(`/api/m/${enc(page.model)}/${enc(page.layer)}/${page.unit}`);
-  crumbs([{ text: "home", href: "/" }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: `unit ${data.unit}` }]);
+  const data = await getJSON(page.api);
+  crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: `unit ${data.unit}` }]);
   const nav = el("nav", { class: "unitnav" },
     data.prev ? el("a", { id: "prev", href: data.prev, rel: "prev" }, "← previous") : el("span", { class: "muted" }, "← previous"),
     el("span", {}, `unit ${data.unit} of ${data.channels}`),
@@ -253,10 +249,10 @@ document.addEventListener("keydown", (event) => {
 
 // -------------------------------------------------------------------------------------- exemplar
 function exemplar() {
-  const back = `${page.base}/${page.unit}`;
-  crumbs([{ text: "home", href: "/" }, { text: page.model }, { text: page.layer, href: page.base }, { text: `unit ${page.unit}`, href: back }, { text: page.path }]);
+  const back = page.unit_url;
+  crumbs([{ text: "home", href: page.home }, { text: page.model }, { text: page.layer, href: page.base }, { text: `unit ${page.unit}`, href: back }, { text: page.path }]);
   const outline = el("span", { class: "outline", id: "outline", hidden: true });
-  const image = el("img", { id: "source", src: `/img/source/${page.exemplar}`, alt: page.path });
+  const image = el("img", { id: "source", src: page.source, alt: page.path });
   image.addEventListener("load", () => {
     const [x0, y0, x1, y1] = page.box;
     const w = image.naturalWidth, h = image.naturalHeight;
