@@ -131,3 +131,30 @@ def test_the_client_killed_then_a_second_run_finishes_exactly_once(tmp_path):
     command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-9",
                "--cluster", "local:2"]
     kill_after_first_unit_then_resume(command, out, 10)
+
+
+def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, executor, monkeypatch):
+    """What the build hands a DaskExecutor is what it hands the LocalExecutor: the same functions of
+    filterscope.atlas.tasks over the same tasks; the executor only decides where they run."""
+    from filterscope.atlas.executors import LocalExecutor
+
+    seen: dict[str, list] = {"cluster": [], "local": []}
+
+    def spying(label, original):
+        def map(function, model, tasks, **options):
+            seen[label].append((function, list(tasks)))
+            return original(function, model, tasks, **options)
+        return map
+
+    local = LocalExecutor()
+    monkeypatch.setattr(executor, "map", spying("cluster", executor.map))
+    monkeypatch.setattr(local, "map", spying("local", local.map))
+    write_images(tmp_path / "data", 6)
+    common = {"units": [0, 1], "recipes": [TINY_RECIPE], "dataset": tmp_path / "data", "exemplars": 2,
+              "scores": False, "runtime": fs.Runtime(precision="fp32")}
+    fs.build_atlas(tmp_path / "a", conv_stack(), "4", executor=executor, **common)
+    fs.build_atlas(tmp_path / "b", conv_stack(), "4", executor=local, **common)
+    from filterscope.atlas.tasks import render_task, scan_shard
+
+    assert [f for f, _ in seen["cluster"]] == [f for f, _ in seen["local"]] == [scan_shard, render_task]
+    assert [tasks for _, tasks in seen["cluster"]] == [tasks for _, tasks in seen["local"]]  # the same tasks

@@ -37,7 +37,7 @@ __all__ = ["reference_crops", "high_frequency_share", "to_input_size", "measure"
 
 def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike],
             images: torch.Tensor, *, batch_size: int = ANALYSIS_BATCH, runtime: Runtime | None = None) -> torch.Tensor:
-    """``(B,)``: each objective (resolved against ``model``) on its image of ``(B,3,H,W)`` in [0, 1],
+    """``(B,)``: each objective (resolved against ``model``) on its image of ``(B,C,H,W)`` in [0, 1],
     without gradients, through the same :class:`~filterscope.runtime.Forward` as rendering.
 
     A single objective is applied to every image.
@@ -170,7 +170,7 @@ class Quality:
 def score(model: LoadedModel | torch.nn.Module, objective: ObjectiveLike, images: torch.Tensor, *,
           reference: torch.Tensor | None = None, transfer_model: LoadedModel | None = None, samples: int = 16,
           seed: int = 0) -> list[Quality]:
-    """All scores for visualizations ``(B,3,H,W)`` of one ``objective``.
+    """All scores for visualizations ``(B,C,H,W)`` of one ``objective``.
 
     Args:
         model: The model the visualizations were made for.

@@ -1,8 +1,8 @@
 """Image parameterizations: what the optimizer actually changes.
 
-Each is an ``nn.Module`` built **from images** ``(B,3,H,W)`` in [0, 1] (so every scale of the multi-scale
-schedule can start from the upscaled result of the previous one) whose ``forward()`` returns the images
-``(B,3,H,W)``:
+Each is an ``nn.Module`` built **from images** ``(B,C,H,W)`` in [0, 1] (C: the model's input channels; so
+every scale of the multi-scale schedule can start from the upscaled result of the previous one) whose
+``forward()`` returns the images ``(B,C,H,W)``:
 
 * :class:`PixelParam` (the paper's): the pixels themselves, in the model's normalized space; the output
   is not clipped during optimization (the paper clips once, at the end).
@@ -64,7 +64,7 @@ def _frequencies(height: int, width: int) -> torch.Tensor:
 
 
 class Param(nn.Module):
-    """Base of the parameterizations: an ``nn.Module`` whose ``forward()`` returns the images ``(B,3,H,W)``.
+    """Base of the parameterizations: an ``nn.Module`` whose ``forward()`` returns the images ``(B,C,H,W)``.
 
     A parameterization is built from a *state* (``cls(state, preprocessing, **options)``); the
     multi-scale schedule resizes and blurs states between scales, ``state()`` gives the current one and
@@ -83,7 +83,7 @@ class Param(nn.Module):
 
     @classmethod
     def initial_state(cls, images: torch.Tensor, **options: Any) -> torch.Tensor:
-        """The state that shows ``images`` ``(B,3,H,W)`` in [0, 1]."""
+        """The state that shows ``images`` ``(B,C,H,W)`` in [0, 1]."""
         return images
 
     @classmethod
@@ -339,7 +339,7 @@ def param_options(cls: type[Param], values: dict[str, Any]) -> dict[str, Any]:
 
 
 def initial_state(kind: str, images: torch.Tensor, **options: Any) -> torch.Tensor:
-    """The state of the registered parameterization ``kind`` that shows ``images`` ``(B,3,H,W)`` in [0, 1].
+    """The state of the registered parameterization ``kind`` that shows ``images`` ``(B,C,H,W)`` in [0, 1].
 
     ``options`` may hold more than ``kind`` takes; only its own are passed on.
     """

@@ -250,7 +250,8 @@ class _Build:
     executor: Executor
     started: float
     summary: BuildSummary = field(default_factory=lambda: BuildSummary())
-    references: torch.Tensor | None = None
+    references: torch.Tensor | None = None  # the reference photos of the quality scores, loaded once
+    weights_hash: str = ""  # the model's weights fingerprint, set by record_layers
 
     # ------------------------------------------------------------------------------------------ plan
     def record_layers(self, layers: list[tuple[LayerRef, int, list[int], tuple[int, ...]]]) -> list[LayerPlan]:

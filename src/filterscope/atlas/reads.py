@@ -4,6 +4,7 @@ writes the next one."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -34,14 +35,41 @@ from .records import (
 __all__ = ["AtlasReader"]
 
 
+# The typed values of a record's JSON columns, parsed once per distinct text: an atlas holds a handful of
+# recipes, settings and preprocessings, read again for every unit a page shows (frozen values: safe to share).
+@functools.lru_cache(maxsize=256)
+def _recipe(text: str) -> Recipe:
+    return Recipe.from_dict(json.loads(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _settings(text: str) -> RenderSettings:
+    return RenderSettings.from_json(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _preprocessing(text: str) -> Preprocessing:
+    return Preprocessing.from_dict(json.loads(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _weights(recorded: str | None, text: str) -> WeightsSource:
+    return WeightsSource.recorded(recorded, text)
+
+
+@functools.lru_cache(maxsize=256)
+def _field(text: str) -> ReceptiveField:
+    return ReceptiveField.from_dict(json.loads(text))
+
+
 def _exemplar(r: sqlite3.Row) -> ExemplarRecord:
     return ExemplarRecord(r["id"], r["kind"], r["rank"], r["image"], r["path"], r["value"], r["y"], r["x"],
                           json.loads(r["box"]), json.loads(r["source_box"]), bool(r["has_crop"]))
 
 
 def _render(r: sqlite3.Row) -> RenderRecord:
-    return RenderRecord(r["id"], r["unit"], r["objective"], r["recipe_name"], Recipe.from_dict(json.loads(r["recipe"])),
-                        r["seed"], RenderSettings.from_json(r["settings"]), r["status"], r["initial_activation"],
+    return RenderRecord(r["id"], r["unit"], r["objective"], r["recipe_name"], _recipe(r["recipe"]), r["seed"],
+                        _settings(r["settings"]), r["status"], r["initial_activation"],
                         r["final_activation"], r["activation_ratio"], r["robustness"], r["high_frequency_share"],
                         r["file"], r["array_file"], r["seconds"], r["message"])
 
@@ -49,12 +77,12 @@ def _render(r: sqlite3.Row) -> RenderRecord:
 def _model(r: sqlite3.Row) -> ModelRecord:
     # schema 1 has no such column (sqlite3.Row's `in` looks at values, hence keys())
     recorded = r["weights_source"] if "weights_source" in r.keys() else None  # noqa: SIM118
-    return ModelRecord(r["id"], r["name"], WeightsSource.recorded(recorded, r["weights"]), r["weights_hash"],
-                       r["source"], Preprocessing.from_dict(json.loads(r["preprocessing"])))
+    return ModelRecord(r["id"], r["name"], _weights(recorded, r["weights"]), r["weights_hash"], r["source"],
+                       _preprocessing(r["preprocessing"]))
 
 
 def _layer(r: sqlite3.Row) -> LayerRecord:
-    field = ReceptiveField.from_dict(json.loads(r["receptive_field"])) if r["receptive_field"] else None
+    field = _field(r["receptive_field"]) if r["receptive_field"] else None
     return LayerRecord(r["id"], r["model_id"], r["name"], r["channels"], json.loads(r["shape"]), field)
 
 
@@ -132,7 +160,7 @@ class AtlasReader:
         row = self._conn.execute(
             "SELECT r.recipe FROM renders r JOIN layers l ON l.id = r.layer_id WHERE l.model_id = ? AND "
             "r.status != 'pending' GROUP BY r.recipe ORDER BY COUNT(*) DESC, MIN(r.id) LIMIT 1", (model_id,)).fetchone()
-        return Recipe.from_dict(json.loads(row[0])) if row is not None else None
+        return _recipe(row[0]) if row is not None else None
 
     def render_counts(self, layer_id: int) -> dict[str, int]:
         """Units of a layer by the status of their renders."""

@@ -26,23 +26,9 @@ JSONData = dict[str, Any]
 JSON for a command's ``--json`` or the web API."""
 
 
-def _plain(record: Any) -> JSONData:
-    """A record's fields, with nested typed values as their JSON forms."""
-    out: JSONData = {}
-    for f in fields(record):
-        value = getattr(record, f.name)
-        if isinstance(value, Recipe):
-            value = value.to_dict()  # as stored: fields added later are left out at their defaults
-        elif isinstance(value, (RenderSettings, ReceptiveField)):
-            value = value.to_dict()
-        elif isinstance(value, WeightsSource):
-            value = str(value)
-        elif isinstance(value, Preprocessing):
-            value = value.to_dict()
-        elif isinstance(value, UnitStats):
-            value = _plain(value)
-        out[f.name] = value
-    return out
+def _fields(record: Any) -> JSONData:
+    """A record's fields as they are (shallow: fast; records whose fields are typed values convert those)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 # --------------------------------------------------------------------------------------- read side
@@ -92,7 +78,7 @@ class RenderRecord:
     message: str | None
 
     def to_dict(self) -> JSONData:
-        return _plain(self)
+        return {**_fields(self), "recipe": self.recipe.to_dict(), "settings": self.settings.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -114,7 +100,7 @@ class ExemplarRecord:
     has_crop: bool
 
     def to_dict(self) -> JSONData:
-        return _plain(self)
+        return _fields(self)
 
 
 @dataclass(frozen=True)
@@ -162,7 +148,7 @@ class UnitRecord:
         return {"model": self.model, "layer": self.layer, "unit": self.unit, "channels": self.channels,
                 "renders": [r.to_dict() for r in self.renders],
                 "exemplars": {kind: [e.to_dict() for e in items] for kind, items in self.exemplars.items()},
-                "stats": _plain(self.stats) if self.stats is not None else None, "dataset": self.dataset}
+                "stats": _fields(self.stats) if self.stats is not None else None, "dataset": self.dataset}
 
 
 @dataclass
@@ -180,7 +166,7 @@ class UnitSummary:
     exemplar: int | None = None
 
     def to_dict(self) -> JSONData:
-        return _plain(self)
+        return _fields(self)
 
 
 @dataclass(frozen=True)

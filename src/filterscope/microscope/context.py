@@ -49,7 +49,9 @@ class Microscope:
         return found, record
 
 
-def microscope(request: Request) -> Microscope:
-    """The dependency: the app's :class:`Microscope`."""
+async def microscope(request: Request) -> Microscope:
+    """The dependency: the app's :class:`Microscope`. ``async``, so that FastAPI resolves it on the event loop:
+    a plain function would cost every request a second trip through the thread pool (measured: 20% fewer
+    requests/s under 8 concurrent clients, benchmarks/microscope_load.py)."""
     scope: Microscope = request.app.state.microscope
     return scope

@@ -61,7 +61,7 @@ class LoadedModel:
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for ``(B,3,H,W)`` images in [0, 1] (normalized here), with the module frozen."""
+        """Logits for ``(B,C,H,W)`` images in [0, 1] (normalized here), with the module frozen."""
         with frozen(self.module):
             return self.module(self.preprocessing.normalize(images))
 
