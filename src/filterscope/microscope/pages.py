@@ -22,7 +22,8 @@ def page(scope: Microscope, request: Request, kind: str, title: str, **data: Any
     """The page shell of ``kind``; ``data`` (with the URLs the script needs) goes to ``static/app.js``."""
     data["home"] = scope.urls.home()
     response = scope.templates.TemplateResponse(request, "page.html", {
-        "kind": kind, "title": title, "data": data, "atlas": str(scope.root), "version": __version__})
+        "kind": kind, "title": title, "data": data, "atlas": str(scope.root), "version": __version__,
+        "urls": scope.urls})
     response.headers["Cache-Control"] = "no-cache"
     return response
 

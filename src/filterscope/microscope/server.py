@@ -46,8 +46,8 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
     def not_found(request: Request, detail: str) -> Response:
         if scope.urls.is_data(request.url.path):  # not pages: JSON
             return JSONResponse({"detail": detail}, status_code=404)
-        return scope.templates.TemplateResponse(request, "not_found.html", {"detail": detail, "atlas": str(root)},
-                                                status_code=404)
+        return scope.templates.TemplateResponse(request, "not_found.html", {"detail": detail, "atlas": str(root),
+                                                                            "urls": scope.urls}, status_code=404)
 
     @app.exception_handler(AtlasError)
     async def atlas_error(request: Request, exc: AtlasError) -> Response:

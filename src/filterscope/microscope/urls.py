@@ -28,6 +28,10 @@ class Urls:
     def exemplar_page(self, model: str, layer: str, unit: int, exemplar: int) -> str:
         return f"{self.unit(model, layer, unit)}/exemplar/{exemplar}"
 
+    def static(self, name: str) -> str:
+        """A file of ``static/`` (the script, the stylesheet)."""
+        return f"/static/{_q(name)}"
+
     # -------------------------------------------------------------------------------------------- api
     def api_models(self) -> str:
         return "/api/models"
