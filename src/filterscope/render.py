@@ -293,16 +293,18 @@ class _Override:
     def hooks(self) -> contextlib.AbstractContextManager[object]:
         return self.redirect if self.steps else contextlib.nullcontext(self.redirect)
 
-    def decide(self, initial: torch.Tensor | None = None, param: Param | None = None, done: int = 0) -> None:
-        """At the start (``initial``: the objectives on the noise) and after the first backward pass (``param``)."""
-        if self.steps and not self.needed:
-            if initial is not None:
-                self.needed = bool((initial == 0).any())
-            elif param is not None and done == 0:
-                self.needed = _gradient_vanished(param)
+    def decide_at_start(self, initial: torch.Tensor) -> None:
+        """``initial``: the objectives on the starting noise; one at exactly 0 needs the override."""
+        self.needed = bool(self.steps) and bool((initial == 0).any())
 
-    def set_for(self, done: int) -> None:
-        self.redirect.active = self.needed and done < self.steps
+    def decide_after_backward(self, param: Param, done: int) -> None:
+        """After the first backward pass: an image without any gradient needs the override."""
+        if self.steps and not self.needed and done == 0:
+            self.needed = _gradient_vanished(param)
+
+    def set_for(self, done: int | None) -> None:
+        """Before step ``done`` (0-based); ``None``: off, the optimization is over."""
+        self.redirect.active = done is not None and self.needed and done < self.steps
 
     def metadata(self, done: int) -> dict[str, str]:
         if not self.steps:
@@ -349,14 +351,14 @@ class _ChunkRun:
         with Forward(self.model, layers, self.runtime) as capture, self.override.hooks():
             images = self.start_images()
             initial = self.measure(capture, images)
-            self.override.decide(initial=initial)
+            self.override.decide_at_start(initial)
             tiles = self.stages.tiles
             if tiles > 1:  # the parameterization holds one tile; the image repeats it
                 images = images[..., :_tile(images.shape[-2], tiles), :_tile(images.shape[-1], tiles)]
             state = self.stages.param.initial_state(images, **self.stages.param_options)
             for scale, (size, steps) in enumerate(zip(self.schedule.sizes, self.schedule.steps)):
                 state, images = self.optimize_scale(capture, state, scale, size, steps)
-            self.override.redirect.active = False
+            self.override.set_for(None)
             images = images.clamp(0, 1)
             final = self.measure(capture, images)
         images = images.cpu()
@@ -406,7 +408,7 @@ class _ChunkRun:
         if self.penalty is not None:
             loss = loss + self.penalty(image).sum()
         loss.backward()
-        self.override.decide(param=param, done=self.done)
+        self.override.decide_after_backward(param, self.done)
         optimizer.step()
         return values.detach().float().cpu()
 

@@ -53,7 +53,6 @@ from ..results import StepInfo
 from ..runtime import Runtime, prefetch
 from ..tensors import to_pil
 from ..zoo.model import LoadedModel, coerce_model
-from ..zoo.preprocessing import Placement
 from ..zoo.weights import weights_fingerprint
 from .dataset import Dataset, list_dataset
 from .executors import Executor, LocalExecutor
@@ -412,7 +411,7 @@ class PassState:
 
     def __init__(self, store: AtlasStore, layers: list[LayerPlan], pass_ids: dict[int, int], count: int,
                  n: int) -> None:
-        self.store, self.layers, self.pass_ids, self.count, self.n = store, layers, pass_ids, count, n
+        self.store, self.layers, self.pass_ids, self.n = store, layers, pass_ids, n
         self.folder = store.path / "activations"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.folder / f"pass-{'-'.join(str(pass_ids[x.id]) for x in layers)}.ckpt"
@@ -451,7 +450,7 @@ class PassState:
         for index, placement in shard.placements.items():
             self.placements[index] = placement
         for index, error in sorted(shard.errors.items()):
-            self.add_image(index, None)
+            self.skip(index)
             on_skip(index, error)
 
     def write_rows(self, layer_id: int, indices: np.ndarray, means: np.ndarray, maxima: np.ndarray) -> None:
@@ -459,15 +458,12 @@ class PassState:
         matrix_means[indices] = means
         matrix_maxima[indices] = maxima
 
-    def add_image(self, index: int, placement: Placement | None) -> None:
-        """An image placed in the input, or (``None``) skipped: its rows are NaN."""
-        if placement is not None:
-            self.placements[index] = (placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y)
-        else:
-            self.skipped.append(index)
-            for means, maxima in self.matrices.values():
-                means[index] = np.nan
-                maxima[index] = np.nan
+    def skip(self, index: int) -> None:
+        """An image that could not be read: its rows are NaN."""
+        self.skipped.append(index)
+        for means, maxima in self.matrices.values():
+            means[index] = np.nan
+            maxima[index] = np.nan
 
     def save(self, done: int) -> None:
         """Checkpoint after ``done`` images (every batch before them recorded)."""

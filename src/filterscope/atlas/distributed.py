@@ -26,20 +26,17 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from ..errors import FilterscopeError, InvalidOptionError
 from ..runtime import usable_cpus
 from ..zoo.model import LoadedModel
-from .executors import SHARD_IMAGES, Executor, TaskFunction
+from .executors import SHARD_IMAGES, Executor, R, T, TaskFunction
 from .tasks import TaskFailure
 
 __all__ = ["DaskExecutor", "parse_cluster", "run_on_worker", "RETRIES"]
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 RETRIES = 3
 """How often Dask retries a task whose worker died."""
@@ -103,7 +100,7 @@ def _restore_malloc() -> None:
 def _warm() -> int:
     """Import what tasks need (torch takes seconds), restore malloc's behaviour and set torch's threads (in
     the calling thread: OpenMP keeps the count per thread)."""
-    from . import build, tasks  # noqa: F401
+    from . import tasks  # noqa: F401
 
     _restore_malloc()
     try:

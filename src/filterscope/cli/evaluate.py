@@ -17,7 +17,7 @@ from ..metrics import reference_crops, score
 from ..objective_syntax import parse_objective
 from ..objectives import ClassLogit
 from ..tensors import to_tensor
-from ..zoo import Preprocessing, WeightsSource, read_preprocessing, reload_model
+from ..zoo import Preprocessing, WeightsSource, load_model, read_preprocessing, reload_model
 from .app import app, guarded
 from .options import DeviceOption, PreprocessingOption, WeightsOption, at_least, load
 
@@ -68,10 +68,8 @@ def evaluate_command(
         if key not in models:
             prep = (Preprocessing.from_dict(json.loads(recorded_prep)) if recorded_prep is not None  # as it was made
                     else read_preprocessing(preprocessing) if preprocessing is not None else None)
-            loaded = (reload_model(name, recorded, preprocessing=prep, device=device, progress=False)
-                      if recorded is not None else load(name, weights, seed, device, True, preprocessing))
-            if recorded is None and prep is not None:
-                loaded = dataclasses.replace(loaded, preprocessing=prep)
+            loaded = (reload_model(name, recorded, preprocessing=prep, device=device) if recorded is not None
+                      else load_model(name, weights, seed=seed, device=device, preprocessing=prep))
             models[key] = (loaded, reference_crops(loaded, refs, seed=seed))
         loaded, crops = models[key]
         if isinstance(obj, ClassLogit) and transfer_loaded is None:
