@@ -14,7 +14,7 @@ import a user needs::
 Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
 errors, registry, tensors, data, files, images → zoo → layers → runtime → objectives, objective_syntax, params,
-transforms → recipes → identity → results → render, analysis, metrics → plots, atlas → microscope, demo → cli.
+transforms → recipes → identity → results → render, analysis, circuits, metrics → plots, atlas → microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
 loads its module on first use, so the command line can install its signal handlers before torch loads.
@@ -128,6 +128,11 @@ _EXPORTS: dict[str, str] = {
     "reload_model": ".zoo",
     "WeightsSource": ".zoo",
     "RenderIdentity": ".identity",
+    "Circuit": ".circuits",
+    "ExpandedWeights": ".circuits",
+    "circuit": ".circuits",
+    "class_effects": ".circuits",
+    "expanded_weights": ".circuits",
 }
 
 __all__ = [
@@ -160,6 +165,8 @@ __all__ = [
     # image-driven analysis
     "rank_filters", "occlusion_study", "sensitivity_maps", "Box", "Ranking", "OcclusionStudy", "SensitivityMaps",
     "prepare_image", "collect_images", "receptive_field", "ReceptiveField",
+    # circuits
+    "circuit", "expanded_weights", "class_effects", "Circuit", "ExpandedWeights",
     # atlases
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor",
 ]
@@ -209,6 +216,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         sensitivity_maps,
     )
     from .atlas import Atlas, DaskExecutor, build_atlas, list_dataset
+    from .circuits import Circuit, ExpandedWeights, circuit, class_effects, expanded_weights
     from .errors import (
         AtlasError,
         ChannelError,
