@@ -274,3 +274,23 @@ def test_circuit_of_a_tiny_model_lists_inputs_classes_and_the_check():
     assert data["inputs"]["excite"][0]["kernel"] and "attribution" in data["inputs"]["excite"][0]
     with pytest.raises(fs.ChannelError):
         fs.circuit(model, "conv2", 7, "conv1")
+
+
+def test_fanned_ablation_equals_the_plain_way_and_is_refused_where_a_skip_bypasses_the_source():
+    from filterscope.circuits.evidence import _fanned_values, _fans_out, _plain_values
+
+    model = fs.wrap_model(TwoCarry(False).eval(), name="carry", preprocessing=PLAIN)
+    pixels = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    source, target = resolve_layer(model, "relu"), resolve_layer(model, "unit")
+    sets = [[], [0], [1, 2], [3, 4, 5]]
+    positions = [(i, i) for i in range(5)]
+    assert _fans_out(model, source, target, pixels, 0, positions)
+    assert torch.allclose(_fanned_values(model, source, target, pixels, 0, positions, sets),
+                          _plain_values(model, source, target, pixels, 0, positions, sets), atol=1e-6)
+    residual = _wrap(Residual(), "residual")  # conv_a's output meets the stem's (the skip) after it
+    pixels = torch.rand(3, 3, 16, 16)
+    a, b = resolve_layer(residual, "conv_a"), resolve_layer(residual, "out")
+    assert not _fans_out(residual, a, b, pixels, 0, [(8, 8)] * 3)
+    check = ablation_check(residual, a, b, 0, pixels, {"top": [0, 1]}, channels=6, draws=2, positions=[(8, 8)] * 3)
+    manual = _plain_values(residual, a, b, pixels, 0, [(8, 8)] * 3, [[], [0, 1]]).mean(dim=1)
+    assert check.drops["top"] == pytest.approx(float(manual[0] - manual[1]), rel=1e-5)

@@ -21,7 +21,7 @@ from .files import atomic_write
 from .tensors import to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
-           "sensitivity_figure", "atlas_sheet", "save_figure"]
+           "sensitivity_figure", "atlas_sheet", "circuit_figure", "save_figure"]
 
 
 def _show(ax: Any, image: Image.Image) -> None:
@@ -152,4 +152,48 @@ def atlas_sheet(units: Sequence[tuple[str, Image.Image | None, Sequence[Image.Im
             if k == 0:
                 axes[row, start + 1].set_title("top exemplars →", fontsize=7, loc="left")
     fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+WeightPanel = tuple[str, Image.Image | None, np.ndarray]
+"""One input of a circuit figure: its title, its optimized image (or ``None``) and its ``(kh, kw)`` kernel."""
+
+
+def circuit_figure(unit_title: str, unit_image: Image.Image | None, excite: Sequence[WeightPanel],
+                   inhibit: Sequence[WeightPanel], *, suptitle: str, panel_inches: float = 1.25) -> Figure:
+    """A circuit in the style of "Visualizing Weights" (Distill): the unit's image on top, then each input
+    unit's optimized image beside its ``kh x kw`` expanded weights, red where it excites and blue where it
+    inhibits (one colour scale for the whole figure, so kernels compare); excitatory inputs on the left,
+    inhibitory ones on the right."""
+    rows = max(len(excite), len(inhibit), 1)
+    kernels = [k for _, _, k in [*excite, *inhibit]]
+    scale = max((float(np.abs(k).max()) for k in kernels if k.size), default=1.0) or 1.0
+    fig = Figure(figsize=(4 * panel_inches + 0.6, (rows + 1.4) * (panel_inches + 0.22) + 0.3), layout="constrained")
+    grid = fig.add_gridspec(rows + 1, 4, height_ratios=[1.4] + [1] * rows)
+    top = fig.add_subplot(grid[0, 1:3])
+    top.set_axis_off()
+    if unit_image is not None:
+        _show(top, unit_image)
+    top.set_title(unit_title, fontsize=9)
+    mappable = None
+    for column, (label, panels) in enumerate((("excites", excite), ("inhibits", inhibit))):
+        for row in range(rows):
+            image_ax = fig.add_subplot(grid[row + 1, 2 * column])
+            kernel_ax = fig.add_subplot(grid[row + 1, 2 * column + 1])
+            image_ax.set_axis_off()
+            kernel_ax.set_xticks([])
+            kernel_ax.set_yticks([])
+            if row >= len(panels):
+                kernel_ax.set_axis_off()
+                continue
+            title, image, kernel = panels[row]
+            if image is not None:
+                _show(image_ax, image)
+            image_ax.set_title(title, fontsize=7)
+            mappable = kernel_ax.imshow(kernel, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+            if row == 0:
+                kernel_ax.set_title(label, fontsize=7, loc="right")
+    if mappable is not None:
+        fig.colorbar(mappable, ax=fig.axes[1:], shrink=0.4, label="expanded weight")
+    fig.suptitle(suptitle, fontsize=9)
     return fig

@@ -12,7 +12,9 @@
    maxima in memory-mapped ``.npy`` files and checkpoints itself between shards every
    ``checkpoint_seconds``; a killed pass resumes from its checkpoint.
 3. **Crops** of the exemplars of the wanted units, around the maximum, sized to the receptive field.
-4. **Renders**: :class:`~filterscope.atlas.tasks.RenderTask` tasks of one batch each, run by the executor
+4. **Circuits** (``circuits=True``): each built layer's units from the one built before it, what they feed,
+   the classes they push (:mod:`.circuits`: a :class:`~filterscope.atlas.circuits.CircuitTask` per layer).
+5. **Renders**: :class:`~filterscope.atlas.tasks.RenderTask` tasks of one batch each, run by the executor
    with :func:`~filterscope.atlas.tasks.render_task`; each outcome's files are written atomically, then its
    records committed.
 
@@ -54,6 +56,7 @@ from ..runtime import Runtime, prefetch
 from ..tensors import to_pil
 from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.weights import weights_fingerprint
+from .circuits import circuit_task, circuit_tasks, record_circuits
 from .dataset import Dataset, list_dataset
 from .executors import Executor, LocalExecutor
 from .exemplars import UnitTracker, cofiring, histograms
@@ -83,6 +86,9 @@ class BuildProgress:
     def crops_progress(self, done: int, total: int) -> None:
         """Exemplar images cut so far."""
 
+    def circuits_progress(self, done: int, total: int) -> None:
+        """Units whose circuit is done so far."""
+
     def render_started(self, label: str, units: int) -> None:
         """Rendering ``units`` units of one layer, recipe and seed starts."""
 
@@ -109,6 +115,7 @@ class BuildSummary:
         crops: Exemplar crops cut.
         seconds: Wall time of the whole build.
         first_render_seconds: From the start of the build to the first render recorded (``None`` when none).
+        circuits: Units whose circuit this build recorded.
         render_start_seconds: From the start of the build to the start of the first render (planning,
             model fingerprint, receptive fields, skipping what is done; ``None`` when nothing was rendered).
     """
@@ -122,6 +129,7 @@ class BuildSummary:
     seconds: float = 0.0
     first_render_seconds: float | None = None
     render_start_seconds: float | None = None
+    circuits: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,8 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 dataset: str | os.PathLike[str] | Dataset | None = None, exemplars: int = 9, scores: bool = True,
                 fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
                 retry_failed: bool = False, progress: BuildProgress | None = None,
-                checkpoint_seconds: float = 30.0, executor: Executor | None = None) -> BuildSummary:
+                checkpoint_seconds: float = 30.0, executor: Executor | None = None,
+                circuits: bool = True) -> BuildSummary:
     """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (see the module
     docstring).
 
@@ -185,6 +194,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         checkpoint_seconds: How often the exemplar pass saves its state (between shards).
         executor: Where the tasks run: this process (default, :class:`~.executors.LocalExecutor`) or a
             Dask cluster (:class:`~filterscope.atlas.distributed.DaskExecutor`); the atlas is written here.
+        circuits: Record each unit's circuit (inputs from the previous built layer, outputs, classes).
     """
     started = time.perf_counter()
     loaded = coerce_model(model)
@@ -217,6 +227,8 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                                     for name, ref in resolved])
         if data is not None:
             build.exemplar_stage(plan, data, exemplars, fit, checkpoint_seconds)
+        if circuits:
+            build.circuit_stage(plan, fit)
         groups = build.plan_renders(plan, recipe_list, list(seeds), scores, retry_failed)
         if groups:
             build.summary.render_start_seconds = time.perf_counter() - started
@@ -251,6 +263,7 @@ class _Build:
     summary: BuildSummary = field(default_factory=lambda: BuildSummary())
     references: torch.Tensor | None = None  # the reference photos of the quality scores, loaded once
     weights_hash: str = ""  # the model's weights fingerprint, set by record_layers
+    pass_ids: dict[int, int] = field(default_factory=dict)  # layer id -> this build's exemplar pass
 
     # ------------------------------------------------------------------------------------------ plan
     def record_layers(self, layers: list[tuple[LayerRef, int, list[int], tuple[int, ...]]]) -> list[LayerPlan]:
@@ -315,6 +328,30 @@ class _Build:
             self.summary.passes += len(todo)
         for layer in plan:
             self.summary.crops += _cut_crops(store, self.loaded, layer, passes[layer.id][0], fit, self.progress)
+        self.pass_ids = {layer.id: passes[layer.id][0] for layer in plan}
+
+    # --------------------------------------------------------------------------------------- circuits
+    def circuit_stage(self, plan: list[LayerPlan], fit: str) -> None:
+        """Each layer's circuits (:mod:`.circuits`), in the model's order, what the atlas lacks of them."""
+        order = {name: i for i, name in enumerate(name for name, _ in self.loaded.module.named_modules())}
+        layers = sorted(plan, key=lambda x: (order.get(x.ref.name, len(order)), x.ref.call))
+        tasks = circuit_tasks(self.store, self.loaded, [(str(x.ref), x.id, x.units, self.pass_ids.get(x.id))
+                                                        for x in layers], fit)
+        ids = {str(x.ref): x.id for x in plan}
+        total, done = sum(len(t.units) for t in tasks), 0
+
+        def report(_unit: object) -> None:
+            nonlocal done
+            done += 1
+            self.progress.circuits_progress(done, total)
+
+        for task, outcome in self.executor.map(circuit_task, self.loaded, tasks, ordered=False, report=report):
+            why = record_circuits(self.store, self.loaded.name, ids, task, outcome)
+            if why is not None:
+                self.progress.message(f"no circuits for {task.label}: {why}")
+            else:
+                self.summary.circuits += len(task.units)
+                self.progress.message(f"circuits: {task.label}, {len(task.units)} unit(s)")
 
     def run_pass(self, state: PassState, data: Dataset, fit: str, checkpoint_seconds: float,
                  fields: dict[int, ReceptiveField]) -> float:

@@ -19,8 +19,10 @@ from ..recipes import Recipe
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
 from .records import (
+    CircuitPair,
     CropJob,
     ExemplarRecord,
+    JSONData,
     LayerRecord,
     ModelRecord,
     PassRecord,
@@ -298,3 +300,49 @@ class AtlasReader:
         if row is None or row[0] is None:
             raise AtlasError(f"No {'thumbnail' if thumbnail else 'crop'} for exemplar {exemplar_id} in {self.path}")
         return bytes(row[0])
+
+    # ------------------------------------------------------------------------------------- circuits
+    @property
+    def _has_circuits(self) -> bool:
+        """Whether the database has the circuit tables (an atlas of schema 2 read as it is does not)."""
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unit_circuits'"
+                                  ).fetchone() is not None
+
+    def circuit_pair(self, source_layer_id: int, target_layer_id: int) -> CircuitPair | None:
+        if not self._has_circuits:
+            return None
+        r = self._conn.execute("SELECT * FROM circuit_pairs WHERE source_layer_id = ? AND target_layer_id = ?",
+                               (source_layer_id, target_layer_id)).fetchone()
+        if r is None:
+            return None
+        kh, kw = json.loads(r["kernel"])
+        return CircuitPair(r["source_layer_id"], r["target_layer_id"], (kh, kw), r["file"], r["sha256"],
+                           r["seconds"] or 0.0)
+
+    def circuit_sections(self, layer_id: int, unit: int) -> dict[str, JSONData]:
+        """A unit's circuit sections (``inputs``, ``outputs``, ``classes``: those the atlas holds)."""
+        if not self._has_circuits:
+            return {}
+        return {r["section"]: _json(r["data"]) for r in self._conn.execute(
+            "SELECT section, data FROM unit_circuits WHERE layer_id = ? AND unit = ?", (layer_id, unit))}
+
+    def top_exemplars(self, pass_id: int, units: Sequence[int], n: int) -> list[tuple[int, str, int, int]]:
+        """The top ``n`` exemplars by maximum of each of ``units`` in a pass: ``(unit, path, y, x)``."""
+        wanted = set(units)
+        rows = self._conn.execute(
+            "SELECT e.unit, d.path, e.y, e.x FROM exemplars e JOIN passes p ON p.id = e.pass_id JOIN dataset_images d "
+            "ON d.dataset_id = p.dataset_id AND d.idx = e.image WHERE e.pass_id = ? AND e.kind = 'max' AND e.rank < ? "
+            "ORDER BY e.unit, e.rank", (pass_id, n))
+        return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows if r[0] in wanted]
+
+    def units_with_section(self, layer_id: int, section: str) -> dict[int, JSONData]:
+        """The units of a layer that have ``section``, with its data."""
+        if not self._has_circuits:
+            return {}
+        return {int(r["unit"]): _json(r["data"]) for r in self._conn.execute(
+            "SELECT unit, data FROM unit_circuits WHERE layer_id = ? AND section = ?", (layer_id, section))}
+
+
+def _json(text: str) -> JSONData:
+    data: JSONData = json.loads(text)
+    return data

@@ -1,7 +1,8 @@
 """What an atlas holds, as typed records: what the store's read side returns and what its write side takes.
 
 Read side (:mod:`.reads`): models, layers, renders, exemplars, statistics, units, layer grids, progress.
-Write side (:mod:`.writes`): a planned render, a finished render, a pass's statistics and exemplars, crops.
+Write side (:mod:`.writes`): a planned render, a finished render, a pass's statistics and exemplars, crops,
+a layer pair's expanded weights and a unit's circuit sections.
 They hold no database handle; ``to_dict`` gives what ``filterscope atlas show --json`` and the microscope's
 JSON API print.
 """
@@ -19,7 +20,7 @@ from ..zoo.weights import WeightsSource
 
 __all__ = ["ModelRecord", "LayerRecord", "RenderRecord", "ExemplarRecord", "UnitStats", "UnitRecord", "StatusRow",
            "PassRecord", "UnitSummary", "PlannedRender", "RenderJob", "FinishedRender", "NewExemplar", "UnitPassStats",
-           "CropJob", "Crop", "JSONData"]
+           "CropJob", "Crop", "CircuitPair", "CircuitSection", "JSONData"]
 
 JSONData = dict[str, Any]
 """Plain JSON-ready data (what ``to_dict`` returns): the one untyped shape, at the edge where records become
@@ -271,3 +272,28 @@ class Crop:
     id: int
     crop: bytes
     thumbnail: bytes
+
+
+@dataclass(frozen=True)
+class CircuitPair:
+    """The expanded weights from layer ``source_layer_id`` to ``target_layer_id``: kernel ``(kh, kw)``, the
+    ``.npy`` file (relative to the atlas) of the ``(C_B, C_A, kh, kw)`` array, and its SHA-256."""
+
+    source_layer_id: int
+    target_layer_id: int
+    kernel: tuple[int, int]
+    file: str
+    sha256: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CircuitSection:
+    """One section of a unit's circuit: ``inputs`` (from the previous built layer: expanded weights,
+    attribution, the ablation check), ``outputs`` (into the next built layer) or ``classes`` (promoted and
+    suppressed), as the JSON that :meth:`filterscope.circuits.Circuit.to_dict` gives for it."""
+
+    layer_id: int
+    unit: int
+    section: str
+    data: JSONData

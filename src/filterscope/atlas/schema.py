@@ -25,7 +25,7 @@ __all__ = ["DB_NAME", "FORMAT", "SCHEMA", "SCHEMA_VERSION", "MIGRATIONS", "READA
 
 DB_NAME = "atlas.sqlite"
 FORMAT = "filterscope-atlas"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 READABLE_FROM = 1
 """The oldest schema a read-only connection reads without upgrading it."""
 
@@ -68,8 +68,23 @@ CREATE TABLE exemplars (
     crop BLOB, thumbnail BLOB, UNIQUE (pass_id, unit, kind, rank));
 """
 
+CIRCUIT_TABLES = """
+CREATE TABLE circuit_pairs (
+    id INTEGER PRIMARY KEY, source_layer_id INTEGER NOT NULL REFERENCES layers(id),
+    target_layer_id INTEGER NOT NULL REFERENCES layers(id), kernel TEXT NOT NULL, file TEXT NOT NULL,
+    sha256 TEXT NOT NULL, seconds REAL, finished TEXT NOT NULL, UNIQUE (source_layer_id, target_layer_id));
+CREATE TABLE unit_circuits (
+    layer_id INTEGER NOT NULL REFERENCES layers(id), unit INTEGER NOT NULL,
+    section TEXT NOT NULL CHECK (section IN ('inputs', 'outputs', 'classes')), data TEXT NOT NULL,
+    PRIMARY KEY (layer_id, unit, section));
+"""
+"""Circuits (schema 3): the expanded weights of each layer pair (an ``.npy`` file and its hash), and each unit's
+inputs, outputs and classes as JSON."""
+SCHEMA += CIRCUIT_TABLES
+
 MIGRATIONS: dict[int, str] = {
     2: "ALTER TABLE models ADD COLUMN weights_source TEXT",  # where the weights came from, as JSON (WeightsSource)
+    3: CIRCUIT_TABLES.strip().rstrip(";"),
 }
 """SQL that brings schema ``N - 1`` to ``N``, by ``N``."""
 

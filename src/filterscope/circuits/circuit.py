@@ -27,14 +27,15 @@ from PIL import Image
 
 from ..analysis.inputs import prepare_image
 from ..errors import ChannelError, FilterscopeError
-from ..layers import LayerRef, check_channel, layer_info, resolve_layer
+from ..layers import Capture, LayerRef, check_channel, layer_info, resolve_layer
 from ..metrics import reference_crops
-from ..zoo.model import LoadedModel, coerce_model
+from ..runtime import ANALYSIS_BATCH
+from ..zoo.model import LoadedModel, coerce_model, frozen
 from .classes import class_effects
 from .evidence import DRAWS, AblationCheck, ablation_check, attribution, peaks
 from .weights import Connection, ExpandedWeights, expanded_weights
 
-__all__ = ["Circuit", "circuit", "exemplar_pixels", "agreement", "ImageInput"]
+__all__ = ["Circuit", "circuit", "exemplar_pixels", "top_exemplars", "agreement", "has_vector_output", "ImageInput"]
 
 ImageInput = torch.Tensor | Sequence[str | os.PathLike[str] | Image.Image] | None
 
@@ -99,6 +100,30 @@ def agreement(by_weight: Sequence[Connection], by_attribution: Sequence[Connecti
     return len({c.unit for c in by_weight} & {c.unit for c in by_attribution}) / len(by_weight)
 
 
+def top_exemplars(model: LoadedModel, target: LayerRef, pixels: torch.Tensor, units: Sequence[int], count: int
+                  ) -> dict[int, tuple[list[int], list[tuple[int, int]]]]:
+    """For each unit, the indices of the ``count`` images of ``pixels`` it peaks highest on and where it peaks
+    (one pass over the images for all units)."""
+    best: list[torch.Tensor] = []
+    where: list[torch.Tensor] = []
+    chosen = torch.tensor(list(units))
+    with frozen(model.module), torch.no_grad(), Capture(model, [target]) as capture:
+        for start in range(0, len(pixels), ANALYSIS_BATCH):
+            b = capture(model.preprocessing.normalize(pixels[start:start + ANALYSIS_BATCH].to(model.device)))[target]
+            maps = b.float().flatten(2)[:, chosen.to(b.device)] if b.dim() == 4 else b.float()[:, chosen, None]
+            value, index = maps.max(dim=2)
+            best.append(value.cpu())
+            where.append(index.cpu())
+    values, flat = torch.cat(best), torch.cat(where)  # (N, units)
+    shape = layer_info(model, target).shape
+    width = shape[-1] if len(shape) == 3 else 1
+    out = {}
+    for j, unit in enumerate(units):
+        order = torch.argsort(values[:, j], descending=True, stable=True)[:count].tolist()
+        out[unit] = (order, [divmod(int(flat[i, j]), width) for i in order])
+    return out
+
+
 def exemplar_pixels(model: LoadedModel, target: LayerRef, unit: int, images: ImageInput, count: int,
                     fit: str = "crop") -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """The ``count`` images among ``images`` where ``unit`` peaks highest, and where it peaks in each."""
@@ -118,7 +143,7 @@ def exemplar_pixels(model: LoadedModel, target: LayerRef, unit: int, images: Ima
 def circuit(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, unit: int, source: str | LayerRef, *,
             k: int = 8, to: str | LayerRef | None = None, images: ImageInput = None, exemplars: int = 8,
             classes: bool = True, ablate: int = 5, draws: int = DRAWS, seed: int = 0, fit: str = "crop",
-            weights: ExpandedWeights | None = None) -> Circuit:
+            weights: ExpandedWeights | None = None, positions: Sequence[tuple[int, int]] | None = None) -> Circuit:
     """The circuit of ``unit`` of ``layer`` built from the earlier layer ``source`` (module docstring).
 
     Args:
@@ -137,6 +162,8 @@ def circuit(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, unit: i
         seed: Seed of the random sets.
         fit: How images meet the input (``crop``, ``squash``, ``pad``).
         weights: The expanded weights from ``source`` to ``layer``, when already computed (a whole layer's).
+        positions: With ``images`` a tensor of the unit's exemplars already chosen: where the unit peaks in each
+            (``(y, x)`` in ``layer``'s grid); they are used as they are (no search).
     """
     loaded = coerce_model(model)
     b_ref, a_ref = resolve_layer(loaded, layer), resolve_layer(loaded, source)
@@ -148,7 +175,10 @@ def circuit(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, unit: i
     attributed: list[Connection] = []
     check, used = None, 0
     if exemplars > 0:
-        pixels, positions = exemplar_pixels(loaded, b_ref, unit, images, exemplars, fit)
+        if isinstance(images, torch.Tensor) and positions is not None:
+            pixels, positions = images[:exemplars], list(positions)[:exemplars]
+        else:
+            pixels, positions = exemplar_pixels(loaded, b_ref, unit, images, exemplars, fit)
         used = len(pixels)
         scores = attribution(loaded, a_ref, b_ref, unit, pixels, positions)
         excite = [replace(c, attribution=float(scores[c.unit])) for c in excite]
@@ -166,13 +196,13 @@ def circuit(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, unit: i
         outputs = expanded_weights(loaded, b_ref, c_ref).outputs(unit, k)
     promoted: list[Connection] = []
     suppressed: list[Connection] = []
-    if classes and _has_vector_output(loaded):
+    if classes and has_vector_output(loaded):
         promoted, suppressed = class_effects(loaded, b_ref, [unit]).top(unit, k)
     return Circuit(loaded.name, b_ref, unit, a_ref, excite, inhibit, attributed, agreement(excite, attributed),
                    c_ref, outputs, promoted, suppressed, check, used, found.kernel_size)
 
 
-def _has_vector_output(model: LoadedModel) -> bool:
+def has_vector_output(model: LoadedModel) -> bool:
     """Whether the model's output is one vector per sample (logits), as the class effects need."""
     try:
         return len(layer_info(model, "").shape) == 1

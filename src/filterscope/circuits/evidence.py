@@ -23,7 +23,7 @@ import torch
 from ..layers import Capture, LayerRef
 from ..runtime import ANALYSIS_BATCH
 from ..zoo.model import LoadedModel, frozen
-from .linear import Intervene
+from .linear import Intervene, Leaf
 from .weights import source_calls
 
 __all__ = ["AblationCheck", "attribute", "attribution", "ablation_check", "peaks", "DRAWS"]
@@ -106,20 +106,16 @@ def attribute(model: LoadedModel, source: LayerRef, target: LayerRef, pixels: to
     positions = list(positions) if positions is not None else peaks(model, target, pixels, units)[0]
     calls, out = source_calls(model, source), []
     for start in range(0, len(pixels), ANALYSIS_BATCH):
-        leaf: list[torch.Tensor] = []
-
-        def make_leaf(output: torch.Tensor) -> torch.Tensor:
-            a = output.detach().float().requires_grad_(True)
-            leaf.append(a)
-            return a.clone()
-
+        leaf = Leaf()
         batch = pixels[start:start + ANALYSIS_BATCH].to(model.device)
-        with frozen(model.module), torch.enable_grad(), Intervene(model, source, make_leaf, calls), \
+        with frozen(model.module), torch.enable_grad(), Intervene(model, source, leaf, calls), \
                 Capture(model, [target]) as capture:
             b = capture(model.preprocessing.normalize(batch))[target].float()
         values = _at(b, chosen[start:start + len(batch)], positions[start:start + len(batch)])
-        (grad,) = torch.autograd.grad(values.sum(), leaf[0])
-        out.append((leaf[0] * grad).flatten(2).sum(dim=2).detach().cpu())
+        a = leaf.tensor
+        assert a is not None  # the capture of a later layer ran the source
+        (grad,) = torch.autograd.grad(values.sum(), a)
+        out.append((a * grad).flatten(2).sum(dim=2).detach().cpu())
     return torch.cat(out)
 
 
@@ -129,9 +125,64 @@ def attribution(model: LoadedModel, source: LayerRef, target: LayerRef, unit: in
     return attribute(model, source, target, pixels, unit, positions).mean(dim=0)
 
 
+def _masks(output: torch.Tensor, sets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``(len(sets), C, 1, ...)``: ones, with each set's channels zero."""
+    keep = torch.ones(len(sets), output.shape[1], device=output.device, dtype=output.dtype)
+    for row, channels in enumerate(sets):
+        keep[row, list(channels)] = 0
+    return keep.reshape(*keep.shape, *([1] * (output.dim() - 2)))
+
+
+def _fanned_values(model: LoadedModel, source: LayerRef, target: LayerRef, pixels: torch.Tensor, unit: int,
+                   positions: Sequence[tuple[int, int]], sets: list[list[int]]) -> torch.Tensor:
+    """:func:`_ablated_values`, the network before ``source`` run once per image: the hook fans each image's
+    activation out into one masked copy per set, so only the layers after ``source`` run once per set."""
+    calls, values = source_calls(model, source), torch.zeros(len(sets), len(pixels))
+    per_batch = max(1, ANALYSIS_BATCH * 4 // len(sets))
+
+    def fan(output: torch.Tensor) -> torch.Tensor:  # (n, C, ...) -> (n * S, C, ...), image-major
+        fanned = output[:, None] * _masks(output, sets)[None]
+        return fanned.reshape(-1, *output.shape[1:])
+
+    with frozen(model.module), torch.no_grad(), Intervene(model, source, fan, calls), \
+            Capture(model, [target]) as capture:
+        for start in range(0, len(pixels), per_batch):
+            batch = pixels[start:start + per_batch].to(model.device)
+            b = capture(model.preprocessing.normalize(batch))[target].float()
+            if b.shape[0] != len(batch) * len(sets):
+                raise RuntimeError("the batch did not fan out")
+            where = [positions[start + i] for i in range(len(batch)) for _ in sets]
+            found = _at(b, torch.full((len(where),), unit), where).cpu().reshape(len(batch), len(sets))
+            values[:, start:start + len(batch)] = found.T
+    return values
+
+
+def _fans_out(model: LoadedModel, source: LayerRef, target: LayerRef, pixels: torch.Tensor, unit: int,
+              positions: Sequence[tuple[int, int]]) -> bool:
+    """Whether the layers after ``source`` accept a batch larger than the one that entered the network (no
+    connection from before ``source`` that fails to broadcast, no batch size kept from the start), checked on
+    two images against the plain way (a connection from before ``source`` meets a batch of another size:
+it fails to broadcast for more than one image, so a wrong fan-out cannot go unnoticed)."""
+    sets: list[list[int]] = [[], [0]]
+    try:
+        fanned = _fanned_values(model, source, target, pixels[:2], unit, positions[:2], sets)
+    except RuntimeError:  # a shape mismatch after the fan-out: this network needs the plain way
+        return False
+    plain = _plain_values(model, source, target, pixels[:2], unit, positions[:2], sets)
+    return torch.allclose(fanned, plain, rtol=1e-4, atol=1e-5)
+
+
 def _ablated_values(model: LoadedModel, source: LayerRef, target: LayerRef, pixels: torch.Tensor, unit: int,
                     positions: Sequence[tuple[int, int]], sets: list[list[int]]) -> torch.Tensor:
     """``(len(sets), N)``: the unit at each image's position with each set of source channels zeroed."""
+    if len(sets) > 2 and _fans_out(model, source, target, pixels, unit, positions):
+        return _fanned_values(model, source, target, pixels, unit, positions, sets)
+    return _plain_values(model, source, target, pixels, unit, positions, sets)
+
+
+def _plain_values(model: LoadedModel, source: LayerRef, target: LayerRef, pixels: torch.Tensor, unit: int,
+                  positions: Sequence[tuple[int, int]], sets: list[list[int]]) -> torch.Tensor:
+    """:func:`_ablated_values`, every (set, image) pair through the whole truncated network, in batches."""
     n, calls = len(pixels), source_calls(model, source)
     jobs = [(s, i) for s in range(len(sets)) for i in range(n)]
     values = torch.zeros(len(sets), n)
@@ -141,10 +192,7 @@ def _ablated_values(model: LoadedModel, source: LayerRef, target: LayerRef, pixe
             masked = [sets[s] for s, _ in chunk]
 
             def zero(output: torch.Tensor, masked: list[list[int]] = masked) -> torch.Tensor:
-                keep = torch.ones(output.shape[:2], device=output.device, dtype=output.dtype)
-                for row, channels in enumerate(masked):
-                    keep[row, channels] = 0
-                return output * keep.reshape(*keep.shape, *([1] * (output.dim() - 2)))
+                return output * _masks(output, masked)
 
             batch = pixels[[i for _, i in chunk]].to(model.device)
             with Intervene(model, source, zero, calls), Capture(model, [target]) as capture:

@@ -26,7 +26,7 @@ from ..errors import UnknownLayerError
 from ..layers import LayerRef
 from ..zoo.model import LoadedModel
 
-__all__ = ["linearized", "Intervene", "IDENTITY_FUNCTIONS"]
+__all__ = ["linearized", "Intervene", "Leaf", "IDENTITY_FUNCTIONS"]
 
 IDENTITY_FUNCTIONS = frozenset({
     F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
@@ -92,17 +92,21 @@ class Intervene:
         self.model, self.ref, self.fn = model, ref, fn
         self.call = ref.call % calls if ref.call < 0 else ref.call
         self.count = 0
-        self._handle: torch.utils.hooks.RemovableHandle | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> Intervene:
         module = self.model.module.get_submodule(self.ref.name)
-        self._handle = module.register_forward_hook(self._hook)
+        self._handles = [self.model.module.register_forward_pre_hook(self._start),  # each pass counts from 0
+                         module.register_forward_hook(self._hook)]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _start(self, _module: torch.nn.Module, _args: object) -> None:
+        self.count = 0
 
     def _hook(self, _module: torch.nn.Module, _inputs: object, output: object) -> Any:
         call, self.count = self.count, self.count + 1
@@ -112,3 +116,15 @@ class Intervene:
             raise UnknownLayerError(f"Layer {self.ref} of {self.model.name} gives {type(output).__name__}, not a "
                                     "tensor")
         return self.fn(output)
+
+
+class Leaf:
+    """An :class:`Intervene` function that makes the layer's output a gradient leaf (``tensor``, float32) and
+    hands the network a copy (the network may change its input in place)."""
+
+    def __init__(self) -> None:
+        self.tensor: torch.Tensor | None = None
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        self.tensor = output.detach().float().requires_grad_(True)
+        return self.tensor.clone()

@@ -31,7 +31,6 @@ Lucid's is TensorFlow 1).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,7 +40,7 @@ import torch
 from ..errors import UnknownLayerError
 from ..layers import OUTPUT, Capture, LayerRef, layer_info, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
-from .linear import Intervene, linearized
+from .linear import Intervene, Leaf, linearized
 
 __all__ = ["ExpandedWeights", "Connection", "expanded_weights", "jacobian_rows", "source_calls"]
 
@@ -70,7 +69,7 @@ class Connection:
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"unit": self.unit, "weight": self.weight}
         if self.kernel is not None:
-            out["kernel"] = self.kernel.round(6).tolist()
+            out["kernel"] = [[float(f"{v:.4g}") for v in row] for row in self.kernel.tolist()]  # 4 digits
         if self.attribution is not None:
             out["attribution"] = self.attribution
         if self.name is not None:
@@ -127,30 +126,33 @@ def source_calls(model: LoadedModel, ref: LayerRef) -> int:
     return layer_info(model, LayerRef(ref.name)).calls
 
 
-def jacobian_rows(model: LoadedModel, source: LayerRef, target: LayerRef, size: tuple[int, int]
-                  ) -> tuple[torch.Tensor, tuple[int, int]]:
+def jacobian_rows(model: LoadedModel, source: LayerRef, target: LayerRef, size: tuple[int, int], *,
+                  probe: bool = False) -> tuple[torch.Tensor, tuple[int, int] | None]:
     """The linearized Jacobian of ``target`` at its centre with respect to ``source``'s output, at input ``size``:
-    ``(C_B, C_A, H_A, W_A)`` and the centre ``(y, x)`` (``(0, 0)`` for a target without spatial axes)."""
-    leaf: list[torch.Tensor] = []
+    ``(C_B, C_A, H_A, W_A)`` and the centre ``(y, x)`` (``None`` for a target without spatial axes).
 
-    def make_leaf(output: torch.Tensor) -> torch.Tensor:
-        a = output.detach().float().requires_grad_(True)
-        leaf.append(a)
-        return a.clone()  # the network may change its input in place
-
+    ``probe``: only one random positive combination of the rows, ``(1, C_A, H_A, W_A)`` (one backward pass):
+    where it is non-zero is where the Jacobian is, for finding the span cheaply."""
+    leaf = Leaf()
     channels = model.preprocessing.channels
     x = torch.zeros(1, channels, *size, device=model.device)
     with frozen(model.module), linearized(), torch.enable_grad(), \
-            Intervene(model, source, make_leaf, source_calls(model, source)), Capture(model, [target]) as capture:
+            Intervene(model, source, leaf, source_calls(model, source)), Capture(model, [target]) as capture:
         b = capture(x)[target]
-    if not leaf:
+    if leaf.tensor is None:
         raise UnknownLayerError(f"Layer {source} of {model.name} does not run before {target}: give the earlier "
                                 "layer as the source")
-    a = leaf[0]
-    centre = (b.shape[2] // 2, b.shape[3] // 2) if b.dim() == 4 else (0, 0)
-    rows = b[0, :, centre[0], centre[1]] if b.dim() == 4 else b[0].flatten()
+    a = leaf.tensor
+    centre = (b.shape[2] // 2, b.shape[3] // 2) if b.dim() == 4 else None
+    rows = b[0, :, centre[0], centre[1]] if centre is not None else b[0].flatten()
     if not rows.requires_grad:
         raise UnknownLayerError(f"Layer {target} of {model.name} does not depend on {source}")
+    if probe:
+        weights = torch.rand(rows.shape, generator=torch.Generator().manual_seed(0)).to(rows) + 0.5
+        (grad,) = torch.autograd.grad(rows, a, grad_outputs=weights, allow_unused=True)
+        if grad is None:
+            raise UnknownLayerError(f"Layer {target} of {model.name} does not depend on {source}")
+        return grad.float().cpu(), centre
     per_row = max(4 * a.numel() * 8, 1)  # a rough size of one row's backward intermediates
     chunk = max(1, min(rows.numel(), ROW_BUDGET // per_row))
     eye = torch.eye(rows.numel(), device=a.device, dtype=rows.dtype)
@@ -192,18 +194,39 @@ def expanded_weights(model: LoadedModel | torch.nn.Module, source: str | LayerRe
     if a_ref.name == OUTPUT:
         raise UnknownLayerError(f"The source of expanded weights must be a layer before the output of {loaded.name}")
     base = loaded.preprocessing.input_shape
-    shape = (size, size) if isinstance(size, int) else tuple(size or base)
-    while True:
-        jacobian, centre = jacobian_rows(loaded, a_ref, b_ref, shape)  # type: ignore[arg-type]
-        if b_ref.name == OUTPUT or jacobian.dim() != 4:
-            return ExpandedWeights(a_ref, b_ref, jacobian, (0, 0), centre, shape)  # type: ignore[arg-type]
-        rows, cols = _span(jacobian)
-        grid = jacobian.shape[2:]
-        touches = rows.start == 0 or cols.start == 0 or rows.stop == grid[0] or cols.stop == grid[1]
-        if not touches or size is not None or shape[0] * 2 > base[0] * max_scale or jacobian.shape[2] < 3:
-            return ExpandedWeights(a_ref, b_ref, jacobian[:, :, rows, cols].contiguous(), (rows.start, cols.start),
-                                   centre, shape)  # type: ignore[arg-type]
+    shape: tuple[int, int] = (size, size) if isinstance(size, int) else (tuple(size) if size else base)  # type: ignore[assignment]
+    if size is None:
+        shape = _fitting_size(loaded, a_ref, b_ref, base, max_scale)
+    jacobian, centre = jacobian_rows(loaded, a_ref, b_ref, shape)
+    if centre is None:  # the logits, or any output without a grid: the whole of A's grid
+        return ExpandedWeights(a_ref, b_ref, jacobian, (0, 0), (0, 0), shape)
+    rows, cols = _span(jacobian)
+    return ExpandedWeights(a_ref, b_ref, jacobian[:, :, rows, cols].contiguous(), (rows.start, cols.start), centre,
+                           shape)
+
+
+def _touches(rows: slice, cols: slice, grid: tuple[int, ...]) -> bool:
+    return rows.start == 0 or cols.start == 0 or rows.stop == grid[0] or cols.stop == grid[1]
+
+
+def _fitting_size(model: LoadedModel, a: LayerRef, b: LayerRef, base: tuple[int, int], max_scale: int
+                  ) -> tuple[int, int]:
+    """The smallest input (of the base size times 1, 1.25, 1.5, ... up to ``max_scale``) at which the span of
+    the Jacobian lies inside A's grid with a margin, found with one-backward probes."""
+    probe, centre = jacobian_rows(model, a, b, base, probe=True)
+    rows, cols = _span(probe)
+    if centre is None or not _touches(rows, cols, probe.shape[2:]):
+        return base
+    shape, grid = base, probe.shape[2:]
+    while _touches(rows, cols, grid) and shape[0] * 2 <= base[0] * max_scale:
         shape = (shape[0] * 2, shape[1] * 2)
-        if math.prod(shape) > math.prod(base) * max_scale**2:
-            return ExpandedWeights(a_ref, b_ref, jacobian[:, :, rows, cols].contiguous(), (rows.start, cols.start),
-                                   centre, shape)  # type: ignore[arg-type]
+        probe, _ = jacobian_rows(model, a, b, shape, probe=True)
+        rows, cols, grid = *_span(probe), probe.shape[2:]
+    if _touches(rows, cols, grid):
+        return shape  # the span fills the largest input allowed
+    per_pixel = grid[0] / shape[0], grid[1] / shape[1]
+    for factor in (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0):
+        size = (int(round(base[0] * factor / 32)) * 32, int(round(base[1] * factor / 32)) * 32)
+        if size[0] * per_pixel[0] >= rows.stop - rows.start + 4 and size[1] * per_pixel[1] >= cols.stop - cols.start + 4:
+            return min(size, shape)
+    return shape

@@ -75,6 +75,10 @@ class _Bars(BuildProgress):
         bar = self.bar if self.bar is not None and self.stage == "crops" else self._bar("crops", total, "image")
         bar.update(done - bar.n)
 
+    def circuits_progress(self, done: int, total: int) -> None:
+        bar = self.bar if self.bar is not None and self.stage == "circuits" else self._bar("circuits", total, "unit")
+        bar.update(done - bar.n)
+
     def render_started(self, label: str, units: int) -> None:
         self._bar(label, units, "unit")
 
