@@ -13,8 +13,9 @@ import a user needs::
 
 Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
-errors, registry, tensors, data, files, images → zoo → layers → runtime → objectives, objective_syntax, params,
-transforms → recipes → identity → results → render, analysis, metrics → circuits, plots → atlas → microscope, demo → cli.
+errors, registry, tensors, data, files, images → zoo → layers → runtime → objectives, objective_syntax,
+params, transforms → recipes → identity → results → render, analysis, metrics → circuits, plots → atlas →
+microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
 loads its module on first use, so the command line can install its signal handlers before torch loads.

@@ -104,9 +104,9 @@ def _exemplars(model: LoadedModel, target: LayerRef, task: CircuitTask
                 views[path] = None
         view = views[path]
         if view is not None:
-            pixels, positions = out.setdefault(unit, ([], []))
-            pixels.append(view)
-            positions.append((y, x))
+            views_of, positions_of = out.setdefault(unit, ([], []))
+            views_of.append(view)
+            positions_of.append((y, x))
     return {u: (torch.stack(p), pos) for u, (p, pos) in out.items()}
 
 

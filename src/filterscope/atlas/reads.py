@@ -191,6 +191,11 @@ class AtlasReader:
         done = [p for p in self.passes(layer_id) if p.status == "done"]
         return done[-1] if done else None
 
+    def pass_settings(self, pass_id: int) -> JSONData:
+        """The settings a pass ran with (``fit``, ``precision``, ``input``)."""
+        row = self._conn.execute("SELECT settings FROM passes WHERE id = ?", (pass_id,)).fetchone()
+        return _json(row[0]) if row is not None else {}
+
     def matrix(self, pass_id: int, which: str = "means") -> np.ndarray:
         """The images x units matrix of a finished pass (``means`` or ``maxima``), memory-mapped."""
         row = self._conn.execute(f"SELECT {'means_file' if which == 'means' else 'maxima_file'} FROM passes "

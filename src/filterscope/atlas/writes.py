@@ -134,13 +134,14 @@ class AtlasWriter:
     def add_circuit_pair(self, pair: CircuitPair) -> None:
         """Record a layer pair's expanded weights (their file already written), replacing an older record."""
         with self.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO circuit_pairs (source_layer_id, target_layer_id, kernel, file, sha256, "
-                         "seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO circuit_pairs (source_layer_id, target_layer_id, kernel, file, "
+                         "sha256, seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (pair.source_layer_id, pair.target_layer_id, json.dumps(list(pair.kernel)), pair.file,
                           pair.sha256, _number(pair.seconds), now()))
 
     def set_circuit_sections(self, sections: Sequence[CircuitSection]) -> None:
         """Store units' circuit sections in one transaction (replacing what a unit had in that section)."""
         with self.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO unit_circuits (layer_id, unit, section, data) VALUES (?, ?, ?, ?)",
+            conn.executemany("INSERT OR REPLACE INTO unit_circuits (layer_id, unit, section, data) "
+                             "VALUES (?, ?, ?, ?)",
                              [(c.layer_id, c.unit, c.section, json.dumps(c.data, allow_nan=False)) for c in sections])

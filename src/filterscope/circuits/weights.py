@@ -226,7 +226,8 @@ def _fitting_size(model: LoadedModel, a: LayerRef, b: LayerRef, base: tuple[int,
         return shape  # the span fills the largest input allowed
     per_pixel = grid[0] / shape[0], grid[1] / shape[1]
     for factor in (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0):
-        size = (int(round(base[0] * factor / 32)) * 32, int(round(base[1] * factor / 32)) * 32)
-        if size[0] * per_pixel[0] >= rows.stop - rows.start + 4 and size[1] * per_pixel[1] >= cols.stop - cols.start + 4:
+        size = (round(base[0] * factor / 32) * 32, round(base[1] * factor / 32) * 32)
+        height, width = rows.stop - rows.start + 4, cols.stop - cols.start + 4
+        if size[0] * per_pixel[0] >= height and size[1] * per_pixel[1] >= width:
             return min(size, shape)
     return shape
