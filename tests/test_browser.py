@@ -117,6 +117,26 @@ def test_home_layer_sort_unit_keyboard(atlas, page):  # noqa: F811
         assert response.status == 404 and "out of range" in page.text_content("#detail")
 
 
+def test_walk_a_circuit_by_clicking(atlas, page):  # noqa: F811
+    with Server(create_app(atlas)) as url:
+        page.goto(url + "/m/stack/6/0")
+        page.wait_for_selector("#weights table.excite")
+        assert page.locator("#weights canvas.kernel").count() >= 5  # a heat map per input (excite, inhibit, drive)
+        assert "Causal check" in page.text_content("#ablation")
+        wanted = ", ".join(f"#weights table.{kind} a.input-link[data-unit='{u}']"  # units of 4 the build wanted
+                           for kind in ("excite", "inhibit") for u in range(3))
+        first = page.locator(wanted).first
+        source_unit = first.get_attribute("data-unit")
+        first.click()
+        page.wait_for_url(url + f"/m/stack/4/{source_unit}")
+        page.wait_for_selector("#weights h3:has-text('Excites')")
+        assert "outputs into 6" in page.text_content("#weights")
+        page.locator("#weights table.excites a.input-link[data-unit='0'], #weights table.inhibits a.input-link"
+                     "[data-unit='0']").first.click()
+        page.wait_for_url(url + "/m/stack/6/0")
+        page.wait_for_selector("#weights table.excite")
+
+
 def test_render_on_demand_in_the_browser(tmp_path, atlas, page):  # noqa: F811
     folder = tmp_path / "atlas"
     shutil.copytree(atlas, folder)

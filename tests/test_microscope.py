@@ -22,13 +22,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def atlas(tmp_path_factory) -> Path:
-    """A small atlas: layers 4 (units 0-2 rendered) and 6 (unit 0), exemplars from 8 images."""
+    """A small atlas: layers 4 (units 0-2 rendered) and 6 (unit 0), exemplars from 8 images, circuits from 4 to 6."""
     root = tmp_path_factory.mktemp("microscope")
     write_images(root / "data", 8)
     model = conv_stack()
-    fs.build_atlas(root / "atlas", model, "4", units=[0, 1, 2], recipes=[TINY_RECIPE], dataset=root / "data",
-                   exemplars=3)
-    fs.build_atlas(root / "atlas", model, "6", units=[0], recipes=[TINY_RECIPE], dataset=root / "data", exemplars=3)
+    fs.build_atlas(root / "atlas", model, ["6", "4"], units={"4": [0, 1, 2], "6": [0]}, recipes=[TINY_RECIPE],
+                   dataset=root / "data", exemplars=3)
     return root / "atlas"
 
 
@@ -58,6 +57,29 @@ def test_models_layers_and_units_come_from_the_atlas(atlas):
     assert all(0 <= v <= 1 for e in unit["exemplars"]["max"] for v in e["marker"])
     assert len(unit["cofiring"]) == 4 and unit["can_render"] is False
     assert client.get("/api/m/stack/4/4").json()["next"] is None
+
+
+def test_unit_pages_carry_their_circuit(atlas):
+    client = TestClient(create_app(atlas))
+    weights = client.get("/api/m/stack/6/0").json()["weights"]
+    inputs = weights["inputs"]
+    assert inputs["source"] == "4" and inputs["kernel_size"] == [5, 5] and inputs["exemplars"] == 3
+    net = conv_stack().module
+    # 4 -> 5 (ReLU) -> 6, a 3x3 kernel of dilation 2: its weights spread over 5x5
+    totals = net[6].weight.detach()[0].sum(dim=(1, 2))
+    rows = inputs["inputs"]["excite"] + inputs["inputs"]["inhibit"]
+    assert sorted(r["unit"] for r in rows) == list(range(5))
+    assert rows[0]["kernel"][1][1] == 0 and rows[0]["kernel"][0][0] != 0  # the dilation's holes
+    assert all(r["weight"] == pytest.approx(float(totals[r["unit"]]), rel=1e-3, abs=1e-4) for r in rows)
+    assert {r["url"] for r in rows} == {f"/m/stack/4/{u}" for u in range(5)}
+    assert [r["thumb"] is not None for r in sorted(rows, key=lambda r: r["unit"])] == [True] * 3 + [False] * 2
+    check = inputs["ablation"]
+    assert set(check["ratios"]) == {"expanded", "attribution"} and len(check["random_drops"]) == 3
+    assert check["k"] == max(len(v) for v in check["ablated"].values()) <= 5  # the positive inputs, at most 5
+    assert weights["classes"] is None  # the stack's output is a map, not class logits
+    outputs = client.get("/api/m/stack/4/1").json()["weights"]["outputs"]
+    assert outputs["layer"] == "6" and sorted(r["unit"] for r in outputs["excite"] + outputs["inhibit"]) == [0, 1, 2, 3]
+    assert client.get("/api/m/stack/4/4").json()["weights"] is None  # not a wanted unit: no circuit
 
 
 def test_images_are_served_by_id_with_etags(atlas):

@@ -140,6 +140,16 @@ class AtlasReader:
                                   (layer_id,) if unit is None else (layer_id, unit))
         return [_render(r) for r in rows]
 
+    def render_ids(self, layer_id: int, units: Sequence[int]) -> dict[int, int]:
+        """The first finished (ok or inactive) render of each of ``units`` that has a file: ``{unit: render id}``."""
+        wanted = sorted({int(u) for u in units})
+        found: dict[int, int] = {}
+        marks = ", ".join("?" * len(wanted))
+        for r in self._conn.execute(f"SELECT id, unit FROM renders WHERE layer_id = ? AND unit IN ({marks}) AND status "
+                                    "IN ('ok', 'inactive') AND file IS NOT NULL ORDER BY id", (layer_id, *wanted)):
+            found.setdefault(int(r["unit"]), int(r["id"]))
+        return found
+
     def render(self, render_id: int) -> RenderRecord:
         row = self._conn.execute("SELECT * FROM renders WHERE id = ?", (render_id,)).fetchone()
         if row is None:

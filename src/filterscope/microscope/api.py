@@ -67,6 +67,7 @@ def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
             e["marker"] = marker(record.receptive_field, exemplar) if exemplar.kind != "mean" else None
     data["cofiring"] = [{"unit": u, "correlation": c, "url": urls.unit(found.name, record.name, u)}
                         for u, c in store.cofiring(record.name, unit, 8, found.name)]
+    data["weights"] = _weights(scope, found.name, record.id, unit)
     data["prev"] = urls.unit(found.name, record.name, unit - 1) if unit > 0 else None
     data["next"] = urls.unit(found.name, record.name, unit + 1) if unit + 1 < record.channels else None
     data["layer_url"] = urls.layer(found.name, record.name)
@@ -75,6 +76,30 @@ def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     active = scope.jobs.active.get((record.name, unit)) if scope.jobs is not None else None
     data["job"] = _job(scope, active.to_dict()) if active is not None else None
     return JSONResponse(data)
+
+
+def _weights(scope: Microscope, model: str, layer_id: int, unit: int) -> JSONData | None:
+    """The unit's circuit sections with links: each input (output) unit's page and render thumbnail."""
+    store, urls = scope.store(), scope.urls
+    sections = store.circuit_sections(layer_id, unit)
+    if not sections:
+        return None
+    layer_ids = {layer.name: layer.id for layer in store.layers(store.model(model).id)}
+
+    def link(layer: str, rows: list[JSONData]) -> None:
+        renders = store.render_ids(layer_ids[layer], [r["unit"] for r in rows]) if layer in layer_ids else {}
+        for row in rows:
+            row["url"] = urls.unit(model, layer, row["unit"])
+            row["thumb"] = urls.render_thumb(renders[row["unit"]]) if row["unit"] in renders else None
+
+    inputs, outputs = sections.get("inputs"), sections.get("outputs")
+    if inputs is not None:
+        for rows in inputs["inputs"].values():
+            link(inputs["source"], rows)
+    if outputs is not None:
+        link(outputs["layer"], outputs["excite"])
+        link(outputs["layer"], outputs["inhibit"])
+    return {"inputs": inputs, "outputs": outputs, "classes": sections.get("classes")}
 
 
 def _job(scope: Microscope, job: JSONData) -> JSONData:

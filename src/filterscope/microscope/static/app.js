@@ -210,6 +210,68 @@ function renderButton(data) {
   return el("div", { class: "render-on-demand" }, button, " ", bar, " ", status);
 }
 
+// A kernel as a small heat map: red where the input excites the unit, blue where it inhibits it.
+function kernelCanvas(kernel, scale) {
+  const h = kernel.length, w = kernel[0].length;
+  const canvas = el("canvas", { class: "kernel", width: w, height: h, title: `${h}×${w} expanded weights` });
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  kernel.flat().forEach((v, i) => {
+    const t = Math.min(Math.abs(v) / (scale || 1), 1);
+    const [r, g, b] = v >= 0 ? [255, 255 * (1 - t), 255 * (1 - t)] : [255 * (1 - t), 255 * (1 - t), 255];
+    image.data.set([r, g, b, 255], i * 4);
+  });
+  ctx.putImageData(image, 0, 0);
+  return canvas;
+}
+
+function connectionTable(title, rows, scale, kind) {
+  if (!rows || !rows.length) return el("div", {}, el("h3", {}, title), el("p", { class: "muted small" }, "none"));
+  return el("div", {}, el("h3", {}, title), el("table", { class: `connections ${kind}` },
+    el("tr", {}, el("th", {}, "unit"), el("th", {}, ""), rows[0].kernel ? el("th", {}, "kernel") : null, el("th", {}, "weight"), el("th", {}, "attribution")),
+    rows.map((c) => el("tr", {},
+      el("td", {}, el("a", { href: c.url, class: "input-link", "data-unit": c.unit }, String(c.unit))),
+      el("td", {}, el("a", { href: c.url }, c.thumb ? el("img", { class: "thumb", src: c.thumb, loading: "lazy", alt: `unit ${c.unit}` }) : el("span", { class: "thumb none" }))),
+      c.kernel ? el("td", {}, kernelCanvas(c.kernel, scale)) : null,
+      el("td", {}, fmt(c.weight)), el("td", {}, fmt(c.attribution))))));
+}
+
+function weightsSection(w) {
+  const parts = [el("h2", {}, "Weights")];
+  if (!w) return el("section", { id: "weights" }, ...parts, el("p", { class: "muted" }, "No circuit recorded (build two or more layers, without --no-circuits)."));
+  const inputs = w.inputs;
+  if (inputs) {
+    const all = [...inputs.inputs.excite, ...inputs.inputs.inhibit, ...inputs.inputs.attribution];
+    const scale = Math.max(...all.flatMap((c) => (c.kernel ? c.kernel.flat().map(Math.abs) : [0])), 1e-12);
+    parts.push(el("p", { class: "muted small" }, `inputs from ${inputs.source}: expanded weights (the network linearized, ${inputs.kernel_size[0]}×${inputs.kernel_size[1]} kernels, red excites, blue inhibits) and attribution (activation × gradient at the unit's maximum, mean over ${inputs.exemplars} exemplars)`));
+    if (inputs.note) parts.push(el("p", { class: "note" }, inputs.note));
+    parts.push(el("div", { class: "weights" }, connectionTable("Excited by", inputs.inputs.excite, scale, "excite"),
+      connectionTable("Inhibited by", inputs.inputs.inhibit, scale, "inhibit"), connectionTable("Driven on its exemplars by", inputs.inputs.attribution, scale, "attribution")));
+    const check = inputs.ablation;
+    if (check) {
+      const random = check.random_drops.reduce((a, d) => a + Math.abs(d), 0) / Math.max(check.random_drops.length, 1);
+      parts.push(el("div", { class: "check", id: "ablation" }, el("b", {}, "Causal check: "),
+        `zeroing the top ${check.k} inputs lowers the unit (baseline ${fmt(check.baseline)}) by `,
+        Object.keys(check.drops).map((view, i) => [i ? "; " : "", el("b", {}, `${fmt(check.ratios[view], 2)}×`), ` random (${view}: ${fmt(check.drops[view])})`]),
+        ` — ${check.random_drops.length} random sets of ${check.k}: mean |drop| ${fmt(random)}`));
+    }
+  }
+  if (w.outputs) {
+    const rows = [...w.outputs.excite, ...w.outputs.inhibit];
+    const scale = Math.max(...rows.flatMap((c) => (c.kernel ? c.kernel.flat().map(Math.abs) : [0])), 1e-12);
+    parts.push(el("p", { class: "muted small" }, `outputs into ${w.outputs.layer}`));
+    parts.push(el("div", { class: "weights" }, connectionTable("Excites", w.outputs.excite, scale, "excites"), connectionTable("Inhibits", w.outputs.inhibit, scale, "inhibits")));
+  }
+  if (w.classes && (w.classes.promoted.length || w.classes.suppressed.length)) {
+    const item = (c) => el("li", {}, `${c.name || `class ${c.unit}`} `, el("span", { class: "muted" }, fmt(c.weight)));
+    parts.push(el("div", { class: "row" },
+      el("div", {}, el("h3", {}, "Promotes"), el("ol", { class: "classes" }, w.classes.promoted.map(item))),
+      el("div", {}, el("h3", {}, "Suppresses"), el("ol", { class: "classes" }, w.classes.suppressed.map(item)))));
+    parts.push(el("p", { class: "muted small" }, "classes by the linearized direct path from the unit to the logits (most telling near the classifier)"));
+  }
+  return el("section", { id: "weights" }, ...parts);
+}
+
 async function unit() {
   const data = await getJSON(page.api);
   crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: `unit ${data.unit}` }]);
@@ -227,7 +289,7 @@ async function unit() {
         ["positive in", pct(s.fraction_positive)]].map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v))))),
       el("div", {}, histogram(s), el("p", { class: "muted small" }, "per-image maxima over the dataset")))
       : el("p", { class: "muted" }, "No exemplar pass yet (build with --dataset)."));
-  const sections = [nav, renders, stats];
+  const sections = [nav, renders, stats, weightsSection(data.weights)];
   const ex = data.exemplars;
   if (ex.max) sections.push(el("section", {}, el("h2", {}, "Top exemplars"),
     el("p", { class: "muted small" }, `where the unit fires most in ${data.dataset}, cropped to its receptive field; the dot marks the maximum`),
