@@ -1,8 +1,11 @@
+import dataclasses
 import json
 
 import pytest
 import torch
+from torch import nn
 
+import filterscope as fs
 from filterscope import InvalidRecipeError, Preprocessing, Recipe, visualize_filters
 from filterscope.params import FourierParam, MacoParam, PixelParam, initial_state, make_param
 from filterscope.recipes import RECIPES, get_recipe
@@ -137,3 +140,14 @@ def test_cppn_recipe_renders_across_scales_and_refuses_a_periodic_blur():
     assert torch.allclose(result.images[1], alone.images[0], atol=1e-4)
     with pytest.raises(InvalidRecipeError, match="cppn has no image state to blur"):
         Recipe(param="cppn", blur_every=2)
+
+
+@pytest.mark.parametrize("recipe", fs.list_recipes())
+def test_every_named_recipe_renders_a_grayscale_model(recipe):
+    # colour decorrelation (the fft recipes) is an RGB notion: a 1-channel model is optimized in its channel
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+    model = fs.wrap_model(net, name="gray", preprocessing=fs.Preprocessing(input_size=16, resize_size=16,
+                                                                            mean=(0.5,), std=(0.5,)))
+    chosen = dataclasses.replace(fs.get_recipe(recipe), size=16, scales=1, steps=3, reference_size=None)
+    result = fs.render(model, fs.channel("1", 2), recipe=chosen)
+    assert result.images.shape == (1, 1, 16, 16) and torch.isfinite(result.images).all()

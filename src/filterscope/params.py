@@ -158,6 +158,9 @@ class FourierParam(Param):
     Lucid (and Lucent) divide the inverse transform by 4 before the color mapping, a constant their code
     calls magic; here it is not, so with Adam (which is blind to the scale of the gradient) Lucid's
     learning rate ``lr`` is ``lr / 4`` here: its default 0.05 is the ``lucid`` recipe's 0.0125.
+
+    Decorrelation is a colour notion: images of other than 3 channels (grayscale, multispectral) are
+    optimized in their own channels.
     """
 
     options: ClassVar[dict[str, str]] = {"decay": "fft_decay", "decorrelate": "decorrelate"}
@@ -177,7 +180,7 @@ class FourierParam(Param):
     def initial_state(cls, images: torch.Tensor, *, decorrelate: bool = True, **options: Any) -> torch.Tensor:
         """The logits (decorrelated when ``decorrelate``) that show ``images``."""
         logits = torch.logit(images.detach().clamp(_EPS, 1 - _EPS))
-        return _from_color(logits) if decorrelate else logits
+        return _from_color(logits) if decorrelate and logits.shape[1] == 3 else logits
 
     def state(self) -> torch.Tensor:
         return self._logits().detach()
@@ -196,7 +199,7 @@ class FourierParam(Param):
 
     def forward(self) -> torch.Tensor:
         logits = self._logits()
-        if self.decorrelate:
+        if self.decorrelate and logits.shape[1] == 3:  # colour decorrelation is an RGB notion
             logits = _to_color(logits)
         return torch.sigmoid(logits)
 
