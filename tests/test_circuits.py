@@ -294,3 +294,21 @@ def test_fanned_ablation_equals_the_plain_way_and_is_refused_where_a_skip_bypass
     check = ablation_check(residual, a, b, 0, pixels, {"top": [0, 1]}, channels=6, draws=2, positions=[(8, 8)] * 3)
     manual = _plain_values(residual, a, b, pixels, 0, [(8, 8)] * 3, [[], [0, 1]]).mean(dim=1)
     assert check.drops["top"] == pytest.approx(float(manual[0] - manual[1]), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------- the embedded model
+@pytest.mark.integration
+def test_embedded_block_15_equals_its_folded_weights_and_attribution_explains_a_unit(lite0):
+    block = lite0.module._blocks[15]
+    e = block._expand_conv.weight.detach()[:, :, 0, 0] * _bn_scale(block._bn0).detach()[:, None]  # (1152, 192)
+    d = block._depthwise_conv.weight.detach()[:, 0] * _bn_scale(block._bn1).detach()[:, None, None]  # (1152, 3, 3)
+    p = block._project_conv.weight.detach()[:, :, 0, 0] * _bn_scale(block._bn2).detach()[:, None]  # (320, 1152)
+    found = expanded_weights(lite0, "_blocks.14", "_blocks.15")
+    expected = torch.einsum("om,myx,mi->oiyx", p, d, e)
+    assert found.weights.shape == (320, 192, 3, 3)
+    assert torch.allclose(found.weights, expected, atol=1e-5 * float(expected.abs().max()))
+    pixels = fs.reference_crops(lite0)[::6]  # 15 photos and crops
+    circuit = fs.circuit(lite0, "_blocks.15", 16, "_blocks.14", k=5, images=pixels, exemplars=6, draws=3,
+                         weights=found)
+    assert circuit.ablation is not None and circuit.ablation.ratios["attribution"] > 2
+    assert circuit.promoted and all(c.name for c in circuit.promoted)  # ImageNet's class names

@@ -131,6 +131,9 @@ def build_command(
                                                                "mean, most negative).")] = 9,
     scores: Annotated[bool, typer.Option("--scores/--no-scores", help="Quality scores of each render (activation "
                                                                       "ratio, robustness, high frequencies).")] = True,
+    circuits: Annotated[bool, typer.Option("--circuits/--no-circuits", help="Each unit's circuit: its inputs from the "
+                                           "layer built before it (expanded weights, attribution, the causal "
+                                           "check), its outputs, the classes it pushes.")] = True,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
                                                                       "failed in an earlier build.")] = False,
     cluster: Annotated[Optional[str], typer.Option(
@@ -185,7 +188,7 @@ def build_command(
                 typer.echo(executor.describe(), err=True)
             summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
                                   exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
-                                  retry_failed=retry_failed, progress=bars, executor=executor)
+                                  retry_failed=retry_failed, progress=bars, executor=executor, circuits=circuits)
     finally:
         bars.close()
     parts = [f"{summary.rendered} render(s) done"]
@@ -195,6 +198,8 @@ def build_command(
         parts.append(f"exemplar pass over {len(data or ())} images ({summary.pass_images_per_second:.1f} images/s)")
     if summary.crops:
         parts.append(f"{summary.crops} exemplar crops")
+    if summary.circuits:
+        parts.append(f"{summary.circuits} unit circuit(s)")
     typer.echo(f"{out}: {', '.join(parts)} in {summary.seconds:.0f} s")
     if summary.failed:
         raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "
