@@ -116,6 +116,7 @@ class BuildSummary:
         seconds: Wall time of the whole build.
         first_render_seconds: From the start of the build to the first render recorded (``None`` when none).
         circuits: Units whose circuit this build recorded.
+        circuit_seconds: Wall time of the circuits stage.
         render_start_seconds: From the start of the build to the start of the first render (planning,
             model fingerprint, receptive fields, skipping what is done; ``None`` when nothing was rendered).
     """
@@ -130,6 +131,7 @@ class BuildSummary:
     first_render_seconds: float | None = None
     render_start_seconds: float | None = None
     circuits: int = 0
+    circuit_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,9 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         if data is not None:
             build.exemplar_stage(plan, data, exemplars, fit, checkpoint_seconds)
         if circuits:
+            begun = time.perf_counter()
             build.circuit_stage(plan, fit)
+            build.summary.circuit_seconds = time.perf_counter() - begun
         groups = build.plan_renders(plan, recipe_list, list(seeds), scores, retry_failed)
         if groups:
             build.summary.render_start_seconds = time.perf_counter() - started
