@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test lint install install-dev own-model-pictures microscope-pictures recipe-pictures chromium clean
+.PHONY: demo test lint install install-dev own-model-pictures microscope-pictures recipe-pictures circuit-pictures chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ own-model-pictures: $(VENV)/.installed-dev
 		$(OWN)/digits-relu3-grid.png docs/images/own_model_grid.jpg \
 		$(OWN)/digit0-is-0+9-relu3-top5.png docs/images/own_model_top5.jpg \
 		$(OWN)/digit2-is-2-relu3-sensitivity.png docs/images/own_model_sensitivity.jpg
+
+# The README's circuit figure: the command it shows, as a JPEG in docs/images.
+circuit-pictures: $(VENV)/.installed
+	$(VENV)/bin/filterscope circuit efficientnet_lite0 -l _blocks.15 -u 16 --from _blocks.14 -k 6 --to output \
+		--json out/circuit/u16.json -q -o out/circuit
+	$(PY) -c "from PIL import Image; Image.open('out/circuit/efficientnet_lite0-_blocks.15-u16-from-_blocks.14.png').convert('RGB').save('docs/images/circuit_blocks_15_u16.jpg', quality=88)"
 
 # The README's microscope screenshots: the browser test photographs the demo's atlas (run `make demo` first).
 microscope-pictures: $(VENV)/.installed-dev chromium
