@@ -54,7 +54,7 @@ own-model-pictures: $(VENV)/.installed-dev
 
 # The README's circuit figure: the command it shows, as a JPEG in docs/images.
 circuit-pictures: $(VENV)/.installed
-	$(VENV)/bin/filterscope circuit efficientnet_lite0 -l _blocks.15 -u 16 --from _blocks.14 -k 6 --to output \
+	$(VENV)/bin/filterscope circuit efficientnet_lite0 -l _blocks.15 -u 16 --from _blocks.14 -k 6 \
 		--json out/circuit/u16.json -q -o out/circuit
 	$(PY) -c "from PIL import Image; Image.open('out/circuit/efficientnet_lite0-_blocks.15-u16-from-_blocks.14.png').convert('RGB').save('docs/images/circuit_blocks_15_u16.jpg', quality=88)"
 
