@@ -135,7 +135,7 @@ def test_the_client_killed_then_a_second_run_finishes_exactly_once(tmp_path):
 
 def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, executor, monkeypatch):
     """What the build hands a DaskExecutor is what it hands the LocalExecutor: the same functions of
-    filterscope.atlas.tasks over the same tasks; the executor only decides where they run."""
+    filterscope.atlas.tasks (and .circuits) over the same tasks; the executor only decides where they run."""
     from filterscope.atlas.executors import LocalExecutor
 
     seen: dict[str, list] = {"cluster": [], "local": []}
@@ -152,9 +152,16 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
     write_images(tmp_path / "data", 6)
     common = {"units": [0, 1], "recipes": [TINY_RECIPE], "dataset": tmp_path / "data", "exemplars": 2,
               "scores": False, "runtime": fs.Runtime(precision="fp32")}
-    fs.build_atlas(tmp_path / "a", conv_stack(), "4", executor=executor, **common)
-    fs.build_atlas(tmp_path / "b", conv_stack(), "4", executor=local, **common)
+    fs.build_atlas(tmp_path / "a", conv_stack(), ["4", "6"], executor=executor, **common)
+    fs.build_atlas(tmp_path / "b", conv_stack(), ["4", "6"], executor=local, **common)
+    from filterscope.atlas.circuits import circuit_task
     from filterscope.atlas.tasks import render_task, scan_shard
 
-    assert [f for f, _ in seen["cluster"]] == [f for f, _ in seen["local"]] == [scan_shard, render_task]
+    assert [f for f, _ in seen["cluster"]] == [f for f, _ in seen["local"]] == [scan_shard, circuit_task, render_task]
     assert [tasks for _, tasks in seen["cluster"]] == [tasks for _, tasks in seen["local"]]  # the same tasks
+    with fs.Atlas(tmp_path / "a") as a, fs.Atlas(tmp_path / "b") as b:
+        for unit in (0, 1):  # the circuits a worker computed are this process's
+            there = a.circuit_sections(a.layer(a.model(), "6").id, unit)["inputs"]
+            here = b.circuit_sections(b.layer(b.model(), "6").id, unit)["inputs"]
+            assert [c["unit"] for c in there["inputs"]["excite"]] == [c["unit"] for c in here["inputs"]["excite"]]
+            assert there["ablation"]["ratios"] == pytest.approx(here["ablation"]["ratios"], rel=1e-4)

@@ -341,6 +341,8 @@ class _Build:
         layers = sorted(plan, key=lambda x: (order.get(x.ref.name, len(order)), x.ref.call))
         tasks = circuit_tasks(self.store, self.loaded, [(str(x.ref), x.id, x.units, self.pass_ids.get(x.id))
                                                         for x in layers], fit)
+        if not tasks:
+            return
         ids = {str(x.ref): x.id for x in plan}
         total, done = sum(len(t.units) for t in tasks), 0
 
