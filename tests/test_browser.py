@@ -162,6 +162,10 @@ def test_screenshots_of_the_demo_atlas(browser):
         shot.screenshot(path=str(DOCS / "microscope_layer.png"))
         shot.goto(url + "/m/efficientnet_lite0/_blocks.10/7")
         shot.wait_for_selector(".exemplars.big img")
+        shot.wait_for_selector("#weights canvas.kernel")
+        shot.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # the lazy thumbnails at the bottom load
+        shot.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        shot.evaluate("window.scrollTo(0, 0)")
         assert all(width > 0 for _, width in images_loaded(shot))
         shot.screenshot(path=str(DOCS / "microscope_unit.png"), full_page=True)
     context.close()

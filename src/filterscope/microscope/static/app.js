@@ -252,7 +252,7 @@ function weightsSection(w) {
       const random = check.random_drops.reduce((a, d) => a + Math.abs(d), 0) / Math.max(check.random_drops.length, 1);
       parts.push(el("div", { class: "check", id: "ablation" }, el("b", {}, "Causal check: "),
         `zeroing the top ${check.k} inputs lowers the unit (baseline ${fmt(check.baseline)}) by `,
-        Object.keys(check.drops).map((view, i) => [i ? "; " : "", el("b", {}, `${fmt(check.ratios[view], 2)}×`), ` random (${view}: ${fmt(check.drops[view])})`]),
+        Object.keys(check.drops).flatMap((view, i) => [i ? "; " : "", el("b", {}, `${fmt(check.ratios[view], 2)}×`), ` random (top by ${view}: drop ${fmt(check.drops[view])})`]),
         ` — ${check.random_drops.length} random sets of ${check.k}: mean |drop| ${fmt(random)}`));
     }
   }
@@ -289,7 +289,7 @@ async function unit() {
         ["positive in", pct(s.fraction_positive)]].map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v))))),
       el("div", {}, histogram(s), el("p", { class: "muted small" }, "per-image maxima over the dataset")))
       : el("p", { class: "muted" }, "No exemplar pass yet (build with --dataset)."));
-  const sections = [nav, renders, stats, weightsSection(data.weights)];
+  const sections = [nav, renders, stats];
   const ex = data.exemplars;
   if (ex.max) sections.push(el("section", {}, el("h2", {}, "Top exemplars"),
     el("p", { class: "muted small" }, `where the unit fires most in ${data.dataset}, cropped to its receptive field; the dot marks the maximum`),
@@ -300,6 +300,7 @@ async function unit() {
     el("div", { class: "exemplars" }, ex.min.map((e) => exemplarTile(e, false)))));
   if (data.cofiring.length) sections.push(el("section", {}, el("h2", {}, "Fires together with"),
     el("ul", { class: "cofiring" }, data.cofiring.map((c) => el("li", {}, el("a", { href: c.url }, `unit ${c.unit}`), ` r = ${fmt(c.correlation, 2)}`)))));
+  sections.push(weightsSection(data.weights));
   app.replaceChildren(el("h1", {}, `${data.model} ${data.layer} · unit ${data.unit}`), ...sections);
 }
 
