@@ -14,7 +14,7 @@ import a user needs::
 Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
 errors, registry, tensors, data, files, images → zoo → layers → runtime → objectives, objective_syntax,
-params, transforms → recipes → identity → results → render, analysis, metrics → circuits, plots → atlas →
+params, transforms → recipes → identity → results → render, analysis, metrics → circuits, explain, plots → atlas →
 microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
@@ -134,6 +134,12 @@ _EXPORTS: dict[str, str] = {
     "circuit": ".circuits",
     "class_effects": ".circuits",
     "expanded_weights": ".circuits",
+    "NeuronGroups": ".explain",
+    "SemanticDictionary": ".explain",
+    "SpatialAttribution": ".explain",
+    "neuron_groups": ".explain",
+    "semantic_dictionary": ".explain",
+    "spatial_attribution": ".explain",
 }
 
 __all__ = [
@@ -168,6 +174,9 @@ __all__ = [
     "prepare_image", "collect_images", "receptive_field", "ReceptiveField",
     # circuits
     "circuit", "expanded_weights", "class_effects", "Circuit", "ExpandedWeights",
+    # what an image is made of
+    "semantic_dictionary", "neuron_groups", "spatial_attribution", "SemanticDictionary", "NeuronGroups",
+    "SpatialAttribution",
     # atlases
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor",
 ]
@@ -232,6 +241,14 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         UnknownLayerError,
         UnknownModelError,
         WeightsError,
+    )
+    from .explain import (
+        NeuronGroups,
+        SemanticDictionary,
+        SpatialAttribution,
+        neuron_groups,
+        semantic_dictionary,
+        spatial_attribution,
     )
     from .identity import RenderIdentity
     from .images import load_image, read_png_metadata
