@@ -127,3 +127,46 @@ def test_the_embedded_model_on_the_cat(lite0):
     groups = fs.neuron_groups(lite0, cat, "_blocks.15", n=6)
     assert groups.converged and groups.explained > 0.5 and groups.signed  # block outputs are signed
     assert found.of_groups(groups).shape == (6,)
+
+
+# ------------------------------------------------------------------------------------- seeded renders
+def _fast(steps: int = 96) -> fs.Recipe:
+    return fs.explain.SEEDED.replace(steps=steps)
+
+
+def test_inversion_matches_the_image_activations():
+    model = _model()
+    result = fs.explain.invert(model, _photo(), "features", recipe=_fast())
+    assert result.images.shape == (1, 3, 16, 16)
+    assert float(result.initial_values[0]) < 0.9 <= float(result.values[0])  # the cosine with the image's
+
+
+def test_caricature_raises_its_objective_from_the_image():
+    model = _model()
+    result = fs.explain.caricature(model, _photo(), "features", recipe=_fast())
+    assert float(result.values[0]) > float(result.initial_values[0])
+    # it started from the image: its first value is the image's own dot-cosine, |a|^2 / (C*H*W)
+    acts = fs.explain.layer_activations(model, _photo(), "features")[3]
+    assert float(result.initial_values[0]) == pytest.approx(float((acts ** 2).mean()), rel=0.05)
+
+
+def test_accentuation_raises_the_unit_and_keeps_the_earlier_layer_close():
+    model = _model()
+    photo = _photo()
+    free = fs.explain.accentuate(model, photo, "mix", 1, keep="conv", weight=0.0, recipe=_fast(64))
+    kept = fs.explain.accentuate(model, photo, "mix", 1, keep="conv", weight=50.0, recipe=_fast(64))
+
+    def unit_and_distance(images: torch.Tensor) -> tuple[float, float]:
+        image = fs.to_pil(images[0])
+        unit = float(fs.explain.layer_activations(model, image, "mix")[3][1].mean())
+        distance = float(((fs.explain.layer_activations(model, image, "conv")[3]
+                           - fs.explain.layer_activations(model, photo, "conv")[3]) ** 2).mean())
+        return unit, distance
+
+    start = float(fs.explain.layer_activations(model, photo, "mix")[3][1].mean())
+    free_unit, free_distance = unit_and_distance(free.images)
+    kept_unit, kept_distance = unit_and_distance(kept.images)
+    assert free_unit > start and kept_unit > start
+    assert kept_distance < free_distance
+    with pytest.raises(fs.FilterscopeError, match="weight must be at least 0"):
+        fs.explain.accentuate(model, photo, "mix", 1, keep="conv", weight=-1)

@@ -140,6 +140,9 @@ _EXPORTS: dict[str, str] = {
     "neuron_groups": ".explain",
     "semantic_dictionary": ".explain",
     "spatial_attribution": ".explain",
+    "accentuate": ".explain",
+    "caricature": ".explain",
+    "invert": ".explain",
 }
 
 __all__ = [
@@ -176,7 +179,7 @@ __all__ = [
     "circuit", "expanded_weights", "class_effects", "Circuit", "ExpandedWeights",
     # what an image is made of
     "semantic_dictionary", "neuron_groups", "spatial_attribution", "SemanticDictionary", "NeuronGroups",
-    "SpatialAttribution",
+    "SpatialAttribution", "caricature", "invert", "accentuate",
     # atlases
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor",
 ]
@@ -246,6 +249,9 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         NeuronGroups,
         SemanticDictionary,
         SpatialAttribution,
+        accentuate,
+        caricature,
+        invert,
         neuron_groups,
         semantic_dictionary,
         spatial_attribution,

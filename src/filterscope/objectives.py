@@ -351,6 +351,64 @@ class Direction(Objective):
         return _spatial_mean(projected)
 
 
+def _matched(act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``target`` ``(C, H, W)`` on the device and grid of ``act`` ``(B, C, H', W')`` (resized when the grids
+    differ, as at the small scales of a multi-scale recipe)."""
+    t = target.to(act.device, act.dtype)
+    if t.dim() == 3 and tuple(t.shape[-2:]) != tuple(act.shape[-2:]):
+        t = torch.nn.functional.interpolate(t[None], size=act.shape[-2:], mode="bilinear", align_corners=False)[0]
+    return t
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Match(Objective):
+    """Agreement of a layer's activations with given ones (``target``, ``(C, H, W)`` or ``(C,)``), one image's.
+
+    * ``kind="cosine"``: their cosine similarity over the whole layer (feature inversion maximizes it);
+    * ``kind="caricature"``: the dot product times the cosine (Lucid's ``dot_compare`` with ``cossim_pow=1``):
+      more of what the layer sees, in the same proportions;
+    * ``kind="closeness"``: minus the mean squared difference (a penalty that keeps an image near another).
+    """
+
+    layer: LayerRef | str
+    target: torch.Tensor
+    kind: str = "cosine"
+    name: str = "image"
+
+    KINDS = ("cosine", "caricature", "closeness")
+
+    @property
+    def layers(self) -> tuple[LayerRef | str, ...]:
+        return (self.layer,)
+
+    @property
+    def description(self) -> str:
+        return f"{self.kind}({self.layer}, {self.name})"
+
+    def resolve(self, model: LoadedModel) -> Match:
+        if self.kind not in self.KINDS:
+            raise InvalidObjectiveError(f"Unknown match kind {self.kind!r}: use {', '.join(self.KINDS)}")
+        ref = resolve_layer(model, self.layer)
+        channels = layer_info(model, ref).channels
+        if self.target.dim() not in (1, 3) or self.target.shape[0] != channels:
+            raise InvalidObjectiveError(f"{self.kind}() on {ref} needs activations of {channels} channels, (C,) or "
+                                        f"(C, H, W), not {tuple(self.target.shape)}")
+        return Match(ref, self.target.detach().float(), self.kind, self.name)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = activations[self.layer]
+        t = _matched(act, self.target)
+        if t.dim() == 1:
+            t = t.reshape(1, -1, *([1] * (act.dim() - 2))).expand_as(act[0])
+        a, t = act.reshape(act.shape[0], -1), t.reshape(1, -1)
+        if self.kind == "closeness":
+            return -((a - t) ** 2).mean(dim=1)
+        cosine = torch.nn.functional.cosine_similarity(a, t.expand_as(a), dim=1, eps=1e-8)
+        if self.kind == "cosine":
+            return cosine
+        return (a * t).sum(dim=1) / max(t.shape[1], 1) * cosine
+
+
 @dataclass(frozen=True, repr=False)
 class Diversity(Objective):
     """Minus the mean cosine similarity of each image's feature Gram matrix with the other images' (Lucid).

@@ -236,6 +236,8 @@ class Stages:
             of the network's batch).
         tiles: The image is ``tiles`` x ``tiles`` copies of one tile, the parameterization's (a periodic
             texture; every tile pixel gets the gradient of all its copies).
+        start: An image to start every objective from instead of noise, ``(C, H, W)`` in [0, 1], resized to the
+            first scale (caricature, accentuation).
     """
 
     schedule: Schedule
@@ -247,6 +249,7 @@ class Stages:
     relu_override_steps: int = 0
     copies: int = 1
     tiles: int = 1
+    start: torch.Tensor | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, input_shape: tuple[int, int] = (REFERENCE_SIDE, REFERENCE_SIDE)) -> Stages:
@@ -336,6 +339,11 @@ class _ChunkRun:
 
     def start_images(self) -> torch.Tensor:
         shape = (self.model.preprocessing.channels, *self.schedule.sizes[0])
+        start = self.stages.start
+        if start is not None:
+            resized = torch.nn.functional.interpolate(start[None].float(), size=shape[1:], mode="bilinear",
+                                                      antialias=True, align_corners=False)
+            return resized.expand(len(self.chunk.keys), -1, -1, -1).clamp(0, 1).contiguous().to(self.model.device)
         return torch.stack([start_noise(self.chunk.recipe, self.chunk.seed, key, shape)
                             for key, _ in self.chunk.keys]).to(self.model.device)
 
