@@ -21,7 +21,7 @@ from .files import atomic_write
 from .tensors import to_pil
 
 __all__ = ["image_grid", "activation_bars", "heatmap_overlays", "top_filters_panel", "occlusion_sheet",
-           "sensitivity_figure", "atlas_sheet", "circuit_figure", "save_figure"]
+           "sensitivity_figure", "atlas_sheet", "circuit_figure", "dictionary_figure", "save_figure"]
 
 
 def _show(ax: Any, image: Image.Image) -> None:
@@ -86,8 +86,10 @@ def activation_bars(means: torch.Tensor, top: Sequence[int], *, title: str,
 
 
 def heatmap_overlays(image: Image.Image, maps: torch.Tensor, titles: Sequence[str], *, suptitle: str | None = None,
-                     columns: int | None = None, panel_inches: float = 2.8) -> Figure:
-    """The image, then one panel per map: the map (red = occluding here lowers the filter) over the image."""
+                     columns: int | None = None, panel_inches: float = 2.8, label: str = "activation drop",
+                     signed: bool = True) -> Figure:
+    """The image, then one panel per map over it (a map of any grid, stretched over the image): red positive,
+    blue negative (``signed``), or a heat scale from 0 (``signed=False``); ``label`` names the colour bar."""
     count = len(titles) + 1
     columns = columns or min(count, 4)
     rows = math.ceil(count / columns)
@@ -101,10 +103,10 @@ def heatmap_overlays(image: Image.Image, maps: torch.Tensor, titles: Sequence[st
     for ax, heat, title in zip(axes.flat[1:], maps, titles):
         limit = max(float(heat.abs().max()), 1e-12)
         _show(ax, image)
-        shown = ax.imshow(heat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
-                          extent=(-0.5, image.size[0] - 0.5, image.size[1] - 0.5, -0.5))
+        shown = ax.imshow(heat.numpy(), cmap="RdBu_r" if signed else "inferno", vmin=-limit if signed else 0,
+                          vmax=limit, alpha=0.6, extent=(-0.5, image.size[0] - 0.5, image.size[1] - 0.5, -0.5))
         ax.set_title(title, fontsize=10)
-        fig.colorbar(shown, ax=ax, shrink=0.75, label="activation drop")
+        fig.colorbar(shown, ax=ax, shrink=0.75, label=label)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
@@ -196,4 +198,33 @@ def circuit_figure(unit_title: str, unit_image: Image.Image | None, excite: Sequ
     if mappable is not None:
         fig.colorbar(mappable, ax=fig.axes[1:], shrink=0.4, label="expanded weight")
     fig.suptitle(suptitle, fontsize=9)
+    return fig
+
+
+DictionaryRow = tuple[tuple[int, int], Sequence[tuple[str, Image.Image | None]]]
+"""A position ``(y, x)`` of a semantic dictionary and its top units as ``(title, optimized image or None)``."""
+
+
+def dictionary_figure(image: Image.Image, grid: tuple[int, int], rows: Sequence[DictionaryRow], *, suptitle: str,
+                      panel_inches: float = 1.3) -> Figure:
+    """A semantic dictionary: the image with each chosen position of the layer's ``grid`` numbered, then a row
+    per position: its top units (titled, with their optimized images when given)."""
+    columns = 1 + max((len(units) for _, units in rows), default=1)
+    fig = Figure(figsize=(panel_inches * (columns + 2), max(len(rows), 2) * (panel_inches + 0.25) + 0.5),
+                 layout="constrained")
+    grid_spec = fig.add_gridspec(max(len(rows), 1), columns + 2)
+    main = fig.add_subplot(grid_spec[:, :3])
+    main.set_axis_off()
+    _show(main, image)
+    sy, sx = image.size[1] / grid[0], image.size[0] / grid[1]
+    for number, ((y, x), units) in enumerate(rows, start=1):
+        main.text((x + 0.5) * sx, (y + 0.5) * sy, str(number), color="white", fontsize=9, ha="center", va="center",
+                  bbox={"boxstyle": "circle", "facecolor": "#e5484d", "edgecolor": "white", "pad": 0.2})
+        for column, (title, picture) in enumerate(units):
+            ax = fig.add_subplot(grid_spec[number - 1, 3 + column])
+            ax.set_axis_off()
+            if picture is not None:
+                _show(ax, picture)
+            ax.set_title(f"{number}: {title}" if column == 0 else title, fontsize=7)
+    fig.suptitle(suptitle, fontsize=10)
     return fig

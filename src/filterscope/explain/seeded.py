@@ -17,6 +17,7 @@ ones, the image as the starting point (:attr:`~filterscope.render.Stages.start`)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 
@@ -25,7 +26,7 @@ from ..layers import LayerRef, resolve_layer
 from ..objectives import Channel, Match, Objective
 from ..recipes import Recipe, get_recipe
 from ..render import Stages, render
-from ..results import RenderResult
+from ..results import RenderResult, StepInfo
 from ..runtime import Runtime
 from ..transforms import TransformStack
 from ..zoo.model import LoadedModel, coerce_model
@@ -50,33 +51,33 @@ def seeded_recipe(model: LoadedModel, recipe: Recipe | str | None) -> Recipe:
 
 
 def _render(model: LoadedModel, objective: Objective, recipe: Recipe, start: torch.Tensor | None, seed: int,
-            runtime: Runtime | None) -> RenderResult:
-    stages = Stages.from_recipe(recipe, model.preprocessing.input_shape)
-    if start is not None:
-        stages = Stages(**{**stages.__dict__, "start": start})
-    return render(model, objective, recipe=recipe, seed=seed, runtime=runtime, stages=stages)
+            runtime: Runtime | None, callback: Callable[[StepInfo], None] | None) -> RenderResult:
+    stages = dataclasses.replace(Stages.from_recipe(recipe, model.preprocessing.input_shape), start=start)
+    return render(model, objective, recipe=recipe, seed=seed, runtime=runtime, stages=stages, callback=callback)
 
 
 def caricature(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *,
                recipe: Recipe | str | None = None, seed: int = 0, fit: str = "crop",
-               runtime: Runtime | None = None) -> RenderResult:
+               runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
     """What ``layer`` sees in ``image``, exaggerated (module docstring); ``values`` is the objective."""
     loaded, seen, ref, acts = layer_activations(model, image, layer, fit=fit)
     objective = Match(ref, acts, "caricature", seen.name)
-    return _render(loaded, objective, seeded_recipe(loaded, recipe), seen.pixels, seed, runtime)
+    return _render(loaded, objective, seeded_recipe(loaded, recipe), seen.pixels, seed, runtime, callback)
 
 
 def invert(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *,
            recipe: Recipe | str | None = None, seed: int = 0, fit: str = "crop",
-           runtime: Runtime | None = None) -> RenderResult:
+           runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
     """An image whose ``layer`` activations match ``image``'s, from noise; ``values`` is their cosine."""
     loaded, seen, ref, acts = layer_activations(model, image, layer, fit=fit)
-    return _render(loaded, Match(ref, acts, "cosine", seen.name), seeded_recipe(loaded, recipe), None, seed, runtime)
+    return _render(loaded, Match(ref, acts, "cosine", seen.name), seeded_recipe(loaded, recipe), None, seed, runtime,
+                   callback)
 
 
 def accentuate(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, unit: int, *,
                keep: str | LayerRef, weight: float = 1.0, recipe: Recipe | str | None = None, seed: int = 0,
-               fit: str = "crop", runtime: Runtime | None = None) -> RenderResult:
+               fit: str = "crop", runtime: Runtime | None = None,
+               callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
     """``image`` changed to raise ``unit`` of ``layer``, kept close to the original in ``keep``'s activations
     (minus ``weight`` times their mean squared difference)."""
     if weight < 0:
@@ -85,4 +86,4 @@ def accentuate(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: st
     seen = as_image(loaded, image, fit)
     _, _, keep_ref, kept = layer_activations(loaded, seen, keep, fit=fit)
     objective = Channel(resolve_layer(loaded, layer), unit) + weight * Match(keep_ref, kept, "closeness", seen.name)
-    return _render(loaded, objective, seeded_recipe(loaded, recipe), seen.pixels, seed, runtime)
+    return _render(loaded, objective, seeded_recipe(loaded, recipe), seen.pixels, seed, runtime, callback)
