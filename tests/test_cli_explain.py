@@ -23,7 +23,8 @@ def test_explain_prints_the_views_and_writes_figures_and_json(tmp_path):
     result = run("explain", image, "-m", DIGITS, "-l", "relu2", "-k", 3, "--positions", 4, "--groups", 3,
                  "--no-renders", "--json", tmp_path / "e.json", "-o", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
-    assert "digits relu2 on img000.png: class" in result.output and "neuron groups of the positive part" in result.output
+    assert "digits relu2 on img000.png: class" in result.output
+    assert "neuron groups of the positive part" in result.output
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["img000-relu2-attribution.png", "img000-relu2-dictionary.png", "img000-relu2-groups.png"]
     data = json.loads((tmp_path / "e.json").read_text())
