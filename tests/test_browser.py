@@ -137,6 +137,43 @@ def test_walk_a_circuit_by_clicking(atlas, page):  # noqa: F811
         page.wait_for_selector("#weights table.excite")
 
 
+def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):  # noqa: F811
+    import numpy as np
+    from PIL import Image
+
+    from filterscope.microscope.explain import Explainer
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(1).random((40, 48, 3)) * 255).astype(np.uint8)).save(photo)
+    from .test_microscope import _jpeg, _png
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "huge.png").write_bytes(_png(40_000, 40_000))
+    (tmp_path / "cut.jpg").write_bytes(_jpeg()[:300])
+    with Server(create_app(atlas, explainer=Explainer(conv_stack(), groups=2))) as url:
+        page.goto(url + "/m/stack/4")
+        page.click("#image-page")
+        page.wait_for_url(url + "/m/stack/4/image")
+        for hostile in ("empty.png", "notes.txt", "huge.png", "cut.jpg"):
+            page.set_input_files("#upload", str(tmp_path / hostile))
+            page.wait_for_function("document.querySelector('#image-status').textContent.startsWith('refused')")
+            assert page.locator("#image-status.error").count() == 1
+        page.set_input_files("#upload", str(photo))
+        page.wait_for_selector("#position-units .unit-link")
+        box = page.locator("#picture").bounding_box()
+        seen = set()
+        for fx, fy in ((0.1, 0.1), (0.9, 0.9), (0.5, 0.3)):
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+            seen.add(page.text_content("#position"))
+        assert len(seen) == 3  # the dictionary follows the pointer
+        assert page.locator("#groups figure").count() == 2
+        unit = page.locator("#position-units .unit-link").first.get_attribute("data-unit")
+        page.locator("#position-units .unit-link").first.click()
+        page.wait_for_url(url + f"/m/stack/4/{unit}")
+        page.wait_for_selector("h1:has-text('unit')")
+
+
 def test_render_on_demand_in_the_browser(tmp_path, atlas, page):  # noqa: F811
     folder = tmp_path / "atlas"
     shutil.copytree(atlas, folder)

@@ -218,3 +218,59 @@ def test_pages_hand_the_script_urls_from_the_one_builder(atlas):
     unit = client.get(data["api"]).json()
     assert unit["render_url"] == urls.api_render("stack", "4", 1) and unit["layer_url"] == urls.layer("stack", "4")
     assert client.post(unit["render_url"]).status_code == 403  # served without --render: it never writes
+
+
+# ------------------------------------------------------------------------------------- the image page
+def _png(width: int, height: int) -> bytes:
+    """A PNG header claiming ``width`` x ``height`` pixels, with no image data (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def _jpeg(size: int = 40) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
+    from filterscope.microscope.explain import Explainer
+
+    model = conv_stack()
+    client = TestClient(create_app(atlas, explainer=Explainer(model, groups=2)))
+    assert client.get("/api/m/stack/4").json()["image_page"] == "/m/stack/4/image"
+    assert "image" in client.get("/m/stack/4/image").text
+    response = client.post("/api/m/stack/4/explain", content=_jpeg())
+    assert response.status_code == 200, response.text
+    data = response.json()
+    import io
+
+    from PIL import Image
+    expected = fs.semantic_dictionary(model, Image.open(io.BytesIO(_jpeg())).convert("RGB"), "4", k=4)
+    assert data["units"] == expected.units.tolist() and data["grid"] == list(expected.units.shape[:2])
+    assert data["attribution"] is None and len(data["groups"]["spatial"]) == 2  # the stack has no class logits
+    assert data["links"]["0"]["url"] == "/m/stack/4/0" and data["links"]["0"]["thumb"] is not None
+    hostile = ((b"", 400, "empty"), (b"hello, not an image", 422, "not an image"),
+               (_png(40_000, 40_000), 413, "too many pixels"), (_jpeg()[:300], 422, "cannot be decoded"))
+    for body, status, words in hostile:
+        response = client.post("/api/m/stack/4/explain", content=body)
+        assert response.status_code == status and words in response.json()["detail"], (status, response.text)
+    from filterscope.microscope.explain import MAX_BYTES
+
+    too_big = client.post("/api/m/stack/4/explain", content=b"\0" * (MAX_BYTES + 1))
+    assert too_big.status_code == 413 and "limit" in too_big.json()["detail"]
+    assert client.get("/api/models").status_code == 200  # still serving
+    plain = TestClient(create_app(atlas))
+    assert plain.post("/api/m/stack/4/explain", content=_jpeg()).status_code == 403
+    assert plain.get("/api/m/stack/4").json()["image_page"] is None

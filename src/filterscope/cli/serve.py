@@ -72,10 +72,12 @@ def serve_command(
     render: Annotated[bool, typer.Option("--render", help="Let pages render units the atlas lacks (in a background "
                                                           "worker, written to the atlas). Without it the server "
                                                           "never writes.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Load the atlas's model so that the image page explains "
+                                                            "uploaded images (in memory; nothing is written).")] = False,
     recipe: Annotated[Optional[str], typer.Option(
         "--recipe", help="With --render: the recipe of new renders (default: the one the atlas uses most).")] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="With --render: the model to load (default: the atlas's own, FILE.py:FACTORY sources "
+        "--model", "-m", help="With --render or --explain: the model to load (default: the atlas's own, FILE.py:FACTORY sources "
                               "included).")] = None,
     weights: WeightsOption = None,
     preprocessing: PreprocessingOption = None,
@@ -89,15 +91,17 @@ def serve_command(
     import uvicorn
 
     from ..microscope import RenderJobs, create_app
+    from ..microscope.explain import Explainer
 
     if not 0 < port < 65536:
         raise InvalidOptionError(f"--port must be 1-65535 (got {port})")
     AtlasStore(out, create=False, readonly=True).close()  # a missing or unreadable atlas fails before any model loads
-    jobs = None
-    if render:
+    jobs, explainer = None, None
+    if render or explain:
         loaded, chosen = render_settings(out, model, weights, preprocessing, seed, device, recipe)
-        jobs = RenderJobs(out, loaded, chosen, seed)
-    application = create_app(out, jobs=jobs)
+        jobs = RenderJobs(out, loaded, chosen, seed) if render else None
+        explainer = Explainer(loaded) if explain or render else None
+    application = create_app(out, jobs=jobs, explainer=explainer)
     _check_port(host, port)
     if not _loopback(host):
         typer.echo(f"warning: listening on {host}: anyone who can reach this machine can browse the atlas"

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from ..analysis.receptive_field import ReceptiveField
 from ..atlas.records import ExemplarRecord, JSONData
-from ..errors import AtlasError
+from ..errors import AtlasError, FilterscopeError
 from .context import Microscope, microscope
+from .explain import MAX_BYTES, UploadError, read_upload
 
 __all__ = ["router", "marker"]
 
@@ -50,7 +52,41 @@ def layer_grid(scope: Scope, model: str, layer: str) -> Response:
         units.append(row)
     return JSONResponse({"model": found.name, "layer": record.name, "channels": record.channels,
                          "shape": record.shape, "url": urls.layer(found.name, record.name), "units": units,
-                         "can_render": scope.jobs is not None})
+                         "can_render": scope.jobs is not None,
+                         "image_page": urls.image_page(found.name, record.name) if scope.explainer else None})
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, read no further than :data:`~.explain.MAX_BYTES` (a larger one is a 413, not memory)."""
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BYTES:
+            raise UploadError(f"The upload has more than {MAX_BYTES:,} bytes, the limit", 413)
+        parts.append(part)
+    return b"".join(parts)
+
+
+@router.post("/m/{model}/{layer}/explain")
+async def explain(request: Request, scope: Scope, model: str, layer: str) -> Response:
+    """The image page's data for the image in the request body (:mod:`.explain`)."""
+    found, record = scope.find(model, layer)
+    if scope.explainer is None:
+        return JSONResponse({"detail": "This microscope holds no model (start it with --explain or --render)"},
+                            status_code=403)
+    data = await _body(request)
+    image = read_upload(data)
+    explainer = scope.explainer
+    try:
+        result = await run_in_threadpool(explainer.explain, image, record.name)
+    except FilterscopeError as exc:  # a layer without a grid, nothing positive to factor
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    urls = scope.urls
+    units = sorted({u for row in result["units"] for cell in row for u in cell})  # type: ignore[attr-defined]
+    renders = scope.store().render_ids(record.id, units)
+    result["links"] = {str(u): {"url": urls.unit(found.name, record.name, u),
+                                "thumb": urls.render_thumb(renders[u]) if u in renders else None} for u in units}
+    return JSONResponse(result)
 
 
 @router.get("/m/{model}/{layer}/{unit}")

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from ..atlas.records import LayerRecord, ModelRecord
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError
+from .explain import Explainer
 from .jobs import RenderJobs
 from .urls import Urls
 
@@ -23,10 +24,12 @@ HERE = Path(__file__).parent
 
 @dataclass
 class Microscope:
-    """One served atlas: its folder, the URL builder, the templates and (``--render``) the render jobs."""
+    """One served atlas: its folder, the URL builder, the templates, (``--render``) the render jobs and (a loaded
+    model) the image page's explainer."""
 
     root: Path
     jobs: RenderJobs | None = None
+    explainer: Explainer | None = None
     urls: Urls = field(default_factory=Urls)
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(HERE / "templates")))
     _local: threading.local = field(default_factory=threading.local, repr=False)

@@ -40,6 +40,14 @@ def layer_page(request: Request, scope: Scope, model: str, layer: str) -> Respon
                 api=scope.urls.api_layer(found.name, record.name))
 
 
+@router.get("/m/{model}/{layer}/image", response_class=HTMLResponse)
+def image_page(request: Request, scope: Scope, model: str, layer: str) -> Response:
+    found, record = scope.find(model, layer)
+    return page(scope, request, "image", f"{found.name} {record.name}: an image", model=found.name, layer=record.name,
+                layer_url=scope.urls.layer(found.name, record.name),
+                api=scope.urls.api_explain(found.name, record.name), can_explain=scope.explainer is not None)
+
+
 @router.get("/m/{model}/{layer}/{unit}", response_class=HTMLResponse)
 def unit_page(request: Request, scope: Scope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)

@@ -24,19 +24,21 @@ from ..atlas.store import AtlasStore
 from ..errors import AtlasError
 from . import api, images, pages
 from .context import HERE, Microscope
+from .explain import Explainer, UploadError
 from .jobs import RenderJobs
 
 __all__ = ["create_app"]
 
 
-def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
+def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None, explainer: Explainer | None = None) -> FastAPI:
     """The microscope for the atlas in ``atlas`` (checked now: a missing or unreadable atlas raises
-    :class:`~filterscope.errors.AtlasError`). With ``jobs``, pages can render missing units."""
+    :class:`~filterscope.errors.AtlasError`). With ``jobs``, pages can render missing units; with ``explainer``
+    (the atlas's model), the image page explains uploaded images."""
     root = Path(atlas)
     AtlasStore(root, create=False, readonly=True).close()
     app = FastAPI(title="filterscope microscope", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
-    app.state.microscope = scope = Microscope(root, jobs)
+    app.state.microscope = scope = Microscope(root, jobs, explainer)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for router in (pages.router, api.router, images.router):
         # the routers' routes join the app's own list: FastAPI 0.165's include_router keeps each router as a
@@ -52,6 +54,10 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None) -> FastAPI:
     @app.exception_handler(AtlasError)
     async def atlas_error(request: Request, exc: AtlasError) -> Response:
         return not_found(request, str(exc))
+
+    @app.exception_handler(UploadError)
+    async def bad_upload(request: Request, exc: UploadError) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -25,6 +25,9 @@ class Urls:
     def unit(self, model: str, layer: str, unit: int) -> str:
         return f"{self.layer(model, layer)}/{unit}"
 
+    def image_page(self, model: str, layer: str) -> str:
+        return f"{self.layer(model, layer)}/image"
+
     def exemplar_page(self, model: str, layer: str, unit: int, exemplar: int) -> str:
         return f"{self.unit(model, layer, unit)}/exemplar/{exemplar}"
 
@@ -41,6 +44,9 @@ class Urls:
 
     def api_unit(self, model: str, layer: str, unit: int) -> str:
         return f"/api{self.unit(model, layer, unit)}"
+
+    def api_explain(self, model: str, layer: str) -> str:
+        return f"{self.api_layer(model, layer)}/explain"
 
     def api_render(self, model: str, layer: str, unit: int) -> str:
         return f"{self.api_unit(model, layer, unit)}/render"

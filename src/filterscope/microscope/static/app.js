@@ -126,7 +126,8 @@ async function layer() {
   app.replaceChildren(
     el("h1", {}, `${data.model} ${data.layer}`),
     el("p", { class: "muted" }, `${data.channels} units, ${rendered} rendered; output ${data.shape.join("×")}`),
-    el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go")),
+    el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go"),
+      data.image_page ? el("a", { id: "image-page", href: data.image_page }, "explain an image at this layer →") : null),
     grid);
   draw();
 }
@@ -330,5 +331,83 @@ function exemplar() {
     el("div", { class: "source" }, image, outline));
 }
 
-const handler = { home, layer, unit, exemplar }[kind];
+// ----------------------------------------------------------------------------------------- image
+// A map of the layer's grid as a canvas over the image: red-blue for signed values, a heat scale otherwise.
+function mapCanvas(map, signed) {
+  const h = map.length, w = map[0].length;
+  const canvas = el("canvas", { class: "overlay", width: w, height: h });
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  const scale = Math.max(...map.flat().map(Math.abs), 1e-12);
+  map.flat().forEach((v, i) => {
+    const t = Math.min(Math.abs(v) / scale, 1);
+    const rgb = signed ? (v >= 0 ? [229, 72, 77] : [47, 111, 219]) : [255, 160 * t + 40, 0];
+    image.data.set([...rgb, Math.round((signed ? t : t) * 200)], i * 4);
+  });
+  ctx.putImageData(image, 0, 0);
+  return canvas;
+}
+
+function image() {
+  crumbs([{ text: "home", href: page.home }, { text: page.model }, { text: page.layer, href: page.layer_url }, { text: "an image" }]);
+  const status = el("p", { id: "image-status", class: "muted" }, page.can_explain ? "Choose or drop an image." : "This microscope holds no model: start it with --explain (or --render) to explain images.");
+  const input = el("input", { id: "upload", type: "file", accept: "image/*", disabled: !page.can_explain });
+  const result = el("div", { id: "explained" });
+  async function explain(file) {
+    status.textContent = `explaining ${file.name}…`;
+    status.className = "muted";
+    result.replaceChildren();
+    try {
+      const response = await fetch(page.api, { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
+      const data = await response.json();
+      if (!response.ok) throw new Error(data.detail || response.statusText);
+      const top = data.attribution ? `class ${data.attribution.name || data.attribution.target} (logit ${fmt(data.attribution.logit)}); ` : "";
+      status.textContent = `${file.name}: ${top}hover the image to see the units at each position`;
+      show(URL.createObjectURL(file), data);
+    } catch (error) {
+      status.textContent = `refused: ${error.message}`;
+      status.className = "error";
+    }
+  }
+  function show(src, data) {
+    const [gh, gw] = data.grid;
+    const picture = el("img", { id: "picture", src, alt: "the image" });
+    const marker = el("span", { class: "cell", id: "cell", hidden: true });
+    const units = el("div", { id: "position-units", class: "exemplars" });
+    const frame = el("div", { class: "explain-frame" }, picture, marker);
+    function at(y, x) {
+      marker.hidden = false;
+      Object.assign(marker.style, { left: `${(x / gw) * 100}%`, top: `${(y / gh) * 100}%`, width: `${100 / gw}%`, height: `${100 / gh}%` });
+      units.replaceChildren(el("p", { class: "muted small", id: "position" }, `position (${y}, ${x})`),
+        ...data.units[y][x].map((u, i) => {
+          const link = data.links[u];
+          return el("a", { class: "exemplar unit-link", href: link.url, "data-unit": u },
+            el("span", { class: "frame" }, link.thumb ? el("img", { src: link.thumb, alt: `unit ${u}` }) : el("span", { class: "placeholder" }, "not rendered")),
+            el("span", { class: "caption" }, `unit ${u}: ${fmt(data.values[y][x][i])}`));
+        }));
+    }
+    frame.addEventListener("mousemove", (event) => {
+      const box = frame.getBoundingClientRect();
+      const x = Math.min(gw - 1, Math.max(0, Math.floor(((event.clientX - box.left) / box.width) * gw)));
+      const y = Math.min(gh - 1, Math.max(0, Math.floor(((event.clientY - box.top) / box.height) * gh)));
+      at(y, x);
+    });
+    const groups = data.groups.spatial.map((map, g) => el("figure", { class: "group" },
+      el("div", { class: "explain-frame small" }, el("img", { src, alt: `group ${g}` }), mapCanvas(map, false)),
+      el("figcaption", {}, data.groups.attribution ? `group ${g}: attribution ${fmt(data.groups.attribution[g])}` : `group ${g}`)));
+    result.replaceChildren(
+      el("div", { class: "row" }, frame, el("div", {}, el("h2", {}, "Top units here"), units)),
+      el("h2", {}, `Neuron groups (${Math.round(data.groups.explained * 100)}% explained)`), el("div", { class: "row", id: "groups" }, groups),
+      data.attribution ? el("h2", {}, `Where ${data.attribution.name || data.attribution.target} comes from`) : null,
+      data.attribution ? el("div", { class: "explain-frame", id: "attribution" }, el("img", { src, alt: "attribution" }), mapCanvas(data.attribution.map, true)) : null);
+    at(0, 0);
+  }
+  input.addEventListener("change", () => input.files.length && explain(input.files[0]));
+  const drop = el("div", { id: "drop", class: "drop" }, "drop an image here, or ", input);
+  drop.addEventListener("dragover", (event) => event.preventDefault());
+  drop.addEventListener("drop", (event) => { event.preventDefault(); if (event.dataTransfer.files.length) explain(event.dataTransfer.files[0]); });
+  app.replaceChildren(el("h1", {}, `${page.model} ${page.layer}: what an image is made of`), drop, status, result);
+}
+
+const handler = { home, layer, unit, exemplar, image }[kind];
 if (handler) Promise.resolve().then(handler).catch(fail);
