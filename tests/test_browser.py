@@ -168,6 +168,11 @@ def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):
             seen.add(page.text_content("#position"))
         assert len(seen) == 3  # the dictionary follows the pointer
         assert page.locator("#groups figure").count() == 2
+        options = page.locator("#pick option")
+        assert options.count() == 1 + 8  # every dataset image is some unit's exemplar here
+        page.select_option("#pick", index=3)
+        page.wait_for_function("document.querySelector('#image-status').textContent.startsWith('img')")
+        page.wait_for_selector("#position-units .unit-link")
         unit = page.locator("#position-units .unit-link").first.get_attribute("data-unit")
         page.locator("#position-units .unit-link").first.click()
         page.wait_for_url(url + f"/m/stack/4/{unit}")

@@ -350,6 +350,15 @@ class AtlasReader:
             "ORDER BY e.unit, e.rank", (pass_id, n))
         return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows if r[0] in wanted]
 
+    def exemplar_images(self, pass_id: int, limit: int = 200) -> list[tuple[int, str, int]]:
+        """The dataset images that are exemplars of some unit in a pass, ``(image index, path, an exemplar id)``,
+        in image order, at most ``limit``."""
+        rows = self._conn.execute(
+            "SELECT e.image, d.path, MIN(e.id) FROM exemplars e JOIN passes p ON p.id = e.pass_id "
+            "JOIN dataset_images d ON d.dataset_id = p.dataset_id AND d.idx = e.image WHERE e.pass_id = ? "
+            "GROUP BY e.image ORDER BY e.image LIMIT ?", (pass_id, limit))
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
     def units_with_section(self, layer_id: int, section: str) -> dict[int, JSONData]:
         """The units of a layer that have ``section``, with its data."""
         if not self._has_circuits:

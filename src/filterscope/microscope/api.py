@@ -6,6 +6,7 @@ stores it as NULL), and FastAPI's checking of a returned dict costs more than th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -54,6 +55,16 @@ def layer_grid(scope: Scope, model: str, layer: str) -> Response:
                          "shape": record.shape, "url": urls.layer(found.name, record.name), "units": units,
                          "can_render": scope.jobs is not None,
                          "image_page": urls.image_page(found.name, record.name) if scope.explainer else None})
+
+
+@router.get("/m/{model}/{layer}/images")
+def dataset_images(scope: Scope, model: str, layer: str) -> Response:
+    """Dataset images of the layer's latest exemplar pass to explain (those that are some unit's exemplar)."""
+    _, record = scope.find(model, layer)
+    latest = scope.store().latest_pass(record.id)
+    rows = scope.store().exemplar_images(latest.id) if latest is not None else []
+    return JSONResponse([{"image": index, "name": Path(path).name, "source": scope.urls.exemplar_source(exemplar)}
+                         for index, path, exemplar in rows])
 
 
 async def _body(request: Request) -> bytes:

@@ -45,7 +45,8 @@ def image_page(request: Request, scope: Scope, model: str, layer: str) -> Respon
     found, record = scope.find(model, layer)
     return page(scope, request, "image", f"{found.name} {record.name}: an image", model=found.name, layer=record.name,
                 layer_url=scope.urls.layer(found.name, record.name),
-                api=scope.urls.api_explain(found.name, record.name), can_explain=scope.explainer is not None)
+                api=scope.urls.api_explain(found.name, record.name),
+                images=scope.urls.api_images(found.name, record.name), can_explain=scope.explainer is not None)
 
 
 @router.get("/m/{model}/{layer}/{unit}", response_class=HTMLResponse)

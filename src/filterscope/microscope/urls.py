@@ -45,6 +45,9 @@ class Urls:
     def api_unit(self, model: str, layer: str, unit: int) -> str:
         return f"/api{self.unit(model, layer, unit)}"
 
+    def api_images(self, model: str, layer: str) -> str:
+        return f"{self.api_layer(model, layer)}/images"
+
     def api_explain(self, model: str, layer: str) -> str:
         return f"{self.api_layer(model, layer)}/explain"
 

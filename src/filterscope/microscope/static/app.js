@@ -403,7 +403,15 @@ function image() {
     at(0, 0);
   }
   input.addEventListener("change", () => input.files.length && explain(input.files[0]));
-  const drop = el("div", { id: "drop", class: "drop" }, "drop an image here, or ", input);
+  const picker = el("select", { id: "pick", disabled: !page.can_explain }, el("option", { value: "" }, "one of the atlas's images…"));
+  picker.addEventListener("change", async () => {
+    if (!picker.value) return;
+    const response = await fetch(picker.value);
+    const blob = await response.blob();
+    explain(new File([blob], picker.selectedOptions[0].textContent, { type: blob.type }));
+  });
+  getJSON(page.images).then((images) => picker.append(...images.map((i) => el("option", { value: i.source }, i.name)))).catch(() => null);
+  const drop = el("div", { id: "drop", class: "drop" }, "drop an image here, or ", input, " or ", picker);
   drop.addEventListener("dragover", (event) => event.preventDefault());
   drop.addEventListener("drop", (event) => { event.preventDefault(); if (event.dataTransfer.files.length) explain(event.dataTransfer.files[0]); });
   app.replaceChildren(el("h1", {}, `${page.model} ${page.layer}: what an image is made of`), drop, status, result);
