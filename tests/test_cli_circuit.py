@@ -40,6 +40,13 @@ def test_circuit_prints_both_views_and_writes_json_and_a_figure(tmp_path):
     assert torch.allclose(torch.tensor(top["kernel"]), kernel[top["unit"]], atol=1e-3)
     assert data["classes"]["promoted"] and all(c["name"] for c in data["classes"]["promoted"])
     assert (tmp_path / "out" / "digits-relu3-u3-from-relu2.png").stat().st_size > 10_000
+    # the figure's renders are kept in out/units with their identity, and a second run reuses them
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "units").glob("*.png")}
+    assert len(kept) == len({r["unit"] for r in data["inputs"]["excite"] + data["inputs"]["inhibit"]}) + 1
+    again = run("circuit", DIGITS, "-l", "relu3", "-u", 3, "--from", "relu2", "-k", 4, *given, "-o", tmp_path / "out",
+                *FAST)
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "units").glob("*.png")} == kept
 
 
 @pytest.mark.parametrize("args, expected", [
