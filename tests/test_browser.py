@@ -167,7 +167,7 @@ def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):
             page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
             seen.add(page.text_content("#position"))
         assert len(seen) == 3  # the dictionary follows the pointer
-        assert page.locator("#groups figure").count() == 2
+        assert page.locator("#groups figure").count() == 2 and page.locator("#groups .group-unit").count() == 8
         options = page.locator("#pick option")
         assert options.count() == 1 + 8  # every dataset image is some unit's exemplar here
         page.select_option("#pick", index=3)

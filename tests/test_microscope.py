@@ -260,6 +260,9 @@ def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
     expected = fs.semantic_dictionary(model, Image.open(io.BytesIO(_jpeg())).convert("RGB"), "4", k=4)
     assert data["units"] == expected.units.tolist() and data["grid"] == list(expected.units.shape[:2])
     assert data["attribution"] is None and len(data["groups"]["spatial"]) == 2  # the stack has no class logits
+    groups = fs.neuron_groups(model, Image.open(io.BytesIO(_jpeg())).convert("RGB"), "4", n=2)
+    assert data["groups"]["units"] == groups.channels.topk(4, dim=1).indices.tolist()  # each group's strongest units
+    assert all(str(u) in data["links"] for row in data["groups"]["units"] for u in row)
     assert data["links"]["0"]["url"] == "/m/stack/4/0" and data["links"]["0"]["thumb"] is not None
     hostile = ((b"", 400, "empty"), (b"hello, not an image", 422, "not an image"),
                (_png(40_000, 40_000), 413, "too many pixels"), (_jpeg()[:300], 422, "cannot be decoded"))

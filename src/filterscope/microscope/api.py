@@ -93,7 +93,8 @@ async def explain(request: Request, scope: Scope, model: str, layer: str) -> Res
     except FilterscopeError as exc:  # a layer without a grid, nothing positive to factor
         return JSONResponse({"detail": str(exc)}, status_code=422)
     urls = scope.urls
-    units = sorted({u for row in result["units"] for cell in row for u in cell})  # type: ignore[attr-defined]
+    units = sorted({u for row in result["units"] for cell in row for u in cell}  # type: ignore[attr-defined]
+                   | {u for row in result["groups"]["units"] for u in row})  # type: ignore[index]
     renders = scope.store().render_ids(record.id, units)
     result["links"] = {str(u): {"url": urls.unit(found.name, record.name, u),
                                 "thumb": urls.render_thumb(renders[u]) if u in renders else None} for u in units}

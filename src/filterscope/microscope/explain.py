@@ -2,8 +2,8 @@
 
 ``POST /api/m/MODEL/LAYER/explain`` takes the image as the request body (any format Pillow reads; the
 ``Content-Type`` is not trusted) and answers the semantic dictionary at every position, the neuron groups' heat
-maps and the spatial attribution of the top class (when the model's output is class logits;
-:mod:`filterscope.explain`), with links to the units' pages and render thumbnails. Uploads are hostile input:
+maps with each group's strongest units, and the spatial attribution of the top class (when the model's output
+is class logits; :mod:`filterscope.explain`), with links to the units' pages and render thumbnails. Uploads are hostile input:
 at most :data:`MAX_BYTES`, at most :data:`MAX_PIXELS` pixels (checked from the header, before any decoding: a
 40,000 x 40,000 PNG is refused without being expanded), not an image or a truncated one: each a 4xx with a
 message. Nothing is written: the image lives in memory for the
@@ -88,4 +88,5 @@ class Explainer:
                     "target": attribution.target, "name": attribution.name, "logit": attribution.logit,
                     "map": attribution.map.tolist()},
                 "groups": {"explained": found.explained, "part": found.part, "spatial": found.spatial.tolist(),
+                           "units": found.channels.topk(min(self.k, found.channels.shape[1]), dim=1).indices.tolist(),
                            "attribution": None if attribution is None else attribution.of_groups(found).tolist()}}

@@ -394,7 +394,9 @@ function image() {
     });
     const groups = data.groups.spatial.map((map, g) => el("figure", { class: "group" },
       el("div", { class: "explain-frame small" }, el("img", { src, alt: `group ${g}` }), mapCanvas(map, false)),
-      el("figcaption", {}, data.groups.attribution ? `group ${g}: attribution ${fmt(data.groups.attribution[g])}` : `group ${g}`)));
+      el("figcaption", {}, data.groups.attribution ? `group ${g}: attribution ${fmt(data.groups.attribution[g])}` : `group ${g}`,
+        el("div", { class: "group-units" }, data.groups.units[g].map((u) => el("a", { href: data.links[u].url, title: `unit ${u}`, class: "group-unit" },
+          data.links[u].thumb ? el("img", { src: data.links[u].thumb, alt: `unit ${u}` }) : el("span", { class: "placeholder" }, String(u))))))));
     result.replaceChildren(
       el("div", { class: "row" }, frame, el("div", {}, el("h2", {}, "Top units here"), units)),
       el("h2", {}, `Neuron groups (${Math.round(data.groups.explained * 100)}% explained)`), el("div", { class: "row", id: "groups" }, groups),
