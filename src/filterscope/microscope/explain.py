@@ -3,11 +3,12 @@
 ``POST /api/m/MODEL/LAYER/explain`` takes the image as the request body (any format Pillow reads; the
 ``Content-Type`` is not trusted) and answers the semantic dictionary at every position, the neuron groups' heat
 maps with each group's strongest units, and the spatial attribution of the top class (when the model's output
-is class logits; :mod:`filterscope.explain`), with links to the units' pages and render thumbnails. Uploads are hostile input:
-at most :data:`MAX_BYTES`, at most :data:`MAX_PIXELS` pixels (checked from the header, before any decoding: a
-40,000 x 40,000 PNG is refused without being expanded), not an image or a truncated one: each a 4xx with a
-message. Nothing is written: the image lives in memory for the
-request. One explanation runs at a time (a lock: the model is shared).
+is class logits; :mod:`filterscope.explain`), with links to the units' pages and render thumbnails.
+
+Uploads are hostile input: at most :data:`MAX_BYTES`, at most :data:`MAX_PIXELS` pixels (checked from the
+header, before any decoding: a 40,000 x 40,000 PNG is refused without being expanded), not an image or a
+truncated one: each a 4xx with a message. Nothing is written: the image lives in memory for the request. One
+explanation runs at a time (a lock: the model is shared).
 """
 
 from __future__ import annotations
