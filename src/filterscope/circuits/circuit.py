@@ -32,7 +32,7 @@ from ..metrics import reference_crops
 from ..runtime import ANALYSIS_BATCH
 from ..zoo.model import LoadedModel, coerce_model, frozen
 from .classes import class_effects
-from .evidence import DRAWS, AblationCheck, ablation_check, attribution, peaks
+from .evidence import DRAWS, AblationCheck, ablation_check, attribution
 from .weights import Connection, ExpandedWeights, expanded_weights
 
 __all__ = ["Circuit", "circuit", "exemplar_pixels", "top_exemplars", "agreement", "has_vector_output", "ImageInput"]
@@ -135,9 +135,8 @@ def exemplar_pixels(model: LoadedModel, target: LayerRef, unit: int, images: Ima
         pixels = torch.stack([prepare_image(model, image, fit=fit).pixels for image in images])
     if not len(pixels):
         raise FilterscopeError("No images to find the unit's exemplars in")
-    positions, values = peaks(model, target, pixels, unit)
-    order = torch.argsort(values, descending=True, stable=True)[:count].tolist()
-    return pixels[order], [positions[i] for i in order]
+    order, positions = top_exemplars(model, target, pixels, [unit], count)[unit]
+    return pixels[order], positions
 
 
 def circuit(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, unit: int, source: str | LayerRef, *,

@@ -2,7 +2,7 @@
 
 * :mod:`.app`: the Typer application, ``--debug``/``--version``, the one-line error guard;
 * :mod:`.options`: options shared by several commands, and the recipe and speed option bundles;
-* :mod:`.progress`: progress bars;
+* :mod:`.progress`: progress bars; :mod:`.pictures`: units' optimized images for the figures (atlas, kept, or rendered);
 * one module per command group: :mod:`.catalog` (models, layers, recipes), :mod:`.visualize`,
   :mod:`.analyze` (top, occlude), :mod:`.circuit`, :mod:`.explain` (explain, seeded), :mod:`.evaluate`, :mod:`.atlas` (atlas build, status, show), :mod:`.serve`, :mod:`.demo`.
 

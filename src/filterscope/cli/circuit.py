@@ -6,23 +6,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from PIL import Image
 
 from ..analysis import collect_images
 from ..atlas.store import AtlasStore
 from ..circuits import Circuit, Connection, circuit
 from ..circuits.evidence import DRAWS
-from ..errors import AtlasError
 from ..files import atomic_write_text, check_output
-from ..identity import RenderIdentity, RenderSettings
 from ..layers import layer_slug
-from ..objectives import Channel
 from ..recipes import get_recipe
-from ..render import render
-from ..results import finished_outputs, save_result
-from ..runtime import Runtime
 from ..zoo.model import LoadedModel
-from ..zoo.weights import weights_fingerprint
 from .app import app, guarded
 from .options import (
     DeviceOption,
@@ -35,7 +27,7 @@ from .options import (
     at_least,
     load,
 )
-from .progress import RenderProgress
+from .pictures import unit_images
 
 
 def _row(c: Connection) -> str:
@@ -79,42 +71,6 @@ def _atlas_view(path: Path, loaded: LoadedModel, layer: str, unit: int) -> tuple
     found = store.latest_pass(store.layer(store.model(loaded.name), layer).id)
     fit = str(store.pass_settings(found.id).get("fit", "crop")) if found is not None else "crop"
     return exemplars, fit, store
-
-
-def _images(loaded: LoadedModel, store: Optional[AtlasStore], layer: str, units: list[int], recipe: str, seed: int,
-            quiet: bool, cache: Path) -> dict[int, Image.Image]:
-    """Optimized images of ``units`` of ``layer``: the atlas's first finished render, else one rendered before into
-    ``cache`` with the same identity (weights, objective, recipe, seed, settings), else rendered now and kept there."""
-    found: dict[int, Image.Image] = {}
-    if store is not None:
-        for unit in units:
-            try:
-                renders = [r.file for r in store.unit(layer, unit, loaded.name).renders if r.file]
-            except AtlasError:
-                break
-            if renders:
-                found[unit] = Image.open(store.path / renders[0]).convert("RGB")
-    missing = [u for u in units if u not in found]
-    if not missing:
-        return found
-    chosen, runtime = get_recipe(recipe), Runtime()
-    objectives = [Channel(layer, u).resolve(loaded) for u in missing]
-    weights_hash, settings = weights_fingerprint(loaded.module), RenderSettings.of(loaded, runtime)
-    identities = [RenderIdentity.of(weights_hash, o, chosen, seed, settings) for o in objectives]
-    done = finished_outputs(cache, loaded.name, objectives, [[i] for i in identities]) if cache.is_dir() else {}
-    for index, paths in done.items():
-        found[missing[index]] = Image.open(paths[0]).convert("RGB")
-    todo = [i for i in range(len(missing)) if i not in done]
-    if todo:
-        progress = RenderProgress(f"rendering {len(todo)} unit(s) of {layer} ({recipe} recipe)", None, quiet)
-        try:
-            result = render(loaded, [objectives[i] for i in todo], recipe=chosen, seed=seed, runtime=runtime,
-                            callback=progress)
-        finally:
-            progress.close()
-        save_result(result, cache, identities=[identities[i] for i in todo])
-        found.update(zip((missing[i] for i in todo), result.to_pil()))
-    return found
 
 
 @app.command("circuit")
@@ -181,8 +137,8 @@ def circuit_command(
         typer.echo(f"wrote {atomic_write_text(json_path, json.dumps(found.to_dict(), indent=1) + chr(10))}")
     if figure:
         inputs = sorted({c.unit for c in found.excite + found.inhibit})
-        pictures_of = _images(loaded, store, str(found.source), inputs, recipe, seed, quiet, out / "units")
-        own = _images(loaded, store, str(found.layer), [unit], recipe, seed, quiet, out / "units")[unit]
+        pictures_of = unit_images(loaded, store, str(found.source), inputs, recipe, seed, quiet, out / "units")
+        own = unit_images(loaded, store, str(found.layer), [unit], recipe, seed, quiet, out / "units")[unit]
         panel = lambda c: (f"{c.unit}: {c.weight:.3g}", pictures_of.get(c.unit), c.kernel)  # noqa: E731
         fig = circuit_figure(f"{found.layer} unit {unit}", own, [panel(c) for c in found.excite],
                              [panel(c) for c in found.inhibit],

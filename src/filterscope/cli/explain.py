@@ -19,7 +19,6 @@ from ..render import render
 from ..results import save_result
 from ..zoo.model import LoadedModel
 from .app import app, guarded
-from .circuit import _images
 from .options import (
     DeviceOption,
     FitOption,
@@ -32,6 +31,7 @@ from .options import (
     at_least,
     load,
 )
+from .pictures import unit_images
 from .progress import RenderProgress
 
 
@@ -109,7 +109,7 @@ def explain_command(
                + ", ".join(f"{g}: {float(v):.3g}" for g, v in enumerate(shares)))
     stem = f"{Path(seen.name).stem}-{layer_slug(ref)}"
     units = sorted({u for y, x in strongest for u, _ in dictionary.at(y, x)})
-    pictures = _images(loaded, store, ref, units, recipe, seed, quiet, out / "units") if renders else {}
+    pictures = unit_images(loaded, store, ref, units, recipe, seed, quiet, out / "units") if renders else {}
     rows = [((y, x), [(f"unit {u} ({v:.3g})", pictures.get(u)) for u, v in dictionary.at(y, x)]) for y, x in strongest]
     fig = dictionary_figure(seen.pil(), tuple(dictionary.units.shape[:2]), rows,  # type: ignore[arg-type]
                             suptitle=f"{loaded.name} {ref}: the top {k} units at the {len(rows)} strongest positions")

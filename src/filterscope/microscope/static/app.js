@@ -342,7 +342,7 @@ function mapCanvas(map, signed) {
   map.flat().forEach((v, i) => {
     const t = Math.min(Math.abs(v) / scale, 1);
     const rgb = signed ? (v >= 0 ? [229, 72, 77] : [47, 111, 219]) : [255, 160 * t + 40, 0];
-    image.data.set([...rgb, Math.round((signed ? t : t) * 200)], i * 4);
+    image.data.set([...rgb, Math.round(t * 200)], i * 4);
   });
   ctx.putImageData(image, 0, 0);
   return canvas;
