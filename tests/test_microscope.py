@@ -195,7 +195,7 @@ def test_render_settings_use_the_atlas_model_weights_and_most_used_recipe(tmp_pa
     assert runner.invoke(cli, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "0-1"]).exit_code == 0
     assert runner.invoke(cli, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "2", "--steps", "1"]).exit_code == 0
     loaded, recipe = render_settings(out, None, None, None, 0, "cpu", None)
-    assert loaded.name == "resnet18" and str(loaded.weights) == "random (seed 0)"  # the recorded random weights
+    assert loaded.name == "resnet18" and loaded.weights == fs.zoo.WeightsSource.random(0, 110)  # the recorded weights
     assert (recipe.size, recipe.scales, recipe.steps) == (32, 2, 3)  # the recipe of 2 renders, not of 1
     assert render_settings(out, None, None, None, 0, "cpu", "lucid")[1].name == "lucid"
     with pytest.raises(AtlasError, match="was built with other weights"):

@@ -44,7 +44,7 @@ def test_random_weights_are_seeded():
     c = load_model("resnet18", "random", seed=1)
     assert torch.equal(a.module.conv1.weight, b.module.conv1.weight)
     assert not torch.equal(a.module.conv1.weight, c.module.conv1.weight)
-    assert str(a.weights) == "random (seed 0)" and a.weights.seed == 0
+    assert str(a.weights) == "random (seed 0, batch norm re-estimated on 110 photo views)" and a.weights.seed == 0
 
 
 def _state(seed=3):

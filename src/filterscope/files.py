@@ -19,8 +19,17 @@ from typing import Any
 
 from .errors import ImageError, OutputError
 
-__all__ = ["atomic_write", "atomic_write_text", "write_bytes", "file_sha256", "regular_file", "check_output",
-           "remove_stale_parts", "OutputLock"]
+__all__ = ["cache_dir", "atomic_write", "atomic_write_text", "write_bytes", "file_sha256", "regular_file",
+           "check_output", "remove_stale_parts", "OutputLock"]
+
+
+def cache_dir() -> Path:
+    """Where filterscope caches what it measured (precision probes, random networks' batch-norm statistics):
+    ``$FILTERSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/filterscope``, else ``~/.cache/filterscope``."""
+    if os.environ.get("FILTERSCOPE_CACHE_DIR"):
+        return Path(os.environ["FILTERSCOPE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "filterscope"
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import natural_images
 from .errors import InvalidObjectiveError, InvalidOptionError
 from .objective_syntax import ObjectiveLike, as_objective, as_objectives
 from .objectives import ClassLogit, Objective, layers_of, objective_values
 from .runtime import ANALYSIS_BATCH, Forward, Runtime
-from .tensors import to_tensor
 from .transforms import random_affine
+from .zoo.calibration import photo_views
 from .zoo.model import LoadedModel, coerce_model
 
 __all__ = ["reference_crops", "high_frequency_share", "to_input_size", "measure", "reference_max",
@@ -75,24 +74,10 @@ def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = N
     Raises:
         InvalidOptionError: the model's inputs are not photos (neither 1 nor 3 channels).
     """
-    mode = model.preprocessing.image_mode
-    if mode is None:
+    if model.preprocessing.image_mode is None:
         raise InvalidOptionError(f"{model.name} takes {model.preprocessing.channels} channels: there are no reference "
                                  "photos for it; pass reference= a (N,C,H,W) tensor of your own data")
-    height, width = model.preprocessing.input_shape
-    generator = torch.Generator().manual_seed(seed)
-    views = []
-    for image in images if images is not None else natural_images():
-        views.append(model.preprocessing.prepare(image)[0])
-        w, h = image.size
-        for _ in range(crops_per_image):
-            crop_h = int(min(h, w * height / width) * (0.3 + 0.7 * float(torch.rand((), generator=generator))))
-            crop_w = crop_h if width == height else max(1, round(crop_h * width / height))
-            x = int(torch.randint(0, w - crop_w + 1, (), generator=generator))
-            y = int(torch.randint(0, h - crop_h + 1, (), generator=generator))
-            crop = image.crop((x, y, x + crop_w, y + crop_h)).resize((width, height), Image.Resampling.BILINEAR)
-            views.append(to_tensor(crop, mode)[0])
-    return torch.stack(views)
+    return photo_views(model.preprocessing, images, crops_per_image=crops_per_image, seed=seed)
 
 
 def high_frequency_share(images: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .files import cache_dir
 from .layers import LayerRef
 from .runtime import Forward, Runtime, cpu_bf16_flags, cpu_description, format_size
 from .zoo.model import LoadedModel
@@ -70,14 +71,6 @@ class PrecisionChoice:
 Probe = Callable[[LoadedModel, Sequence[LayerRef], tuple[int, int], int, Runtime], dict[str, float]]
 _MEMORY: dict[str, tuple[dict[str, float], bool]] = {}
 """This process's decisions: timings, and whether they came from the cache file."""
-
-
-def cache_dir() -> Path:
-    """Where filterscope caches what it measured about this machine."""
-    if os.environ.get("FILTERSCOPE_CACHE_DIR"):
-        return Path(os.environ["FILTERSCOPE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "filterscope"
 
 
 def _machine(device: torch.device) -> str:

@@ -473,12 +473,23 @@ def _runs_at(model: LoadedModel, schedule: Schedule) -> bool:
 
 def _status(images: torch.Tensor, initial: torch.Tensor, history: torch.Tensor, final: torch.Tensor) -> list[str]:
     """Per image: ``non-finite`` (NaN or inf in its values or pixels: the image means nothing),
-    ``inactive`` (the objective was exactly 0 at the start and at the end: a dead unit, a flat image), or
-    ``ok``."""
+    ``inactive`` (the objective was exactly 0 at the start and at the end: a dead unit, a flat image),
+    ``not-improved`` (the objective did not rise above its start beyond float noise: a failed
+    visualization, :func:`improved`), or ``ok``."""
     finite = torch.isfinite(final) & torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1) \
         & torch.isfinite(history).all(dim=1)
     dead = (initial == 0) & (final == 0)
-    return ["non-finite" if not f else "inactive" if d else "ok" for f, d in zip(finite.tolist(), dead.tolist())]
+    rose = improved(initial, final)
+    return ["non-finite" if not f else "inactive" if d else "ok" if r else "not-improved"
+            for f, d, r in zip(finite.tolist(), dead.tolist(), rose.tolist())]
+
+
+def improved(initial: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` whether each objective rose above its start beyond float noise: by more than 1e-4 of the larger
+    magnitude of the two (and 1e-12 absolute). ``-2.17e-10 → -6.88e-10`` did not; ``0.1 → 2.5`` did."""
+    initial, final = initial.double(), final.double()
+    noise = 1e-4 * torch.maximum(initial.abs(), final.abs()) + 1e-12
+    return final > initial + noise
 
 
 def _runtime_metadata(forward: Forward) -> dict[str, str]:

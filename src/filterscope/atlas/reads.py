@@ -19,6 +19,7 @@ from ..recipes import Recipe
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
 from .records import (
+    FINISHED,
     CircuitPair,
     CropJob,
     ExemplarRecord,
@@ -141,12 +142,14 @@ class AtlasReader:
         return [_render(r) for r in rows]
 
     def render_ids(self, layer_id: int, units: Sequence[int]) -> dict[int, int]:
-        """The first finished (ok or inactive) render of each of ``units`` that has a file: ``{unit: render id}``."""
+        """The first finished (ok, inactive or not-improved) render of each of ``units`` that has a file:
+        ``{unit: render id}``."""
         wanted = sorted({int(u) for u in units})
         found: dict[int, int] = {}
         marks = ", ".join("?" * len(wanted))
+        done = ", ".join(f"'{s}'" for s in FINISHED)
         for r in self._conn.execute(f"SELECT id, unit FROM renders WHERE layer_id = ? AND unit IN ({marks}) AND status "
-                                    "IN ('ok', 'inactive') AND file IS NOT NULL ORDER BY id", (layer_id, *wanted)):
+                                    f"IN ({done}) AND file IS NOT NULL ORDER BY id", (layer_id, *wanted)):
             found.setdefault(int(r["unit"]), int(r["id"]))
         return found
 
@@ -180,15 +183,16 @@ class AtlasReader:
             "SELECT status, COUNT(DISTINCT unit) FROM renders WHERE layer_id = ? GROUP BY status", (layer_id,))}
 
     def status(self) -> list[StatusRow]:
-        """Renders per model, layer, recipe and seed: done (ok), inactive, failed, pending."""
+        """Renders per model, layer, recipe and seed: done (ok), inactive, not-improved, failed, pending."""
         rows = self._conn.execute(
             "SELECT m.name AS model, l.name AS layer, r.recipe_name, r.seed, "
-            "SUM(r.status = 'ok') AS ok, SUM(r.status = 'inactive') AS inactive, SUM(r.status = 'failed') AS failed, "
+            "SUM(r.status = 'ok') AS ok, SUM(r.status = 'inactive') AS inactive, "
+            "SUM(r.status = 'not-improved') AS not_improved, SUM(r.status = 'failed') AS failed, "
             "SUM(r.status = 'pending') AS pending FROM renders r JOIN layers l ON l.id = r.layer_id "
             "JOIN models m ON m.id = l.model_id GROUP BY m.id, l.id, r.recipe, r.recipe_name, r.seed "
             "ORDER BY m.id, l.id, MIN(r.id), r.seed")
         return [StatusRow(r["model"], r["layer"], r["recipe_name"], r["seed"], r["ok"], r["inactive"], r["failed"],
-                          r["pending"]) for r in rows]
+                          r["pending"], r["not_improved"]) for r in rows]
 
     # -------------------------------------------------------------------------------------- passes
     def passes(self, layer_id: int) -> list[PassRecord]:
@@ -272,7 +276,7 @@ class AtlasReader:
         for r in self._conn.execute("SELECT id, unit, status, final_activation, robustness FROM renders WHERE "
                                     "layer_id = ? AND status != 'pending' ORDER BY id DESC", (layer_id,)):
             row = rows[r["unit"]]
-            if r["status"] in ("ok", "inactive") or row.render is None:
+            if r["status"] in FINISHED or row.render is None:
                 row.render = r["id"] if r["status"] != "failed" else None
                 row.status, row.final_activation, row.robustness = r["status"], r["final_activation"], r["robustness"]
         found = self.latest_pass(layer_id)

@@ -20,7 +20,11 @@ from ..zoo.weights import WeightsSource
 
 __all__ = ["ModelRecord", "LayerRecord", "RenderRecord", "ExemplarRecord", "UnitStats", "UnitRecord", "StatusRow",
            "PassRecord", "UnitSummary", "PlannedRender", "RenderJob", "FinishedRender", "NewExemplar", "UnitPassStats",
-           "CropJob", "Crop", "CircuitPair", "CircuitSection", "JSONData"]
+           "CropJob", "Crop", "CircuitPair", "CircuitSection", "JSONData", "FINISHED"]
+
+FINISHED = ("ok", "inactive", "not-improved")
+"""The statuses of a render that ran to the end and has an image (``not-improved``: its objective did not rise, a
+failed visualization that is still shown, marked)."""
 
 JSONData = dict[str, Any]
 """Plain JSON-ready data (what ``to_dict`` returns): the one untyped shape, at the edge where records become
@@ -182,10 +186,11 @@ class StatusRow:
     inactive: int
     failed: int
     pending: int
+    not_improved: int = 0
 
     @property
     def total(self) -> int:
-        return self.done + self.inactive + self.failed + self.pending
+        return self.done + self.inactive + self.not_improved + self.failed + self.pending
 
 
 # -------------------------------------------------------------------------------------- write side

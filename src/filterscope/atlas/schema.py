@@ -20,14 +20,25 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import AtlasError
 
-__all__ = ["DB_NAME", "FORMAT", "SCHEMA", "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction",
-           "now"]
+__all__ = ["DB_NAME", "FORMAT", "SCHEMA", "RENDERS_TABLE", "CIRCUIT_TABLES", "TRUST_TABLES", "SCHEMA_VERSION",
+           "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "now"]
 
 DB_NAME = "atlas.sqlite"
 FORMAT = "filterscope-atlas"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 READABLE_FROM = 1
 """The oldest schema a read-only connection reads without upgrading it."""
+
+RENDERS_TABLE = """
+CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY, layer_id INTEGER NOT NULL REFERENCES layers(id), unit INTEGER NOT NULL,
+    objective TEXT NOT NULL, recipe_name TEXT NOT NULL, recipe TEXT NOT NULL, seed INTEGER NOT NULL,
+    settings TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'inactive', 'not-improved', 'failed')),
+    initial_activation REAL, final_activation REAL, activation_ratio REAL, robustness REAL,
+    high_frequency_share REAL, file TEXT, array_file TEXT, seconds REAL, message TEXT, finished TEXT);
+"""
+"""The renders (a ``{name}`` to fill in): one row per render key, with its status and scores."""
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,14 +49,7 @@ CREATE TABLE models (
 CREATE TABLE layers (
     id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL REFERENCES models(id), name TEXT NOT NULL,
     channels INTEGER NOT NULL, shape TEXT NOT NULL, receptive_field TEXT, UNIQUE (model_id, name));
-CREATE TABLE renders (
-    id INTEGER PRIMARY KEY, layer_id INTEGER NOT NULL REFERENCES layers(id), unit INTEGER NOT NULL,
-    objective TEXT NOT NULL, recipe_name TEXT NOT NULL, recipe TEXT NOT NULL, seed INTEGER NOT NULL,
-    settings TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'inactive', 'failed')),
-    initial_activation REAL, final_activation REAL, activation_ratio REAL, robustness REAL,
-    high_frequency_share REAL, file TEXT, array_file TEXT, seconds REAL, message TEXT, finished TEXT);
-CREATE INDEX renders_by_unit ON renders (layer_id, unit);
+{renders}
 CREATE TABLE datasets (
     id INTEGER PRIMARY KEY, source TEXT NOT NULL, fingerprint TEXT NOT NULL UNIQUE, images INTEGER NOT NULL,
     created TEXT NOT NULL);
@@ -82,9 +86,27 @@ CREATE TABLE unit_circuits (
 inputs, outputs and classes as JSON."""
 SCHEMA += CIRCUIT_TABLES
 
+TRUST_TABLES = """
+CREATE TABLE unit_trust (
+    layer_id INTEGER NOT NULL REFERENCES layers(id), unit INTEGER NOT NULL, data TEXT NOT NULL,
+    finished TEXT NOT NULL, PRIMARY KEY (layer_id, unit));
+"""
+"""Trust (schema 4): each unit's faithfulness scores and description as JSON
+(:class:`~filterscope.trust.UnitTrust`)."""
+SCHEMA = SCHEMA.replace("{renders}", RENDERS_TABLE.format(name="renders").strip()
+                        + "\nCREATE INDEX renders_by_unit ON renders (layer_id, unit);") + TRUST_TABLES
+
+_RENDERS_V4 = (RENDERS_TABLE.format(name="renders_v4").strip().rstrip(";")
+               + "; INSERT INTO renders_v4 SELECT * FROM renders; DROP TABLE renders; "
+               "ALTER TABLE renders_v4 RENAME TO renders; CREATE INDEX renders_by_unit ON renders (layer_id, unit); "
+               + TRUST_TABLES.strip().rstrip(";"))
+"""Schema 4: the renders' status may be ``not-improved`` (SQLite changes a CHECK only by rebuilding the table;
+nothing references it), and the trust table."""
+
 MIGRATIONS: dict[int, str] = {
     2: "ALTER TABLE models ADD COLUMN weights_source TEXT",  # where the weights came from, as JSON (WeightsSource)
     3: CIRCUIT_TABLES.strip().rstrip(";"),
+    4: _RENDERS_V4,
 }
 """SQL that brings schema ``N - 1`` to ``N``, by ``N``."""
 

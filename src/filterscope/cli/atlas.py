@@ -37,6 +37,8 @@ from .options import (
     runtime_options,
 )
 
+_NOTES = {"inactive": "  (inactive)", "not-improved": "  (not-improved: the objective did not rise)"}
+
 atlas_app = typer.Typer(
     help="Atlases: every unit of a model's layers rendered once, with dataset exemplars and statistics, in a "
          "resumable folder (SQLite + images).",
@@ -95,7 +97,7 @@ class _Bars(BuildProgress):
         elif not self.quiet:
             extra = f", robustness {row.robustness:.2f}" if row.robustness is not None else ""
             self.message(f"{layer} unit {unit}: activation {row.initial_activation:.3g} → "
-                         f"{row.final_activation:.3g}{extra}{'  (inactive)' if row.status == 'inactive' else ''}")
+                         f"{row.final_activation:.3g}{extra}{_NOTES.get(row.status, '')}")
 
     def workers(self, units_per_minute: dict[str, float]) -> None:
         if self.bar is not None:
@@ -232,10 +234,10 @@ def status_command(
             typer.echo("  empty: nothing built yet")
         if rows:
             typer.echo(f"  {'model':<20} {'layer':<16} {'recipe':<12} {'seed':>4} {'done':>6} {'inactive':>8} "
-                       f"{'failed':>6} {'left':>6}")
+                       f"{'not-improved':>12} {'failed':>6} {'left':>6}")
             for r in rows:
                 typer.echo(f"  {r.model:<20} {r.layer:<16} {r.recipe:<12} {r.seed:>4} {r.done:>6} {r.inactive:>8} "
-                           f"{r.failed:>6} {r.pending:>6}")
+                           f"{r.not_improved:>12} {r.failed:>6} {r.pending:>6}")
         for p in passes:
             state = (f"done, crops for {p['units_with_crops']} of {p['units']} units" if p["status"] == "done"
                      else "not finished (the next build resumes it)")

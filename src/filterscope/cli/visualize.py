@@ -12,6 +12,7 @@ from PIL import Image
 from ..errors import FilterscopeError, InvalidObjectiveError, InvalidOptionError
 from ..files import OutputLock, check_output, remove_stale_parts
 from ..identity import RenderIdentity, RenderSettings
+from ..images import read_png_metadata
 from ..layers import resolve_layer
 from ..objective_syntax import parse_objective
 from ..objectives import Channel, ClassLogit, Neuron, Objective
@@ -145,7 +146,8 @@ def visualize_command(
                   for o in objectives]
     started = time.perf_counter()
     panels: dict[tuple[int, int], tuple[Image.Image, str]] = {}
-    failed: list[str] = []
+    failed: list[str] = []  # non-finite: not saved
+    flat: list[str] = []  # not-improved: saved, with their status, and named
     with OutputLock(out):
         remove_stale_parts(out)
         done = finished_outputs(out, loaded.name, objectives, identities) if resume else {}
@@ -153,6 +155,8 @@ def visualize_command(
             for n, path in enumerate(paths):
                 with Image.open(path) as image:
                     panels[(index, n)] = (image.copy(), objectives[index].title)
+                if read_png_metadata(path).get("status") == "not-improved":
+                    flat.append(objectives[index].description)
         todo = [i for i in range(len(objectives)) if i not in done]
         if done:
             typer.echo(f"resuming: {len(done)} of {len(objectives)} objective(s) are already in {out} (same weights, "
@@ -160,7 +164,7 @@ def visualize_command(
                        err=True)
         if todo:
             _render(loaded, [objectives[i] for i in todo], todo, identities, recipe, seed, runtime, batch_size,
-                    quiet, out, shown, title_layer, panels, failed)
+                    quiet, out, shown, title_layer, panels, failed, flat)
         keys = sorted(panels)
         images, titles = [panels[k][0] for k in keys], [panels[k][1] for k in keys]
         if images:  # still holding the folder's lock
@@ -172,13 +176,17 @@ def visualize_command(
         raise FilterscopeError(f"{len(failed)} of {len(failed) + len(images)} image(s) went non-finite (NaN or "
                                f"infinity) and were not saved: {', '.join(failed[:5])}"
                                f"{', ...' if len(failed) > 5 else ''}")
+    if flat:
+        raise FilterscopeError(f"{len(flat)} of {len(images)} visualization(s) are not-improved (the objective did not "
+                               f"rise: the image shows nothing of the unit): {', '.join(flat[:5])}"
+                               f"{', ...' if len(flat) > 5 else ''}; {_flat_hint(loaded, recipe)}")
 
 
 def _render(loaded: LoadedModel, objectives: list[Objective], indices: list[int],
             identities: list[list[RenderIdentity]], recipe: Recipe, seed: int, runtime: Runtime,
             batch_size: Optional[int], quiet: bool, out: Path,
             shown: Optional[tuple[int, ...]], title_layer: str, panels: dict[tuple[int, int], tuple[Image.Image, str]],
-            failed: list[str]) -> None:
+            failed: list[str], flat: list[str]) -> None:
     """Render ``objectives`` (objective ``i`` as many times as ``identities[indices[i]]`` has copies), save every
     finished batch, each PNG with its identity's key, at once (whole, even if Ctrl-C
     arrives meanwhile), report each image, and collect the grid's panels under ``(index, copy)``."""
@@ -201,11 +209,22 @@ def _render(loaded: LoadedModel, objectives: list[Objective], indices: list[int]
                     continue
                 hint = "" if recipe.relu_override_steps else "; try --relu-override 16"
                 note = f"  (never activated: the unit is at exactly 0{hint})" if result.status[i] == "inactive" else ""
+                if result.status[i] == "not-improved":
+                    flat.append(obj.description)
+                    note = "  (not-improved: the objective did not rise)"
                 progress.write(f"{out / result.file_name(i)}  {obj.description}: activation {before:.3g} → "
                                f"{after:.3g}{note}")
                 panels[slot] = (result.pil(i, shown), obj.title)
     finally:
         progress.close()
+
+
+def _flat_hint(loaded: LoadedModel, recipe: Recipe) -> str:
+    """What to try when an objective did not rise."""
+    if loaded.weights.kind == "random" and not loaded.weights.calibrated:
+        return "the random network's batch-norm statistics were never estimated (its activations vanish)"
+    tries = ["a higher --lr", "more --steps"] + ([] if recipe.relu_override_steps else ["--relu-override 16"])
+    return "try " + ", ".join(tries) + ", or check that the unit responds to images (filterscope top)"
 
 
 def grid_name(model_name: str, objectives: Sequence[Objective], classes: bool, expressions: bool) -> str:

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from ..analysis.receptive_field import ReceptiveField
-from ..atlas.records import ExemplarRecord, JSONData
+from ..atlas.records import FINISHED, ExemplarRecord, JSONData
 from ..errors import AtlasError, FilterscopeError
 from .context import Microscope, microscope
 from .explain import MAX_BYTES, UploadError, read_upload
@@ -34,7 +34,8 @@ def models(scope: Scope) -> Response:
             counts = store.render_counts(layer.id)
             found = store.latest_pass(layer.id)
             layers.append({"name": layer.name, "channels": layer.channels, "shape": layer.shape,
-                           "rendered": counts.get("ok", 0) + counts.get("inactive", 0),
+                           "rendered": sum(counts.get(s, 0) for s in FINISHED),
+                           "not_improved": counts.get("not-improved", 0),
                            "failed": counts.get("failed", 0), "pending": counts.get("pending", 0),
                            "exemplar_images": found.images if found else 0, "url": urls.layer(model.name, layer.name)})
         out.append({"name": model.name, "weights": str(model.weights), "weights_hash": model.weights_hash,
@@ -171,7 +172,7 @@ def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
     if found.name != jobs.model.name:
         return JSONResponse({"detail": f"This microscope renders {jobs.model.name}, not {found.name}"},
                             status_code=409)
-    if any(r.status in ("ok", "inactive") for r in scope.store().renders(record.id, unit)):
+    if any(r.status in FINISHED for r in scope.store().renders(record.id, unit)):
         return JSONResponse({"detail": f"Unit {unit} of {record.name} is already rendered"}, status_code=409)
     return JSONResponse(_job(scope, jobs.submit(record.name, unit).to_dict()), status_code=202)
 

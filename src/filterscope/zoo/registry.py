@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import UnknownModelError, WeightsError
 from ..registry import Registry
+from .calibration import calibrate as calibrate_batchnorm
 from .model import LoadedModel, check_seed, freeze, resolve_device
 from .preprocessing import Preprocessing
 from .weights import PackageWeights, UrlWeights, WeightsSource, load_state_dict_into, read_state_dict
@@ -71,7 +72,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def load_registered(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
-                    device: str | torch.device = "cpu", progress: bool = False) -> LoadedModel:
+                    device: str | torch.device = "cpu", progress: bool = False, calibrate: bool = True) -> LoadedModel:
     """Build a registered model and load its weights.
 
     Args:
@@ -82,6 +83,9 @@ def load_registered(name: str, weights: str | os.PathLike[str] | None = None, *,
         seed: Seed of the random initialization (only matters with ``weights="random"``).
         device: Where the model lives: "cpu", "cuda", "cuda:N" or "auto".
         progress: Show a download progress bar on stderr.
+        calibrate: For ``weights="random"``: re-estimate the batch-norm statistics on the reference photos
+            (seeded by ``seed``; :mod:`~filterscope.zoo.calibration`), so that the network is alive. ``False``
+            leaves the defaults, with which activations vanish with depth (kept to reload old records).
 
     Returns:
         The frozen model with its preprocessing.
@@ -99,6 +103,9 @@ def load_registered(name: str, weights: str | os.PathLike[str] | None = None, *,
     info = {"implementation": f"{type(module).__module__}.{type(module).__qualname__}"}
     if weights is not None and str(weights) == "random":
         source = WeightsSource.random(seed)
+        views = calibrate_batchnorm(module, spec.preprocessing, seed) if calibrate else 0
+        if views:
+            source = WeightsSource.random(seed, views)
     else:
         if weights is None or str(weights) == "default":
             state_dict, text = spec.weights.fetch(name, progress=progress)

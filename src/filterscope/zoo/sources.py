@@ -231,14 +231,15 @@ def _absolute(spec: str) -> str:
 
 def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
                device: str | torch.device = "cpu", progress: bool = False,
-               preprocessing: Preprocessing | None = None) -> LoadedModel:
+               preprocessing: Preprocessing | None = None, calibrate: bool = True) -> LoadedModel:
     """Load a model by registered name or by any spec of :func:`load_from_spec`.
 
     Args:
         name: A name from :func:`~.registry.list_models`, ``FILE.py:FACTORY``, ``package.module:FACTORY``, a
             plugin name, or a ``.pt2`` exported program.
         weights: ``None``/``"default"`` (the model's own), ``"random"`` (registered models: untrained,
-            seeded by ``seed``) or a state-dict file.
+            seeded by ``seed``, batch-norm statistics re-estimated on the reference photos unless not
+            ``calibrate``: :mod:`~filterscope.zoo.calibration`) or a state-dict file.
         seed: Seed of a random initialization.
         device: "cpu", "cuda", "cuda:N" or "auto".
         progress: Show a download progress bar on stderr (registered models with URL weights).
@@ -249,7 +250,7 @@ def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed
         WeightsError: weights that cannot be found, read or fitted.
     """
     if name in MODELS or not is_model_spec(name):
-        model = load_registered(name, weights, seed=seed, device=device, progress=progress)
+        model = load_registered(name, weights, seed=seed, device=device, progress=progress, calibrate=calibrate)
         if preprocessing is not None:
             model = LoadedModel(model.name, model.module, preprocessing, model.weights, model.categories, model.info)
         return model
@@ -269,4 +270,4 @@ def reload_model(model: str, weights: WeightsSource, *, preprocessing: Preproces
         UnknownModelError, WeightsError: the model or the weights file is no longer there.
     """
     return load_model(model, weights.option, seed=weights.seed or 0, device=device, progress=progress,
-                      preprocessing=preprocessing)
+                      preprocessing=preprocessing, calibrate=weights.calibrated)

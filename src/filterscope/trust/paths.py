@@ -1,0 +1,151 @@
+"""Path similarity: does a unit's visualization drive the network the way its natural exemplars do?
+
+After Geirhos, Zimmermann, Bilodeau, Brendel and Kim ("Don't trust your eyes: on the (un)reliability of feature
+visualizations", ICML 2024): a visualization can maximize a unit through other channels than the ones natural
+images use (their "fooling" networks make this happen on purpose; in ordinary networks they found it in most
+layers). The check compares processing paths: at each earlier layer, each image is summarized by its spatially
+averaged channel vector, and vectors are compared by Spearman's rank correlation, the measure Geirhos et al. used:
+
+- **render**: the mean correlation of the render(s) with the unit's top exemplars;
+- **upper band**: the mean correlation of the exemplars with each other (how alike natural images that drive the
+  unit are);
+- **lower band**: the mean correlation of random dataset images with the exemplars (how alike any natural image is).
+
+Per layer, the render takes the exemplars' path when it sits above the lower band. The summary is the share of
+layers where it does; below :data:`PATH_THRESHOLD` the unit is flagged ``another-path``. A unit whose exemplars do
+not drive it at all (their maximum is not above 0) is flagged ``silent``: it has no natural path to compare with,
+so whatever its picture shows, it is not what the unit does on the data.
+
+Hand-written: no library computes this check; the ranks are scipy's, the correlations a matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import rankdata
+
+from ..layers import LayerRef, list_layers, resolve_layer
+from ..metrics import to_input_size
+from ..runtime import ANALYSIS_BATCH, Forward, Runtime
+from ..zoo.model import LoadedModel
+
+__all__ = ["PathSimilarity", "path_layers", "channel_vectors", "spearman", "path_similarity", "PATH_THRESHOLD",
+           "SILENT_BELOW"]
+
+PATH_THRESHOLD = 0.5
+"""A render above the lower band in fewer than this share of the earlier layers takes another path."""
+
+MIN_CHANNELS = 8
+"""Layers with fewer channels are not compared: a rank correlation of a few values jumps with one swap."""
+
+SILENT_BELOW = 1e-6
+"""Exemplars whose largest activation is not above this do not drive the unit: it is silent on the data."""
+
+
+@dataclass(frozen=True)
+class PathSimilarity:
+    """The path check of one unit (see the module docstring).
+
+    Attributes:
+        layers: The earlier layers compared, in the order they run.
+        render, upper, lower: Per layer, the render↔exemplar, exemplar↔exemplar and random↔exemplar mean Spearman
+            correlations.
+        share: The share of layers where the render is above the lower band.
+        exemplar_max: The largest activation of the unit over its exemplars.
+        flags: ``another-path`` (share below :data:`PATH_THRESHOLD`) and/or ``silent`` (exemplar_max not above
+            :data:`SILENT_BELOW`).
+    """
+
+    layers: tuple[str, ...]
+    render: tuple[float, ...]
+    upper: tuple[float, ...]
+    lower: tuple[float, ...]
+    share: float
+    exemplar_max: float
+    flags: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"layers": list(self.layers), "render": list(self.render), "upper": list(self.upper),
+                "lower": list(self.lower), "share": self.share, "exemplar_max": self.exemplar_max,
+                "flags": list(self.flags)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PathSimilarity:
+        def floats(key: str) -> tuple[float, ...]:
+            return tuple(float(v) for v in data[key])  # type: ignore[attr-defined]
+
+        return cls(tuple(str(v) for v in data["layers"]), floats("render"), floats("upper"),  # type: ignore[attr-defined]
+                   floats("lower"), float(data["share"]), float(data["exemplar_max"]),  # type: ignore[arg-type]
+                   tuple(str(v) for v in data["flags"]))  # type: ignore[attr-defined]
+
+
+def path_layers(model: LoadedModel, layer: str | LayerRef, count: int = 8) -> list[LayerRef]:
+    """Up to ``count`` layers that run before ``layer``, evenly spaced in running order: those with a spatial grid
+    (``(C, H, W)`` outputs) of at least :data:`MIN_CHANNELS` channels (ranks of fewer say little), not inside
+    ``layer`` itself."""
+    ref = resolve_layer(model, layer)
+    infos = list_layers(model)
+    names = [info.name for info in infos]
+    if ref.name not in names:
+        return []
+    before = [info for info in infos[:names.index(ref.name)]
+              if len(info.shape) == 3 and info.shape[0] >= MIN_CHANNELS and not info.name.startswith(ref.name + ".")
+              and info.name]
+    chosen = before if len(before) <= count else \
+        [before[round(i * (len(before) - 1) / (count - 1))] for i in range(count)] if count > 1 else before[-1:]
+    return [resolve_layer(model, info.name) for info in chosen]
+
+
+def channel_vectors(model: LoadedModel, layers: Sequence[LayerRef], images: torch.Tensor, *,
+                    runtime: Runtime | None = None, batch_size: int = ANALYSIS_BATCH) -> dict[LayerRef, torch.Tensor]:
+    """Each image's spatially averaged channel vector at each of ``layers``: ``{layer: (N, C)}`` float32, for
+    ``images`` ``(N,C,H,W)`` in [0, 1] (resized to the model's input)."""
+    images = to_input_size(model, images)
+    parts: dict[LayerRef, list[torch.Tensor]] = {ref: [] for ref in layers}
+    with torch.no_grad(), Forward(model, list(layers), runtime) as forward:
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size].to(model.device)
+            activations = forward(model.preprocessing.normalize(batch))
+            for ref in layers:
+                act = activations[ref]
+                parts[ref].append(act.reshape(act.shape[0], act.shape[1], -1).mean(dim=2).cpu())
+    return {ref: torch.cat(chunks) if chunks else torch.zeros(0, 0) for ref, chunks in parts.items()}
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks along the last dimension, ties given their average rank (scipy's ``rankdata``)."""
+    return torch.from_numpy(rankdata(x.double().numpy(), axis=-1)).double()
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(n, m)``: Spearman's rank correlation of each row of ``a`` ``(n, C)`` with each row of ``b`` ``(m, C)``
+    (0 where a row is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
+    ra = ra - ra.mean(dim=1, keepdim=True)
+    rb = rb - rb.mean(dim=1, keepdim=True)
+    na, nb = ra.norm(dim=1, keepdim=True), rb.norm(dim=1, keepdim=True)
+    return (ra @ rb.T) / (na @ nb.T).clamp(min=1e-30)
+
+
+def path_similarity(render: Mapping[LayerRef, torch.Tensor], exemplars: Mapping[LayerRef, torch.Tensor],
+                    randoms: Mapping[LayerRef, torch.Tensor], exemplar_max: float, *,
+                    threshold: float = PATH_THRESHOLD) -> PathSimilarity:
+    """The check from channel vectors (:func:`channel_vectors`) of the render(s), the exemplars (at least 2) and
+    random images, per layer, and the unit's largest activation over the exemplars."""
+    layers = [ref for ref in render if ref in exemplars and ref in randoms]
+    rows: list[tuple[float, float, float]] = []
+    for ref in layers:
+        ex = exemplars[ref]
+        n = ex.shape[0]
+        within = spearman(ex, ex)
+        upper = float((within.sum() - within.diagonal().sum()) / max(n * (n - 1), 1))
+        rows.append((float(spearman(render[ref], ex).mean()), upper, float(spearman(randoms[ref], ex).mean())))
+    share = sum(r > low for r, _, low in rows) / len(rows) if rows else 0.0
+    flags = (["another-path"] if rows and share < threshold else []) + \
+        (["silent"] if not exemplar_max > SILENT_BELOW else [])
+    return PathSimilarity(tuple(str(ref) for ref in layers), tuple(r for r, _, _ in rows),
+                          tuple(u for _, u, _ in rows), tuple(low for _, _, low in rows), share, float(exemplar_max),
+                          tuple(flags))

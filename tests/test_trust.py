@@ -1,0 +1,124 @@
+"""Trust scores: the fooling fixture, brute-force checks of the path and 2-AFC scores, and the descriptions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+import filterscope as fs
+from filterscope.trust import UnitTrust, machine_afc, path_similarity, spearman, trust_units
+from filterscope.trust.describe import colours, consensus, spread
+from filterscope.trust.paths import channel_vectors, path_layers
+
+from .helpers.models import colour_independent, fooling, smooth_photos
+
+RECIPE = fs.get_recipe("paper").replace(size=32, scales=2, steps=20, reference_size=32)
+
+
+@pytest.fixture(scope="module")
+def fooled():
+    model = fooling()
+    result = fs.visualize_filters(model, "conv3", [0, 1, 2, 3], recipe=RECIPE, seed=0)
+    renders = {u: result.images[u:u + 1] for u in range(4)}
+    statuses = dict(enumerate(result.status))
+    return trust_units(model, "conv3", [0, 1, 2, 3], smooth_photos(120), colour_independent(), renders=renders,
+                       statuses=statuses)
+
+
+def test_the_fooling_and_the_silent_unit_are_flagged_and_normal_units_are_not(fooled):
+    normal, fooling_unit, silent, other = fooled
+    assert "another-path" in fooling_unit.flags, fooling_unit.paths
+    assert "another-path" in silent.flags and "silent" in silent.flags, silent.paths
+    assert normal.flags == () and other.flags == (), (normal.paths, other.paths)
+    assert fooling_unit.paths is not None and fooling_unit.paths.share < normal.paths.share  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("recipe", ["filterscope", "lucid"])
+def test_the_flags_do_not_depend_on_the_recipe(recipe):
+    model = fooling()
+    chosen = fs.get_recipe(recipe).replace(size=32, scales=2, steps=20, reference_size=32)
+    result = fs.visualize_filters(model, "conv3", [0, 1, 3], recipe=chosen, seed=0)
+    found = trust_units(model, "conv3", [0, 1, 3], smooth_photos(120), colour_independent(),
+                        renders={u: result.images[i:i + 1] for i, u in enumerate((0, 1, 3))}, tasks=20)
+    assert [("another-path" in t.flags) for t in found] == [False, True, False]
+
+
+def test_path_similarity_equals_a_brute_force_computation():
+    model = fooling()
+    layers = path_layers(model, "conv3")
+    assert [str(r) for r in layers] == ["conv1", "act1"]  # conv2/act2 have 4 channels: too few to rank
+    images = smooth_photos(12, seed=3)
+    render = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    vr, ve, vx = (channel_vectors(model, layers, x) for x in (render, images[:5], images[5:]))
+    found = path_similarity(vr, ve, vx, 1.0)
+    for i, ref in enumerate(layers):
+        rho = lambda a, b: spearmanr(a.numpy(), b.numpy()).statistic  # noqa: E731
+        r = sum(rho(a, b) for a in vr[ref] for b in ve[ref]) / (2 * 5)
+        upper = sum(rho(a, b) for a, b in itertools.permutations(ve[ref], 2)) / (5 * 4)
+        lower = sum(rho(a, b) for a in vx[ref] for b in ve[ref]) / (7 * 5)
+        assert (found.render[i], found.upper[i], found.lower[i]) == pytest.approx((r, upper, lower), abs=1e-9)
+    assert found.share == sum(r > low for r, low in zip(found.render, found.lower)) / 2
+
+
+def test_spearman_averages_ties_like_scipy():
+    a = torch.tensor([[1.0, 2.0, 2.0, 5.0, 0.0], [3.0, 3.0, 3.0, 1.0, 2.0]])
+    b = torch.tensor([[0.0, 1.0, 1.0, 1.0, 9.0]])
+    for i in range(2):
+        assert float(spearman(a, b)[i, 0]) == pytest.approx(spearmanr(a[i], b[0]).statistic, abs=1e-12)
+
+
+def _synthetic(n=200, d=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, d, generator=generator)
+    values = features[:, 0] + 0.5 * torch.randn(n, generator=generator)  # the unit reads feature 0
+    return features, values
+
+
+def test_random_references_score_chance_and_the_units_own_score_above():
+    features, values = _synthetic()
+    control = machine_afc(features, values, "random", tasks=2000, seed=1)
+    assert abs(control.score - 0.5) < 0.05, control
+    own = machine_afc(features, values, "exemplars", tasks=500, seed=1)
+    assert own.score > 0.8 and own.stderr == pytest.approx((own.score * (1 - own.score) / 500) ** 0.5)
+
+
+def test_the_2afc_score_in_closed_form_cases():
+    values = torch.arange(40.0)
+    separable = torch.zeros(40, 2)
+    separable[20:, 0], separable[:20, 1] = 1.0, 1.0  # strong images point one way, weak ones the other
+    assert machine_afc(separable, values, "exemplars", tasks=50).score == 1.0
+    assert machine_afc(separable, values, "renders", renders=torch.tensor([[1.0, 0.0]]), tasks=50).score == 1.0
+    assert machine_afc(separable, values, "renders", renders=torch.tensor([[0.0, 1.0]]), tasks=50).score == 0.0
+    assert machine_afc(torch.ones(40, 3), values, "exemplars", tasks=50).score == 0.5  # ties count half
+    with pytest.raises(fs.InvalidOptionError, match="at least 20 images"):
+        machine_afc(torch.ones(12, 3), torch.arange(12.0), "exemplars")
+
+
+def test_the_consensus_counts_up_the_wordnet_hierarchy():
+    terriers, toys = [189, 190, 191, 192] * 5, [151, 152] * 6  # 20 terriers, 12 toy dogs: 32 dogs of 50
+    found = consensus(terriers + toys + [409] * 18)
+    assert found.text == "dog (32 of 50), mostly terriers (20)" and (found.group, found.count) == ("dog", 32)
+    assert consensus([409, 530, 892, 409]).text == "clock (4 of 4), mostly analog clocks (2)"
+    mixed = consensus([1, 400, 500, 600, 700])
+    assert mixed.group is None and mixed.text.startswith("mixed: ")
+
+
+def test_colours_and_spread_in_closed_form():
+    red = torch.zeros(3, 8, 8)
+    red[0] = 1.0
+    gray = torch.full((3, 8, 8), 0.5)
+    ((first, a), (second, b)) = colours([red, red, gray])
+    assert (first, second) == ("red", "gray") and (a, b) == pytest.approx((2 / 3, 1 / 3))
+    peak = torch.zeros(4, 4)
+    peak[0, 0] = 1.0
+    assert spread([peak, torch.ones(4, 4), torch.zeros(4, 4)]) == pytest.approx((1 / 16 + 1 + 0) / 3)
+
+
+def test_a_trust_record_round_trips_through_json(fooled):
+    import json
+
+    for record in fooled:
+        assert UnitTrust.from_dict(json.loads(record.to_json())) == record
