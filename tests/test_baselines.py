@@ -103,3 +103,12 @@ def test_atlas_records_and_counts_not_improved_renders(tmp_path):
         assert (row.done, row.not_improved, row.total) == (1, 1, 2)
     status = CliRunner().invoke(app, ["atlas", "status", str(tmp_path / "a")])
     assert status.exit_code == 0 and "not-improved" in status.output
+
+
+def test_atlas_build_exits_1_naming_the_not_improved_units(tmp_path):
+    spec = f"{Path(__file__).parent / 'helpers' / 'models.py'}:constant"
+    result = CliRunner().invoke(app, ["atlas", "build", str(tmp_path / "a"), "-m", spec, "-l", "conv", "--units", "0,1",
+                                      "--size", "24", "--scales", "2", "--steps", "3", "--no-scores", "-q"])
+    assert result.exit_code == 1, result.output
+    assert "1 render(s) are not-improved" in result.output and "conv unit 0" in result.output
+    assert "Traceback" not in result.output

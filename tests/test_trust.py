@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.stats import spearmanr
+from typer.testing import CliRunner
 
 import filterscope as fs
+from filterscope.cli import app
 from filterscope.trust import UnitTrust, machine_afc, path_similarity, spearman, trust_units
 from filterscope.trust.describe import colours, consensus, spread
 from filterscope.trust.paths import channel_vectors, path_layers
@@ -122,3 +128,58 @@ def test_a_trust_record_round_trips_through_json(fooled):
 
     for record in fooled:
         assert UnitTrust.from_dict(json.loads(record.to_json())) == record
+
+
+SPEC = f"{Path(__file__).parent / 'helpers' / 'models.py'}:fooling"
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i, image in enumerate(smooth_photos(40)):
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / f"p{i:02d}.png")
+    return folder
+
+
+def test_the_trust_command_scores_visualization_pngs(tmp_path, photo_folder):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(RECIPE.to_json())
+    made = CliRunner().invoke(app, ["visualize", "-m", SPEC, "-l", "conv3", "-f", "0,1", "--recipe", str(recipe), "-q",
+                                    "-o", str(tmp_path / "out")])
+    assert made.exit_code == 0, made.output
+    pngs = [str(tmp_path / "out" / f"fooling-conv3-f000{u}.png") for u in (0, 1)]
+    result = CliRunner().invoke(app, ["trust", *pngs, "--images", str(photo_folder), "--tasks", "40", "-q",
+                                      "--json", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    assert "conv3 unit 0: no flags" in result.output and "conv3 unit 1: another-path" in result.output
+    assert "2-AFC (efficientnet_lite2 features, chance 0.50): renders" in result.output
+    records = [UnitTrust.from_dict(r) for r in json.loads((tmp_path / "t.json").read_text())]
+    assert [r.unit for r in records] == [0, 1] and all(r.images == 40 for r in records)
+    assert records[0].score("exemplars").tasks == 40  # type: ignore[union-attr]
+
+
+def test_an_atlas_build_records_trust_and_the_cli_reads_it(tmp_path, photo_folder):
+    summary = fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1], recipes=[RECIPE], dataset=photo_folder,
+                             scores=False, circuits=False)
+    assert summary.trust == 2
+    with fs.Atlas(tmp_path / "a") as atlas:
+        records = atlas.unit_trust(atlas.layer(atlas.model(), "conv3").id)
+    assert sorted(records) == [0, 1] and records[0].flags == () and "another-path" in records[1].flags
+    assert records[1].paths is not None and len(records[1].paths.layers) == 2
+    shown = CliRunner().invoke(app, ["trust", "--atlas", str(tmp_path / "a"), "-l", "conv3"])
+    assert shown.exit_code == 0 and "conv3 unit 1: another-path" in shown.output, shown.output
+    missing = CliRunner().invoke(app, ["trust", "--atlas", str(tmp_path / "a"), "-l", "conv3", "-u", "3"])
+    assert missing.exit_code == 1 and "no trust records for conv3 unit(s) 3" in missing.output
+    assert "Traceback" not in missing.output
+    again = fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1], recipes=[RECIPE], dataset=photo_folder,
+                           scores=False, circuits=False)
+    assert again.trust == 0  # kept, not done again
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "Give visualization PNGs with --images"),
+    (["--atlas", "nowhere"], "--atlas needs --layer"),
+])
+def test_trust_errors_are_one_line(args, message):
+    result = CliRunner().invoke(app, ["trust", *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output

@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS: dict[str, str] = {
+    "UnitTrust": ".trust",
+    "trust_units": ".trust",
+    "independent_network": ".trust",
     "Atlas": ".atlas",
     "DaskExecutor": ".atlas",
     "build_atlas": ".atlas",
@@ -180,6 +183,8 @@ __all__ = [
     # what an image is made of
     "semantic_dictionary", "neuron_groups", "spatial_attribution", "SemanticDictionary", "NeuronGroups",
     "SpatialAttribution", "caricature", "invert", "accentuate",
+    # trust: faithfulness scores and descriptions of units
+    "trust_units", "UnitTrust", "independent_network",
     # atlases
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor",
 ]
@@ -285,6 +290,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .runtime import Forward, Runtime, parse_memory
     from .tensors import to_pil, to_tensor
     from .transforms import TRANSFORMS, Transform, TransformStack, register_transform
+    from .trust import UnitTrust, independent_network, trust_units
     from .zoo import (
         DEFAULT_MODEL,
         MODELS,

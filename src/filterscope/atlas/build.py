@@ -17,6 +17,9 @@
 5. **Renders**: :class:`~filterscope.atlas.tasks.RenderTask` tasks of one batch each, run by the executor
    with :func:`~filterscope.atlas.tasks.render_task`; each outcome's files are written atomically, then its
    records committed.
+6. **Trust** (``trust=True``, with a dataset): each unit's faithfulness scores and description, from its
+   renders, the pass's maxima and the dataset (:mod:`.trust`: a :class:`~filterscope.atlas.trust.TrustTask` per
+   layer), judged by an independent network (EfficientNet-Lite2).
 
 The executor (:mod:`.executors`) only decides where the task functions run: this process
 (:class:`~filterscope.atlas.executors.LocalExecutor`, the default) or a Dask cluster
@@ -63,6 +66,7 @@ from .exemplars import UnitTracker, cofiring, histograms
 from .records import Crop, CropJob, FinishedRender, NewExemplar, PlannedRender, RenderJob, UnitPassStats, UnitStats
 from .store import AtlasStore
 from .tasks import PassShard, RenderTask, RenderTaskOutcome, ShardOutcome, TaskFailure, render_task, scan_shard
+from .trust import record_trust, trust_task, trust_tasks
 
 __all__ = ["BuildProgress", "BuildSummary", "build_atlas", "LayerPlan", "RenderGroup", "PassState", "record_renders",
            "LOCK_NAME", "CROP_SIDE", "EXEMPLAR_THUMBNAIL_SIDE"]
@@ -89,6 +93,9 @@ class BuildProgress:
     def circuits_progress(self, done: int, total: int) -> None:
         """Units whose circuit is done so far."""
 
+    def trust_progress(self, done: int, total: int) -> None:
+        """Units whose trust record is done so far."""
+
     def render_started(self, label: str, units: int) -> None:
         """Rendering ``units`` units of one layer, recipe and seed starts."""
 
@@ -107,8 +114,9 @@ class BuildSummary:
     """What a build did.
 
     Attributes:
-        rendered: Renders recorded by this build (ok, inactive or failed).
+        rendered: Renders recorded by this build (ok, inactive, not-improved or failed).
         failed: Those of them that failed (non-finite values), with their messages.
+        not_improved: Those whose objective did not rise (recorded, shown marked: failed visualizations).
         already: Renders wanted that the atlas already held (not redone).
         passes: Exemplar passes run (one per layer that needed one).
         pass_images_per_second: Images per second of the exemplar pass (0 when none ran).
@@ -117,12 +125,15 @@ class BuildSummary:
         first_render_seconds: From the start of the build to the first render recorded (``None`` when none).
         circuits: Units whose circuit this build recorded.
         circuit_seconds: Wall time of the circuits stage.
+        trust: Units whose trust record (scores and description) this build recorded.
+        trust_seconds: Wall time of the trust stage.
         render_start_seconds: From the start of the build to the start of the first render (planning,
             model fingerprint, receptive fields, skipping what is done; ``None`` when nothing was rendered).
     """
 
     rendered: int = 0
     failed: list[str] = field(default_factory=list)
+    not_improved: list[str] = field(default_factory=list)
     already: int = 0
     passes: int = 0
     pass_images_per_second: float = 0.0
@@ -132,6 +143,8 @@ class BuildSummary:
     render_start_seconds: float | None = None
     circuits: int = 0
     circuit_seconds: float = 0.0
+    trust: int = 0
+    trust_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
                 retry_failed: bool = False, progress: BuildProgress | None = None,
                 checkpoint_seconds: float = 30.0, executor: Executor | None = None,
-                circuits: bool = True) -> BuildSummary:
+                circuits: bool = True, trust: bool = True) -> BuildSummary:
     """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (see the module
     docstring).
 
@@ -197,6 +210,8 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         executor: Where the tasks run: this process (default, :class:`~.executors.LocalExecutor`) or a
             Dask cluster (:class:`~filterscope.atlas.distributed.DaskExecutor`); the atlas is written here.
         circuits: Record each unit's circuit (inputs from the previous built layer, outputs, classes).
+        trust: Record each unit's trust scores and description (:mod:`filterscope.trust`), for layers with a
+            dataset of 20 images or more, after the renders.
     """
     started = time.perf_counter()
     loaded = coerce_model(model)
@@ -237,6 +252,10 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         if groups:
             build.summary.render_start_seconds = time.perf_counter() - started
             build.run_renders(groups, batch_size)
+        if trust and data is not None:
+            begun = time.perf_counter()
+            build.trust_stage(plan, fit)
+            build.summary.trust_seconds = time.perf_counter() - begun
     build.summary.seconds = time.perf_counter() - started
     return build.summary
 
@@ -359,6 +378,25 @@ class _Build:
                 self.summary.circuits += len(task.units)
                 self.progress.message(f"circuits: {task.label}, {len(task.units)} unit(s)")
 
+    # ------------------------------------------------------------------------------------------ trust
+    def trust_stage(self, plan: list[LayerPlan], fit: str) -> None:
+        """Each layer's trust records (:mod:`.trust`), what the atlas lacks of them."""
+        tasks = trust_tasks(self.store, [(str(x.ref), x.id, x.units, self.pass_ids.get(x.id)) for x in plan], fit)
+        total, done = sum(len(t.units) for t in tasks), 0
+
+        def report(_unit: object) -> None:
+            nonlocal done
+            done += 1
+            self.progress.trust_progress(done, total)
+
+        for task, outcome in self.executor.map(trust_task, self.loaded, tasks, ordered=False, report=report):
+            why = record_trust(self.store, task, outcome)
+            if why is not None:
+                self.progress.message(f"no trust scores for {task.layer}: {why}")
+            else:
+                self.summary.trust += len(task.units)
+                self.progress.message(f"trust: {task.layer}, {len(task.units)} unit(s)")
+
     def run_pass(self, state: PassState, data: Dataset, fit: str, checkpoint_seconds: float,
                  fields: dict[int, ReceptiveField]) -> float:
         """Run the pass's shards on the executor, merge them in order, checkpoint; images per second."""
@@ -443,6 +481,8 @@ def record_renders(store: AtlasStore, model_name: str, task: RenderTask, outcome
         summary.rendered += 1
         if row.status == "failed":
             summary.failed.append(f"{task.layer} unit {row.unit}: {row.message}")
+        elif row.status == "not-improved":
+            summary.not_improved.append(f"{task.layer} unit {row.unit}")
         progress.unit_finished(task.layer, row.unit, row)
     return worker
 

@@ -16,6 +16,7 @@ from ..analysis.receptive_field import ReceptiveField
 from ..errors import AtlasError, did_you_mean
 from ..identity import RenderSettings
 from ..recipes import Recipe
+from ..trust.unit import UnitTrust
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
 from .records import (
@@ -205,10 +206,22 @@ class AtlasReader:
         done = [p for p in self.passes(layer_id) if p.status == "done"]
         return done[-1] if done else None
 
+    def pass_images(self, pass_id: int) -> list[str]:
+        """The paths of a pass's dataset images, by index (the rows of its matrices)."""
+        return [str(r[0]) for r in self._conn.execute(
+            "SELECT d.path FROM passes p JOIN dataset_images d ON d.dataset_id = p.dataset_id WHERE p.id = ? "
+            "ORDER BY d.idx", (pass_id,))]
+
     def pass_settings(self, pass_id: int) -> JSONData:
         """The settings a pass ran with (``fit``, ``precision``, ``input``)."""
         row = self._conn.execute("SELECT settings FROM passes WHERE id = ?", (pass_id,)).fetchone()
         return _json(row[0]) if row is not None else {}
+
+    def pass_maxima_file(self, pass_id: int) -> str | None:
+        """The maxima matrix file of a finished pass, relative to the atlas (``None`` if unfinished)."""
+        row = self._conn.execute("SELECT maxima_file FROM passes WHERE id = ? AND status = 'done'",
+                                 (pass_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def matrix(self, pass_id: int, which: str = "means") -> np.ndarray:
         """The images x units matrix of a finished pass (``means`` or ``maxima``), memory-mapped."""
@@ -319,6 +332,20 @@ class AtlasReader:
         if row is None or row[0] is None:
             raise AtlasError(f"No {'thumbnail' if thumbnail else 'crop'} for exemplar {exemplar_id} in {self.path}")
         return bytes(row[0])
+
+    # ---------------------------------------------------------------------------------------- trust
+    @property
+    def _has_trust(self) -> bool:
+        """Whether the database has the trust table (an atlas of schema 3 or older read as it is does not)."""
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unit_trust'"
+                                  ).fetchone() is not None
+
+    def unit_trust(self, layer_id: int) -> dict[int, UnitTrust]:
+        """The trust records of a layer's units, by unit (those the atlas holds)."""
+        if not self._has_trust:
+            return {}
+        return {int(r["unit"]): UnitTrust.from_dict(json.loads(r["data"])) for r in self._conn.execute(
+            "SELECT unit, data FROM unit_trust WHERE layer_id = ? ORDER BY unit", (layer_id,))}
 
     # ------------------------------------------------------------------------------------- circuits
     @property

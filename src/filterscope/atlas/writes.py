@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from ..analysis.receptive_field import ReceptiveField
+from ..trust.unit import UnitTrust
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
 from .records import CircuitPair, CircuitSection, Crop, FinishedRender, NewExemplar, PlannedRender, UnitPassStats
@@ -138,6 +139,12 @@ class AtlasWriter:
                          "sha256, seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (pair.source_layer_id, pair.target_layer_id, json.dumps(list(pair.kernel)), pair.file,
                           pair.sha256, _number(pair.seconds), now()))
+
+    def set_unit_trust(self, layer_id: int, records: Sequence[UnitTrust]) -> None:
+        """Store units' trust records in one transaction (replacing what they had)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO unit_trust (layer_id, unit, data, finished) VALUES (?, ?, ?, ?)",
+                             [(layer_id, r.unit, r.to_json(), now()) for r in records])
 
     def set_circuit_sections(self, sections: Sequence[CircuitSection]) -> None:
         """Store units' circuit sections in one transaction (replacing what a unit had in that section)."""

@@ -81,6 +81,10 @@ class _Bars(BuildProgress):
         bar = self.bar if self.bar is not None and self.stage == "circuits" else self._bar("circuits", total, "unit")
         bar.update(done - bar.n)
 
+    def trust_progress(self, done: int, total: int) -> None:
+        bar = self.bar if self.bar is not None and self.stage == "trust" else self._bar("trust", total, "unit")
+        bar.update(done - bar.n)
+
     def render_started(self, label: str, units: int) -> None:
         self._bar(label, units, "unit")
 
@@ -136,6 +140,9 @@ def build_command(
     circuits: Annotated[bool, typer.Option("--circuits/--no-circuits", help="Each unit's circuit: its inputs from the "
                                            "layer built before it (expanded weights, attribution, the causal "
                                            "check), its outputs, the classes it pushes.")] = True,
+    trust: Annotated[bool, typer.Option("--trust/--no-trust", help="Each unit's trust scores (path similarity, "
+                                        "machine 2-AFC with EfficientNet-Lite2's features) and description, after "
+                                        "the renders (needs --dataset of 20 images or more).")] = True,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
                                                                       "failed in an earlier build.")] = False,
     cluster: Annotated[Optional[str], typer.Option(
@@ -190,7 +197,8 @@ def build_command(
                 typer.echo(executor.describe(), err=True)
             summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
                                   exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
-                                  retry_failed=retry_failed, progress=bars, executor=executor, circuits=circuits)
+                                  retry_failed=retry_failed, progress=bars, executor=executor, circuits=circuits,
+                                  trust=trust)
     finally:
         bars.close()
     parts = [f"{summary.rendered} render(s) done"]
@@ -202,10 +210,16 @@ def build_command(
         parts.append(f"{summary.crops} exemplar crops")
     if summary.circuits:
         parts.append(f"{summary.circuits} unit circuit(s)")
+    if summary.trust:
+        parts.append(f"{summary.trust} trust record(s)")
     typer.echo(f"{out}: {', '.join(parts)} in {summary.seconds:.0f} s")
     if summary.failed:
         raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "
                          "--retry-failed renders them again")
+    if summary.not_improved:
+        raise AtlasError(f"{len(summary.not_improved)} render(s) are not-improved (the objective did not rise: "
+                         f"{', '.join(summary.not_improved[:3])}{', ...' if len(summary.not_improved) > 3 else ''}); "
+                         "they are recorded and shown marked; try another --recipe, more --steps or a higher --lr")
 
 
 @atlas_app.command("status")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -53,9 +54,9 @@ class AFCScore:
         return {"references": self.references, "score": self.score, "tasks": self.tasks, "stderr": self.stderr}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> AFCScore:
-        return cls(str(data["references"]), float(data["score"]), int(data["tasks"]),  # type: ignore[arg-type]
-                   float(data["stderr"]))  # type: ignore[arg-type]
+    def from_dict(cls, data: Mapping[str, Any]) -> AFCScore:
+        return cls(str(data["references"]), float(data["score"]), int(data["tasks"]),
+                   float(data["stderr"]))
 
 
 def afc_pools(values: torch.Tensor, pool: int = AFC_POOL) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import torch
 
@@ -107,11 +108,11 @@ class Consensus:
                 "subcount": self.subcount, "total": self.total, "classes": [list(c) for c in self.classes]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Consensus:
-        classes = tuple((str(n), int(c)) for n, c in data["classes"])  # type: ignore[attr-defined]
-        return cls(str(data["text"]), data["group"] and str(data["group"]), int(data["count"]),  # type: ignore[arg-type]
-                   data["subgroup"] and str(data["subgroup"]), int(data["subcount"]),  # type: ignore[arg-type]
-                   int(data["total"]), classes)  # type: ignore[arg-type]
+    def from_dict(cls, data: Mapping[str, Any]) -> Consensus:
+        classes = tuple((str(n), int(c)) for n, c in data["classes"])
+        return cls(str(data["text"]), data["group"] and str(data["group"]), int(data["count"]),
+                   data["subgroup"] and str(data["subgroup"]), int(data["subcount"]),
+                   int(data["total"]), classes)
 
 
 def consensus(predicted: Sequence[int]) -> Consensus:
@@ -213,10 +214,10 @@ class Description:
                 "promotes": [list(c) for c in self.promotes], "suppresses": [list(c) for c in self.suppresses]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Description:
+    def from_dict(cls, data: Mapping[str, Any]) -> Description:
         def pairs(key: str) -> tuple[tuple[str, float], ...]:
-            return tuple((str(n), float(v)) for n, v in data.get(key) or ())  # type: ignore[attr-defined]
+            return tuple((str(n), float(v)) for n, v in data.get(key) or ())
 
         found = data.get("consensus")
         return cls(Consensus.from_dict(found) if isinstance(found, Mapping) else None, pairs("colours"),
-                   float(data["spread"]), pairs("promotes"), pairs("suppresses"))  # type: ignore[arg-type]
+                   float(data["spread"]), pairs("promotes"), pairs("suppresses"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from scipy.stats import rankdata
@@ -73,13 +74,13 @@ class PathSimilarity:
                 "flags": list(self.flags)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> PathSimilarity:
+    def from_dict(cls, data: Mapping[str, Any]) -> PathSimilarity:
         def floats(key: str) -> tuple[float, ...]:
-            return tuple(float(v) for v in data[key])  # type: ignore[attr-defined]
+            return tuple(float(v) for v in data[key])
 
-        return cls(tuple(str(v) for v in data["layers"]), floats("render"), floats("upper"),  # type: ignore[attr-defined]
-                   floats("lower"), float(data["share"]), float(data["exemplar_max"]),  # type: ignore[arg-type]
-                   tuple(str(v) for v in data["flags"]))  # type: ignore[attr-defined]
+        return cls(tuple(str(v) for v in data["layers"]), floats("render"), floats("upper"),
+                   floats("lower"), float(data["share"]), float(data["exemplar_max"]),
+                   tuple(str(v) for v in data["flags"]))
 
 
 def path_layers(model: LoadedModel, layer: str | LayerRef, count: int = 8) -> list[LayerRef]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -80,13 +81,13 @@ class UnitTrust:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> UnitTrust:
+    def from_dict(cls, data: Mapping[str, Any]) -> UnitTrust:
         paths = data.get("paths")
-        return cls(str(data["layer"]), int(data["unit"]),  # type: ignore[call-overload]
+        return cls(str(data["layer"]), int(data["unit"]),
                    PathSimilarity.from_dict(paths) if isinstance(paths, Mapping) else None,
-                   tuple(AFCScore.from_dict(s) for s in data["afc"]),  # type: ignore[attr-defined]
-                   Description.from_dict(data["description"]),  # type: ignore[arg-type]
-                   int(data["images"]), str(data["independent"]),  # type: ignore[call-overload]
+                   tuple(AFCScore.from_dict(s) for s in data["afc"]),
+                   Description.from_dict(data["description"]),
+                   int(data["images"]), str(data["independent"]),
                    str(data.get("render_status") or "ok"))
 
 
@@ -182,7 +183,7 @@ class TrustData:
         for image, m in zip(images, self.maps(indices, unit)):
             if m.dim() == 2:
                 y, x = divmod(int(m.argmax()), m.shape[1])
-                x0, y0, x1, y1 = self._field.box(y, x, tuple(image.shape[-2:]))  # type: ignore[arg-type]
+                x0, y0, x1, y1 = self._field.box(y, x, tuple(image.shape[-2:]))
                 out.append(image[:, y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)])
             else:
                 out.append(image)

@@ -37,7 +37,7 @@ __all__ = ["photo_views", "batch_norms", "reestimate_batchnorm", "calibrate", "a
 CALIBRATION_CROPS = 10
 """Random crops per reference photo in a calibration: with the photo itself, 110 views of 10 photos."""
 
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_BatchNorm = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm (as torchvision's update_bn)
 
 
 def photo_views(preprocessing: Preprocessing, images: Sequence[Image.Image] | None = None, *,
@@ -69,9 +69,9 @@ def photo_views(preprocessing: Preprocessing, images: Sequence[Image.Image] | No
     return torch.stack(views)
 
 
-def batch_norms(module: nn.Module) -> list[nn.Module]:
+def batch_norms(module: nn.Module) -> list[_BatchNorm]:
     """The batch-norm layers of ``module`` that keep running statistics."""
-    return [m for m in module.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
+    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 def reestimate_batchnorm(module: nn.Module, preprocessing: Preprocessing, images: torch.Tensor, *,
@@ -90,7 +90,7 @@ def reestimate_batchnorm(module: nn.Module, preprocessing: Preprocessing, images
     for m in norms:
         m.train()
     layout = torch.channels_last if images.dim() == 4 else torch.contiguous_format  # about twice as fast on CPUs
-    module.to(memory_format=layout)
+    module.to(memory_format=layout)  # type: ignore[call-overload]  # not in the stubs
     try:
         with torch.no_grad():
             for start in range(0, images.shape[0], batch_size):
@@ -99,7 +99,7 @@ def reestimate_batchnorm(module: nn.Module, preprocessing: Preprocessing, images
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        module.to(memory_format=torch.contiguous_format)
+        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         module.eval()
     return len(norms)
 
