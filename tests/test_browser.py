@@ -238,3 +238,32 @@ def test_a_layer_of_1280_units_loads_its_thumbnails_lazily(tmp_path, page):
         page.locator(".card[data-unit='1279']").scroll_into_view_if_needed()
         page.wait_for_function("() => { const i = document.querySelector(\".card[data-unit='1279'] img\");"
                                " return i && i.complete && i.naturalWidth > 0; }")
+
+
+def test_the_trust_panel_and_the_flag_filter(tmp_path, page):
+    import filterscope as fs
+
+    from .helpers.models import fooling, smooth_photos
+    from .test_trust import RECIPE
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(smooth_photos(30)):
+        fs.to_pil(image).save(photos / f"p{i:02d}.png")
+    fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1, 3], recipes=[RECIPE], dataset=photos, scores=False,
+                   circuits=False)
+    with Server(create_app(tmp_path / "a")) as url:
+        page.goto(url + "/m/fooling/conv3?show=flagged")
+        page.wait_for_selector("#grid .card")
+        assert [c.get_attribute("data-unit") for c in page.query_selector_all("#grid .card")] == ["1"]
+        assert "another-path" in page.inner_text("#grid .card .flag")
+        page.select_option("#show", "trusted")
+        assert [c.get_attribute("data-unit") for c in page.query_selector_all("#grid .card")] == ["0", "3"]
+        page.goto(url + "/m/fooling/conv3/1")
+        page.wait_for_selector("#trust table.paths")
+        panel = page.inner_text("#trust")
+        assert "⚑ another-path" in panel and "random images (control)" in panel and "What it is:" in panel
+        assert len(page.query_selector_all("#trust table.paths tr.outside")) >= 1
+        page.goto(url + "/m/fooling/conv3/0")
+        page.wait_for_selector("#trust")
+        assert "No flags." in page.inner_text("#trust")

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from ..analysis.receptive_field import ReceptiveField
 from ..atlas.records import FINISHED, ExemplarRecord, JSONData
 from ..errors import AtlasError, FilterscopeError
+from ..trust.unit import UnitTrust
 from .context import Microscope, microscope
 from .explain import MAX_BYTES, UploadError, read_upload
 
@@ -47,8 +48,10 @@ def models(scope: Scope) -> Response:
 def layer_grid(scope: Scope, model: str, layer: str) -> Response:
     found, record = scope.find(model, layer)
     urls, units = scope.urls, []
+    trust = scope.store().unit_trust(record.id)
     for summary in scope.store().layer_summary(record.id):
         row = summary.to_dict()
+        row.update(_trust_summary(trust.get(summary.unit)))
         row["thumb"] = urls.render_thumb(summary.render) if summary.render else None
         row["exemplar_thumb"] = urls.exemplar_thumb(summary.exemplar) if summary.exemplar else None
         units.append(row)
@@ -117,6 +120,8 @@ def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     data["cofiring"] = [{"unit": u, "correlation": c, "url": urls.unit(found.name, record.name, u)}
                         for u, c in store.cofiring(record.name, unit, 8, found.name)]
     data["weights"] = _weights(scope, found.name, record.id, unit)
+    found_trust = store.unit_trust(record.id).get(unit)
+    data["trust"] = found_trust.to_dict() if found_trust is not None else None
     data["prev"] = urls.unit(found.name, record.name, unit - 1) if unit > 0 else None
     data["next"] = urls.unit(found.name, record.name, unit + 1) if unit + 1 < record.channels else None
     data["layer_url"] = urls.layer(found.name, record.name)
@@ -125,6 +130,16 @@ def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     active = scope.jobs.active.get((record.name, unit)) if scope.jobs is not None else None
     data["job"] = _job(scope, active.to_dict()) if active is not None else None
     return JSONResponse(data)
+
+
+def _trust_summary(record: UnitTrust | None) -> JSONData:
+    """A unit's trust numbers for the layer grid's sorting and filtering (``None`` without a record)."""
+    if record is None:
+        return {"flags": None, "path_share": None, "afc_renders": None, "afc_exemplars": None}
+    renders, exemplars = record.score("renders"), record.score("exemplars")
+    return {"flags": list(record.flags), "path_share": record.paths.share if record.paths else None,
+            "afc_renders": renders.score if renders else None, "afc_exemplars": exemplars.score if exemplars else None,
+            "description": record.description.text}
 
 
 def _weights(scope: Microscope, model: str, layer_id: int, unit: int) -> JSONData | None:

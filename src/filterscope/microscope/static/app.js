@@ -72,6 +72,13 @@ const SORTS = {
   max: { label: "maximum activation", key: (u) => u.max, descending: true },
   sparsity: { label: "sparsity (fraction of images positive)", key: (u) => u.fraction_positive, descending: true },
   quality: { label: "quality (robustness)", key: (u) => u.robustness, descending: true },
+  paths: { label: "trust: path similarity", key: (u) => u.path_share, descending: true },
+  afc: { label: "trust: 2-AFC of renders", key: (u) => u.afc_renders, descending: true },
+};
+const FILTERS = {
+  all: { label: "all units", keep: () => true },
+  flagged: { label: "flagged (another path, silent, not improved)", keep: (u) => u.flags !== null && u.flags.length > 0 },
+  trusted: { label: "not flagged", keep: (u) => u.flags !== null && u.flags.length === 0 },
 };
 
 function sortUnits(units, how) {
@@ -89,6 +96,8 @@ function metric(unit, how) {
   if (how === "max") return `max ${fmt(unit.max)}`;
   if (how === "sparsity") return `${pct(unit.fraction_positive)} positive`;
   if (how === "quality") return `robustness ${fmt(unit.robustness)}`;
+  if (how === "paths") return unit.path_share === null ? "" : `path ${pct(unit.path_share)}`;
+  if (how === "afc") return unit.afc_renders === null ? "" : `2-AFC ${fmt(unit.afc_renders, 2)}`;
   return unit.final_activation === null ? "" : `act. ${fmt(unit.final_activation)}`;
 }
 
@@ -97,15 +106,19 @@ async function layer() {
   crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer }]);
   const params = new URLSearchParams(location.search);
   let how = SORTS[params.get("sort")] ? params.get("sort") : "index";
+  let show = FILTERS[params.get("show")] ? params.get("show") : "all";
   const cards = new Map(data.units.map((u) => [u.unit, el("a", { class: "card", href: `${data.url}/${u.unit}`, "data-unit": u.unit },
     u.thumb ? el("img", { src: u.thumb, loading: "lazy", width: 160, height: 160, alt: `unit ${u.unit}` })
       : u.exemplar_thumb ? el("span", { class: "exemplar-only", title: "not rendered: its top dataset exemplar" },
         el("img", { src: u.exemplar_thumb, loading: "lazy", width: 160, height: 160, alt: `unit ${u.unit} exemplar` }))
         : el("div", { class: "placeholder" }, u.status === "failed" ? "failed" : "not rendered"),
-    el("span", { class: "caption" }, el("b", {}, `${u.unit}`), " ", el("span", { class: "metric" }, metric(u, how))))]));
+    el("span", { class: "caption" }, el("b", {}, `${u.unit}`), " ", el("span", { class: "metric" }, metric(u, how)),
+      u.flags && u.flags.length ? el("span", { class: "flag", title: u.flags.join(", ") }, " ⚑ " + u.flags.join(", ")) : null))]));
   const grid = el("div", { class: "grid", id: "grid" });
   const select = el("select", { id: "sort", onchange: () => { how = select.value; draw(); } },
     Object.entries(SORTS).map(([key, sort]) => el("option", { value: key, selected: key === how }, sort.label)));
+  const filter = el("select", { id: "show", onchange: () => { show = filter.value; draw(); } },
+    Object.entries(FILTERS).map(([key, f]) => el("option", { value: key, selected: key === show }, f.label)));
   const jump = el("input", { id: "jump", type: "number", min: 0, max: data.channels - 1, placeholder: "unit #" });
   const go = () => {
     const n = Number(jump.value);
@@ -115,18 +128,19 @@ async function layer() {
   jump.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
   jump.addEventListener("input", () => jump.setCustomValidity(""));
   function draw() {
-    const order = sortUnits(data.units, how);
+    const order = sortUnits(data.units, how).filter(FILTERS[show].keep);
     for (const u of order) cards.get(u.unit).querySelector(".metric").textContent = metric(u, how);
     grid.replaceChildren(...order.map((u) => cards.get(u.unit)));
     const url = new URL(location.href);
     url.searchParams.set("sort", how);
+    url.searchParams.set("show", show);
     history.replaceState(null, "", url);
   }
   const rendered = data.units.filter((u) => u.render).length;
   app.replaceChildren(
     el("h1", {}, `${data.model} ${data.layer}`),
     el("p", { class: "muted" }, `${data.channels} units, ${rendered} rendered; output ${data.shape.join("×")}`),
-    el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go"),
+    el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "show ", filter), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go"),
       data.image_page ? el("a", { id: "image-page", href: data.image_page }, "explain an image at this layer →") : null),
     grid);
   draw();
@@ -273,6 +287,37 @@ function weightsSection(w) {
   return el("section", { id: "weights" }, ...parts);
 }
 
+const FLAG_TEXT = {
+  "another-path": "the render drives the earlier layers unlike the unit's natural exemplars: the picture may show another mechanism",
+  silent: "the dataset barely drives the unit: its exemplars are arbitrary, and the picture shows what no natural image does",
+  "not-improved": "the optimization did not raise the unit: the picture shows nothing of it",
+};
+
+function trustSection(t) {
+  const head = el("h2", {}, "Can these pictures be trusted?");
+  if (!t) return el("section", { id: "trust" }, head, el("p", { class: "muted" }, "No trust record (built with --no-trust, or without a dataset of 20 images or more)."));
+  const parts = [head];
+  parts.push(t.flags.length
+    ? el("ul", { class: "flags" }, t.flags.map((f) => el("li", { class: "flag" }, el("b", {}, `⚑ ${f}: `), FLAG_TEXT[f] || "")))
+    : el("p", { class: "ok" }, "No flags."));
+  parts.push(el("p", {}, el("b", {}, "What it is: "), t.description.text));
+  const score = (kind) => t.afc.find((s) => s.references === kind);
+  parts.push(el("table", { class: "afc" },
+    el("tr", {}, el("th", {}, "2-AFC references"), el("th", {}, "share right"), el("th", {}, "tasks")),
+    ["renders", "exemplars", "random"].filter(score).map((kind) => el("tr", {}, el("td", {}, kind === "random" ? "random images (control)" : kind),
+      el("td", {}, `${fmt(score(kind).score, 2)} ± ${fmt(score(kind).stderr, 2)}`), el("td", {}, String(score(kind).tasks))))));
+  parts.push(el("p", { class: "muted small" }, `which of two held-out images drives the unit more, judged in ${t.independent}'s features (chance 0.50; people score 0.92 with natural exemplars, 0.82 with visualizations: Borowski et al. 2021)`));
+  if (t.paths) {
+    const p = t.paths;
+    parts.push(el("table", { class: "paths" },
+      el("tr", {}, el("th", {}, "earlier layer"), el("th", {}, "render ↔ exemplars"), el("th", {}, "band: random … exemplars")),
+      p.layers.map((name, i) => el("tr", { class: p.render[i] > p.lower[i] ? "inside" : "outside" }, el("td", {}, name), el("td", {}, fmt(p.render[i], 2)),
+        el("td", {}, `${fmt(p.lower[i], 2)} … ${fmt(p.upper[i], 2)}`)))));
+    parts.push(el("p", { class: "muted small" }, `path similarity (Spearman correlations of spatially averaged channels): the render is closer to the exemplars than random images are in ${pct(p.share)} of ${p.layers.length} layers`));
+  }
+  return el("section", { id: "trust" }, ...parts);
+}
+
 async function unit() {
   const data = await getJSON(page.api);
   crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: `unit ${data.unit}` }]);
@@ -301,6 +346,7 @@ async function unit() {
     el("div", { class: "exemplars" }, ex.min.map((e) => exemplarTile(e, false)))));
   if (data.cofiring.length) sections.push(el("section", {}, el("h2", {}, "Fires together with"),
     el("ul", { class: "cofiring" }, data.cofiring.map((c) => el("li", {}, el("a", { href: c.url }, `unit ${c.unit}`), ` r = ${fmt(c.correlation, 2)}`)))));
+  sections.splice(2, 0, trustSection(data.trust));
   sections.push(weightsSection(data.weights));
   app.replaceChildren(el("h1", {}, `${data.model} ${data.layer} · unit ${data.unit}`), ...sections);
 }
