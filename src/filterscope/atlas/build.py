@@ -260,6 +260,18 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
     return build.summary
 
 
+def _counter(total: int, tell: Callable[[int, int], None]) -> Callable[[object], None]:
+    """A task's per-unit report: counts the units done, and tells ``tell(done, total)``."""
+    done = 0
+
+    def report(_unit: object) -> None:
+        nonlocal done
+        done += 1
+        tell(done, total)
+
+    return report
+
+
 @dataclass
 class RenderGroup:
     """Planned renders of one layer with one recipe and seed (``jobs``: the atlas's pending rows);
@@ -363,13 +375,7 @@ class _Build:
         if not tasks:
             return
         ids = {str(x.ref): x.id for x in plan}
-        total, done = sum(len(t.units) for t in tasks), 0
-
-        def report(_unit: object) -> None:
-            nonlocal done
-            done += 1
-            self.progress.circuits_progress(done, total)
-
+        report = _counter(sum(len(t.units) for t in tasks), self.progress.circuits_progress)
         for task, outcome in self.executor.map(circuit_task, self.loaded, tasks, ordered=False, report=report):
             why = record_circuits(self.store, self.loaded.name, ids, task, outcome)
             if why is not None:
@@ -382,13 +388,9 @@ class _Build:
     def trust_stage(self, plan: list[LayerPlan], fit: str) -> None:
         """Each layer's trust records (:mod:`.trust`), what the atlas lacks of them."""
         tasks = trust_tasks(self.store, [(str(x.ref), x.id, x.units, self.pass_ids.get(x.id)) for x in plan], fit)
-        total, done = sum(len(t.units) for t in tasks), 0
-
-        def report(_unit: object) -> None:
-            nonlocal done
-            done += 1
-            self.progress.trust_progress(done, total)
-
+        if not tasks:
+            return
+        report = _counter(sum(len(t.units) for t in tasks), self.progress.trust_progress)
         for task, outcome in self.executor.map(trust_task, self.loaded, tasks, ordered=False, report=report):
             why = record_trust(self.store, task, outcome)
             if why is not None:

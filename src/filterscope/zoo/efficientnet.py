@@ -139,9 +139,10 @@ class EfficientNetLite(nn.Module):
         """The reference's initialization (as torchvision's EfficientNet): He-normal convolutions (fan-out),
         unit BatchNorm, uniform(±1/sqrt(classes)) classifier.
 
-        Untrained, in eval mode (unit running statistics, so BatchNorm cannot renormalize), the signal
-        shrinks through the depthwise convolutions: mean activations are about 1e-7 at `_blocks.8` and
-        1e-9 at `_blocks.15`.
+        Untrained, in eval mode with the default running statistics (so BatchNorm cannot renormalize), the
+        signal shrinks through the depthwise convolutions: mean activations are about 1e-7 at `_blocks.8` and
+        1e-9 at `_blocks.15`. ``load_model(..., "random")`` therefore re-estimates the statistics on photos
+        (:mod:`~filterscope.zoo.calibration`).
         """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

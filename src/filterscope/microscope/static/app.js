@@ -113,7 +113,8 @@ async function layer() {
         el("img", { src: u.exemplar_thumb, loading: "lazy", width: 160, height: 160, alt: `unit ${u.unit} exemplar` }))
         : el("div", { class: "placeholder" }, u.status === "failed" ? "failed" : "not rendered"),
     el("span", { class: "caption" }, el("b", {}, `${u.unit}`), " ", el("span", { class: "metric" }, metric(u, how)),
-      u.flags && u.flags.length ? el("span", { class: "flag", title: u.flags.join(", ") }, " ⚑ " + u.flags.join(", ")) : null))]));
+      u.flags && u.flags.length ? el("span", { class: "flag", title: u.flags.join(", ") }, " ⚑ " + u.flags.join(", "))
+        : u.status === "not-improved" ? el("span", { class: "flag", title: "the objective did not rise" }, " ⚑ not-improved") : null))]));
   const grid = el("div", { class: "grid", id: "grid" });
   const select = el("select", { id: "sort", onchange: () => { how = select.value; draw(); } },
     Object.entries(SORTS).map(([key, sort]) => el("option", { value: key, selected: key === how }, sort.label)));
@@ -133,7 +134,7 @@ async function layer() {
     grid.replaceChildren(...order.map((u) => cards.get(u.unit)));
     const url = new URL(location.href);
     url.searchParams.set("sort", how);
-    url.searchParams.set("show", show);
+    if (show === "all") url.searchParams.delete("show"); else url.searchParams.set("show", show);
     history.replaceState(null, "", url);
   }
   const rendered = data.units.filter((u) => u.render).length;
@@ -191,7 +192,8 @@ function renderFigure(r) {
   return el("figure", { class: "render" },
     r.image ? el("img", { src: r.image, alt: `${r.recipe_name} seed ${r.seed}` }) : el("div", { class: "placeholder" }, r.status),
     el("figcaption", {},
-      el("b", {}, `${r.recipe_name}, seed ${r.seed}`), ` · ${r.status}`, el("br"),
+      el("b", {}, `${r.recipe_name}, seed ${r.seed}`), r.status === "not-improved"
+        ? el("span", { class: "flag" }, " · ⚑ not-improved: the objective did not rise, the picture shows nothing of the unit") : ` · ${r.status}`, el("br"),
       `activation ${fmt(r.initial_activation)} → ${fmt(r.final_activation)}`, el("br"),
       `ratio ${fmt(r.activation_ratio)} · robustness ${fmt(r.robustness)} · high-freq. ${fmt(r.high_frequency_share, 2)}`,
       r.message ? el("div", { class: "error" }, r.message) : null));
