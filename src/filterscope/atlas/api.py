@@ -37,11 +37,11 @@ class Atlas(AtlasStore):
               dataset: str | os.PathLike[str] | Dataset | None = None, exemplars: int = 9, scores: bool = True,
               fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
               retry_failed: bool = False, progress: BuildProgress | None = None, checkpoint_seconds: float = 30.0,
-              cluster: str | None = None, circuits: bool = True) -> BuildSummary:
+              cluster: str | None = None, circuits: bool = True, trust: bool = True) -> BuildSummary:
         """:func:`~filterscope.atlas.build.build_atlas` into this atlas (the same arguments); with ``cluster``
         (``"local:2"``, ``"tcp://host:8786"``) on Dask (:mod:`filterscope.atlas.distributed`)."""
         with dask_executor(cluster) as executor:
             return build_atlas(self, model, layers, units=units, recipes=recipes, seeds=seeds, dataset=dataset,
                                exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
                                retry_failed=retry_failed, progress=progress, checkpoint_seconds=checkpoint_seconds,
-                               executor=executor, circuits=circuits)
+                               executor=executor, circuits=circuits, trust=trust)

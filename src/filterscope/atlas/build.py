@@ -387,7 +387,8 @@ class _Build:
     # ------------------------------------------------------------------------------------------ trust
     def trust_stage(self, plan: list[LayerPlan], fit: str) -> None:
         """Each layer's trust records (:mod:`.trust`), what the atlas lacks of them."""
-        tasks = trust_tasks(self.store, [(str(x.ref), x.id, x.units, self.pass_ids.get(x.id)) for x in plan], fit)
+        tasks = trust_tasks(self.store, self.loaded, [(str(x.ref), x.id, x.units, self.pass_ids.get(x.id))
+                                                      for x in plan], fit)
         if not tasks:
             return
         report = _counter(sum(len(t.units) for t in tasks), self.progress.trust_progress)

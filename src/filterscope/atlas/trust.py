@@ -25,6 +25,7 @@ from ..layers import resolve_layer
 from ..tensors import to_tensor
 from ..trust import TrustData, UnitTrust, independent_network, unit_trust
 from ..trust.afc import AFC_K
+from ..trust.unit import near_classifier
 from ..zoo.model import LoadedModel
 from .store import AtlasStore
 from .tasks import Report, TaskFailure, worker_name
@@ -95,11 +96,12 @@ def record_trust(store: AtlasStore, task: TrustTask, outcome: TrustOutcome | Tas
     return None
 
 
-def trust_tasks(store: AtlasStore, layers: Sequence[tuple[str, int, list[int], int | None]], fit: str,
-                seed: int = 0) -> list[TrustTask]:
+def trust_tasks(store: AtlasStore, model: LoadedModel, layers: Sequence[tuple[str, int, list[int], int | None]],
+                fit: str, seed: int = 0) -> list[TrustTask]:
     """Plan: ``layers`` as ``(name, layer id, wanted units, finished pass or None)``; a task per layer with a pass
     of enough images, for its wanted units that lack a record (renders or not: without them, the record has the
-    2-AFC score of the exemplars and the description)."""
+    2-AFC score of the exemplars and the description). The classes a unit promotes describe it only near the
+    classifier (:func:`~filterscope.trust.unit.near_classifier`); further down they rank, but mean little."""
     tasks = []
     for name, layer_id, units, pass_id in layers:
         if pass_id is None:
@@ -117,7 +119,7 @@ def trust_tasks(store: AtlasStore, layers: Sequence[tuple[str, int, list[int], i
             status = "not-improved" if any(r.status == "not-improved" for r in finished) else "ok"
             renders.append((unit, files, status))
         classes = []
-        for unit in missing:
+        for unit in missing if near_classifier(model, resolve_layer(model, name)) else []:
             found = store.circuit_sections(layer_id, unit).get("classes")
             if found:
                 up = tuple((str(c.get("name") or c["unit"]), float(c["weight"])) for c in found["promoted"])

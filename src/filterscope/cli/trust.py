@@ -21,7 +21,7 @@ from ..tensors import to_tensor
 from ..trust import UnitTrust, independent_network, trust_units
 from ..zoo import WeightsSource, reload_model
 from .app import app, guarded
-from .options import DeviceOption, QuietOption, parse_indices
+from .options import DeviceOption, QuietOption, at_least, parse_indices
 
 
 @app.command("trust")
@@ -37,8 +37,9 @@ def trust_command(
     layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="With --atlas: the layer.")] = None,
     units: Annotated[Optional[str], typer.Option("--units", "-u", help="With --atlas: units (default all).")] = None,
     tasks: Annotated[int, typer.Option("--tasks", help="2-AFC tasks per unit and kind of reference.")] = 200,
-    independent: Annotated[str, typer.Option(
-        "--independent", help="The network that judges similarity and classes (default efficientnet_lite2).")] = "",
+    independent: Annotated[Optional[str], typer.Option(
+        "--independent", help="The network that judges similarity and classes (default efficientnet_lite2, or "
+                              "efficientnet_lite1 for Lite2 itself).", show_default=False)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the records as JSON.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the random images and the 2-AFC tasks.")] = 0,
     device: DeviceOption = "auto",
@@ -58,7 +59,8 @@ def trust_command(
         if not pngs or not images:
             raise InvalidOptionError("Give visualization PNGs with --images (a folder of your images), or --atlas OUT "
                                      "-l LAYER; see filterscope trust --help")
-        records = _from_pngs(pngs, images, tasks, independent or None, seed, device, quiet)
+        at_least(tasks, 1, "--tasks")
+        records = _from_pngs(pngs, images, tasks, independent, seed, device, quiet)
     for record in records:
         typer.echo(describe(record))
     if json_path is not None:
