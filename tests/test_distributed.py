@@ -165,3 +165,26 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
             here = b.circuit_sections(b.layer(b.model(), "6").id, unit)["inputs"]
             assert [c["unit"] for c in there["inputs"]["excite"]] == [c["unit"] for c in here["inputs"]["excite"]]
             assert there["ablation"]["ratios"] == pytest.approx(here["ablation"]["ratios"], rel=1e-4)
+
+
+def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thread):
+    from PIL import Image
+
+    from .helpers.models import fooling, smooth_photos
+    from .test_trust import RECIPE
+
+    (tmp_path / "photos").mkdir()
+    for i, image in enumerate(smooth_photos(24)):
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
+            tmp_path / "photos" / f"p{i:02d}.png")
+    common = {"units": [0, 1], "recipes": [RECIPE], "dataset": tmp_path / "photos", "scores": False,
+              "circuits": False, "runtime": fs.Runtime(precision="fp32")}
+    there = fs.build_atlas(tmp_path / "a", fooling(), "conv3", executor=executor, **common)
+    here = fs.build_atlas(tmp_path / "b", fooling(), "conv3", **common)
+    assert there.trust == here.trust == 2
+    with fs.Atlas(tmp_path / "a") as a, fs.Atlas(tmp_path / "b") as b:
+        ra, rb = (x.unit_trust(x.layer(x.model(), "conv3").id) for x in (a, b))
+    for unit in (0, 1):
+        assert ra[unit].flags == rb[unit].flags and ra[unit].description.text == rb[unit].description.text
+        assert ra[unit].paths.share == rb[unit].paths.share  # type: ignore[union-attr]
+        assert [s.score for s in ra[unit].afc] == pytest.approx([s.score for s in rb[unit].afc], abs=0.02)
