@@ -210,6 +210,7 @@ def test_screenshots_of_the_demo_atlas(browser):
         shot.evaluate("window.scrollTo(0, 0)")
         assert all(width > 0 for _, width in images_loaded(shot))
         shot.screenshot(path=str(DOCS / "microscope_unit.png"), full_page=True)
+        shot.locator("#trust").screenshot(path=str(DOCS / "microscope_trust.png"))
     context.close()
 
 

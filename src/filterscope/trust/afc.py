@@ -113,4 +113,4 @@ def machine_afc(features: torch.Tensor, values: torch.Tensor, references: str, *
         b = _similarity(features[q_weak], positives, negatives)
         right += 1.0 if a > b else 0.5 if a == b else 0.0
     score = right / tasks
-    return AFCScore(references, score, tasks, math.sqrt(max(score * (1 - score), 1e-12) / tasks))
+    return AFCScore(references, score, tasks, math.sqrt(score * (1 - score) / tasks))

@@ -307,7 +307,7 @@ function trustSection(t) {
   parts.push(el("table", { class: "afc" },
     el("tr", {}, el("th", {}, "2-AFC references"), el("th", {}, "share right"), el("th", {}, "tasks")),
     ["renders", "exemplars", "random"].filter(score).map((kind) => el("tr", {}, el("td", {}, kind === "random" ? "random images (control)" : kind),
-      el("td", {}, `${fmt(score(kind).score, 2)} ± ${fmt(score(kind).stderr, 2)}`), el("td", {}, String(score(kind).tasks))))));
+      el("td", {}, `${score(kind).score.toFixed(2)} ± ${score(kind).stderr.toFixed(2)}`), el("td", {}, String(score(kind).tasks))))));
   parts.push(el("p", { class: "muted small" }, `which of two held-out images drives the unit more, judged in ${t.independent}'s features (chance 0.50; people score 0.92 with natural exemplars, 0.82 with visualizations: Borowski et al. 2021)`));
   if (t.paths) {
     const p = t.paths;
