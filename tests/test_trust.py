@@ -183,3 +183,16 @@ def test_an_atlas_build_records_trust_and_the_cli_reads_it(tmp_path, photo_folde
 def test_trust_errors_are_one_line(args, message):
     result = CliRunner().invoke(app, ["trust", *args])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_trust_units_takes_image_files_or_pil_images_and_refuses_other_things(photo_folder):
+    model, judge = fooling(), colour_independent()
+    files = sorted(photo_folder.iterdir())
+    from_files = trust_units(model, "conv3", [0], files, judge, tasks=20)
+    as_tensor = torch.stack([fs.prepare_image(model, f).pixels for f in files])
+    assert from_files == trust_units(model, "conv3", [0], as_tensor, judge, tasks=20)
+    for bad in (str(files[0]), [1, 2, 3], torch.zeros(3, 32, 32)):
+        with pytest.raises(fs.InvalidOptionError, match="trust_units"):
+            trust_units(model, "conv3", [0], bad, judge)
+    with pytest.raises(fs.InvalidOptionError, match="at least 20 dataset images"):
+        trust_units(model, "conv3", [0], files[:10], judge)

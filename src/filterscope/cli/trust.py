@@ -5,11 +5,13 @@ images, or for the units of an atlas (the records its build computed).
 """
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import torch
 import typer
+from tqdm import tqdm
 
 from ..analysis import collect_images, prepare_image
 from ..atlas import Atlas
@@ -124,7 +126,14 @@ def _from_pngs(pngs: list[Path], images: list[Path], tasks: int, independent: Op
                        f"{judge.name}", err=True)
         ref = resolve_layer(loaded, layer)
         chosen = sorted(renders)
-        out.extend(trust_units(loaded, ref, chosen, pictures, judge, seed=seed, tasks=tasks,
-                               renders={u: torch.stack(renders[u]) for u in chosen},
-                               statuses={u: "not-improved" if (key, u) in flat else "ok" for u in chosen}))
+        with tqdm(total=len(chosen), desc=f"trust {layer}", unit="unit", disable=quiet, leave=False,
+                  file=sys.stderr) as bar:
+
+            def advance(done: int, _total: int, bar: tqdm = bar) -> None:
+                bar.update(done - bar.n)
+
+            out.extend(trust_units(loaded, ref, chosen, pictures, judge, seed=seed, tasks=tasks,
+                                   renders={u: torch.stack(renders[u]) for u in chosen},
+                                   statuses={u: "not-improved" if (key, u) in flat else "ok" for u in chosen},
+                                   progress=advance))
     return out
