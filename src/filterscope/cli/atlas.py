@@ -31,6 +31,7 @@ from .options import (
     SeedOption,
     WeightsOption,
     at_least,
+    check_list,
     load,
     parse_indices,
     recipe_overrides,
@@ -177,6 +178,7 @@ def build_command(
         AtlasStore(out).close()  # a corrupt or newer atlas fails now, before the model loads
     elif out.is_dir() and any(p.name != ".build.lock" for p in out.iterdir()):
         raise AtlasError(f"{out} is not empty and is not an atlas (no atlas.sqlite): choose a new or empty folder")
+    check_list(layers, "--layers")
     names = [name.strip() for name in layers.split(",") if name.strip()]
     if not names:
         raise InvalidOptionError("--layers names no layer")

@@ -170,9 +170,19 @@ MAX_INDICES = 65536
 """Most indices one option may name (no layer has more channels; a typo like 0-2000000000 stops here)."""
 
 
+def check_list(text: str, option: str) -> None:
+    """A comma-separated list with an empty element (``1,,2``, ``a,``) is an error naming the option."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and "" in parts:
+        raise InvalidOptionError(f"{option} {text!r} has an empty element (two commas, or one at an end): "
+                                 "write e.g. 16,266,306 or 0-7")
+
+
 def parse_indices(text: str, option: str) -> list[int]:
-    """``"16,266,306"`` or ``"0-7,12"`` → a list of ints."""
+    """``"16,266,306"`` or ``"0-7,12"`` → a list of ints. An empty element (``1,,2``, ``1,2,``) is a typo:
+    an error, not a guess."""
     indices: list[int] = []
+    check_list(text, option)
     for part in text.split(","):
         part = part.strip()
         try:
