@@ -1,12 +1,16 @@
 import hashlib
 import http.server
+import json
 import threading
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import filterscope as fs
 from filterscope import UnknownModelError, WeightsError, list_models, load_model
 from filterscope.zoo import PackageWeights, UrlWeights, registry
 from filterscope.zoo.resnet import ResNet
@@ -193,3 +197,47 @@ class socket_closed_port:
 
     def __exit__(self, *exc):
         self.sock.close()
+
+
+def test_preprocessing_takes_resize_sizes_and_interpolations_as_torchvision_does(tmp_path):
+    import types
+
+    from PIL import Image
+
+    from filterscope import Preprocessing
+    from filterscope.zoo import read_preprocessing
+
+    exact = Preprocessing(input_size=(64, 96), resize_size=(64, 96))  # torchvision's Resize((h, w))
+    photo = Image.effect_noise((200, 100), 60).convert("RGB")
+    view = exact.prepare(photo)
+    expected = torch.from_numpy(np.array(photo.resize((96, 64), Image.Resampling.BILINEAR, reducing_gap=3.0)))
+    assert torch.equal((view[0].permute(1, 2, 0) * 255).round().to(torch.uint8), expected)
+    larger = Preprocessing(input_size=(64, 96), resize_size=(80, 120))  # resized exactly, then center-cropped
+    cropped = photo.resize((120, 80), Image.Resampling.BILINEAR, reducing_gap=3.0).crop((12, 8, 108, 72))
+    assert torch.equal((larger.prepare(photo)[0].permute(1, 2, 0) * 255).round().to(torch.uint8),
+                       torch.from_numpy(np.array(cropped)))
+    assert Preprocessing.from_dict(larger.to_dict()) == larger and larger.to_dict()["resize_size"] == [80, 120]
+    assert Preprocessing(interpolation="BICUBIC").interpolation == "bicubic"
+    assert Preprocessing(interpolation=types.SimpleNamespace(value="lanczos")).interpolation == "lanczos"
+    with pytest.raises(fs.InvalidOptionError, match="interpolation must be one of nearest, nearest-exact"):
+        Preprocessing(interpolation="sinc")
+    with pytest.raises(fs.InvalidOptionError, match=r"resize_size \(32, 96\) must be at least the input"):
+        Preprocessing(input_size=(64, 96), resize_size=(32, 96))
+    (tmp_path / "prep.json").write_text(json.dumps({"input_size": [64, 96], "resize_size": [64, 96],
+                                                    "mean": [0.5] * 3, "std": [0.5] * 3}))
+    assert read_preprocessing(tmp_path / "prep.json").resize_size == (64, 96)
+
+
+def test_a_user_model_with_a_height_width_resize_renders_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from filterscope.cli import app
+
+    (tmp_path / "prep.json").write_text(json.dumps({"input_size": [32, 48], "resize_size": [32, 48],
+                                                    "mean": [0.0] * 3, "std": [1.0] * 3}))
+    spec = f"{Path(__file__).parent / 'helpers' / 'models.py'}:constant"
+    result = CliRunner().invoke(app, ["visualize", "-m", spec, "--preprocessing", str(tmp_path / "prep.json"), "-l",
+                                      "conv", "-f", "1", "--size", "24", "--scales", "2", "--steps", "3", "-q", "-o",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "constant-conv-f0001.png").is_file()

@@ -75,7 +75,8 @@ def decode_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image
             array = torch.from_numpy(load_array(path, prep.channels))
             view, placement = prep.place_array(array, fit)
             return label, view, placement, (int(array.shape[-1]), int(array.shape[-2]))
-        pil = load_image(path, min_side=prep.resize_size)
+        pil = load_image(path, min_side=min(prep.resize_size) if isinstance(prep.resize_size, tuple)
+                         else prep.resize_size)
     original = tuple(pil.info.get("original_size", pil.size))
     view_image, placement = prep.place_image(pil, fit, original_size=original)
     return label, view_image, placement, original

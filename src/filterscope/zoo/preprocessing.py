@@ -25,10 +25,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,  # torchvision's name for Pillow's nearest
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
 }
+"""The resampling filters by the names torchvision's ``InterpolationMode`` values use."""
+
+
+def _interpolation(value: object) -> str:
+    """``"bilinear"``, ``"BILINEAR"`` or torchvision's ``InterpolationMode.BILINEAR`` (its ``value``) → ``bilinear``."""
+    name = getattr(value, "value", value)
+    if not isinstance(name, str) or name.lower() not in _RESAMPLE:
+        raise InvalidOptionError(f"interpolation must be one of {', '.join(_RESAMPLE)} (or torchvision's "
+                                 f"InterpolationMode), not {value!r}")
+    return name.lower()
 
 
 REFERENCE_SIDE = 224
@@ -56,15 +69,17 @@ class Preprocessing:
     Attributes:
         input_size: The input the network sees at evaluation: a side (square), or ``(height, width)``.
         resize_size: Before the center crop, the image is resized so that the input's shorter side
-            becomes this (the crop keeps ``input_size``'s aspect ratio).
+            becomes this (the crop keeps ``input_size``'s aspect ratio); or, as torchvision's ``Resize`` takes
+            it, ``(height, width)``: resized to exactly that, then center-cropped to the input.
         mean: Per-channel mean subtracted from the [0, 1] image; its length is the number of input
             channels (1 for grayscale, 3 for RGB, any other for multispectral data).
         std: Per-channel standard deviation the centred image is divided by (same length as ``mean``).
-        interpolation: Resampling used for the resize: nearest, bilinear, bicubic or lanczos.
+        interpolation: Resampling used for the resize: nearest, bilinear, bicubic, lanczos, box or hamming
+            (torchvision's ``InterpolationMode`` names and values are accepted).
     """
 
     input_size: int | tuple[int, int] = 224
-    resize_size: int = 256
+    resize_size: int | tuple[int, int] = 256
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
@@ -73,11 +88,14 @@ class Preprocessing:
         shape = _pair(self.input_size, "input_size")
         if isinstance(self.input_size, Sequence):  # frozen: keep a tuple whatever sequence was given
             object.__setattr__(self, "input_size", shape)
-        if self.interpolation not in _RESAMPLE:
-            raise InvalidOptionError(f"interpolation must be one of {sorted(_RESAMPLE)}, not {self.interpolation!r}")
-        if isinstance(self.resize_size, bool) or not isinstance(self.resize_size, int):
-            raise InvalidOptionError(f"resize_size must be a whole number of pixels, not {self.resize_size!r}")
-        if self.resize_size < min(shape):
+        object.__setattr__(self, "interpolation", _interpolation(self.interpolation))
+        resize = _pair(self.resize_size, "resize_size")
+        if isinstance(self.resize_size, Sequence):
+            object.__setattr__(self, "resize_size", resize)
+            if resize[0] < shape[0] or resize[1] < shape[1]:
+                raise InvalidOptionError(f"resize_size {resize} must be at least the input {shape} on each side "
+                                         "(the resized image is center-cropped to the input)")
+        elif self.resize_size < min(shape):
             raise InvalidOptionError(f"resize_size ({self.resize_size}) must be at least the input's shorter side "
                                      f"({min(shape)})")
         try:
@@ -96,14 +114,17 @@ class Preprocessing:
     def to_dict(self) -> dict[str, object]:
         """Its fields as JSON data (what :func:`~filterscope.zoo.sources.read_preprocessing` reads)."""
         size = self.input_size
-        return {"input_size": list(size) if isinstance(size, tuple) else size, "resize_size": self.resize_size,
+        resize = self.resize_size
+        return {"input_size": list(size) if isinstance(size, tuple) else size,
+                "resize_size": list(resize) if isinstance(resize, tuple) else resize,
                 "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation}
 
     @classmethod
     def from_dict(cls, values: dict[str, object]) -> Preprocessing:
         """The preprocessing :meth:`to_dict` wrote."""
-        size = values.get("input_size")
-        return cls(**{**values, "input_size": tuple(size) if isinstance(size, list) else size})  # type: ignore[arg-type]
+        size, resize = values.get("input_size"), values.get("resize_size", 256)
+        return cls(**{**values, "input_size": tuple(size) if isinstance(size, list) else size,  # type: ignore[arg-type]
+                      "resize_size": tuple(resize) if isinstance(resize, list) else resize})
 
     @property
     def channels(self) -> int:
@@ -186,10 +207,7 @@ class Preprocessing:
             out.paste(image.resize((new_w, new_h), resample, reducing_gap=3.0), (left, top))
             placement = Placement(new_w / ow, new_h / oh, float(left), float(top), width, height)
         else:
-            ratio = self.resize_size / min(height, width)
-            cover_w, cover_h = round(width * ratio), round(height * ratio)
-            scale = max(cover_w / w, cover_h / h)
-            new_w, new_h = max(cover_w, round(w * scale)), max(cover_h, round(h * scale))
+            new_w, new_h = self._resized(w, h)
             if (new_w, new_h) != (w, h):
                 # reducing_gap keeps very large images fast and light (a box pre-shrink, then the filter).
                 image = image.resize((new_w, new_h), resample, reducing_gap=3.0)
@@ -197,6 +215,17 @@ class Preprocessing:
             out = image.crop((left, top, left + width, top + height))
             placement = Placement(new_w / ow, new_h / oh, float(-left), float(-top), width, height)
         return out, placement
+
+    def _resized(self, w: int, h: int) -> tuple[int, int]:
+        """The ``(width, height)`` an image of ``w`` x ``h`` is resized to before the center crop: covering the
+        input with its shorter side at ``resize_size``, or exactly ``resize_size`` when that is ``(h, w)``."""
+        if isinstance(self.resize_size, tuple):
+            return self.resize_size[1], self.resize_size[0]
+        height, width = self.input_shape
+        ratio = self.resize_size / min(height, width)
+        cover_w, cover_h = round(width * ratio), round(height * ratio)
+        scale = max(cover_w / w, cover_h / h)
+        return max(cover_w, round(w * scale)), max(cover_h, round(h * scale))
 
     def place_array(self, pixels: torch.Tensor, fit: str = "crop") -> tuple[torch.Tensor, Placement]:
         """:meth:`place` for an array image ``(C,H,W)`` in [0, 1] with this model's channel count (multispectral
@@ -224,10 +253,7 @@ class Preprocessing:
             left, top = (width - new_w) // 2, (height - new_h) // 2
             out[:, top:top + new_h, left:left + new_w] = resized(new_h, new_w)
             return out, Placement(new_w / w, new_h / h, float(left), float(top), width, height)
-        ratio = self.resize_size / min(height, width)
-        cover_w, cover_h = round(width * ratio), round(height * ratio)
-        scale = max(cover_w / w, cover_h / h)
-        new_w, new_h = max(cover_w, round(w * scale)), max(cover_h, round(h * scale))
+        new_w, new_h = self._resized(w, h)
         left, top = (new_w - width) // 2, (new_h - height) // 2
         out = resized(new_h, new_w)[:, top:top + height, left:left + width]
         return out.contiguous(), Placement(new_w / w, new_h / h, float(-left), float(-top), width, height)

@@ -84,6 +84,8 @@ def read_preprocessing(path: str | os.PathLike[str]) -> Preprocessing:
     size = values["input_size"]
     if isinstance(size, list):
         size = tuple(size)
+    if isinstance(values.get("resize_size"), list):
+        values = {**values, "resize_size": tuple(values["resize_size"])}
     side = min(size) if isinstance(size, tuple) and size else size
     values = {"resize_size": side if isinstance(side, int) else 0, **values, "input_size": size}
     try:
