@@ -45,3 +45,29 @@ def test_load_image_errors_name_the_file(tmp_path):
     cut.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ImageError, match="cut.jpg"):
         load_image(cut)
+
+
+def test_results_show_themselves_in_a_notebook():
+    import io
+
+    import torch
+    from PIL import Image
+
+    import filterscope as fs
+    from filterscope.analysis.occlusion import OcclusionRow, OcclusionStudy
+    from filterscope.analysis.ranking import Ranking
+
+    from .helpers.models import constant
+
+    result = fs.visualize_filters(constant(), "conv", [0, 1], recipe=fs.Recipe(size=24, scales=1, steps=2,
+                                                                             reference_size=None))
+    strip = Image.open(io.BytesIO(result._repr_png_()))
+    assert strip.format == "PNG" and strip.size == (2 * 24 + 4, 24)  # two 24 px renders, 4 px apart
+    means = torch.tensor([0.1, 3.0, -1.0, 2.0])
+    ranking = Ranking("net", "conv", 2, ["cat <1>.jpg"], means[None], means)
+    table = ranking._repr_html_()
+    assert "<td>1</td><td>1</td><td>3</td>" in table and "<td>2</td><td>3</td><td>2</td>" in table
+    assert "top 2 of 4 filters over 1 image(s)" in table
+    row = OcclusionRow("eyes <&>", [1, 3], 2, -0.25, 0.9, 0.1)
+    study = OcclusionStudy("net", "conv", "cat.jpg", 2, "gray", [row], [], means)
+    assert "<td>eyes &lt;&amp;&gt;</td>" in study._repr_html_() and "-25.0%" in study._repr_html_()

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ._version import __version__
+from .display import png_strip
 from .errors import FilterscopeError, InvalidOptionError
 from .identity import RenderIdentity
 from .images import read_png_metadata, save_array, save_png
@@ -104,6 +105,10 @@ class RenderResult:
     def to_pil(self, display: Sequence[int] | None = None) -> list[Image.Image]:
         """Every image as an 8-bit PIL image (see :meth:`pil`)."""
         return [self.pil(i, display) for i in range(len(self))]
+
+    def _repr_png_(self) -> bytes:
+        """The images side by side: what a notebook shows for a result (:mod:`filterscope.display`)."""
+        return png_strip(self.to_pil())
 
     def metadata(self, index: int) -> dict[str, str]:
         """Text metadata of image ``index``: model, weights, objective, layer, filter, seed, recipe, ..."""

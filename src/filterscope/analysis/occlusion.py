@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..display import html_table
 from ..errors import RegionError
 from ..layers import LayerRef
 from ..runtime import Runtime
@@ -126,6 +127,11 @@ class OcclusionStudy:
                  f"{100 * r.mean_change:+.1f}%", f"{r.rank_correlation:.3f}", f"{100 * r.occluded_share:.0f}%"]
                 for r in self.rows]
         return [header, *body]
+
+    def _repr_html_(self) -> str:
+        """The table: what a notebook shows for a study (:mod:`filterscope.display`)."""
+        header, *body = self.table()
+        return html_table(f"{self.model_name} {self.layer}: {self.image_name}, occluded with {self.fill}", header, body)
 
     def markdown(self) -> str:
         header, *body = self.table()

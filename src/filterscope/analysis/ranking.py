@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from ..display import html_table
 from ..errors import ImageError
 from ..layers import LayerRef
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
@@ -142,6 +143,13 @@ class Ranking:
                     row[f"image:{name}"] = float(values[f])
             out.append(row)
         return out
+
+    def _repr_html_(self) -> str:
+        """The top k as a table: what a notebook shows for a ranking (:mod:`filterscope.display`)."""
+        rows = [(r, f, f"{float(self.means[f]):.4g}") for r, f in enumerate(self.top, start=1)]
+        caption = (f"{self.model_name} {self.layer}: top {self.k} of {self.means.shape[0]} filters over "
+                   f"{len(self.image_names)} image(s), stability {self.stability:.2f}")
+        return html_table(caption, ["rank", "filter", "mean activation"], rows)
 
     def to_json(self) -> str:
         c = self.concentration
