@@ -65,8 +65,10 @@ def scores_of(model: fs.LoadedModel, pictures: torch.Tensor, judge, renders: dic
                 record = unit_trust(data, unit, renders[name][unit] if name else None)
                 took = time.perf_counter() - started
                 main = name == (names[0] if names else None)
-                if seed == 0 and main:
-                    first, times = (took, times) if n == 0 else (first, [*times, took])
+                if seed == 0 and main and n == 0:
+                    first = took
+                elif seed == 0 and main:
+                    times.append(took)
                 for s in record.afc:
                     if s.references == "renders":
                         scores.setdefault((seed, f"renders ({name})"), []).append(s.score)

@@ -340,12 +340,19 @@ class AtlasReader:
         return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unit_trust'"
                                   ).fetchone() is not None
 
-    def unit_trust(self, layer_id: int) -> dict[int, UnitTrust]:
-        """The trust records of a layer's units, by unit (those the atlas holds)."""
+    def unit_trust(self, layer_id: int, unit: int | None = None) -> dict[int, UnitTrust]:
+        """The trust records of a layer's units (or of ``unit`` alone), by unit (those the atlas holds)."""
         if not self._has_trust:
             return {}
+        query = "SELECT unit, data FROM unit_trust WHERE layer_id = ?" + (" AND unit = ?" if unit is not None else "")
         return {int(r["unit"]): UnitTrust.from_dict(json.loads(r["data"])) for r in self._conn.execute(
-            "SELECT unit, data FROM unit_trust WHERE layer_id = ? ORDER BY unit", (layer_id,))}
+            query + " ORDER BY unit", (layer_id,) if unit is None else (layer_id, unit))}
+
+    def units_with_trust(self, layer_id: int) -> set[int]:
+        """The units of a layer that have a trust record (without reading the records)."""
+        if not self._has_trust:
+            return set()
+        return {int(r[0]) for r in self._conn.execute("SELECT unit FROM unit_trust WHERE layer_id = ?", (layer_id,))}
 
     # ------------------------------------------------------------------------------------- circuits
     @property

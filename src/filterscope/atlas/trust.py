@@ -27,6 +27,7 @@ from ..trust import TrustData, UnitTrust, independent_network, unit_trust
 from ..trust.afc import AFC_K
 from ..trust.unit import near_classifier
 from ..zoo.model import LoadedModel
+from .records import FINISHED
 from .store import AtlasStore
 from .tasks import Report, TaskFailure, worker_name
 
@@ -107,15 +108,14 @@ def trust_tasks(store: AtlasStore, model: LoadedModel, layers: Sequence[tuple[st
         if pass_id is None:
             continue
         paths = store.pass_images(pass_id)
-        have = store.unit_trust(layer_id)
+        have = store.units_with_trust(layer_id)
         missing = [u for u in units if u not in have]
         if len(paths) < 2 * (AFC_K + 1) or not missing:
             continue
         renders = []
         for unit in missing:
-            finished = [r for r in store.renders(layer_id, unit) if r.status in ("ok", "inactive", "not-improved")
-                        and r.file is not None]
-            files = tuple(str(store.path / r.file) for r in finished if r.file is not None)
+            finished = [r for r in store.renders(layer_id, unit) if r.status in FINISHED and r.file is not None]
+            files = tuple(str(store.path / str(r.file)) for r in finished)
             status = "not-improved" if any(r.status == "not-improved" for r in finished) else "ok"
             renders.append((unit, files, status))
         classes = []

@@ -120,7 +120,7 @@ def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     data["cofiring"] = [{"unit": u, "correlation": c, "url": urls.unit(found.name, record.name, u)}
                         for u, c in store.cofiring(record.name, unit, 8, found.name)]
     data["weights"] = _weights(scope, found.name, record.id, unit)
-    found_trust = store.unit_trust(record.id).get(unit)
+    found_trust = store.unit_trust(record.id, unit).get(unit)
     data["trust"] = found_trust.to_dict() if found_trust is not None else None
     data["prev"] = urls.unit(found.name, record.name, unit - 1) if unit > 0 else None
     data["next"] = urls.unit(found.name, record.name, unit + 1) if unit + 1 < record.channels else None
