@@ -13,7 +13,7 @@ import torch
 import typer
 from tqdm import tqdm
 
-from ..analysis import collect_images, prepare_image
+from ..analysis import collect_images
 from ..atlas import Atlas
 from ..errors import InvalidOptionError
 from ..files import atomic_write_text, check_output
@@ -120,7 +120,6 @@ def _from_pngs(pngs: list[Path], images: list[Path], tasks: int, independent: Op
         name, source, words, layer = key
         loaded = reload_model(name, WeightsSource.recorded(source or None, words), device=device)
         judge = judge or independent_network(independent, explained=loaded.name)
-        pictures = torch.stack([prepare_image(loaded, f).pixels for f in files])
         if not quiet:
             typer.echo(f"{loaded.name} {layer}: {len(renders)} unit(s) over {len(files)} images, judged by "
                        f"{judge.name}", err=True)
@@ -132,7 +131,7 @@ def _from_pngs(pngs: list[Path], images: list[Path], tasks: int, independent: Op
             def advance(done: int, _total: int, bar: tqdm = bar) -> None:
                 bar.update(done - bar.n)
 
-            out.extend(trust_units(loaded, ref, chosen, pictures, judge, seed=seed, tasks=tasks,
+            out.extend(trust_units(loaded, ref, chosen, files, judge, seed=seed, tasks=tasks,
                                    renders={u: torch.stack(renders[u]) for u in chosen},
                                    statuses={u: "not-improved" if (key, u) in flat else "ok" for u in chosen},
                                    progress=advance))

@@ -64,14 +64,14 @@ def hierarchy() -> tuple[tuple[Node, ...], dict[str, Node]]:
     return tuple(nodes[row[0]] for row in rows[:1000]), nodes
 
 
-def _path(class_id: int) -> list[Node]:
-    """A class's node and its ancestors, most specific first."""
-    classes, nodes = hierarchy()
-    node: Node | None = classes[class_id]
+def _path(node: Node) -> list[Node]:
+    """A node and its ancestors, most specific first."""
+    _, nodes = hierarchy()
+    current: Node | None = node
     out = []
-    while node is not None:
-        out.append(node)
-        node = nodes.get(node.parent)
+    while current is not None:
+        out.append(current)
+        current = nodes.get(current.parent)
     return out
 
 
@@ -122,13 +122,13 @@ def consensus(predicted: Sequence[int]) -> Consensus:
     common = tuple((classes[c].name, n) for c, n in Counter(int(c) for c in predicted).most_common(3))
     counts: Counter[str] = Counter()
     for c in predicted:
-        counts.update(node.wnid for node in _path(int(c)))
+        counts.update(node.wnid for node in _path(classes[int(c)]))
 
     def deepest(members: Counter[str], within: int, below: Node | None) -> Node | None:
         # the headline needs a majority; a subgroup, half of the headline's crops
         found = [nodes[w] for w, n in members.items() if (2 * n > within if below is None else 2 * n >= within)
                  and nodes[w].depth > GENERIC_DEPTH
-                 and (below is None or (nodes[w].depth > below.depth and _under(nodes[w], below)))]
+                 and (below is None or (nodes[w].depth > below.depth and below in _path(nodes[w])))]
         return max(found, key=lambda node: (node.depth, members[node.wnid]), default=None)
 
     head = deepest(counts, total, None) if total else None
@@ -143,16 +143,6 @@ def consensus(predicted: Sequence[int]) -> Consensus:
         sub = None
     return Consensus(text, head.name, counts[head.wnid], sub.name if sub else None, counts[sub.wnid] if sub else 0,
                      total, common)
-
-
-def _under(node: Node, ancestor: Node) -> bool:
-    _, nodes = hierarchy()
-    current: Node | None = node
-    while current is not None:
-        if current.wnid == ancestor.wnid:
-            return True
-        current = nodes.get(current.parent)
-    return False
 
 
 def colours(crops: Sequence[torch.Tensor], top: int = 3) -> tuple[tuple[str, float], ...]:

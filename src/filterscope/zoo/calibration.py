@@ -111,7 +111,8 @@ def calibrate(module: nn.Module, preprocessing: Preprocessing, seed: int) -> int
     if not norms or preprocessing.image_mode is None:
         return 0
     count = len(natural_images()) * (CALIBRATION_CROPS + 1)
-    key = f"{weights_fingerprint(module)[:24]}-seed{seed}-views{count}-{preprocessing.input_shape[0]}"
+    height, width = preprocessing.input_shape
+    key = f"{weights_fingerprint(module)[:24]}-seed{seed}-views{count}-{height}x{width}"
     path = cache_dir() / "batchnorm" / f"{key}.pt"
     names = [name for name, m in module.named_modules() if m in norms]
     try:
