@@ -34,7 +34,8 @@ from .layers import OUTPUT, LayerRef, check_channel, layer_info, layer_slug, res
 from .registry import Registry
 from .zoo.model import LoadedModel
 
-__all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "Diversity", "channel", "neuron",
+__all__ = ["Objective", "Channel", "Neuron", "ClassLogit", "LayerEnergy", "Direction", "DirectionNeuron", "Diversity",
+           "channel", "neuron",
            "class_logit", "layer_energy", "direction", "diversity", "relu", "Rectified", "objective_values",
            "layers_of",
            "OBJECTIVES",
@@ -349,6 +350,59 @@ class Direction(Objective):
         v = v / v.norm()
         projected = torch.einsum("bc...,c->b...", act, v)
         return _spatial_mean(projected)
+
+
+@dataclass(frozen=True, repr=False)
+class DirectionNeuron(Objective):
+    """A direction at one position, shaped by its cosine: the activation atlas's icons (Lucid's
+    ``direction_neuron_cossim``).
+
+    With ``a`` the activation vector at ``(y, x)`` (default: the centre of the map, at every scale) and
+    ``v`` the unit ``vector``: ``dot = <a, v>``, ``cos = dot / |a|``, value ``dot * max(0.1, cos) ** power``.
+    The cosine term keeps the optimization from reaching ``dot`` by inflating every unit at once.
+    """
+
+    layer: LayerRef | str
+    vector: tuple[float, ...]
+    power: float = 2.0
+    y: int | None = None
+    x: int | None = None
+    name: str = "direction"
+
+    @property
+    def layers(self) -> tuple[LayerRef | str, ...]:
+        return (self.layer,)
+
+    @property
+    def description(self) -> str:
+        return f"direction_neuron({self.layer}, {self.name}, power={self.power:g})"
+
+    def resolve(self, model: LoadedModel) -> DirectionNeuron:
+        ref = resolve_layer(model, self.layer)
+        channels = layer_info(model, ref).channels
+        if len(self.vector) != channels:
+            raise InvalidObjectiveError(f"direction_neuron() on {ref} needs a vector of {channels} values (one per "
+                                        f"channel), not {len(self.vector)}")
+        if not any(self.vector):
+            raise InvalidObjectiveError("direction_neuron() needs a non-zero vector")
+        return DirectionNeuron(ref, self.vector, self.power, self.y, self.x, self.name)
+
+    def file_stem(self) -> str:
+        return f"{layer_slug(self.layer)}-{slug(self.name)}"
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = activations[self.layer]
+        if act.dim() != 4:
+            raise InvalidObjectiveError(f"direction_neuron() needs a spatial layer; {self.layer} gives shape "
+                                        f"{tuple(act.shape[1:])}")
+        height, width = act.shape[-2:]
+        y = height // 2 if self.y is None else self.y
+        x = width // 2 if self.x is None else self.x
+        a = act[:, :, y, x]
+        v = torch.tensor(self.vector, dtype=a.dtype, device=a.device)
+        dot = a @ (v / v.norm())
+        cosine = dot / (a.norm(dim=1) + 1e-8)
+        return dot * cosine.clamp(min=0.1) ** self.power
 
 
 def _matched(act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@
 5. **Renders**: :class:`~filterscope.atlas.tasks.RenderTask` tasks of one batch each, run by the executor
    with :func:`~filterscope.atlas.tasks.render_task`; each outcome's files are written atomically, then its
    records committed.
-6. **Trust** (``trust=True``, with a dataset): each unit's faithfulness scores and description, from its
+6. **Activation atlas** (``maps``, with a dataset): each layer's samples (collected by the exemplar pass),
+   laid out, binned and rendered as icons (:mod:`.maps`, :mod:`filterscope.maps`).
+7. **Trust** (``trust=True``, with a dataset): each unit's faithfulness scores and description, from its
    renders, the pass's maxima and the dataset (:mod:`.trust`: a :class:`~filterscope.atlas.trust.TrustTask` per
    layer), judged by an independent network (EfficientNet-Lite2).
 
@@ -50,6 +52,8 @@ from ..errors import AtlasError, ChannelError, FilterscopeError
 from ..files import OutputLock, atomic_write, remove_stale_parts, write_bytes
 from ..identity import RenderIdentity, RenderSettings
 from ..layers import LayerRef, layer_info, layer_slug, resolve_layer, slug
+from ..maps.samples import SampleSpec
+from ..maps.settings import MapSettings
 from ..metrics import reference_crops
 from ..objectives import Channel
 from ..recipes import Recipe, get_recipe
@@ -63,6 +67,7 @@ from .circuits import circuit_task, circuit_tasks, record_circuits
 from .dataset import Dataset, list_dataset
 from .executors import Executor, LocalExecutor
 from .exemplars import UnitTracker, cofiring, histograms
+from .maps import MapLayer, SampleWriter, attributed_classes, collect_samples, lay_out_map, run_icons, sample_stem
 from .records import Crop, CropJob, FinishedRender, NewExemplar, PlannedRender, RenderJob, UnitPassStats, UnitStats
 from .store import AtlasStore
 from .tasks import PassShard, RenderTask, RenderTaskOutcome, ShardOutcome, TaskFailure, render_task, scan_shard
@@ -96,6 +101,9 @@ class BuildProgress:
     def trust_progress(self, done: int, total: int) -> None:
         """Units whose trust record is done so far."""
 
+    def map_progress(self, what: str, done: int, total: int) -> None:
+        """The activation atlas's stage ``what`` (``samples``, ``icons``): done so far of ``total``."""
+
     def render_started(self, label: str, units: int) -> None:
         """Rendering ``units`` units of one layer, recipe and seed starts."""
 
@@ -127,6 +135,8 @@ class BuildSummary:
         circuit_seconds: Wall time of the circuits stage.
         trust: Units whose trust record (scores and description) this build recorded.
         trust_seconds: Wall time of the trust stage.
+        maps: Activation atlases this build laid out; ``icons`` the icons it rendered, ``map_seconds`` the
+            stage's wall time.
         render_start_seconds: From the start of the build to the start of the first render (planning,
             model fingerprint, receptive fields, skipping what is done; ``None`` when nothing was rendered).
     """
@@ -145,6 +155,9 @@ class BuildSummary:
     circuit_seconds: float = 0.0
     trust: int = 0
     trust_seconds: float = 0.0
+    maps: int = 0
+    icons: int = 0
+    map_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,7 +199,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
                 retry_failed: bool = False, progress: BuildProgress | None = None,
                 checkpoint_seconds: float = 30.0, executor: Executor | None = None,
-                circuits: bool = True, trust: bool = True) -> BuildSummary:
+                circuits: bool = True, trust: bool = True, maps: MapSettings | bool = False) -> BuildSummary:
     """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (see the module
     docstring).
 
@@ -212,6 +225,8 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         circuits: Record each unit's circuit (inputs from the previous built layer, outputs, classes).
         trust: Record each unit's trust scores and description (:mod:`filterscope.trust`), for layers with a
             dataset of 20 images or more, after the renders.
+        maps: An activation atlas of each layer (``True``: the default :class:`~filterscope.maps.MapSettings`),
+            from the exemplar pass's samples; needs a dataset.
     """
     started = time.perf_counter()
     loaded = coerce_model(model)
@@ -227,6 +242,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
     wanted = {name: _units_for(units, name, ref, infos[name].channels, loaded.name) for name, ref in resolved}
     recipe_list = [(r, get_recipe(r)) if isinstance(r, str) else (r.name or "custom", r) for r in recipes]
     data = dataset if isinstance(dataset, Dataset) or dataset is None else list_dataset(dataset)
+    map_settings = MapSettings() if maps is True else maps or None
     store = atlas if isinstance(atlas, AtlasStore) else None
     folder = store.path if store is not None else Path(atlas)  # type: ignore[arg-type]
     progress = progress or BuildProgress()
@@ -239,7 +255,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         for part_folder in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
             remove_stale_parts(part_folder)
         build = _Build(store or AtlasStore(folder), loaded, runtime or Runtime(), progress, executor or LocalExecutor(),
-                       started)
+                       started, map_settings)
         plan = build.record_layers([(ref, infos[name].channels, wanted[name], tuple(infos[name].shape))
                                     for name, ref in resolved])
         if data is not None:
@@ -252,6 +268,10 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         if groups:
             build.summary.render_start_seconds = time.perf_counter() - started
             build.run_renders(groups, batch_size)
+        if map_settings is not None:
+            begun = time.perf_counter()
+            build.map_stage(plan, map_settings, fit, checkpoint_seconds)
+            build.summary.map_seconds = time.perf_counter() - begun
         if trust and data is not None:
             begun = time.perf_counter()
             build.trust_stage(plan, fit)
@@ -295,6 +315,7 @@ class _Build:
     progress: BuildProgress
     executor: Executor
     started: float
+    map_settings: MapSettings | None = None
     summary: BuildSummary = field(default_factory=lambda: BuildSummary())
     references: torch.Tensor | None = None  # the reference photos of the quality scores, loaded once
     weights_hash: str = ""  # the model's weights fingerprint, set by record_layers
@@ -358,12 +379,46 @@ class _Build:
         fields = {layer.id: _receptive_field(store, self.loaded, layer) for layer in todo}
         if todo:
             self.progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
-            state = PassState(store, todo, {x.id: passes[x.id][0] for x in todo}, len(data), n)
+            specs = {} if self.map_settings is None else {x.id: self.sample_spec() for x in todo}
+            state = PassState(store, todo, {x.id: passes[x.id][0] for x in todo}, len(data), n, specs,
+                              attributed_classes(self.loaded, self.sample_spec()))
             self.summary.pass_images_per_second = self.run_pass(state, data, fit, checkpoint_seconds, fields)
             self.summary.passes += len(todo)
         for layer in plan:
             self.summary.crops += _cut_crops(store, self.loaded, layer, passes[layer.id][0], fit, self.progress)
         self.pass_ids = {layer.id: passes[layer.id][0] for layer in plan}
+
+    # ------------------------------------------------------------------------------ activation atlas
+    def sample_spec(self) -> SampleSpec:
+        settings = self.map_settings or MapSettings()
+        return SampleSpec(settings.positions, settings.seed, settings.classes)
+
+    def map_stage(self, plan: list[LayerPlan], settings: MapSettings, fit: str, checkpoint_seconds: float) -> None:
+        """Each layer's activation atlas (:mod:`.maps`): samples (when the pass has none), layout, icons."""
+        spec = SampleSpec(settings.positions, settings.seed, settings.classes)
+        for x in plan:
+            latest = self.store.latest_pass(x.id)
+            pass_id = self.pass_ids.get(x.id) or (latest.id if latest is not None else None)
+            if pass_id is None:
+                raise AtlasError(f"The map of {x.ref} needs an exemplar pass over a dataset: build it with --images "
+                                 "DIR (the samples come from the pass)")
+            layer = MapLayer(str(x.ref), x.id, x.channels, x.grid, pass_id)
+            samples = self.store.map_samples(pass_id, *settings.sampling)
+            if samples is None:
+                self.progress.message(f"map of {x.ref}: the exemplar pass has no samples ({settings.positions} "
+                                      "positions); collecting them in a pass of their own")
+                collect_samples(self.store, self.loaded, self.executor, self.runtime, layer, spec, fit,
+                                lambda d, t: self.progress.map_progress("samples", d, t), checkpoint_seconds)
+                samples = self.store.map_samples(pass_id, *settings.sampling)
+                assert samples is not None
+            key = settings.key(samples.id, self.weights_hash)
+            record = self.store.map_by_key(key)
+            if record is None:
+                self.progress.message(f"map of {x.ref}: laying out {samples.count} samples ({settings.describe()})")
+                record = lay_out_map(self.store, self.loaded, layer, samples, settings, key)
+                self.summary.maps += 1
+            self.summary.icons += run_icons(self.store, self.loaded, self.executor, layer, record, settings,
+                                            self.runtime, lambda d, t: self.progress.map_progress("icons", d, t))
 
     # --------------------------------------------------------------------------------------- circuits
     def circuit_stage(self, plan: list[LayerPlan], fit: str) -> None:
@@ -408,7 +463,7 @@ class _Build:
         size = self.executor.shard_images
         shards = [PassShard(tuple(str(x.ref) for x in state.layers), tuple(x.channels for x in state.layers),
                             tuple((i, str(data.paths[i])) for i in range(start, min(start + size, len(data)))),
-                            state.n, fit, self.runtime) for start in range(state.start, len(data), size)]
+                            state.n, fit, self.runtime, state.specs) for start in range(state.start, len(data), size)]
 
         def skipped(index: int, error: str) -> None:
             self.progress.message(f"skipped {data.paths[index]}: {error}")
@@ -496,7 +551,7 @@ class PassState:
     each image's placement, the skipped images; saved to and resumed from a checkpoint file."""
 
     def __init__(self, store: AtlasStore, layers: list[LayerPlan], pass_ids: dict[int, int], count: int,
-                 n: int) -> None:
+                 n: int, samples: dict[int, SampleSpec] | None = None, classes: int = 0) -> None:
         self.store, self.layers, self.pass_ids, self.n = store, layers, pass_ids, n
         self.folder = store.path / "activations"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -525,6 +580,20 @@ class PassState:
                 np.lib.format.open_memmap(p, mode="w+" if state is None else "r+", dtype=np.float32,
                                           shape=(count, x.channels)) for p in self.partial[x.id])
         self.skipped: list[int] = [] if state is None else list(state["skipped"].tolist())
+        self.samples: dict[int, SampleWriter] = {}
+        for x in layers:
+            spec = (samples or {}).get(x.id)
+            if spec is None:
+                continue
+            stem = sample_stem(pass_ids[x.id], str(x.ref), spec)
+            resume = state is not None
+            if resume and not all((self.folder / f".{stem}-{n}.npy.partial").exists() for n in SampleWriter.NAMES):
+                continue  # the pass began without samples: the map stage collects them in a pass of its own
+            self.samples[x.id] = SampleWriter(self.folder, stem, count,
+                                              MapLayer(str(x.ref), x.id, x.channels, x.grid, pass_ids[x.id]), spec,
+                                              classes, resume)
+        self.specs = tuple(spec if x.id in self.samples else None
+                           for x, spec in ((x, (samples or {}).get(x.id)) for x in layers))
 
     def merge(self, shard: ShardOutcome, on_skip: Callable[[int, str], None]) -> None:
         """Add a shard's outcome (:func:`~filterscope.atlas.tasks.scan_shard`): exact, in shard order."""
@@ -533,6 +602,8 @@ class PassState:
             indices, means, maxima = shard.rows[k]
             if len(indices):
                 self.write_rows(x.id, indices, means, maxima)
+            if x.id in self.samples and shard.samples:
+                self.samples[x.id].write(shard.samples[k])
         for index, placement in shard.placements.items():
             self.placements[index] = placement
         for index, error in sorted(shard.errors.items()):
@@ -556,6 +627,8 @@ class PassState:
         for means, maxima in self.matrices.values():
             means.flush()
             maxima.flush()
+        for writer in self.samples.values():
+            writer.flush()
         payload = {"done": done, "skipped": torch.tensor(self.skipped, dtype=torch.int64),
                    "placements": torch.from_numpy(self.placements.copy()),
                    "trackers": {f"{x.id}/{k}": v for x in self.layers
@@ -579,6 +652,8 @@ class PassState:
             self.store.finish_pass(self.pass_ids[x.id], stats, found, skipped=len(self.skipped), seconds=seconds,
                                    means_file=f"activations/{self.names[x.id][0]}",
                                    maxima_file=f"activations/{self.names[x.id][1]}")
+            if x.id in self.samples:
+                self.samples.pop(x.id).finish(self.store, self.pass_ids[x.id])
         self.checkpoint.unlink(missing_ok=True)
 
     def exemplars(self, x: LayerPlan, tracker: UnitTracker, field: ReceptiveField,

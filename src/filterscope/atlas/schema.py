@@ -20,12 +20,12 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import AtlasError
 
-__all__ = ["DB_NAME", "FORMAT", "SCHEMA", "RENDERS_TABLE", "CIRCUIT_TABLES", "TRUST_TABLES", "SCHEMA_VERSION",
-           "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "now"]
+__all__ = ["DB_NAME", "FORMAT", "SCHEMA", "RENDERS_TABLE", "CIRCUIT_TABLES", "TRUST_TABLES", "MAP_TABLES",
+           "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "now"]
 
 DB_NAME = "atlas.sqlite"
 FORMAT = "filterscope-atlas"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 READABLE_FROM = 1
 """The oldest schema a read-only connection reads without upgrading it."""
 
@@ -96,6 +96,26 @@ CREATE TABLE unit_trust (
 SCHEMA = SCHEMA.replace("{renders}", RENDERS_TABLE.format(name="renders").strip()
                         + "\nCREATE INDEX renders_by_unit ON renders (layer_id, unit);") + TRUST_TABLES
 
+MAP_TABLES = """
+CREATE TABLE map_samples (
+    id INTEGER PRIMARY KEY, pass_id INTEGER NOT NULL REFERENCES passes(id),
+    positions TEXT NOT NULL CHECK (positions IN ('random', 'all')), seed INTEGER NOT NULL, count INTEGER NOT NULL,
+    vectors_file TEXT NOT NULL, places_file TEXT NOT NULL, classes_file TEXT NOT NULL,
+    attributions_file TEXT NOT NULL, finished TEXT NOT NULL, UNIQUE (pass_id, positions, seed));
+CREATE TABLE maps (
+    id INTEGER PRIMARY KEY, samples_id INTEGER NOT NULL REFERENCES map_samples(id), key TEXT NOT NULL UNIQUE,
+    settings TEXT NOT NULL, layout_file TEXT NOT NULL, cells_file TEXT NOT NULL, means_file TEXT NOT NULL,
+    trustworthiness REAL, seconds REAL, finished TEXT NOT NULL);
+CREATE TABLE map_cells (
+    map_id INTEGER NOT NULL REFERENCES maps(id), cell INTEGER NOT NULL, row INTEGER NOT NULL, col INTEGER NOT NULL,
+    count INTEGER NOT NULL, label INTEGER, label_name TEXT, label_share REAL, key TEXT NOT NULL, file TEXT,
+    status TEXT, initial REAL, final REAL, cosine REAL, finished TEXT, PRIMARY KEY (map_id, cell));
+"""
+"""Activation atlases (schema 5): the samples a pass collected (``.npy`` files: vectors, places, top classes and
+their attributions), each map's layout and cells (``.npy``: coordinates, each sample's cell, the cells' mean
+vectors) and its cells with their label and icon."""
+SCHEMA += MAP_TABLES
+
 _RENDERS_V4 = (RENDERS_TABLE.format(name="renders_v4").strip().rstrip(";")
                + "; INSERT INTO renders_v4 SELECT * FROM renders; DROP TABLE renders; "
                "ALTER TABLE renders_v4 RENAME TO renders; CREATE INDEX renders_by_unit ON renders (layer_id, unit); "
@@ -107,6 +127,7 @@ MIGRATIONS: dict[int, str] = {
     2: "ALTER TABLE models ADD COLUMN weights_source TEXT",  # where the weights came from, as JSON (WeightsSource)
     3: CIRCUIT_TABLES.strip().rstrip(";"),
     4: _RENDERS_V4,
+    5: MAP_TABLES.strip().rstrip(";"),
 }
 """SQL that brings schema ``N - 1`` to ``N``, by ``N``."""
 

@@ -4,7 +4,9 @@
 
     OUT/atlas.sqlite            records (schema and migrations: .schema; queries: .reads, .writes)
     OUT/renders/MODEL/LAYER/    optimized images, u0007-paper-s0-1a2b3c4d.png (+ .npy for other than 1 or 3 channels)
-    OUT/activations/            per pass: images x units matrices of spatial means and maxima (.npy)
+    OUT/activations/            per pass: images x units matrices of spatial means and maxima (.npy), and the
+                                activation atlas's samples
+    OUT/maps/MODEL/LAYER/       activation atlases: layouts, cells and icons
     OUT/.build.lock             held by the one build that writes (a second one waits)
 
 Exemplar crops and thumbnails are small JPEGs stored in the database itself, so that each is committed
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Self
 
 from ..errors import AtlasError
+from .map_store import MapQueries
 from .reads import AtlasReader
 from .schema import DB_NAME, SCHEMA, SCHEMA_VERSION, connect
 from .writes import AtlasWriter
@@ -27,7 +30,7 @@ from .writes import AtlasWriter
 __all__ = ["AtlasStore", "SCHEMA_VERSION", "DB_NAME", "SCHEMA"]
 
 
-class AtlasStore(AtlasReader, AtlasWriter):
+class AtlasStore(AtlasReader, AtlasWriter, MapQueries):
     """An atlas folder (see the module docstring): its records, read (:class:`~.reads.AtlasReader`) and
     written (:class:`~.writes.AtlasWriter`); the schema and its migrations are :mod:`.schema`'s.
 

@@ -33,7 +33,8 @@ import torch
 from ..analysis.inputs import decode_image, decoded
 from ..errors import FilterscopeError
 from ..images import encode_png
-from ..layers import LayerRef, resolve_layer, slug
+from ..layers import OUTPUT, LayerRef, resolve_layer, slug
+from ..maps.samples import SampleRows, SampleSpec, Taps, class_gradients, collect
 from ..metrics import activation_ratio, high_frequency_share, robustness
 from ..objectives import Channel
 from ..recipes import Recipe
@@ -162,6 +163,7 @@ class PassShard:
     n: int
     fit: str
     runtime: Runtime
+    samples: tuple[SampleSpec | None, ...] = ()
 
     @property
     def end(self) -> int:
@@ -171,14 +173,16 @@ class PassShard:
 
 @dataclass(frozen=True)
 class ShardOutcome:
-    """Per layer: the tracker's state and the per-image rows ``(indices, means, maxima)``; per image: its
-    placement in the input ``(scale_x, scale_y, offset_x, offset_y)`` or why it was skipped."""
+    """Per layer: the tracker's state, the per-image rows ``(indices, means, maxima)`` and the activation
+    atlas's samples (``None`` where none were asked for); per image: its placement in the input ``(scale_x,
+    scale_y, offset_x, offset_y)`` or why it was skipped."""
 
     trackers: tuple[dict[str, torch.Tensor], ...]
     rows: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
     placements: dict[int, tuple[float, float, float, float]]
     errors: dict[int, str]
     worker: str
+    samples: tuple[SampleRows | None, ...] = ()
 
 
 def scan_shard(model: LoadedModel, shard: PassShard, report: Report | None = None) -> ShardOutcome:
@@ -188,11 +192,16 @@ def scan_shard(model: LoadedModel, shard: PassShard, report: Report | None = Non
     rows: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in refs]
     placements: dict[int, tuple[float, float, float, float]] = {}
     errors: dict[int, str] = {}
+    specs = dict(zip(refs, shard.samples))
+    taken: list[list[SampleRows]] = [[] for _ in refs]
 
-    def on_batch(acts: dict[LayerRef, torch.Tensor], indices: torch.Tensor) -> None:
+    def on_batch(acts: dict[LayerRef, torch.Tensor], indices: torch.Tensor,
+                 samples: dict[LayerRef, SampleRows]) -> None:
         for k, ref in enumerate(refs):
             s = trackers[k].update(acts[ref], indices)
             rows[k].append((indices.numpy(), s.means.numpy(), s.maxima.numpy()))
+            if ref in samples:
+                taken[k].append(samples[ref])
 
     def on_image(index: int, placement: Placement | None, error: Exception | None) -> None:
         if placement is not None:
@@ -200,21 +209,35 @@ def scan_shard(model: LoadedModel, shard: PassShard, report: Report | None = Non
         else:
             errors[index] = str(error)
 
-    for done, _settled in scan(model, refs, shard.items, shard.fit, shard.runtime, on_batch, on_image):
+    for done, _settled in scan(model, refs, shard.items, shard.fit, shard.runtime, on_batch, on_image,
+                               {ref: spec for ref, spec in specs.items() if spec is not None}):
         if report is not None:
             report(done)
     joined = tuple(tuple(np.concatenate([p[i] for p in parts]) for i in range(3)) if parts else
                    (np.zeros(0, dtype=np.int64), np.zeros((0, 0)), np.zeros((0, 0))) for parts in rows)
+    samples = tuple(_joined(taken[k]) if specs.get(ref) is not None else None for k, ref in enumerate(refs))
     return ShardOutcome(tuple(t.state_dict() for t in trackers), joined, placements, errors,  # type: ignore[arg-type]
-                        worker_name())
+                        worker_name(), samples)
+
+
+def _joined(parts: list[SampleRows]) -> SampleRows | None:
+    if not parts:
+        return None
+    return SampleRows(*(np.concatenate([getattr(p, name) for p in parts])
+                        for name in ("places", "vectors", "classes", "attributions")))
 
 
 def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[int, str | Path]], fit: str,
-         runtime: Runtime, on_batch: Callable[[dict[LayerRef, torch.Tensor], torch.Tensor], None],
-         on_image: Callable[[int, Placement | None, Exception | None], None]) -> Iterator[tuple[int, bool]]:
+         runtime: Runtime, on_batch: Callable[[dict[LayerRef, torch.Tensor], torch.Tensor,
+                                               dict[LayerRef, SampleRows]], None],
+         on_image: Callable[[int, Placement | None, Exception | None], None],
+         samples: dict[LayerRef, SampleSpec] | None = None) -> Iterator[tuple[int, bool]]:
     """The exemplar pass's loop over ``(index, path)`` items: decode in a background thread, run the
-    truncated network on batches of :data:`ANALYSIS_BATCH`, hand each batch's activations (on the CPU) and
-    dataset indices to ``on_batch``, report each image's placement (or its error) to ``on_image``.
+    truncated network on batches of :data:`ANALYSIS_BATCH`, hand each batch's activations (on the CPU),
+    dataset indices and activation-atlas samples (of the layers in ``samples``:
+    :mod:`filterscope.maps.samples`) to ``on_batch``, report each image's placement (or its error) to
+    ``on_image``. Attributing samples to classes runs the network to its output, with gradients from there
+    back to the sampled layers only.
 
     Yields ``(index + 1, settled)`` after every image; ``settled`` is true when no decoded image waits for a
     batch (a safe point to checkpoint). Used by the local build and by cluster workers alike.
@@ -227,15 +250,30 @@ def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[in
             return item[0], exc
 
     pending: list[tuple[int, torch.Tensor]] = []
+    samples = samples or {}
+    attributed = [ref for ref, spec in samples.items() if spec.classes > 0] if loaded.categories else []
+    out = resolve_layer(loaded, OUTPUT) if attributed else None
+    taps = Taps(loaded, attributed)
 
     def run(forward: Forward) -> None:
         indices = torch.tensor([i for i, _ in pending])
         batch = torch.stack([p for _, p in pending]).to(loaded.device)
-        acts = forward(loaded.preprocessing.normalize(batch))
+        top: torch.Tensor | None = None
+        grads: list[list[torch.Tensor]] = [[] for _ in attributed]
+        with torch.set_grad_enabled(bool(attributed)):
+            acts = forward(loaded.preprocessing.normalize(batch))
+            if out is not None and acts[out].dim() == 2 and all(ref in taps.tensors for ref in attributed):
+                k = min(max(samples[ref].classes for ref in attributed), acts[out].shape[1])
+                top, grads = class_gradients(acts[out], [taps.tensors[ref] for ref in attributed], k)
         pending.clear()
-        on_batch({ref: acts[ref].cpu() for ref in refs}, indices)
+        gradient = dict(zip(attributed, grads))
+        taken = {ref: collect(acts[ref], indices.tolist(), spec, top if gradient.get(ref) else None,
+                              gradient.get(ref, [])) for ref, spec in samples.items()}
+        taps.tensors.clear()
+        on_batch({ref: acts[ref].detach().cpu() for ref in refs}, indices, taken)
 
-    with torch.no_grad(), Forward(loaded, list(refs), runtime) as forward:
+    layers = list(refs) + ([out] if out is not None and out not in refs else [])
+    with torch.no_grad(), Forward(loaded, layers, runtime) as forward, taps:
         for index, parts in prefetch(items, decode, ahead=ANALYSIS_BATCH * 2):
             if isinstance(parts, Exception):
                 on_image(index, None, parts)

@@ -1,0 +1,187 @@
+"""The activation atlas's records: samples, maps and cells (schema 5; see :mod:`.schema`), read and written.
+
+A mixin of :class:`~.store.AtlasStore` beside :class:`~.reads.AtlasReader` and :class:`~.writes.AtlasWriter`,
+kept apart because maps are a concept of their own. Each write is one transaction; an icon's file is written
+before the record that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .schema import now, transaction
+
+__all__ = ["MapSamplesRecord", "MapRecord", "MapCellRecord", "NewCell", "FinishedIcon", "MapQueries"]
+
+
+@dataclass(frozen=True)
+class MapSamplesRecord:
+    """The activation samples a pass collected: how (``positions``, ``seed``), how many, and their files."""
+
+    id: int
+    pass_id: int
+    positions: str
+    seed: int
+    count: int
+    vectors_file: str
+    places_file: str
+    classes_file: str
+    attributions_file: str
+
+
+@dataclass(frozen=True)
+class MapRecord:
+    """A map: its samples, settings (JSON), layout files and quality (trustworthiness at k = 10)."""
+
+    id: int
+    samples_id: int
+    key: str
+    settings: dict[str, Any]
+    layout_file: str
+    cells_file: str
+    means_file: str
+    trustworthiness: float | None
+    seconds: float | None
+    finished: str
+
+
+@dataclass(frozen=True)
+class NewCell:
+    """A kept cell of a new map (its icon is pending)."""
+
+    cell: int
+    row: int
+    col: int
+    count: int
+    label: int | None
+    label_name: str | None
+    label_share: float | None
+    key: str
+
+
+@dataclass(frozen=True)
+class MapCellRecord:
+    """A cell: position, count, label (the top attributed class, its name and share of the members), its icon
+    (``file`` relative to the atlas; ``None`` until rendered) with the objective before and after and the
+    cosine of its centre activation with the cell's mean."""
+
+    map_id: int
+    cell: int
+    row: int
+    col: int
+    count: int
+    label: int | None
+    label_name: str | None
+    label_share: float | None
+    key: str
+    file: str | None
+    status: str | None
+    initial: float | None
+    final: float | None
+    cosine: float | None
+
+
+@dataclass(frozen=True)
+class FinishedIcon:
+    cell: int
+    file: str
+    status: str
+    initial: float
+    final: float
+    cosine: float
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
+class MapQueries:
+    """Map queries over an open atlas connection (``self._conn``)."""
+
+    _conn: sqlite3.Connection
+
+    def _has_maps(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'maps'"
+                                  ).fetchone() is not None
+
+    # --------------------------------------------------------------------------------------- samples
+    def map_samples(self, pass_id: int, positions: str, seed: int) -> MapSamplesRecord | None:
+        if not self._has_maps():
+            return None
+        row = self._conn.execute("SELECT * FROM map_samples WHERE pass_id = ? AND positions = ? AND seed = ?",
+                                 (pass_id, positions, seed)).fetchone()
+        return MapSamplesRecord(**{k: row[k] for k in row if k != "finished"}) if row else None
+
+    def map_samples_by_id(self, samples_id: int) -> MapSamplesRecord:
+        row = self._conn.execute("SELECT * FROM map_samples WHERE id = ?", (samples_id,)).fetchone()
+        return MapSamplesRecord(**{k: row[k] for k in row if k != "finished"})
+
+    def add_map_samples(self, pass_id: int, positions: str, seed: int, count: int, files: Sequence[str]) -> int:
+        with transaction(self._conn) as c:
+            c.execute("INSERT OR REPLACE INTO map_samples (pass_id, positions, seed, count, vectors_file, places_file, "
+                      "classes_file, attributions_file, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (pass_id, positions, seed, count, *files, now()))
+        found = self.map_samples(pass_id, positions, seed)
+        assert found is not None
+        return found.id
+
+    # ------------------------------------------------------------------------------------------ maps
+    def map_by_key(self, key: str) -> MapRecord | None:
+        if not self._has_maps():
+            return None
+        row = self._conn.execute("SELECT * FROM maps WHERE key = ?", (key,)).fetchone()
+        return _map(row) if row else None
+
+    def maps_of_layer(self, layer_id: int) -> list[MapRecord]:
+        """The layer's maps, newest first."""
+        if not self._has_maps():
+            return []
+        rows = self._conn.execute("SELECT maps.* FROM maps JOIN map_samples s ON s.id = maps.samples_id "
+                                  "JOIN passes p ON p.id = s.pass_id WHERE p.layer_id = ? ORDER BY maps.id DESC",
+                                  (layer_id,)).fetchall()
+        return [_map(r) for r in rows]
+
+    def map_by_id(self, map_id: int) -> MapRecord:
+        return _map(self._conn.execute("SELECT * FROM maps WHERE id = ?", (map_id,)).fetchone())
+
+    def map_pass(self, map_id: int) -> int:
+        """The exemplar pass whose samples the map lays out."""
+        return int(self._conn.execute("SELECT s.pass_id FROM maps JOIN map_samples s ON s.id = maps.samples_id "
+                                      "WHERE maps.id = ?", (map_id,)).fetchone()[0])
+
+    def add_map(self, samples_id: int, key: str, settings: dict[str, Any], files: Sequence[str],
+                trustworthiness: float | None, seconds: float, cells: Sequence[NewCell]) -> int:
+        """Record a laid-out map and its cells (icons pending), in one transaction."""
+        with transaction(self._conn) as c:
+            cursor = c.execute("INSERT INTO maps (samples_id, key, settings, layout_file, cells_file, means_file, "
+                               "trustworthiness, seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (samples_id, key, json.dumps(settings, sort_keys=True), *files,
+                                _number(trustworthiness), seconds, now()))
+            map_id = int(cursor.lastrowid or 0)
+            c.executemany("INSERT INTO map_cells (map_id, cell, row, col, count, label, label_name, label_share, key) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          [(map_id, x.cell, x.row, x.col, x.count, x.label, x.label_name, _number(x.label_share),
+                            x.key) for x in cells])
+        return map_id
+
+    def map_cells(self, map_id: int) -> list[MapCellRecord]:
+        rows = self._conn.execute("SELECT * FROM map_cells WHERE map_id = ? ORDER BY cell", (map_id,)).fetchall()
+        return [MapCellRecord(**{k: r[k] for k in r if k != "finished"}) for r in rows]
+
+    def finish_icons(self, map_id: int, icons: Sequence[FinishedIcon]) -> None:
+        with transaction(self._conn) as c:
+            c.executemany("UPDATE map_cells SET file = ?, status = ?, initial = ?, final = ?, cosine = ?, finished = ? "
+                          "WHERE map_id = ? AND cell = ?",
+                          [(x.file, x.status, _number(x.initial), _number(x.final), _number(x.cosine), now(), map_id,
+                            x.cell) for x in icons])
+
+
+def _map(row: sqlite3.Row) -> MapRecord:
+    values = {k: row[k] for k in row}
+    values["settings"] = json.loads(values["settings"])
+    return MapRecord(**values)

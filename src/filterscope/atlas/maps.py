@@ -1,0 +1,317 @@
+"""The activation-atlas stage of a build: samples, layout, cells, icons (see :mod:`filterscope.maps`).
+
+1. **Samples.** The exemplar pass collects them (:class:`SampleWriter`, memory-mapped ``.npy`` files under
+   temporary names until the pass is recorded, checkpointed with it). A layer whose pass is already done
+   without them gets a pass of its own over the same images (:func:`collect_samples`, said so to the user),
+   which checkpoints too.
+2. **Layout and cells** (:func:`lay_out_map`): the samples laid out (UMAP, cosine), normalized, binned; each
+   kept cell labelled with the class most of its members are attributed to; recorded with the map's key (its
+   samples, the weights and every setting), so a map is laid out once.
+3. **Icons**: :class:`~filterscope.maps.icons.IconTask` s of one batch each, on the build's executor; each icon
+   file is written (atomically) before its record; a killed build renders only the icons it lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AtlasError
+from ..files import atomic_write, atomic_write_text, write_bytes
+from ..layers import layer_slug, slug
+from ..maps.icons import IconJob, IconTask, IconTaskOutcome, icon_recipe, icon_task, second_moment, whitening
+from ..maps.layout import bin_cells, lay_out, normalize_layout
+from ..maps.samples import SampleRows, SampleSpec, per_image
+from ..maps.settings import MapSettings
+from ..runtime import Runtime
+from ..zoo.model import LoadedModel
+from .executors import Executor
+from .map_store import FinishedIcon, MapRecord, MapSamplesRecord, NewCell
+from .store import AtlasStore
+from .tasks import PassShard, TaskFailure, scan_shard
+
+__all__ = ["SampleWriter", "MapLayer", "collect_samples", "lay_out_map", "icon_tasks", "record_icons", "sample_labels",
+           "run_icons", "sample_stem",
+           "attributed_classes", "ICONS_PER_TASK", "TRUST_SAMPLE"]
+
+ICONS_PER_TASK = 8
+"""Icons rendered in one batch (one task)."""
+TRUST_SAMPLE = 2000
+"""The layout's trustworthiness is measured on a seeded subset of this many samples (it is quadratic)."""
+
+
+@dataclass(frozen=True)
+class MapLayer:
+    """A built layer the map stage works on: name, atlas id, channels, output grid, its finished pass."""
+
+    layer: str
+    id: int
+    channels: int
+    grid: tuple[int, ...]
+    pass_id: int
+
+
+class SampleWriter:
+    """A layer's activation samples of one pass, written into memory-mapped ``.npy`` files (under temporary
+    names until :meth:`finish`): vectors ``(rows, C)``, places ``(rows, 3)`` (image, y, x; image -1 for rows
+    not written: a skipped image), top classes and attributions ``(rows, K)``."""
+
+    NAMES = ("vectors", "places", "classes", "attributions")
+
+    def __init__(self, folder: Path, stem: str, images: int, layer: MapLayer, spec: SampleSpec, classes: int,
+                 resume: bool) -> None:
+        self.folder, self.spec = folder, spec
+        self.per = per_image(layer.grid, spec.positions)
+        self.width = int(layer.grid[1]) if len(layer.grid) >= 2 else 1
+        self.final = {n: folder / f"{stem}-{n}.npy" for n in self.NAMES}
+        self.partial = {n: folder / f".{stem}-{n}.npy.partial" for n in self.NAMES}
+        rows = images * self.per
+        shapes = {"vectors": ((rows, layer.channels), np.float32), "places": ((rows, 3), np.int32),
+                  "classes": ((rows, classes), np.int32), "attributions": ((rows, classes), np.float32)}
+        mode = "r+" if resume else "w+"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.arrays = {n: np.lib.format.open_memmap(self.partial[n], mode=mode, dtype=dtype, shape=shape)
+                       for n, (shape, dtype) in shapes.items()}
+        if not resume:
+            self.arrays["places"][:] = -1
+            self.arrays["classes"][:] = -1
+
+    def resumable(self) -> bool:
+        return all(p.exists() for p in self.partial.values())
+
+    def write(self, rows: SampleRows | None) -> None:
+        if rows is None or not len(rows.places):
+            return
+        places = rows.places
+        index = places[:, 0] * self.per + (places[:, 1] * self.width + places[:, 2] if self.per > 1 else 0)
+        self.arrays["vectors"][index] = rows.vectors
+        self.arrays["places"][index] = places
+        k = min(self.arrays["classes"].shape[1], rows.classes.shape[1])
+        if k:
+            self.arrays["classes"][index, :k] = rows.classes[:, :k]
+            self.arrays["attributions"][index, :k] = rows.attributions[:, :k]
+
+    def flush(self) -> None:
+        for array in self.arrays.values():
+            array.flush()
+
+    def finish(self, store: AtlasStore, pass_id: int) -> int:
+        """Flush, move the files to their names, record them; the samples' id."""
+        self.flush()
+        count = int((self.arrays["places"][:, 0] >= 0).sum())
+        self.arrays.clear()
+        for name in self.NAMES:
+            os.replace(self.partial[name], self.final[name])
+        files = [str(self.final[n].relative_to(store.path)) for n in self.NAMES]
+        return store.add_map_samples(pass_id, self.spec.positions, self.spec.seed, count, files)
+
+
+def sample_stem(pass_id: int, layer: str, spec: SampleSpec) -> str:
+    return f"pass{pass_id}-{layer_slug(layer)}-samples-{spec.positions}-s{spec.seed}"
+
+
+def attributed_classes(loaded: LoadedModel, spec: SampleSpec) -> int:
+    """How many classes each sample is attributed to: none for a model without class names."""
+    return min(spec.classes, len(loaded.categories)) if loaded.categories else 0
+
+
+def collect_samples(store: AtlasStore, loaded: LoadedModel, executor: Executor, runtime: Runtime, layer: MapLayer,
+                    spec: SampleSpec, fit: str, report: Callable[[int, int], None],
+                    checkpoint_seconds: float = 30.0) -> int:
+    """A pass over the images of ``layer``'s finished exemplar pass that collects only the map's samples (for a
+    pass that ran without them); checkpointed, resumed. The samples' id."""
+    paths = store.pass_images(layer.pass_id)
+    folder = store.path / "activations"
+    stem = sample_stem(layer.pass_id, layer.layer, spec)
+    progress = folder / f".{stem}.progress"
+    start = 0
+    probe = [folder / f".{stem}-{n}.npy.partial" for n in SampleWriter.NAMES]
+    if progress.exists() and all(p.exists() for p in probe):
+        try:
+            start = int(json.loads(progress.read_text())["done"])
+        except (ValueError, KeyError, OSError):
+            start = 0
+    writer = SampleWriter(folder, stem, len(paths), layer, spec, attributed_classes(loaded, spec), resume=start > 0)
+    size = executor.shard_images
+    shards = [PassShard((layer.layer,), (layer.channels,), tuple((i, paths[i]) for i in range(s, min(s + size,
+                                                                                                     len(paths)))),
+                        1, fit, runtime, (spec,)) for s in range(start, len(paths), size)]
+    last = time.perf_counter()
+    for shard, outcome in executor.map(scan_shard, loaded, shards, ordered=True,
+                                       report=lambda d: report(d, len(paths))):
+        if isinstance(outcome, TaskFailure):
+            raise AtlasError(f"map samples: the shard of images {shard.items[0][0]}-{shard.end - 1} failed: "
+                             f"{outcome.message}")
+        writer.write(outcome.samples[0] if outcome.samples else None)
+        report(shard.end, len(paths))
+        if time.perf_counter() - last > checkpoint_seconds:
+            writer.flush()
+            atomic_write_text(progress, json.dumps({"done": shard.end}))
+            last = time.perf_counter()
+    samples_id = writer.finish(store, layer.pass_id)
+    progress.unlink(missing_ok=True)
+    return samples_id
+
+
+# ---------------------------------------------------------------------------------------- layout
+def sample_labels(classes: np.ndarray, attributions: np.ndarray) -> np.ndarray:
+    """Each sample's top attributed class (-1 without attributions)."""
+    if classes.shape[1] == 0:
+        return np.full(len(classes), -1, dtype=np.int64)
+    best = np.argmax(np.asarray(attributions), axis=1)
+    return np.asarray(classes)[np.arange(len(classes)), best].astype(np.int64)
+
+
+def _chosen(settings: MapSettings, valid: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The samples a map lays out: every valid one, those of one class, or those of either compared class."""
+    keep = valid.copy()
+    if settings.label_class is not None:
+        keep &= labels == settings.label_class
+    if settings.compare is not None:
+        a, b = settings.compare
+        keep &= (classes == a).any(axis=1) & (classes == b).any(axis=1)
+    idx = np.flatnonzero(keep)
+    if len(idx) > settings.max_samples:
+        rng = np.random.default_rng(settings.seed)
+        idx = np.sort(rng.choice(idx, settings.max_samples, replace=False))
+    return idx
+
+
+def _compare_layout(settings: MapSettings, vectors: np.ndarray, classes: np.ndarray,
+                    attributions: np.ndarray) -> np.ndarray:
+    """The two-class comparison: x the rank of the attribution to ``a`` minus ``b``, y a 1-D UMAP."""
+    a, b = settings.compare  # type: ignore[misc]
+    to = [np.where(classes == c, attributions, 0.0).sum(axis=1) for c in (a, b)]
+    difference = to[0] - to[1]
+    x = np.argsort(np.argsort(difference, kind="stable"), kind="stable") / max(len(difference) - 1, 1)
+    y = lay_out(vectors, method=settings.layout, n_neighbors=settings.n_neighbors, min_dist=settings.min_dist,
+                seed=settings.seed)[:, 1]
+    return np.stack([x, y], axis=1).astype(np.float32)
+
+
+def _trustworthiness(vectors: np.ndarray, coords: np.ndarray, seed: int) -> float | None:
+    from sklearn.manifold import trustworthiness
+
+    n = len(vectors)
+    if n < 25:
+        return None
+    idx = np.random.default_rng(seed).choice(n, min(n, TRUST_SAMPLE), replace=False)
+    return float(trustworthiness(vectors[idx], coords[idx], n_neighbors=min(10, len(idx) // 2 - 1), metric="cosine"))
+
+
+def lay_out_map(store: AtlasStore, loaded: LoadedModel, layer: MapLayer, samples: MapSamplesRecord,
+                settings: MapSettings, key: str) -> MapRecord:
+    """Lay the samples out, bin them, label the cells, write the files and record the map (icons pending)."""
+    started = time.perf_counter()
+    load = {n: np.load(store.path / getattr(samples, f"{n}_file"), mmap_mode="r") for n in SampleWriter.NAMES}
+    valid = np.asarray(load["places"][:, 0]) >= 0
+    classes, attributions = np.asarray(load["classes"]), np.asarray(load["attributions"])
+    labels = sample_labels(classes, attributions)
+    idx = _chosen(settings, valid, labels, classes)
+    if len(idx) <= settings.min_count:
+        what = settings.describe()
+        raise AtlasError(f"The map of {layer.layer} ({what}) has {len(idx)} samples: too few for a map "
+                         f"(more than {settings.min_count} per cell are needed)")
+    vectors = np.asarray(load["vectors"][idx], dtype=np.float32)
+    if settings.compare is not None:
+        coords = _compare_layout(settings, vectors, classes[idx], attributions[idx])
+    else:
+        coords = normalize_layout(lay_out(vectors, method=settings.layout, n_neighbors=settings.n_neighbors,
+                                          min_dist=settings.min_dist, seed=settings.seed))
+    assignment, cells = bin_cells(coords, vectors, settings.grid, settings.min_count)
+    if not cells:
+        raise AtlasError(f"No cell of the {settings.grid}x{settings.grid} map of {layer.layer} has more than "
+                         f"{settings.min_count} samples: use a smaller --grid")
+    trust = _trustworthiness(vectors, coords, settings.seed) if settings.compare is None else None
+    names = loaded.categories or ()
+    new = []
+    for c in cells:
+        cell = c.row * settings.grid + c.col
+        member_labels = labels[idx[c.members]]
+        member_labels = member_labels[member_labels >= 0]
+        label, share = None, None
+        if len(member_labels):
+            counts = np.bincount(member_labels)
+            label, share = int(counts.argmax()), float(counts.max() / len(member_labels))
+        name = names[label] if label is not None and label < len(names) else None
+        new.append(NewCell(cell, c.row, c.col, c.count, label, name, share, f"{key[:16]}-{cell}"))
+    folder = store.path / "maps" / slug(loaded.name) / layer_slug(layer.layer)
+    full_coords = np.full((len(valid), 2), np.nan, dtype=np.float32)
+    full_coords[idx] = coords
+    full_cells = np.full(len(valid), -1, dtype=np.int32)
+    full_cells[idx] = assignment
+    files = []
+    for name, array in (("layout", full_coords), ("cells", full_cells),
+                        ("means", np.stack([c.mean for c in cells]).astype(np.float32))):
+        path = folder / f"map-{key[:12]}-{name}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(path, array)
+        files.append(str(path.relative_to(store.path)))
+    map_id = store.add_map(samples.id, key, asdict(settings), files, trust, time.perf_counter() - started, new)
+    return store.map_by_id(map_id)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------------------- icons
+def icon_tasks(store: AtlasStore, layer: MapLayer, record: MapRecord, settings: MapSettings,
+               runtime: Runtime) -> list[IconTask]:
+    """The map's cells without an icon, in tasks of :data:`ICONS_PER_TASK`."""
+    cells = store.map_cells(record.id)
+    pending = [c for c in cells if c.file is None]
+    if not pending:
+        return []
+    samples = store.map_samples_by_id(record.samples_id)
+    vectors = np.load(store.path / samples.vectors_file, mmap_mode="r")
+    valid = np.flatnonzero(np.load(store.path / samples.places_file, mmap_mode="r")[:, 0] >= 0)
+    inverse = whitening(second_moment(vectors[valid]))
+    means = np.load(store.path / record.means_file)
+    order = {c.cell: k for k, c in enumerate(cells)}
+    jobs = []
+    for c in pending:
+        mean = means[order[c.cell]].astype(np.float64)
+        direction = inverse @ mean
+        if not np.any(direction):
+            direction = mean + 1e-6
+        jobs.append(IconJob(c.cell, c.key, tuple(float(v) for v in direction), tuple(float(v) for v in mean)))
+    recipe = icon_recipe(settings.recipe, settings.icon_size)
+    return [IconTask(layer.layer, tuple(jobs[s:s + ICONS_PER_TASK]), recipe, settings.seed, runtime, settings.power)
+            for s in range(0, len(jobs), ICONS_PER_TASK)]
+
+
+def record_icons(store: AtlasStore, loaded: LoadedModel, record: MapRecord, task: IconTask,
+                 outcome: IconTaskOutcome | TaskFailure) -> int:
+    """Write a task's icons (files first, then their records); how many were recorded."""
+    if isinstance(outcome, TaskFailure):
+        return 0
+    folder = store.path / "maps" / slug(loaded.name) / layer_slug(task.layer) / f"icons-{record.key[:12]}"
+    finished = []
+    for o in outcome.outcomes:
+        path = write_bytes(folder / f"cell{o.cell:04d}.png", o.png)
+        finished.append(FinishedIcon(o.cell, str(path.relative_to(store.path)), o.status, o.initial, o.final,
+                                     o.cosine))
+    store.finish_icons(record.id, finished)
+    return len(finished)
+
+
+def run_icons(store: AtlasStore, loaded: LoadedModel, executor: Executor, layer: MapLayer, record: MapRecord,
+              settings: MapSettings, runtime: Runtime, report: Callable[[int, int], None]) -> int:
+    """Render the icons the map lacks; how many were rendered."""
+    tasks = icon_tasks(store, layer, record, settings, runtime)
+    total, done = sum(len(t.jobs) for t in tasks), 0
+    for task, outcome in executor.map(icon_task, loaded, tasks, ordered=False):
+        done += record_icons(store, loaded, record, task, outcome)
+        report(done, total)
+    return done
