@@ -115,11 +115,11 @@ class MapQueries:
             return None
         row = self._conn.execute("SELECT * FROM map_samples WHERE pass_id = ? AND positions = ? AND seed = ?",
                                  (pass_id, positions, seed)).fetchone()
-        return MapSamplesRecord(**{k: row[k] for k in row if k != "finished"}) if row else None
+        return _samples(row) if row else None
 
     def map_samples_by_id(self, samples_id: int) -> MapSamplesRecord:
         row = self._conn.execute("SELECT * FROM map_samples WHERE id = ?", (samples_id,)).fetchone()
-        return MapSamplesRecord(**{k: row[k] for k in row if k != "finished"})
+        return _samples(row)
 
     def add_map_samples(self, pass_id: int, positions: str, seed: int, count: int, files: Sequence[str]) -> int:
         with transaction(self._conn) as c:
@@ -171,7 +171,7 @@ class MapQueries:
 
     def map_cells(self, map_id: int) -> list[MapCellRecord]:
         rows = self._conn.execute("SELECT * FROM map_cells WHERE map_id = ? ORDER BY cell", (map_id,)).fetchall()
-        return [MapCellRecord(**{k: r[k] for k in r if k != "finished"}) for r in rows]
+        return [MapCellRecord(**_fields(r)) for r in rows]
 
     def finish_icons(self, map_id: int, icons: Sequence[FinishedIcon]) -> None:
         with transaction(self._conn) as c:
@@ -181,7 +181,16 @@ class MapQueries:
                             x.cell) for x in icons])
 
 
+def _fields(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a dict without its ``finished`` time (a Row iterates its values, not its keys)."""
+    return {k: row[k] for k in row.keys() if k != "finished"}  # noqa: SIM118
+
+
+def _samples(row: sqlite3.Row) -> MapSamplesRecord:
+    return MapSamplesRecord(**_fields(row))
+
+
 def _map(row: sqlite3.Row) -> MapRecord:
-    values = {k: row[k] for k in row}
+    values = {k: row[k] for k in row.keys()}  # noqa: SIM118 (a Row iterates values)
     values["settings"] = json.loads(values["settings"])
     return MapRecord(**values)
