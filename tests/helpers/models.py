@@ -196,3 +196,9 @@ def colour_independent():
 
     module = ColourFeatures()
     return Independent(wrap_model(module, name="colours", preprocessing=PLAIN), module.head)
+
+
+def color_classes():
+    """A :class:`ColorNet` with class names (five classes): for activation atlases, whose cells are labelled."""
+    return wrap_model(ColorNet(), name="colorclasses", preprocessing=PLAIN,
+                      categories=("red thing", "green thing", "blue thing", "dark thing", "pale thing"))

@@ -86,6 +86,12 @@ class _Bars(BuildProgress):
         bar = self.bar if self.bar is not None and self.stage == "trust" else self._bar("trust", total, "unit")
         bar.update(done - bar.n)
 
+    def map_progress(self, what: str, done: int, total: int) -> None:
+        label = f"map {what}"
+        bar = self.bar if self.bar is not None and self.stage == label else self._bar(
+            label, total, "image" if what == "samples" else "icon")
+        bar.update(done - bar.n)
+
     def render_started(self, label: str, units: int) -> None:
         self._bar(label, units, "unit")
 
@@ -144,6 +150,9 @@ def build_command(
     trust: Annotated[bool, typer.Option("--trust/--no-trust", help="Each unit's trust scores (path similarity, "
                                         "machine 2-AFC with EfficientNet-Lite2's features) and description, after "
                                         "the renders (needs --dataset of 20 images or more).")] = True,
+    activation_map: Annotated[bool, typer.Option("--map", help="An activation atlas of each layer (default "
+                                                 "settings; filterscope atlas map for others): its samples are "
+                                                 "collected in the exemplar pass (needs --dataset).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
                                                                       "failed in an earlier build.")] = False,
     cluster: Annotated[Optional[str], typer.Option(
@@ -189,6 +198,8 @@ def build_command(
     data = list_dataset(dataset) if dataset is not None else None
     if not chosen and data is None:
         raise InvalidOptionError("--recipe none renders nothing: give a --dataset for exemplars")
+    if activation_map and data is None:
+        raise InvalidOptionError("--map needs a --dataset: the map's samples come from the exemplar pass")
     if cluster is not None:
         parse_cluster(cluster)  # a malformed address fails before the model loads
     loaded = load(model, weights, seed, device, quiet, preprocessing)
@@ -200,7 +211,7 @@ def build_command(
             summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
                                   exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
                                   retry_failed=retry_failed, progress=bars, executor=executor, circuits=circuits,
-                                  trust=trust)
+                                  trust=trust, maps=activation_map)
     finally:
         bars.close()
     parts = [f"{summary.rendered} render(s) done"]
@@ -214,6 +225,8 @@ def build_command(
         parts.append(f"{summary.circuits} unit circuit(s)")
     if summary.trust:
         parts.append(f"{summary.trust} trust record(s)")
+    if summary.maps or summary.icons:
+        parts.append(f"{summary.maps} activation map(s), {summary.icons} icon(s)")
     typer.echo(f"{out}: {', '.join(parts)} in {summary.seconds:.0f} s")
     if summary.failed:
         raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "

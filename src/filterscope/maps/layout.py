@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,9 @@ def lay_out(vectors: np.ndarray, *, method: str = "umap", n_neighbors: int = N_N
         perplexity = float(min(30, max(2, (n - 1) // 3)))
         return np.asarray(TSNE(metric="cosine", init="pca", random_state=seed, perplexity=perplexity)
                           .fit_transform(x), dtype=np.float32)
-    import torchdr
+    with warnings.catch_warnings():  # torchdr says at import that FAISS is missing: it is not used (backend=None)
+        warnings.simplefilter("ignore", ImportWarning)
+        import torchdr
 
     torch.manual_seed(seed)
     umap = torchdr.UMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, backend=None, device="cpu",
