@@ -18,6 +18,8 @@ import uvicorn
 from filterscope.microscope import RenderJobs, create_app
 
 from .test_atlas import TINY_RECIPE, conv_stack
+from .test_maps import SMALL, build
+from .test_maps import photo_folder  # noqa: F401  (the fixture)
 from .test_microscope import atlas  # noqa: F401  (the fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -268,3 +270,52 @@ def test_the_trust_panel_and_the_flag_filter(tmp_path, page):
         page.goto(url + "/m/fooling/conv3/0")
         page.wait_for_selector("#trust")
         assert "No flags." in page.inner_text("#trust")
+
+
+def test_the_map_page_pans_zooms_and_shows_a_cells_patches(tmp_path, photo_folder, page):  # noqa: F811
+    build(tmp_path / "m", photo_folder, SMALL)
+    with Server(create_app(tmp_path / "m")) as url:
+        page.goto(url + "/m/colorclasses/conv2")
+        page.click("#map-page")
+        page.wait_for_url(url + "/m/colorclasses/conv2/map")
+        page.wait_for_selector("canvas#map[data-scale]")
+        data = page.request.get(url + "/api/m/colorclasses/conv2/map").json()
+        assert len(data["cells"]) > 0 and all(c["icon"] for c in data["cells"])
+        icon = page.request.get(url + data["cells"][0]["icon"])
+        assert icon.status == 200 and icon.headers["content-type"] == "image/png"
+        page.wait_for_load_state("networkidle")
+        drawn = page.evaluate("""() => { const c = document.querySelector('canvas#map');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let coloured = 0; for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] < 720) coloured++;
+            return coloured / (c.width * c.height); }""")
+        assert drawn > 0.2  # the icons are on the canvas (white where no cell is kept)
+        canvas = page.locator("canvas#map")
+        before = float(canvas.get_attribute("data-scale"))
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -200)
+        page.wait_for_function(f"document.querySelector('canvas#map').dataset.scale > {before}")
+        page.click("#zoom-out")
+        offset = canvas.get_attribute("data-offset")
+        page.mouse.move(box["x"] + 100, box["y"] + 100)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 160, box["y"] + 130, steps=4)
+        page.mouse.up()
+        assert canvas.get_attribute("data-offset") != offset  # panned
+        cell = data["cells"][0]
+        x, y = page.evaluate(f"filterscopeMap.centre({cell['row']}, {cell['col']})")
+        page.mouse.move(x, y)
+        page.wait_for_selector("#map-tip:not([hidden])")
+        assert f"{cell['count']} samples" in page.text_content("#map-tip")
+        page.mouse.click(x, y)
+        page.wait_for_selector("#patches img")
+        assert f"{cell['count']} samples" in page.text_content("#cell-panel h2")
+        patches = [(src, width) for src, width in images_loaded(page) if "/img/patch/" in src]
+        assert len(patches) == min(cell["count"], 24) and all(width > 0 for _, width in patches), patches
+        units = page.locator("#cell-units a")
+        assert units.count() == 6  # conv2 has six units: every one, most active first
+        units.first.click()
+        page.wait_for_url(url + "/m/colorclasses/conv2/*")
+        missing = page.request.get(url + "/img/patch/99/0")
+        assert missing.status == 404 and "No activation atlas 99" in missing.json()["detail"]
+        assert page.request.get(url + "/api/m/colorclasses/conv2/map/cells/999").status == 404

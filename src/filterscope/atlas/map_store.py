@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import AtlasError
 from .schema import now, transaction
 
 __all__ = ["MapSamplesRecord", "MapRecord", "MapCellRecord", "NewCell", "FinishedIcon", "MapQueries"]
@@ -119,6 +120,8 @@ class MapQueries:
 
     def map_samples_by_id(self, samples_id: int) -> MapSamplesRecord:
         row = self._conn.execute("SELECT * FROM map_samples WHERE id = ?", (samples_id,)).fetchone()
+        if row is None:
+            raise AtlasError(f"No map samples {samples_id} in the atlas")
         return _samples(row)
 
     def add_map_samples(self, pass_id: int, positions: str, seed: int, count: int, files: Sequence[str]) -> int:
@@ -147,12 +150,18 @@ class MapQueries:
         return [_map(r) for r in rows]
 
     def map_by_id(self, map_id: int) -> MapRecord:
-        return _map(self._conn.execute("SELECT * FROM maps WHERE id = ?", (map_id,)).fetchone())
+        row = self._conn.execute("SELECT * FROM maps WHERE id = ?", (map_id,)).fetchone() if self._has_maps() else None
+        if row is None:
+            raise AtlasError(f"No activation atlas {map_id} in the atlas")
+        return _map(row)
 
     def map_pass(self, map_id: int) -> int:
         """The exemplar pass whose samples the map lays out."""
-        return int(self._conn.execute("SELECT s.pass_id FROM maps JOIN map_samples s ON s.id = maps.samples_id "
-                                      "WHERE maps.id = ?", (map_id,)).fetchone()[0])
+        row = self._conn.execute("SELECT s.pass_id FROM maps JOIN map_samples s ON s.id = maps.samples_id "
+                                 "WHERE maps.id = ?", (map_id,)).fetchone()
+        if row is None:
+            raise AtlasError(f"No activation atlas {map_id} in the atlas")
+        return int(row[0])
 
     def add_map(self, samples_id: int, key: str, settings: dict[str, Any], files: Sequence[str],
                 trustworthiness: float | None, seconds: float, cells: Sequence[NewCell]) -> int:
@@ -170,6 +179,8 @@ class MapQueries:
         return map_id
 
     def map_cells(self, map_id: int) -> list[MapCellRecord]:
+        if not self._has_maps():
+            return []
         rows = self._conn.execute("SELECT * FROM map_cells WHERE map_id = ? ORDER BY cell", (map_id,)).fetchall()
         return [MapCellRecord(**_fields(r)) for r in rows]
 

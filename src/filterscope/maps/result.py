@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ..analysis.inputs import decode_image, decoded
+from ..analysis.receptive_field import ReceptiveField
+from ..tensors import to_pil
+from ..zoo.preprocessing import Preprocessing
 from .figure import map_figure
 
-__all__ = ["ActivationMap", "MapCell"]
+__all__ = ["ActivationMap", "MapCell", "member_patch"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,15 @@ class ActivationMap:
         buffer = io.BytesIO()
         self.figure(cell=48).save(buffer, format="PNG")
         return buffer.getvalue()
+
+
+def member_patch(path: str, y: int, x: int, preprocessing: Preprocessing, field: ReceptiveField | None,
+                 fit: str = "crop") -> Image.Image:
+    """The patch of a dataset image that a sample at ``(y, x)`` of the layer's grid sees: the image placed in
+    the network's input as the pass placed it (``fit``), cut to the position's receptive field."""
+    holder = SimpleNamespace(preprocessing=preprocessing)  # decode_image reads only the preprocessing
+    view = to_pil(decoded(*decode_image(holder, path, fit, None)).pixels)  # type: ignore[arg-type]
+    if field is None:
+        return view
+    box = field.box(y, x, preprocessing.input_shape)
+    return view.crop(box) if box[2] > box[0] and box[3] > box[1] else view

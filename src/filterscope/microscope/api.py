@@ -58,6 +58,8 @@ def layer_grid(scope: Scope, model: str, layer: str) -> Response:
     return JSONResponse({"model": found.name, "layer": record.name, "channels": record.channels,
                          "shape": record.shape, "url": urls.layer(found.name, record.name), "units": units,
                          "can_render": scope.jobs is not None,
+                         "map_page": urls.map_page(found.name, record.name)
+                         if scope.store().maps_of_layer(record.id) else None,
                          "image_page": urls.image_page(found.name, record.name) if scope.explainer else None})
 
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from .._version import __version__
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError
-from . import api, images, pages
+from . import api, images, maps, pages
 from .context import HERE, Microscope
 from .explain import Explainer, UploadError
 from .jobs import RenderJobs
@@ -40,7 +40,7 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None, explainer: 
                   openapi_url="/api/openapi.json")
     app.state.microscope = scope = Microscope(root, jobs, explainer)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for router in (pages.router, api.router, images.router):
+    for router in (maps.router, pages.router, api.router, images.router):  # maps first: .../map is no unit
         # the routers' routes join the app's own list: FastAPI 0.165's include_router keeps each router as a
         # nested level that every request walks (measured: 20% fewer requests/s, benchmarks/microscope_load.py)
         app.router.routes.extend(router.routes)

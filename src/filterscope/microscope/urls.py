@@ -28,6 +28,9 @@ class Urls:
     def image_page(self, model: str, layer: str) -> str:
         return f"{self.layer(model, layer)}/image"
 
+    def map_page(self, model: str, layer: str) -> str:
+        return f"{self.layer(model, layer)}/map"
+
     def exemplar_page(self, model: str, layer: str, unit: int, exemplar: int) -> str:
         return f"{self.unit(model, layer, unit)}/exemplar/{exemplar}"
 
@@ -54,6 +57,12 @@ class Urls:
     def api_render(self, model: str, layer: str, unit: int) -> str:
         return f"{self.api_unit(model, layer, unit)}/render"
 
+    def api_map(self, model: str, layer: str) -> str:
+        return f"{self.api_layer(model, layer)}/map"
+
+    def api_map_cell(self, model: str, layer: str, cell: int) -> str:
+        return f"{self.api_map(model, layer)}/cells/{cell}"
+
     def api_job(self, job: int) -> str:
         return f"/api/jobs/{job}"
 
@@ -69,6 +78,12 @@ class Urls:
 
     def exemplar_thumb(self, exemplar: int) -> str:
         return f"/img/exemplar/{exemplar}/thumb"
+
+    def map_icon(self, map_id: int, cell: int) -> str:
+        return f"/img/map/{map_id}/{cell}"
+
+    def map_patch(self, map_id: int, sample: int) -> str:
+        return f"/img/patch/{map_id}/{sample}"
 
     def exemplar_source(self, exemplar: int) -> str:
         return f"/img/source/{exemplar}"

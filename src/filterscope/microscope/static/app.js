@@ -142,7 +142,8 @@ async function layer() {
     el("h1", {}, `${data.model} ${data.layer}`),
     el("p", { class: "muted" }, `${data.channels} units, ${rendered} rendered; output ${data.shape.join("×")}`),
     el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "show ", filter), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go"),
-      data.image_page ? el("a", { id: "image-page", href: data.image_page }, "explain an image at this layer →") : null),
+      data.image_page ? el("a", { id: "image-page", href: data.image_page }, "explain an image at this layer →") : null,
+      data.map_page ? el("a", { id: "map-page", href: data.map_page }, "activation atlas of this layer →") : null),
     grid);
   draw();
 }
@@ -467,5 +468,125 @@ function image() {
   app.replaceChildren(el("h1", {}, `${page.model} ${page.layer}: what an image is made of`), drop, status, result);
 }
 
-const handler = { home, layer, unit, exemplar, image }[kind];
+// --------------------------------------------------------------------------- activation atlas (map)
+const CELL = 80;
+
+async function map() {
+  const data = await getJSON(page.api);
+  crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: "activation atlas" }]);
+  const canvas = el("canvas", { id: "map", width: 720, height: 720, tabindex: 0 });
+  const tip = el("div", { id: "map-tip", class: "map-tip", hidden: true });
+  const panel = el("div", { id: "cell-panel", class: "cell-panel" }, el("p", { class: "muted" }, "Click a cell to see the image patches in it and the units most active there."));
+  const view = { scale: 1, x: 0, y: 0 };
+  const side = data.grid * CELL;
+  view.scale = canvas.width / side;
+  const icons = new Map();
+  const byPlace = new Map(data.cells.map((c) => [`${c.row},${c.col}`, c]));
+  let hover = null, chosen = null;
+  for (const c of data.cells) {
+    if (!c.icon) continue;
+    const image = new Image();
+    image.onload = () => draw();
+    image.src = c.icon;
+    icons.set(c.cell, image);
+  }
+  function draw() {
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.setTransform(view.scale, 0, 0, view.scale, view.x, view.y);
+    for (const c of data.cells) {
+      const image = icons.get(c.cell);
+      if (image && image.complete && image.naturalWidth) ctx.drawImage(image, c.col * CELL, c.row * CELL, CELL, CELL);
+      else { ctx.strokeStyle = "#ccc"; ctx.strokeRect(c.col * CELL + 1, c.row * CELL + 1, CELL - 2, CELL - 2); }
+    }
+    for (const [c, colour] of [[hover, "#2f6fdb"], [chosen, "#e5484d"]]) {
+      if (!c) continue;
+      ctx.lineWidth = 3 / view.scale;
+      ctx.strokeStyle = colour;
+      ctx.strokeRect(c.col * CELL, c.row * CELL, CELL, CELL);
+    }
+    canvas.dataset.scale = view.scale.toFixed(4);
+    canvas.dataset.offset = `${Math.round(view.x)},${Math.round(view.y)}`;
+  }
+  function cellAt(event) {
+    const box = canvas.getBoundingClientRect();
+    const px = ((event.clientX - box.left) * canvas.width) / box.width, py = ((event.clientY - box.top) * canvas.height) / box.height;
+    const gx = (px - view.x) / view.scale, gy = (py - view.y) / view.scale;
+    return byPlace.get(`${Math.floor(gy / CELL)},${Math.floor(gx / CELL)}`) || null;
+  }
+  function zoom(factor, cx = canvas.width / 2, cy = canvas.height / 2) {
+    const next = Math.min(Math.max(view.scale * factor, 0.2), 12);
+    view.x = cx - ((cx - view.x) * next) / view.scale;
+    view.y = cy - ((cy - view.y) * next) / view.scale;
+    view.scale = next;
+    draw();
+  }
+  canvas.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    const box = canvas.getBoundingClientRect();
+    zoom(event.deltaY < 0 ? 1.25 : 0.8, ((event.clientX - box.left) * canvas.width) / box.width, ((event.clientY - box.top) * canvas.height) / box.height);
+  }, { passive: false });
+  let drag = null;
+  canvas.addEventListener("mousedown", (event) => { drag = { x: event.clientX, y: event.clientY, vx: view.x, vy: view.y, moved: false }; });
+  window.addEventListener("mouseup", (event) => {
+    if (drag && !drag.moved) { const c = cellAt(event); if (c) show(c); }
+    drag = null;
+  });
+  canvas.addEventListener("mousemove", (event) => {
+    if (drag) {
+      const box = canvas.getBoundingClientRect();
+      const dx = ((event.clientX - drag.x) * canvas.width) / box.width, dy = ((event.clientY - drag.y) * canvas.height) / box.height;
+      if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+      view.x = drag.vx + dx;
+      view.y = drag.vy + dy;
+      draw();
+      return;
+    }
+    const c = cellAt(event);
+    if (c !== hover) { hover = c; draw(); }
+    if (c) {
+      tip.hidden = false;
+      tip.textContent = `${c.count} samples${c.label ? ` · ${c.label} (${pct(c.label_share)})` : ""}`;
+      tip.style.left = `${event.pageX + 12}px`;
+      tip.style.top = `${event.pageY + 12}px`;
+    } else tip.hidden = true;
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; hover = null; draw(); });
+  async function show(c) {
+    chosen = c;
+    draw();
+    const cell = await getJSON(c.api);
+    panel.replaceChildren(
+      el("h2", {}, `Cell row ${cell.row}, column ${cell.col}: ${cell.count} samples`),
+      cell.label ? el("p", {}, `top attributed class: ${cell.label} (${pct(cell.label_share)} of its samples)`) : null,
+      cell.cosine !== null ? el("p", { class: "muted" }, `icon: cosine ${fmt(cell.cosine, 2)} with the cell's mean activation`) : null,
+      el("h2", {}, "Image patches in this cell"),
+      el("div", { class: "patches", id: "patches" }, cell.members.map((m) => el("figure", { class: "patch" },
+        el("img", { src: m.patch, alt: `${m.image} at ${m.y},${m.x}`, title: `${m.image} at (${m.y}, ${m.x})` })))),
+      el("h2", {}, "Units most active here"),
+      el("div", { class: "group-units", id: "cell-units" }, cell.units.map((u) => el("a", { href: u.url, title: `unit ${u.unit}: ${fmt(u.value)}`, class: "group-unit" },
+        u.thumb ? el("img", { src: u.thumb, alt: `unit ${u.unit}` }) : el("span", { class: "placeholder" }, String(u.unit))))));
+  }
+  window.filterscopeMap = {
+    view,
+    centre(row, col) {
+      const box = canvas.getBoundingClientRect();
+      const px = view.x + (col + 0.5) * CELL * view.scale, py = view.y + (row + 0.5) * CELL * view.scale;
+      return [box.left + (px * box.width) / canvas.width, box.top + (py * box.height) / canvas.height];
+    },
+  };
+  const trust = data.trustworthiness === null ? "" : `, trustworthiness ${fmt(data.trustworthiness, 3)}`;
+  const s = data.settings;
+  app.replaceChildren(
+    el("h1", {}, `${data.model} ${data.layer}: activation atlas`),
+    el("p", { class: "muted" }, `${data.cells.length} cells of ${data.grid}×${data.grid} (${s.layout}, ${s.positions} positions${s.label_class !== null ? `, class ${s.label_class}` : ""}${trust}). Each icon is the image that drives its cell's mean activation; scroll to zoom, drag to pan.`),
+    el("div", { class: "controls" }, el("button", { id: "zoom-in", onclick: () => zoom(1.25) }, "+"), el("button", { id: "zoom-out", onclick: () => zoom(0.8) }, "−"),
+      el("button", { id: "zoom-reset", onclick: () => { view.scale = canvas.width / side; view.x = 0; view.y = 0; draw(); } }, "reset")),
+    el("div", { class: "row" }, canvas, panel), tip);
+  draw();
+}
+
+const handler = { home, layer, unit, exemplar, image, map }[kind];
 if (handler) Promise.resolve().then(handler).catch(fail);
