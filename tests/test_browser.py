@@ -18,8 +18,11 @@ import uvicorn
 from filterscope.microscope import RenderJobs, create_app
 
 from .test_atlas import TINY_RECIPE, conv_stack
-from .test_maps import SMALL, build
-from .test_maps import photo_folder  # noqa: F401  (the fixture)
+from .test_maps import (
+    SMALL,
+    build,
+    photo_folder,  # noqa: F401  (the fixture)
+)
 from .test_microscope import atlas  # noqa: F401  (the fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

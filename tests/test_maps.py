@@ -121,6 +121,9 @@ def test_whitening_and_the_direction_objective_equal_a_hand_computation():
     assert values.tolist() == pytest.approx([3 * 0.6 ** 2, 0.0])
     shifted = DirectionNeuron("L", (0.0, 2.0, 0.0), power=1.0, y=1, x=2)({"L": act})
     assert shifted.tolist() == pytest.approx([4 * 0.8, 1 * max(0.1, 1 / 2 ** 0.5)])
+    # the icons' form: the dot with a (whitened) vector, the cosine with another (the cell's mean)
+    mixed = DirectionNeuron("L", (1.0, 0.0, 0.0), power=2.0, cosine_with=(0.0, 3.0, 0.0))({"L": act})
+    assert mixed.tolist() == pytest.approx([3 * 0.8 ** 2, 0.0])
 
 
 def cli_atlas(folder, photos):
@@ -259,3 +262,22 @@ def test_a_pass_shard_collects_samples_at_every_position(tmp_path, photo_folder)
     rows = outcome.samples[0]
     assert rows.places.shape == (3 * 32 * 32, 3) and rows.vectors.shape == (3 * 32 * 32, 6)
     assert rows.classes.shape == (3 * 32 * 32, 2)
+
+
+def test_forward_mode_attribution_to_every_class_equals_a_hand_computation(photo_folder):
+    model = color_classes()
+    net = model.module
+    paths = sorted(photo_folder.iterdir())[:5]
+    items = tuple((i, str(p)) for i, p in enumerate(paths))
+    outcome = scan_shard(model, PassShard(("conv2",), (6,), items, 1, "crop", Runtime(), (SampleSpec("random", 0, 3),)))
+    rows = outcome.samples[0]
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255)
+                          .permute(2, 0, 1) for p in paths])
+    with torch.no_grad():
+        raw = net.conv2(torch.relu(net.conv1(images)))
+    for m, (image, y, x) in enumerate(rows.places):
+        a = raw[image, :, y, x]
+        every = net.fc.weight.detach() @ (a * (a > 0)) / (32 * 32)  # each class's attribution at (y, x)
+        values, best = every.topk(3)
+        assert rows.classes[m].tolist() == best.tolist()
+        assert np.allclose(rows.attributions[m], values.numpy(), atol=1e-6)

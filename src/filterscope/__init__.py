@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "UnitTrust": ".trust",
     "trust_units": ".trust",
     "independent_network": ".trust",
+    "MapSettings": ".maps",
+    "ActivationMap": ".maps",
     "Atlas": ".atlas",
     "DaskExecutor": ".atlas",
     "build_atlas": ".atlas",
@@ -185,8 +187,8 @@ __all__ = [
     "SpatialAttribution", "caricature", "invert", "accentuate",
     # trust: faithfulness scores and descriptions of units
     "trust_units", "UnitTrust", "independent_network",
-    # atlases
-    "Atlas", "build_atlas", "list_dataset", "DaskExecutor",
+    # atlases, and activation atlases of their layers
+    "Atlas", "build_atlas", "list_dataset", "DaskExecutor", "MapSettings", "ActivationMap",
 ]
 
 
@@ -264,6 +266,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .identity import RenderIdentity
     from .images import load_image, read_png_metadata
     from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
+    from .maps import ActivationMap, MapSettings
     from .metrics import Quality, measure, reference_crops, score
     from .objective_syntax import as_objectives, parse_objective
     from .objectives import (

@@ -358,8 +358,11 @@ class DirectionNeuron(Objective):
     ``direction_neuron_cossim``).
 
     With ``a`` the activation vector at ``(y, x)`` (default: the centre of the map, at every scale) and
-    ``v`` the unit ``vector``: ``dot = <a, v>``, ``cos = dot / |a|``, value ``dot * max(0.1, cos) ** power``.
-    The cosine term keeps the optimization from reaching ``dot`` by inflating every unit at once.
+    ``v`` the unit ``vector``: ``dot = <a, v>``, ``cos`` the cosine of ``a`` with ``cosine_with`` (default: ``v``
+    itself), value ``dot * max(0.1, cos) ** power``. The cosine term keeps the optimization from reaching ``dot``
+    by inflating every unit at once; with a whitened ``vector`` and the unwhitened one as ``cosine_with`` (the
+    activation atlas's icons), the image is pushed along what is distinctive of the direction and kept
+    pointing at the direction itself.
     """
 
     layer: LayerRef | str
@@ -368,6 +371,7 @@ class DirectionNeuron(Objective):
     y: int | None = None
     x: int | None = None
     name: str = "direction"
+    cosine_with: tuple[float, ...] | None = None
 
     @property
     def layers(self) -> tuple[LayerRef | str, ...]:
@@ -383,9 +387,12 @@ class DirectionNeuron(Objective):
         if len(self.vector) != channels:
             raise InvalidObjectiveError(f"direction_neuron() on {ref} needs a vector of {channels} values (one per "
                                         f"channel), not {len(self.vector)}")
-        if not any(self.vector):
+        if not any(self.vector) or (self.cosine_with is not None and not any(self.cosine_with)):
             raise InvalidObjectiveError("direction_neuron() needs a non-zero vector")
-        return DirectionNeuron(ref, self.vector, self.power, self.y, self.x, self.name)
+        if self.cosine_with is not None and len(self.cosine_with) != channels:
+            raise InvalidObjectiveError(f"direction_neuron() on {ref} needs cosine_with of {channels} values, not "
+                                        f"{len(self.cosine_with)}")
+        return DirectionNeuron(ref, self.vector, self.power, self.y, self.x, self.name, self.cosine_with)
 
     def file_stem(self) -> str:
         return f"{layer_slug(self.layer)}-{slug(self.name)}"
@@ -401,7 +408,11 @@ class DirectionNeuron(Objective):
         a = act[:, :, y, x]
         v = torch.tensor(self.vector, dtype=a.dtype, device=a.device)
         dot = a @ (v / v.norm())
-        cosine = dot / (a.norm(dim=1) + 1e-8)
+        if self.cosine_with is None:
+            cosine = dot / (a.norm(dim=1) + 1e-8)
+        else:
+            w = torch.tensor(self.cosine_with, dtype=a.dtype, device=a.device)
+            cosine = (a @ (w / w.norm())) / (a.norm(dim=1) + 1e-8)
         return dot * cosine.clamp(min=0.1) ** self.power
 
 

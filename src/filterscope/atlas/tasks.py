@@ -19,6 +19,7 @@ A new kind of work is a task type, a function and a record step in the build; ne
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
@@ -29,12 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from ..analysis.inputs import decode_image, decoded
 from ..errors import FilterscopeError
 from ..images import encode_png
 from ..layers import OUTPUT, LayerRef, resolve_layer, slug
-from ..maps.samples import SampleRows, SampleSpec, Taps, class_gradients, collect
+from ..maps.samples import SampleRows, SampleSpec, Tangents, Taps, class_gradients, collect, primal
 from ..metrics import activation_ratio, high_frequency_share, robustness
 from ..objectives import Channel
 from ..recipes import Recipe
@@ -253,27 +255,40 @@ def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[in
     samples = samples or {}
     attributed = [ref for ref, spec in samples.items() if spec.classes > 0] if loaded.categories else []
     out = resolve_layer(loaded, OUTPUT) if attributed else None
-    taps = Taps(loaded, attributed)
+    # one layer sampled at one position per image: forward-mode attribution to every class (maps.samples)
+    tangents = (Tangents(loaded, attributed[0], samples[attributed[0]])
+                if len(attributed) == 1 and samples[attributed[0]].positions == "random" else None)
+    taps = Taps(loaded, [] if tangents is not None else attributed)
 
     def run(forward: Forward) -> None:
         indices = torch.tensor([i for i, _ in pending])
         batch = torch.stack([p for _, p in pending]).to(loaded.device)
         top: torch.Tensor | None = None
         grads: list[list[torch.Tensor]] = [[] for _ in attributed]
-        with torch.set_grad_enabled(bool(attributed)):
-            acts = forward(loaded.preprocessing.normalize(batch))
-            if out is not None and acts[out].dim() == 2 and all(ref in taps.tensors for ref in attributed):
-                k = min(max(samples[ref].classes for ref in attributed), acts[out].shape[1])
-                top, grads = class_gradients(acts[out], [taps.tensors[ref] for ref in attributed], k)
+        every: torch.Tensor | None = None
+        if tangents is not None:
+            tangents.indices = indices.tolist()
+            with fwAD.dual_level():
+                duals = forward(loaded.preprocessing.normalize(batch))
+                if out is not None and duals[out].dim() == 2:
+                    every = fwAD.unpack_dual(duals[out]).tangent
+                acts = {ref: primal(act) for ref, act in duals.items()}
+        else:
+            with torch.set_grad_enabled(bool(attributed)):
+                acts = forward(loaded.preprocessing.normalize(batch))
+                if out is not None and acts[out].dim() == 2 and all(ref in taps.tensors for ref in attributed):
+                    k = min(max(samples[ref].classes for ref in attributed), acts[out].shape[1])
+                    top, grads = class_gradients(acts[out], [taps.tensors[ref] for ref in attributed], k)
         pending.clear()
         gradient = dict(zip(attributed, grads))
         taken = {ref: collect(acts[ref], indices.tolist(), spec, top if gradient.get(ref) else None,
-                              gradient.get(ref, [])) for ref, spec in samples.items()}
+                              gradient.get(ref, []), every if tangents is not None and ref in attributed else None)
+                 for ref, spec in samples.items()}
         taps.tensors.clear()
         on_batch({ref: acts[ref].detach().cpu() for ref in refs}, indices, taken)
 
     layers = list(refs) + ([out] if out is not None and out not in refs else [])
-    with torch.no_grad(), Forward(loaded, layers, runtime) as forward, taps:
+    with torch.no_grad(), Forward(loaded, layers, runtime) as forward, taps, tangents or contextlib.nullcontext():
         for index, parts in prefetch(items, decode, ahead=ANALYSIS_BATCH * 2):
             if isinstance(parts, Exception):
                 on_image(index, None, parts)

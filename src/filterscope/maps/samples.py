@@ -7,26 +7,33 @@ sample to the image's top classes: activation × gradient of the class's logit, 
 the sample's position (what that position contributes to the class, to first order).
 
 The random position of an image depends only on the seed and the image's dataset index, so shards, batches
-and resumed passes sample the same places. Attributions need the gradient of the logits with respect to the
-layer: :class:`Taps` makes the layer's output a gradient source during the pass's forward (which then runs to
-the output); the earlier layers build no graph (the input and the weights need no gradient).
+and resumed passes sample the same places. Attributions are directional derivatives: with one sample per image,
+:class:`Tangents` gives the layer's output a forward-mode tangent equal to itself at the sample's position and
+zero elsewhere, so that the logits' tangent is every class's attribution to that position, in the same forward
+pass (which runs on to the output); the sample keeps its top :data:`TOP_CLASSES` classes by attribution.
+Measured on Lite0 ``_blocks.15`` (batch 4, 224 px): 51 ms against 47 ms for the truncated forward, where five
+backward passes from the image's top logits cost 59 ms. With every position sampled (one tangent per position
+would be a pass each), :class:`Taps` makes the layer a gradient source instead and the samples are attributed
+to the image's top classes by backward passes (:func:`class_gradients`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from ..circuits.linear import Intervene
 from ..circuits.weights import source_calls
 from ..layers import LayerRef
 from ..zoo.model import LoadedModel
 
-__all__ = ["POSITIONS", "TOP_CLASSES", "SampleSpec", "SampleRows", "Taps", "sample_places", "per_image",
-           "class_gradients", "collect"]
+__all__ = ["POSITIONS", "TOP_CLASSES", "SampleSpec", "SampleRows", "Taps", "Tangents", "primal", "sample_places",
+           "per_image", "class_gradients", "collect"]
 
 POSITIONS = ("random", "all")
 """Where the samples of an image are taken: one seeded random position away from the border, or every one."""
@@ -106,6 +113,37 @@ class Taps:
             hook.__exit__()
 
 
+class Tangents:
+    """While open (a context manager, inside ``forward_ad.dual_level()``), ``ref``'s output carries the tangent
+    that is itself at each image's sampled position (:func:`sample_places` of ``indices``, set before each
+    batch) and zero elsewhere: the logits' tangent is then each class's attribution to that position."""
+
+    def __init__(self, model: LoadedModel, ref: LayerRef, spec: SampleSpec) -> None:
+        self.spec, self.indices = spec, [0]
+        self._hook = Intervene(model, ref, self._dual, source_calls(model, ref))
+
+    def _dual(self, output: torch.Tensor) -> torch.Tensor:
+        grid = _grid(output)
+        places = sample_places(self.indices, tuple(grid.shape[2:]), self.spec.positions, self.spec.seed)
+        mask = torch.zeros_like(grid)
+        mask[torch.arange(len(places)), :, torch.from_numpy(places[:, 1]), torch.from_numpy(places[:, 2])] = 1.0
+        with warnings.catch_warnings():  # torch scripts a helper on first use, with a DeprecationWarning
+            warnings.filterwarnings("ignore", message=".*torch.jit.script", category=DeprecationWarning)
+            return fwAD.make_dual(output.clone(), (grid * mask).reshape(output.shape))
+
+    def __enter__(self) -> Tangents:
+        self._hook.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hook.__exit__()
+
+
+def primal(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor without its forward-mode tangent (itself when it has none)."""
+    return fwAD.unpack_dual(tensor).primal
+
+
 def _grid(act: torch.Tensor) -> torch.Tensor:
     return act if act.dim() == 4 else act.reshape(*act.shape[:2], 1, 1)
 
@@ -125,16 +163,21 @@ def class_gradients(logits: torch.Tensor, tensors: Sequence[torch.Tensor], k: in
 
 
 def collect(act: torch.Tensor, indices: Sequence[int], spec: SampleSpec, top: torch.Tensor | None = None,
-            grads: Sequence[torch.Tensor] = ()) -> SampleRows:
+            grads: Sequence[torch.Tensor] = (), attributions: torch.Tensor | None = None) -> SampleRows:
     """The samples of a batch's activations ``act`` ``(B, C, ...)`` of images ``indices``; with the images' top
     classes ``top`` ``(B, K)`` and the gradients of their logits with respect to ``act`` (:func:`class_gradients`),
-    each sample's attribution to them."""
+    each sample's attribution to them; or with ``attributions`` ``(B, classes)``, every class's attribution to
+    each image's one sample (:class:`Tangents`), of which the top ``spec.classes`` are kept."""
     grid = _grid(act.detach())
     places = sample_places(indices, tuple(grid.shape[2:]), spec.positions, spec.seed)
     where = {int(i): b for b, i in enumerate(indices)}
     batch_rows = torch.tensor([where[int(i)] for i in places[:, 0]], dtype=torch.int64)
     ys, xs = torch.from_numpy(places[:, 1]), torch.from_numpy(places[:, 2])
     vectors = grid[batch_rows, :, ys, xs].float().cpu().numpy()
+    if attributions is not None and spec.classes:
+        k = min(spec.classes, attributions.shape[1])
+        scores, best = attributions.detach().float()[batch_rows].topk(k, dim=1)
+        return SampleRows(places, vectors, best.cpu().numpy().astype(np.int32), scores.cpu().numpy())
     k = min(spec.classes, len(grads)) if top is not None else 0
     classes = np.zeros((len(places), k), dtype=np.int32)
     values = np.zeros((len(places), k), dtype=np.float32)
