@@ -12,7 +12,8 @@ def test_demo_writes_the_three_figures_and_every_image(tmp_path):
     plan = DemoPlan(figure1_layer="features.5", figure1_filter=3, middle_layer="features.3",
                     middle_filters=(0, 1, 2, 3, 4, 5), deep_layer="features.5", deep_filters=(6, 7, 8, 9, 10, 11),
                     analysis_layer="features.5", top_k=4, visualize_k=2, maps_k=2, patch=8, stride=4,
-                    atlas_layers=("features.3", "features.5"), atlas_units=3, reference_images=12)
+                    atlas_layers=("features.3", "features.5"), atlas_units=3, reference_images=12,
+                    map_layer="features.5", map_grid=2)
     labels = []
     outputs = run_demo(small_net(), tmp_path, plan=plan, recipe=SMALL,
                        progress=lambda label, total: labels.append((label, total)))
@@ -20,7 +21,7 @@ def test_demo_writes_the_three_figures_and_every_image(tmp_path):
     assert [p.name for p in figures] == ["figure1_scales.png", "grid_middle_features_3.png",
                                          "grid_deep_features_5.png", "figure5_top10.png", "figure4_top5.png",
                                          "figure6_occlusions.png", "sensitivity_top3.png", "atlas_features_3.png",
-                                         "atlas_features_5.png"]
+                                         "atlas_features_5.png", "atlas_map_features_5.png"]
     table = (tmp_path / "table1_occlusion.md").read_text()
     assert table.count("\n") == 2 + 1 + 8 and "| whole face |" in table and "4/4" in table
     assert outputs.table.splitlines()[1].startswith("original")
@@ -44,3 +45,5 @@ def test_demo_writes_the_three_figures_and_every_image(tmp_path):
         record = atlas.unit("features.5", 2)
         assert len(record.exemplars["max"]) == 9 and all(e.has_crop for e in record.exemplars["max"])
         assert record.stats.images == 12
+        found = atlas.map("features.5")  # the activation atlas, over the same 12 images
+        assert found.grid == 2 and sum(c.count for c in found.cells) <= 12 and all(c.icon for c in found.cells)

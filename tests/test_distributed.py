@@ -188,3 +188,25 @@ def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thr
         assert ra[unit].flags == rb[unit].flags and ra[unit].description.text == rb[unit].description.text
         assert ra[unit].paths.share == rb[unit].paths.share  # type: ignore[union-attr]
         assert [s.score for s in ra[unit].afc] == pytest.approx([s.score for s in rb[unit].afc], abs=0.02)
+
+
+def test_an_activation_atlas_builds_on_the_cluster_as_here(tmp_path, executor, one_thread):
+    from PIL import Image
+
+    from .helpers.models import color_classes, smooth_photos
+    from .test_maps import SMALL
+
+    (tmp_path / "photos").mkdir()
+    for i, image in enumerate(smooth_photos(40)):
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
+            tmp_path / "photos" / f"p{i:02d}.png")
+    common = {"recipes": (), "dataset": tmp_path / "photos", "circuits": False, "trust": False, "maps": SMALL,
+              "runtime": fs.Runtime(precision="fp32")}
+    there = fs.build_atlas(tmp_path / "a", color_classes(), "conv2", executor=executor, **common)
+    here = fs.build_atlas(tmp_path / "b", color_classes(), "conv2", **common)
+    assert there.maps == here.maps == 1 and there.icons == here.icons > 0
+    with fs.Atlas(tmp_path / "a") as a, fs.Atlas(tmp_path / "b") as b:
+        ma, mb = a.map("conv2"), b.map("conv2")
+    assert (ma.places == mb.places).all() and [c.count for c in ma.cells] == [c.count for c in mb.cells]
+    assert [c.label for c in ma.cells] == [c.label for c in mb.cells]
+    assert [c.final for c in ma.cells] == pytest.approx([c.final for c in mb.cells], rel=1e-4)

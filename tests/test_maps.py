@@ -209,6 +209,9 @@ def test_the_map_command_builds_and_draws_a_map(tmp_path, photo_folder):
     assert "conv2: " in result.output and "cells of 4x4 over 60 samples" in result.output
     with Image.open(tmp_path / "map.png") as figure:
         assert figure.size == (4 * 72, 4 * 72)
+    status = CliRunner().invoke(app, ["atlas", "status", str(tmp_path / "a")])
+    assert status.exit_code == 0 and "activation atlas colorclasses conv2: " in status.output, status.output
+    assert "cells of 4x4 (random positions), trustworthiness" in status.output
     by_name = CliRunner().invoke(app, ["atlas", "map", str(tmp_path / "a"), "-l", "conv2", "--class", "purple", "-q"])
     assert by_name.exit_code == 1 and "--class 'purple' names no class" in by_name.output
     assert "Traceback" not in by_name.output
@@ -281,3 +284,20 @@ def test_forward_mode_attribution_to_every_class_equals_a_hand_computation(photo
         values, best = every.topk(3)
         assert rows.classes[m].tolist() == best.tolist()
         assert np.allclose(rows.attributions[m], values.numpy(), atol=1e-6)
+
+
+def test_a_two_class_comparison_orders_the_samples_by_their_attribution_difference(tmp_path, photo_folder):
+    compare = MapSettings(grid=4, min_count=1, icon_size=32, n_neighbors=10, compare=(0, 1))
+    build(tmp_path / "a", photo_folder, compare)
+    with fs.Atlas(tmp_path / "a") as atlas:
+        found = atlas.map("conv2", settings=compare)
+        samples = atlas.map_samples(atlas.latest_pass(atlas.layer(atlas.model(), "conv2").id).id, "random", 0)
+        classes = np.load(tmp_path / "a" / samples.classes_file)
+        attributions = np.load(tmp_path / "a" / samples.attributions_file)
+    difference = (np.where(classes == 0, attributions, 0).sum(axis=1) - np.where(classes == 1, attributions, 0)
+                  .sum(axis=1))
+    kept = np.isfinite(found.coords[:, 0])
+    assert kept.all()  # five classes, five kept per sample: every sample has both
+    order = np.argsort(found.coords[:, 0], kind="stable")
+    assert (np.diff(difference[order]) >= -1e-9).all()  # x is the rank of the difference
+    assert found.trustworthiness is None and found.cells

@@ -82,3 +82,21 @@ def test_the_readme_atlas_example_runs(tmp_path, monkeypatch):
     unit = namespace["unit"]
     assert unit.renders[0].status == "ok" and len(unit.exemplars["max"]) == 6 and unit.stats.images == 6
     assert (tmp_path / "out" / "readme-atlas" / unit.renders[0].file).is_file()
+
+
+@pytest.mark.integration
+def test_the_readme_activation_atlas_example_runs(tmp_path, monkeypatch):
+    from filterscope.demo import write_reference_set
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Activation atlas"):text.index("\n## ", text.index("## Activation atlas") + 1)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    write_reference_set(tmp_path / "out" / "readme-photos", 24)
+    monkeypatch.setitem(fs.RECIPES, "filterscope", fs.RECIPES["filterscope"].replace(steps=2))  # seconds
+    namespace: dict[str, object] = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    found = namespace["found"]
+    assert isinstance(found, fs.ActivationMap) and found.cells and all(c.icon for c in found.cells)
+    assert sum(c.count for c in found.cells) <= 24 and all(c.label_name for c in found.cells)
+    assert (tmp_path / "out" / "readme-map.png").is_file()

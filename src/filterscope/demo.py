@@ -9,7 +9,8 @@
 
 * An atlas (``out/atlas``): 16 units of two layers, each rendered with the paper's recipe, with their
   exemplars from a reference set of a few hundred crops of scikit-image's colour photos
-  (``out/reference-set``), and a sheet figure per layer (unit image next to its top exemplars).
+  (``out/reference-set``), and a sheet figure per layer (unit image next to its top exemplars); and an
+  activation atlas of the deeper layer over the same images (``atlas_map_blocks_10.png``).
 
 The recipe is never reduced; the demo stays within minutes by rendering few filters.
 """
@@ -30,6 +31,7 @@ from .atlas import Atlas, BuildProgress
 from .data import natural_images
 from .files import atomic_write, atomic_write_text
 from .images import save_png
+from .maps import MapSettings
 from .objectives import Channel
 from .plots import (
     activation_bars,
@@ -76,6 +78,8 @@ class DemoPlan:
     atlas_layers: tuple[str, ...] = ("_blocks.4", "_blocks.10")
     atlas_units: int = 16
     reference_images: int = 240
+    map_layer: str = "_blocks.10"
+    map_grid: int = 8
 
 
 DEMO_PLAN = DemoPlan()
@@ -199,6 +203,13 @@ def _atlas(model: LoadedModel, out: Path, plan: DemoPlan, recipe: Recipe, seed: 
             fig = atlas_sheet(entries, suptitle=f"{model.name} {layer}: optimized image and top dataset exemplars "
                                                 f"(crops around the maximum, sized to the receptive field)")
             figures.append(save_figure(fig, out / f"atlas_{layer.strip('_').replace('.', '_')}.png"))
+        settings = MapSettings(grid=plan.map_grid, min_count=2, seed=seed)
+        atlas.build(model, plan.map_layer, recipes=(), circuits=False, trust=False, maps=settings,
+                    progress=_AtlasProgress(progress, recipe.total_steps))
+        path = out / f"atlas_map_{plan.map_layer.strip('_').replace('.', '_')}.png"
+        picture = atlas.map(plan.map_layer, settings=settings).figure(cell=max(64, 512 // plan.map_grid))
+        atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+        figures.append(path)
     return figures
 
 

@@ -243,10 +243,12 @@ def status_command(
     out: Annotated[Path, typer.Argument(help="The atlas folder.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """What an atlas holds and what is left: renders per layer, recipe and seed; exemplar passes per layer."""
+    """What an atlas holds and what is left: renders per layer, recipe and seed; exemplar passes and activation
+    atlases per layer."""
     with Atlas(out, create=False) as atlas:
         rows = atlas.status()
         passes: list[dict[str, Any]] = []
+        maps: list[dict[str, Any]] = []
         for model in atlas.models():
             for layer in atlas.layers(model.id):
                 for run in atlas.passes(layer.id):
@@ -254,9 +256,15 @@ def status_command(
                                    "images": run.images, "status": run.status,
                                    "units_with_crops": atlas.crops_done(run.id) if run.status == "done" else 0,
                                    "units": layer.channels})
+                for found in atlas.maps_of_layer(layer.id):
+                    cells = atlas.map_cells(found.id)
+                    maps.append({"model": model.name, "layer": layer.name, "grid": found.settings["grid"],
+                                 "positions": found.settings["positions"], "class": found.settings["label_class"],
+                                 "cells": len(cells), "icons": sum(c.file is not None for c in cells),
+                                 "trustworthiness": found.trustworthiness})
         if as_json:
             typer.echo(json.dumps({"schema": atlas.schema_version, "renders": [
-                {**r.__dict__, "total": r.total} for r in rows], "passes": passes}, indent=2))
+                {**r.__dict__, "total": r.total} for r in rows], "passes": passes, "maps": maps}, indent=2))
             return
         typer.echo(f"atlas {out} (schema {atlas.schema_version})")
         if not rows and not passes:
@@ -271,6 +279,12 @@ def status_command(
             state = (f"done, crops for {p['units_with_crops']} of {p['units']} units" if p["status"] == "done"
                      else "not finished (the next build resumes it)")
             typer.echo(f"  exemplars {p['model']} {p['layer']}: {p['images']} images from {p['dataset']}: {state}")
+        for m in maps:
+            what = f", class {m['class']}" if m["class"] is not None else ""
+            trust = f", trustworthiness {m['trustworthiness']:.3f}" if m["trustworthiness"] is not None else ""
+            rest = "" if m["icons"] == m["cells"] else " (the next atlas map renders the rest)"
+            typer.echo(f"  activation atlas {m['model']} {m['layer']}: {m['cells']} cells of {m['grid']}x{m['grid']} "
+                       f"({m['positions']} positions{what}){trust}, {m['icons']} of {m['cells']} icons{rest}")
         left = sum(r.pending for r in rows)
         typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
 

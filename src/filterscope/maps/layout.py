@@ -48,8 +48,8 @@ def lay_out(vectors: np.ndarray, *, method: str = "umap", n_neighbors: int = N_N
     if method not in LAYOUTS:
         raise InvalidOptionError(f"Unknown layout {method!r}: use {', '.join(LAYOUTS)}")
     n = len(vectors)
-    if n < 3:
-        raise InvalidOptionError(f"A layout needs at least 3 samples, not {n}")
+    if n < 4:
+        raise InvalidOptionError(f"A layout needs at least 4 samples, not {n}")
     x = _unit(vectors)
     if method == "tsne":
         from sklearn.manifold import TSNE
@@ -62,7 +62,8 @@ def lay_out(vectors: np.ndarray, *, method: str = "umap", n_neighbors: int = N_N
         import torchdr
 
     torch.manual_seed(seed)
-    umap = torchdr.UMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, backend=None, device="cpu",
+    # torchdr wants fewer neighbours than n - 1
+    umap = torchdr.UMAP(n_neighbors=min(n_neighbors, n - 2), min_dist=min_dist, backend=None, device="cpu",
                         random_state=seed, verbose=False)
     with contextlib.redirect_stdout(io.StringIO()):
         out = umap.fit_transform(torch.from_numpy(x))
