@@ -261,21 +261,15 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         if data is not None:
             build.exemplar_stage(plan, data, exemplars, fit, checkpoint_seconds)
         if circuits:
-            begun = time.perf_counter()
-            build.circuit_stage(plan, fit)
-            build.summary.circuit_seconds = time.perf_counter() - begun
+            build.timed("circuit_seconds", build.circuit_stage, plan, fit)
         groups = build.plan_renders(plan, recipe_list, list(seeds), scores, retry_failed)
         if groups:
             build.summary.render_start_seconds = time.perf_counter() - started
             build.run_renders(groups, batch_size)
         if map_settings is not None:
-            begun = time.perf_counter()
-            build.map_stage(plan, map_settings, fit, checkpoint_seconds)
-            build.summary.map_seconds = time.perf_counter() - begun
+            build.timed("map_seconds", build.map_stage, plan, map_settings, fit, checkpoint_seconds)
         if trust and data is not None:
-            begun = time.perf_counter()
-            build.trust_stage(plan, fit)
-            build.summary.trust_seconds = time.perf_counter() - begun
+            build.timed("trust_seconds", build.trust_stage, plan, fit)
     build.summary.seconds = time.perf_counter() - started
     return build.summary
 
@@ -320,6 +314,12 @@ class _Build:
     references: torch.Tensor | None = None  # the reference photos of the quality scores, loaded once
     weights_hash: str = ""  # the model's weights fingerprint, set by record_layers
     pass_ids: dict[int, int] = field(default_factory=dict)  # layer id -> this build's exemplar pass
+
+    def timed(self, name: str, stage: Callable[..., None], *args: object) -> None:
+        """Run a stage, recording its wall time as the summary's ``name``."""
+        begun = time.perf_counter()
+        stage(*args)
+        setattr(self.summary, name, time.perf_counter() - begun)
 
     # ------------------------------------------------------------------------------------------ plan
     def record_layers(self, layers: list[tuple[LayerRef, int, list[int], tuple[int, ...]]]) -> list[LayerPlan]:
@@ -407,8 +407,9 @@ class _Build:
             if samples is None:
                 self.progress.message(f"map of {x.ref}: the exemplar pass has no samples ({settings.positions} "
                                       "positions); collecting them in a pass of their own")
-                collect_samples(self.store, self.loaded, self.executor, self.runtime, layer, spec, fit,
-                                lambda d, t: self.progress.map_progress("samples", d, t), checkpoint_seconds)
+                collect_samples(self.store, self.loaded, self.executor, self.runtime, layer, spec=spec, fit=fit,
+                                report=lambda d, t: self.progress.map_progress("samples", d, t),
+                                checkpoint_seconds=checkpoint_seconds)
                 samples = self.store.map_samples(pass_id, *settings.sampling)
                 assert samples is not None
             key = settings.key(samples.id, self.weights_hash)

@@ -121,7 +121,7 @@ def attributed_classes(loaded: LoadedModel, spec: SampleSpec) -> int:
     return min(spec.classes, len(loaded.categories)) if loaded.categories else 0
 
 
-def collect_samples(store: AtlasStore, loaded: LoadedModel, executor: Executor, runtime: Runtime, layer: MapLayer,
+def collect_samples(store: AtlasStore, loaded: LoadedModel, executor: Executor, runtime: Runtime, layer: MapLayer, *,
                     spec: SampleSpec, fit: str, report: Callable[[int, int], None],
                     checkpoint_seconds: float = 30.0) -> int:
     """A pass over the images of ``layer``'s finished exemplar pass that collects only the map's samples (for a
