@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "UnknownModelError": ".errors",
     "WeightsError": ".errors",
     "AtlasError": ".errors",
+    "ArgumentTypeError": ".errors",
     "load_image": ".images",
     "read_png_metadata": ".images",
     "Capture": ".layers",
@@ -155,7 +156,7 @@ __all__ = [
     # errors
     "FilterscopeError", "UnknownModelError", "UnknownLayerError", "ChannelError", "InvalidObjectiveError",
     "InvalidRecipeError", "InvalidOptionError", "ImageError", "RegionError", "WeightsError", "DeviceError",
-    "RuntimeSettingError", "AtlasError",
+    "RuntimeSettingError", "AtlasError", "ArgumentTypeError",
     # models
     "DEFAULT_MODEL", "MODELS", "LoadedModel", "Preprocessing", "load_model", "wrap_model", "list_models",
     "register_model", "imagenet_categories", "WeightsSource", "reload_model",
@@ -238,6 +239,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .atlas import Atlas, DaskExecutor, build_atlas, list_dataset
     from .circuits import Circuit, ExpandedWeights, circuit, class_effects, expanded_weights
     from .errors import (
+        ArgumentTypeError,
         AtlasError,
         ChannelError,
         DeviceError,

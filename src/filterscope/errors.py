@@ -26,6 +26,7 @@ __all__ = [
     "ModelInputError",
     "OutputError",
     "AtlasError",
+    "ArgumentTypeError",
     "did_you_mean",
 ]
 
@@ -85,6 +86,10 @@ class ModelInputError(FilterscopeError, RuntimeError):
 
 class OutputError(FilterscopeError, OSError):
     """An output path that cannot be written (a file where a folder is needed, no permission, too long)."""
+
+
+class ArgumentTypeError(FilterscopeError, TypeError):
+    """An argument of the Python API of the wrong type: the message names the argument and what it takes."""
 
 
 class AtlasError(FilterscopeError, OSError):

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ChannelError, ModelInputError, UnknownLayerError, did_you_mean
-from .zoo.model import LoadedModel, frozen
+from .zoo.model import LoadedModel, coerce_model, frozen
 
 __all__ = ["LayerRef", "LayerInfo", "Capture", "list_layers", "resolve_layer", "layer_info", "check_channel",
            "OUTPUT", "slug", "layer_slug"]
@@ -186,6 +186,7 @@ def list_layers(model: LoadedModel, size: int | tuple[int, int] | None = None) -
         model: The model.
         size: Input of the probe pass, a side or ``(height, width)``; defaults to the model's input shape.
     """
+    model = coerce_model(model)
     infos = _probe(model, size)
     return [info for info in infos.values() if info.calls > 0]
 
@@ -259,6 +260,7 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
         UnknownLayerError: no such module, a module that never runs, a call it does not make, or an
             element that does not exist or does not lead to one tensor (the message lists the choices).
     """
+    model = coerce_model(model)
     if isinstance(spec, LayerRef):
         text, call, element, port = spec.name, spec.call, spec.element, spec.port
     else:
@@ -300,6 +302,7 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
 def layer_info(model: LoadedModel, spec: str | LayerRef) -> LayerInfo:
     """:class:`LayerInfo` of a layer given in any accepted form; ``shape`` is that of the selected call,
     element and port."""
+    model = coerce_model(model)
     ref = resolve_layer(model, spec)
     info = _probe(model)[ref.name]
     structures = info.inputs if ref.port == "in" else info.outputs

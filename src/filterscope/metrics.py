@@ -74,6 +74,7 @@ def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = N
     Raises:
         InvalidOptionError: the model's inputs are not photos (neither 1 nor 3 channels).
     """
+    model = coerce_model(model)
     if model.preprocessing.image_mode is None:
         raise InvalidOptionError(f"{model.name} takes {model.preprocessing.channels} channels: there are no reference "
                                  "photos for it; pass reference= a (N,C,H,W) tensor of your own data")

@@ -37,7 +37,7 @@ import torch
 from .files import cache_dir
 from .layers import LayerRef
 from .runtime import Forward, Runtime, cpu_bf16_flags, cpu_description, format_size
-from .zoo.model import LoadedModel
+from .zoo.model import LoadedModel, coerce_model
 
 __all__ = ["PrecisionChoice", "choose_precision", "probe_timings", "cache_dir", "MARGIN", "TRIVIAL_SECONDS",
            "PROBE_BATCH"]
@@ -157,6 +157,7 @@ def choose_precision(model: LoadedModel, layers: Sequence[LayerRef], shape: tupl
     ``shape`` is the network's largest input ``(height, width)`` in the render, ``batch`` its rows.
     ``probe`` replaces :func:`probe_timings` (tests give it made-up timings).
     """
+    model = coerce_model(model)
     if runtime.precision != "auto":
         return PrecisionChoice(runtime.precision, "as asked")
     unsupported = _bf16_hardware(model.device)

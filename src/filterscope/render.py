@@ -516,6 +516,7 @@ def choose_runtime(model: LoadedModel, objectives: Sequence[Objective], recipe: 
     """``runtime`` with its precision decided for rendering ``objectives`` (resolved) with ``recipe``:
     ``auto`` becomes ``bf16`` or ``fp32`` (:func:`filterscope.precision.choose_precision`, probing the
     network at the render's largest input and batch); an explicit precision stays."""
+    model = coerce_model(model)
     runtime = runtime or Runtime()
     stages = recipe if isinstance(recipe, Stages) else Stages.from_recipe(recipe, model.preprocessing.input_shape)
     shape, _copies = _network_rows(objectives, stages)

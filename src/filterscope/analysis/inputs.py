@@ -22,7 +22,7 @@ from ..errors import ImageError
 from ..files import regular_file
 from ..images import ARRAY_SUFFIXES, load_array, load_image
 from ..tensors import to_pil, to_tensor
-from ..zoo.model import LoadedModel
+from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.preprocessing import Placement
 
 __all__ = ["IMAGE_SUFFIXES", "AnalysisImage", "prepare_image", "decode_image", "decoded", "collect_images",
@@ -54,7 +54,7 @@ class AnalysisImage:
 def prepare_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, *, fit: str = "crop",
                   name: str | None = None) -> AnalysisImage:
     """Load (if a path) and preprocess one image for ``model``; see :class:`AnalysisImage`."""
-    return decoded(*decode_image(model, image, fit, name))
+    return decoded(*decode_image(coerce_model(model), image, fit, name))
 
 
 def decode_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, fit: str,

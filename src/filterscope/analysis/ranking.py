@@ -180,7 +180,7 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
 
     Args:
         model: The model.
-        images: Paths or PIL images (at least one).
+        images: Paths or PIL images (at least one), or one of them.
         layer: Any accepted layer form.
         k: How many top filters to report (1 to the number of filters).
         augment: Random augmented views per image (resized crops, flips, brightness), averaged into it.
@@ -195,6 +195,8 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
     """
     model = coerce_model(model)
     ref, _ = checked_layer(model, layer, k)
+    if isinstance(images, (str, os.PathLike, Image.Image)):  # one image where a sequence is expected
+        images = [images]
     if not images:
         raise ImageError("No image given")
     generator = torch.Generator().manual_seed(seed)

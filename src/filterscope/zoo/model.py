@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import DeviceError, InvalidOptionError
+from ..errors import ArgumentTypeError, DeviceError, InvalidOptionError
 from .preprocessing import Preprocessing
 from .weights import WeightsSource
 
@@ -135,15 +135,19 @@ def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Prepro
     defaults to 224 px input with ImageNet normalization: pass your own.
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"wrap_model needs a torch.nn.Module, not {type(module).__name__}")
+        raise ArgumentTypeError(f"wrap_model needs a torch.nn.Module as module, not {type(module).__name__}")
     source = weights if isinstance(weights, WeightsSource) else WeightsSource.module(weights)
     return LoadedModel(name=name, module=module, preprocessing=preprocessing or Preprocessing(),
                        weights=source, categories=categories)
 
 
 def coerce_model(model: LoadedModel | nn.Module) -> LoadedModel:
-    """A :class:`LoadedModel` as it is; a bare module through :func:`wrap_model`."""
+    """A :class:`LoadedModel` as it is; a bare module through :func:`wrap_model`; anything else is an
+    :class:`~filterscope.errors.ArgumentTypeError` naming the argument."""
     if isinstance(model, LoadedModel):
         return model
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"model must be a model from fs.load_model or fs.wrap_model, or a torch.nn.Module, "
+                                f"not {type(model).__name__}")
     return wrap_model(model)
 
