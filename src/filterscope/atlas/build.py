@@ -379,9 +379,10 @@ class _Build:
         fields = {layer.id: _receptive_field(store, self.loaded, layer) for layer in todo}
         if todo:
             self.progress.message(f"exemplar pass: {len(data)} images, layer(s) {', '.join(str(x.ref) for x in todo)}")
-            specs = {} if self.map_settings is None else {x.id: self.sample_spec() for x in todo}
-            state = PassState(store, todo, {x.id: passes[x.id][0] for x in todo}, len(data), n, specs,
-                              attributed_classes(self.loaded, self.sample_spec()))
+            spec = self.map_settings.samples if self.map_settings is not None else None
+            state = PassState(store, todo, {x.id: passes[x.id][0] for x in todo}, len(data), n,
+                              {x.id: spec for x in todo} if spec is not None else {},
+                              attributed_classes(self.loaded, spec) if spec is not None else 0)
             self.summary.pass_images_per_second = self.run_pass(state, data, fit, checkpoint_seconds, fields)
             self.summary.passes += len(todo)
         for layer in plan:
@@ -389,13 +390,9 @@ class _Build:
         self.pass_ids = {layer.id: passes[layer.id][0] for layer in plan}
 
     # ------------------------------------------------------------------------------ activation atlas
-    def sample_spec(self) -> SampleSpec:
-        settings = self.map_settings or MapSettings()
-        return SampleSpec(settings.positions, settings.seed, settings.classes)
-
     def map_stage(self, plan: list[LayerPlan], settings: MapSettings, fit: str, checkpoint_seconds: float) -> None:
         """Each layer's activation atlas (:mod:`.maps`): samples (when the pass has none), layout, icons."""
-        spec = SampleSpec(settings.positions, settings.seed, settings.classes)
+        spec = settings.samples
         for x in plan:
             latest = self.store.latest_pass(x.id)
             pass_id = self.pass_ids.get(x.id) or (latest.id if latest is not None else None)
@@ -403,14 +400,14 @@ class _Build:
                 raise AtlasError(f"The map of {x.ref} needs an exemplar pass over a dataset: build it with --images "
                                  "DIR (the samples come from the pass)")
             layer = MapLayer(str(x.ref), x.id, x.channels, x.grid, pass_id)
-            samples = self.store.map_samples(pass_id, *settings.sampling)
+            samples = self.store.map_samples(pass_id, spec.positions, spec.seed)
             if samples is None:
                 self.progress.message(f"map of {x.ref}: the exemplar pass has no samples ({settings.positions} "
                                       "positions); collecting them in a pass of their own")
                 collect_samples(self.store, self.loaded, self.executor, self.runtime, layer, spec=spec, fit=fit,
                                 report=lambda d, t: self.progress.map_progress("samples", d, t),
                                 checkpoint_seconds=checkpoint_seconds)
-                samples = self.store.map_samples(pass_id, *settings.sampling)
+                samples = self.store.map_samples(pass_id, spec.positions, spec.seed)
                 assert samples is not None
             key = settings.key(samples.id, self.weights_hash)
             record = self.store.map_by_key(key)
@@ -588,13 +585,12 @@ class PassState:
                 continue
             stem = sample_stem(pass_ids[x.id], str(x.ref), spec)
             resume = state is not None
-            if resume and not all((self.folder / f".{stem}-{n}.npy.partial").exists() for n in SampleWriter.NAMES):
+            if resume and not SampleWriter.started(self.folder, stem):
                 continue  # the pass began without samples: the map stage collects them in a pass of its own
             self.samples[x.id] = SampleWriter(self.folder, stem, count,
                                               MapLayer(str(x.ref), x.id, x.channels, x.grid, pass_ids[x.id]), spec,
                                               classes, resume)
-        self.specs = tuple(spec if x.id in self.samples else None
-                           for x, spec in ((x, (samples or {}).get(x.id)) for x in layers))
+        self.specs = tuple(self.samples[x.id].spec if x.id in self.samples else None for x in layers)
 
     def merge(self, shard: ShardOutcome, on_skip: Callable[[int, str], None]) -> None:
         """Add a shard's outcome (:func:`~filterscope.atlas.tasks.scan_shard`): exact, in shard order."""

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AtlasError
-from ..files import atomic_write, atomic_write_text, write_bytes
+from ..files import atomic_write_text, write_bytes
+from ..images import save_array
 from ..layers import layer_slug, slug
 from ..maps.icons import IconJob, IconTask, IconTaskOutcome, icon_recipe, icon_task, second_moment, whitening
 from ..maps.layout import bin_cells, lay_out, normalize_layout
@@ -82,8 +83,10 @@ class SampleWriter:
             self.arrays["places"][:] = -1
             self.arrays["classes"][:] = -1
 
-    def resumable(self) -> bool:
-        return all(p.exists() for p in self.partial.values())
+    @classmethod
+    def started(cls, folder: Path, stem: str) -> bool:
+        """Whether a killed pass left these samples' files under their temporary names (to resume them)."""
+        return all((folder / f".{stem}-{n}.npy.partial").exists() for n in cls.NAMES)
 
     def write(self, rows: SampleRows | None) -> None:
         if rows is None or not len(rows.places):
@@ -112,6 +115,11 @@ class SampleWriter:
         return store.add_map_samples(pass_id, self.spec.positions, self.spec.seed, count, files)
 
 
+def map_folder(store: AtlasStore, model: str, layer: str) -> Path:
+    """Where the maps of a layer keep their files: ``OUT/maps/MODEL/LAYER/``."""
+    return store.path / "maps" / slug(model) / layer_slug(layer)
+
+
 def sample_stem(pass_id: int, layer: str, spec: SampleSpec) -> str:
     return f"pass{pass_id}-{layer_slug(layer)}-samples-{spec.positions}-s{spec.seed}"
 
@@ -131,8 +139,7 @@ def collect_samples(store: AtlasStore, loaded: LoadedModel, executor: Executor, 
     stem = sample_stem(layer.pass_id, layer.layer, spec)
     progress = folder / f".{stem}.progress"
     start = 0
-    probe = [folder / f".{stem}-{n}.npy.partial" for n in SampleWriter.NAMES]
-    if progress.exists() and all(p.exists() for p in probe):
+    if progress.exists() and SampleWriter.started(folder, stem):
         try:
             start = int(json.loads(progress.read_text())["done"])
         except (ValueError, KeyError, OSError):
@@ -241,7 +248,7 @@ def lay_out_map(store: AtlasStore, loaded: LoadedModel, layer: MapLayer, samples
             label, share = int(counts.argmax()), float(counts.max() / len(member_labels))
         name = names[label] if label is not None and label < len(names) else None
         new.append(NewCell(cell, c.row, c.col, c.count, label, name, share, f"{key[:16]}-{cell}"))
-    folder = store.path / "maps" / slug(loaded.name) / layer_slug(layer.layer)
+    folder = map_folder(store, loaded.name, layer.layer)
     full_coords = np.full((len(valid), 2), np.nan, dtype=np.float32)
     full_coords[idx] = coords
     full_cells = np.full(len(valid), -1, dtype=np.int32)
@@ -249,20 +256,10 @@ def lay_out_map(store: AtlasStore, loaded: LoadedModel, layer: MapLayer, samples
     files = []
     for name, array in (("layout", full_coords), ("cells", full_cells),
                         ("means", np.stack([c.mean for c in cells]).astype(np.float32))):
-        path = folder / f"map-{key[:12]}-{name}.npy"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _save(path, array)
+        path = save_array(array, folder / f"map-{key[:12]}-{name}.npy")  # atomically, folders made
         files.append(str(path.relative_to(store.path)))
     map_id = store.add_map(samples.id, key, asdict(settings), files, trust, time.perf_counter() - started, new)
     return store.map_by_id(map_id)
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-
-    atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------------------- icons
@@ -296,7 +293,7 @@ def record_icons(store: AtlasStore, loaded: LoadedModel, record: MapRecord, task
     """Write a task's icons (files first, then their records); how many were recorded."""
     if isinstance(outcome, TaskFailure):
         return 0
-    folder = store.path / "maps" / slug(loaded.name) / layer_slug(task.layer) / f"icons-{record.key[:12]}"
+    folder = map_folder(store, loaded.name, task.layer) / f"icons-{record.key[:12]}"
     finished = []
     for o in outcome.outcomes:
         path = write_bytes(folder / f"cell{o.cell:04d}.png", o.png)

@@ -10,7 +10,7 @@ from ..errors import InvalidOptionError
 from ..recipes import list_recipes
 from .icons import ICON_POWER, ICON_SIZE
 from .layout import GRID, LAYOUTS, MIN_COUNT, MIN_DIST, N_NEIGHBORS
-from .samples import POSITIONS, TOP_CLASSES
+from .samples import POSITIONS, TOP_CLASSES, SampleSpec
 
 __all__ = ["MapSettings", "MAX_SAMPLES"]
 
@@ -74,9 +74,9 @@ class MapSettings:
             raise InvalidOptionError("Map settings: " + "; ".join(problems))
 
     @property
-    def sampling(self) -> tuple[str, int]:
-        """What the samples depend on: the positions and the seed."""
-        return self.positions, self.seed
+    def samples(self) -> SampleSpec:
+        """What the exemplar pass collects for this map (the samples depend on the positions and the seed)."""
+        return SampleSpec(self.positions, self.seed, self.classes)
 
     def key(self, samples_id: int, weights_hash: str) -> str:
         """The map's identity: its samples, the model's weights and every setting."""
