@@ -155,13 +155,13 @@ class MapQueries:
             raise AtlasError(f"No activation atlas {map_id} in the atlas")
         return _map(row)
 
-    def map_pass(self, map_id: int) -> int:
-        """The exemplar pass whose samples the map lays out."""
-        row = self._conn.execute("SELECT s.pass_id FROM maps JOIN map_samples s ON s.id = maps.samples_id "
-                                 "WHERE maps.id = ?", (map_id,)).fetchone()
+    def map_source(self, map_id: int) -> tuple[int, int]:
+        """The exemplar pass whose samples the map lays out, and that pass's layer (atlas ids)."""
+        row = self._conn.execute("SELECT s.pass_id, p.layer_id FROM maps JOIN map_samples s ON s.id = maps.samples_id "
+                                 "JOIN passes p ON p.id = s.pass_id WHERE maps.id = ?", (map_id,)).fetchone()
         if row is None:
             raise AtlasError(f"No activation atlas {map_id} in the atlas")
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     def add_map(self, samples_id: int, key: str, settings: dict[str, Any], files: Sequence[str],
                 trustworthiness: float | None, seconds: float, cells: Sequence[NewCell]) -> int:

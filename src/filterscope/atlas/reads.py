@@ -212,6 +212,14 @@ class AtlasReader:
             "SELECT d.path FROM passes p JOIN dataset_images d ON d.dataset_id = p.dataset_id WHERE p.id = ? "
             "ORDER BY d.idx", (pass_id,))]
 
+    def pass_image(self, pass_id: int, index: int) -> str:
+        """The path of one dataset image of a pass, by index (without reading all of them)."""
+        row = self._conn.execute("SELECT d.path FROM passes p JOIN dataset_images d ON d.dataset_id = p.dataset_id "
+                                 "WHERE p.id = ? AND d.idx = ?", (pass_id, index)).fetchone()
+        if row is None:
+            raise AtlasError(f"No image {index} in exemplar pass {pass_id} of the atlas {self.path}")
+        return str(row[0])
+
     def pass_settings(self, pass_id: int) -> JSONData:
         """The settings a pass ran with (``fit``, ``precision``, ``input``)."""
         row = self._conn.execute("SELECT settings FROM passes WHERE id = ?", (pass_id,)).fetchone()

@@ -40,6 +40,13 @@ def _class(text: Optional[str], names: tuple[str, ...] | None, option: str) -> O
     return found[0]
 
 
+def _figure_path(figure: Optional[Path], out: Path, layer: str, *, several: bool) -> Path:
+    """``--figure`` (with the layer's name added when there are several), else ``OUT/maps/LAYER-map.png``."""
+    if figure is None:
+        return out / "maps" / f"{layer}-map.png"
+    return figure.with_name(f"{figure.stem}-{layer}.png") if several else figure
+
+
 @atlas_app.command("map")
 @guarded
 def map_command(
@@ -113,9 +120,7 @@ def map_command(
     with Atlas(out, create=False) as atlas:
         for name in names:
             found = atlas.map(name, settings=settings)
-            path = figure if figure is not None and len(names) == 1 else out / "maps" / f"{name}-map.png"
-            if figure is not None and len(names) > 1:
-                path = figure.with_name(f"{figure.stem}-{name}.png")
+            path = _figure_path(figure, out, name, several=len(names) > 1)
             path.parent.mkdir(parents=True, exist_ok=True)
             found.figure(density=density).save(path)
             labelled = [c for c in found.cells if c.label_name]

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..atlas.records import LayerRecord, ModelRecord
 from ..errors import AtlasError, FilterscopeError
 from ..maps.result import member_patch
 from .context import Microscope, microscope
@@ -30,25 +31,28 @@ UNITS_SHOWN = 8
 PATCH_SIDE = 96
 
 
-def _latest(scope: Microscope, model: str, layer: str) -> tuple[str, str, int]:
+def _latest(scope: Microscope, model: str, layer: str) -> tuple[ModelRecord, LayerRecord, int]:
+    """The model, the layer and the atlas id of the layer's newest map."""
     found, record = scope.find(model, layer)
     maps = scope.store().maps_of_layer(record.id)
     if not maps:
         raise AtlasError(f"No activation atlas of {record.name}: make one with filterscope atlas map ATLAS -l "
                          f"{record.name}")
-    return found.name, record.name, maps[0].id
+    return found, record, maps[0].id
 
 
 @router.get("/m/{model}/{layer}/map", response_class=HTMLResponse)
 def map_page(request: Request, scope: Scope, model: str, layer: str) -> Response:
-    name, layer_name, _ = _latest(scope, model, layer)
+    found, record, _ = _latest(scope, model, layer)
+    name, layer_name = found.name, record.name
     return page(scope, request, "map", f"{name} {layer_name}: activation atlas", model=name, layer=layer_name,
                 layer_url=scope.urls.layer(name, layer_name), api=scope.urls.api_map(name, layer_name))
 
 
 @router.get("/api/m/{model}/{layer}/map")
 def map_data(scope: Scope, model: str, layer: str) -> Response:
-    name, layer_name, map_id = _latest(scope, model, layer)
+    found, layer_record, map_id = _latest(scope, model, layer)
+    name, layer_name = found.name, layer_record.name
     store, urls = scope.store(), scope.urls
     record = store.map_by_id(map_id)
     cells = [{"cell": c.cell, "row": c.row, "col": c.col, "count": c.count, "label": c.label_name,
@@ -77,7 +81,8 @@ def _arrays(scope: Microscope, map_id: int) -> tuple[np.ndarray, np.ndarray, np.
 
 @router.get("/api/m/{model}/{layer}/map/cells/{cell}")
 def map_cell(scope: Scope, model: str, layer: str, cell: int) -> Response:
-    name, layer_name, map_id = _latest(scope, model, layer)
+    found, record, map_id = _latest(scope, model, layer)
+    name, layer_name = found.name, record.name
     store, urls = scope.store(), scope.urls
     cells = store.map_cells(map_id)
     index = next((k for k, c in enumerate(cells) if c.cell == cell), None)
@@ -85,12 +90,11 @@ def map_cell(scope: Scope, model: str, layer: str, cell: int) -> Response:
         raise AtlasError(f"Cell {cell} is not a kept cell of the activation atlas of {layer_name}")
     of, places, means = _arrays(scope, map_id)
     members = np.flatnonzero(of == cell)
-    images = store.pass_images(store.map_pass(map_id))
+    images = store.pass_images(store.map_source(map_id)[0])
     shown = [{"sample": int(s), "image": images[int(places[s, 0])].rsplit("/", 1)[-1], "y": int(places[s, 1]),
               "x": int(places[s, 2]), "patch": urls.map_patch(map_id, int(s))} for s in members[:MEMBERS_SHOWN]]
     mean = means[index]
     top = [int(u) for u in np.argsort(-mean, kind="stable")[:UNITS_SHOWN]]
-    _, record = scope.find(name, layer_name)
     renders = store.render_ids(record.id, top)
     units = [{"unit": u, "value": float(mean[u]), "url": urls.unit(name, layer_name, u),
               "thumb": urls.render_thumb(renders[u]) if u in renders else None} for u in top]
@@ -117,10 +121,10 @@ def map_patch(request: Request, scope: Scope, map_id: int, sample: int) -> Respo
     _, places, _ = _arrays(scope, map_id)
     if not 0 <= sample < len(places) or places[sample, 0] < 0:
         raise AtlasError(f"No sample {sample} in map {map_id}")
-    pass_id = store.map_pass(map_id)
-    path = store.pass_images(pass_id)[int(places[sample, 0])]
-    model = store.model(None)
-    layer = next(x for x in store.layers(model.id) if any(p.id == pass_id for p in store.passes(x.id)))
+    pass_id, layer_id = store.map_source(map_id)
+    path = store.pass_image(pass_id, int(places[sample, 0]))
+    layer = store.layer_by_id(layer_id)
+    model = next(m for m in store.models() if m.id == layer.model_id)
     fit = str(store.pass_settings(pass_id).get("fit", "crop"))
     try:
         image = member_patch(path, int(places[sample, 1]), int(places[sample, 2]), model.preprocessing,
