@@ -168,15 +168,11 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
 
 
 def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thread):
-    from PIL import Image
 
-    from .helpers.models import fooling, smooth_photos
+    from .helpers.models import fooling, save_photos
     from .test_trust import RECIPE
 
-    (tmp_path / "photos").mkdir()
-    for i, image in enumerate(smooth_photos(24)):
-        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
-            tmp_path / "photos" / f"p{i:02d}.png")
+    save_photos(tmp_path / "photos", 24)
     common = {"units": [0, 1], "recipes": [RECIPE], "dataset": tmp_path / "photos", "scores": False,
               "circuits": False, "runtime": fs.Runtime(precision="fp32")}
     there = fs.build_atlas(tmp_path / "a", fooling(), "conv3", executor=executor, **common)
@@ -191,15 +187,11 @@ def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thr
 
 
 def test_an_activation_atlas_builds_on_the_cluster_as_here(tmp_path, executor, one_thread):
-    from PIL import Image
 
-    from .helpers.models import color_classes, smooth_photos
+    from .helpers.models import color_classes, save_photos
     from .test_maps import SMALL
 
-    (tmp_path / "photos").mkdir()
-    for i, image in enumerate(smooth_photos(40)):
-        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
-            tmp_path / "photos" / f"p{i:02d}.png")
+    save_photos(tmp_path / "photos", 40)
     common = {"recipes": (), "dataset": tmp_path / "photos", "circuits": False, "trust": False, "maps": SMALL,
               "runtime": fs.Runtime(precision="fp32")}
     there = fs.build_atlas(tmp_path / "a", color_classes(), "conv2", executor=executor, **common)

@@ -21,7 +21,7 @@ from filterscope.maps.samples import SampleSpec, Taps, class_gradients, collect
 from filterscope.objectives import DirectionNeuron
 from filterscope.runtime import Forward, Runtime
 
-from .helpers.models import color_classes, smooth_photos
+from .helpers.models import color_classes, save_photos, smooth_photos
 
 SPEC = f"{Path(__file__).parent / 'helpers' / 'models.py'}:color_classes"
 SMALL = MapSettings(grid=4, min_count=2, icon_size=32, n_neighbors=10)
@@ -29,10 +29,7 @@ SMALL = MapSettings(grid=4, min_count=2, icon_size=32, n_neighbors=10)
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for i, image in enumerate(smooth_photos(60)):
-        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / f"p{i:02d}.png")
-    return folder
+    return save_photos(tmp_path_factory.mktemp("photos"), 60)
 
 
 def clusters(k: int = 4, per: int = 60, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +178,12 @@ def test_a_killed_map_build_resumes_without_redoing_icons(tmp_path, photo_folder
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # not rendered again
 
 
+def attributed(atlas: fs.Atlas) -> tuple[np.ndarray, np.ndarray]:
+    """The top classes and their attributions of the random-position samples of the atlas's conv2 pass."""
+    samples = atlas.map_samples(atlas.latest_pass(atlas.layer(atlas.model(), "conv2").id).id, "random", 0)
+    return np.load(atlas.path / samples.classes_file), np.load(atlas.path / samples.attributions_file)
+
+
 def test_a_class_atlas_keeps_the_samples_of_its_class(tmp_path, photo_folder):
     build(tmp_path / "a", photo_folder)
     with fs.Atlas(tmp_path / "a") as atlas:
@@ -191,9 +194,7 @@ def test_a_class_atlas_keeps_the_samples_of_its_class(tmp_path, photo_folder):
     build(tmp_path / "a", photo_folder, one)
     with fs.Atlas(tmp_path / "a") as atlas:
         found = atlas.map("conv2", settings=one)
-        samples = atlas.map_samples(atlas.latest_pass(atlas.layer(atlas.model(), "conv2").id).id, "random", 0)
-        classes = np.load(tmp_path / "a" / samples.classes_file)
-        attributions = np.load(tmp_path / "a" / samples.attributions_file)
+        classes, attributions = attributed(atlas)
     top = classes[np.arange(len(classes)), attributions.argmax(axis=1)]
     kept = np.isfinite(found.coords[:, 0])
     assert kept.sum() == (top == chosen).sum() and (top[kept] == chosen).all()
@@ -291,9 +292,7 @@ def test_a_two_class_comparison_orders_the_samples_by_their_attribution_differen
     build(tmp_path / "a", photo_folder, compare)
     with fs.Atlas(tmp_path / "a") as atlas:
         found = atlas.map("conv2", settings=compare)
-        samples = atlas.map_samples(atlas.latest_pass(atlas.layer(atlas.model(), "conv2").id).id, "random", 0)
-        classes = np.load(tmp_path / "a" / samples.classes_file)
-        attributions = np.load(tmp_path / "a" / samples.attributions_file)
+        classes, attributions = attributed(atlas)
     difference = (np.where(classes == 0, attributions, 0).sum(axis=1) - np.where(classes == 1, attributions, 0)
                   .sum(axis=1))
     kept = np.isfinite(found.coords[:, 0])

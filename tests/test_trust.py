@@ -6,10 +6,8 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
@@ -19,7 +17,7 @@ from filterscope.trust import UnitTrust, machine_afc, path_similarity, spearman,
 from filterscope.trust.describe import colours, consensus, spread
 from filterscope.trust.paths import channel_vectors, path_layers
 
-from .helpers.models import colour_independent, fooling, smooth_photos
+from .helpers.models import colour_independent, fooling, save_photos, smooth_photos
 
 RECIPE = fs.get_recipe("paper").replace(size=32, scales=2, steps=20, reference_size=32)
 
@@ -135,10 +133,7 @@ SPEC = f"{Path(__file__).parent / 'helpers' / 'models.py'}:fooling"
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for i, image in enumerate(smooth_photos(40)):
-        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / f"p{i:02d}.png")
-    return folder
+    return save_photos(tmp_path_factory.mktemp("photos"), 40)
 
 
 def test_the_trust_command_scores_visualization_pngs(tmp_path, photo_folder):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from filterscope import Preprocessing, wrap_model
@@ -175,6 +179,15 @@ def smooth_photos(count: int, seed: int = 0, size: int = 32) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(count, 3, 4, 4, generator=generator)
     return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True).clamp(0, 1)
+
+
+def save_photos(folder: Path, count: int) -> Path:
+    """:func:`smooth_photos` as 8-bit PNGs ``p00.png``, ... in ``folder`` (made when missing): a dataset folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(smooth_photos(count)):
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i:02d}.png")
+    return folder
 
 
 class ColourFeatures(nn.Module):
