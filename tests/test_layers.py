@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import filterscope as fs
 from filterscope import Capture, ChannelError, LayerRef, UnknownLayerError, layer_info, list_layers, resolve_layer
 from filterscope.layers import check_channel
 
@@ -127,3 +128,14 @@ def test_channel_out_of_range_gives_the_range():
         check_channel(model, LayerRef("conv2"), 6)
     with pytest.raises(ChannelError):
         check_channel(model, LayerRef("conv2"), -1)
+
+
+def test_torchvision_feature_extraction_names_are_accepted_or_explained():
+    model = fs.load_model("resnet18", weights="random", calibrate=False)
+    # get_graph_node_names calls the two runs of a BasicBlock's relu layer1.0.relu and layer1.0.relu_1
+    assert fs.resolve_layer(model, "layer1.0.relu_1") == fs.resolve_layer(model, "layer1.0.relu:1")
+    assert fs.resolve_layer(model, "layer1.0.relu_0") == fs.resolve_layer(model, "layer1.0.relu:0")
+    with pytest.raises(fs.UnknownLayerError, match="functional node of torchvision.* use that module's name with @in"):
+        fs.resolve_layer(model, "layer1.0.add")
+    with pytest.raises(fs.UnknownLayerError, match="Unknown layer 'layer1.0.conv3'"):
+        fs.resolve_layer(model, "layer1.0.conv3")

@@ -118,3 +118,18 @@ def test_copies_start_from_different_noise_and_diversity_pushes_them_apart():
     assert 1 - gram_similarity(diverse.images) > 3 * (1 - gram_similarity(plain.images))
     with pytest.raises(Exception, match="batchwise"):
         render(model, diversity("features.5"), recipe=SMALL, copies=3, batch_size=1)
+
+
+def test_a_progress_bar_counts_every_step_of_every_batch_and_the_analyses_items(capsys):
+    import filterscope as fs
+
+    recipe = Recipe(scales=2, steps=3, size=16, late_steps_factor=1.0)
+    with fs.ProgressBar("render") as bar:
+        render(small_net(), [channel("features.5", c) for c in range(3)], recipe=recipe, batch_size=2,
+               callback=bar)
+    assert bar.bar.n == bar.bar.total == 2 * 3 * 2  # 2 scales x 3 steps, in 2 batches
+    with fs.ProgressBar("images") as images:
+        for done in range(1, 6):
+            images(done, 5)
+    assert images.bar.n == images.bar.total == 5
+    assert "render" in capsys.readouterr().err  # tqdm.auto outside a notebook: text on stderr

@@ -241,3 +241,59 @@ def test_a_user_model_with_a_height_width_resize_renders_from_the_cli(tmp_path):
                                       str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "constant-conv-f0001.png").is_file()
+
+
+TIMM_CONFIG = {"input_size": (3, 240, 240), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5),
+               "std": (0.25, 0.25, 0.25), "crop_pct": 0.9, "crop_mode": "center"}
+
+
+class _TimmLike(torch.nn.Module):
+    """A module as timm builds one: its preprocessing in ``pretrained_cfg``."""
+
+    def __init__(self):
+        super().__init__()
+        self.pretrained_cfg = TIMM_CONFIG
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_a_timm_model_brings_its_own_preprocessing():
+    model = fs.wrap_model(_TimmLike())
+    # timm's transforms_factory: resize the shorter side to floor(240 / 0.9) = 266, center-crop 240
+    assert model.preprocessing == fs.Preprocessing(input_size=240, resize_size=266, mean=(0.5,) * 3,
+                                                   std=(0.25,) * 3, interpolation="bicubic")
+    wide = dict(TIMM_CONFIG, input_size=(3, 192, 256), crop_pct=1.0)
+    assert fs.wrap_model(_TimmLike(), preprocessing=wide).preprocessing.resize_size == (192, 256)
+    assert fs.wrap_model(_TimmLike(), preprocessing=fs.Preprocessing(32, 32)).preprocessing.input_size == 32
+    with pytest.raises(fs.InvalidOptionError, match="pretrained_cfg needs input_size"):
+        fs.wrap_model(_TimmLike(), preprocessing={"mean": (0.5,) * 3})
+
+
+def test_torchvision_weights_and_their_transforms_give_the_preprocessing_and_the_class_names():
+    import types
+
+    preset = types.SimpleNamespace(crop_size=[224], resize_size=[232], mean=[0.485, 0.456, 0.406],
+                                   std=[0.229, 0.224, 0.225], interpolation=types.SimpleNamespace(value="bilinear"))
+    weights = types.SimpleNamespace(transforms=lambda: preset, meta={"categories": ["tench", "goldfish"]})
+    expected = fs.Preprocessing(input_size=224, resize_size=232, interpolation="bilinear")
+    assert fs.wrap_model(_TimmLike(), preprocessing=preset).preprocessing == expected
+    model = fs.wrap_model(torch.nn.Conv2d(3, 2, 1), preprocessing=weights)
+    assert model.preprocessing == expected and model.categories == ("tench", "goldfish")
+    with pytest.raises(fs.ArgumentTypeError, match="preprocessing must be an fs.Preprocessing, torchvision"):
+        fs.wrap_model(torch.nn.Conv2d(3, 2, 1), preprocessing=3)
+
+
+def test_the_real_libraries_where_they_import():
+    """On a machine where torchvision or timm import (a user's usually does), their own metadata is used."""
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except Exception as error:  # PyPI's timm and torchvision do not import beside this torch
+        pytest.skip(f"timm does not import here: {error}")
+    net = timm.create_model("resnet18", pretrained=False)
+    config = resolve_data_config({}, model=net)
+    model = fs.wrap_model(net)
+    assert model.preprocessing.input_shape == tuple(config["input_size"][1:])
+    assert model.preprocessing.mean == tuple(config["mean"]) and model.preprocessing.std == tuple(config["std"])

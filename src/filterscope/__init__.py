@@ -109,6 +109,7 @@ _EXPORTS: dict[str, str] = {
     "visualize_filters": ".render",
     "RenderResult": ".results",
     "StepInfo": ".results",
+    "ProgressBar": ".progress",
     "output_name": ".results",
     "save_result": ".results",
     "PrecisionChoice": ".precision",
@@ -171,7 +172,7 @@ __all__ = [
     "Recipe", "PAPER_RECIPE", "RECIPES", "get_recipe", "list_recipes",
     # rendering and its results
     "Stages", "render", "iter_render", "visualize_filters", "RenderResult", "StepInfo", "save_result", "output_name",
-    "RenderIdentity",
+    "RenderIdentity", "ProgressBar",
     # how it runs
     "Runtime", "Forward", "parse_memory", "choose_runtime", "choose_precision", "PrecisionChoice",
     # images

@@ -247,6 +247,27 @@ def _element_structure(ref: LayerRef, structure: Structure, model: LoadedModel) 
     return structure
 
 
+_NODE_CALL = re.compile(r"^(?P<module>.+)_(?P<call>\d+)$")
+_FUNCTIONAL = re.compile(r"(^|\.)(add|sub|mul|truediv|cat|flatten|getitem|mean|relu|sigmoid|adaptive_avg_pool2d)"
+                         r"(_\d+)?$")
+
+
+def _graph_node(model: LoadedModel, text: str, modules: dict[str, nn.Module]) -> tuple[str, int]:
+    """torchvision's feature-extraction names (``get_graph_node_names``): ``layer1.0.relu_1`` is the second call
+    of ``layer1.0.relu`` (``layer1.0.relu:1`` here); a functional node (``layer1.0.add``, ``flatten``) has no
+    module to hook, which the error says, with what to use instead."""
+    match = _NODE_CALL.match(text)
+    if match and match.group("module") in modules:
+        return match.group("module"), int(match.group("call"))
+    if _FUNCTIONAL.search(text) and text.rpartition(".")[0] in modules:
+        raise UnknownLayerError(
+            f"Layer {text!r} of {model.name} looks like a functional node of torchvision's get_graph_node_names "
+            "(an operation, not a module), which filterscope cannot hook: its value is the input of the module that "
+            f"runs next: use that module's name with @in (e.g. NEXT@in). List layers with: filterscope layers "
+            f"{model.name}")
+    return text, -1
+
+
 def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
     """Turn a layer spec into a checked :class:`LayerRef`.
 
@@ -254,7 +275,9 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
     optionally ``:K`` (the K-th call of a module that runs several times), ``[I]`` or ``[KEY]`` (an element
     of a tuple/list or dict output; repeatable), and ``@in`` (the input the module receives instead of
     its output: the value after a functional activation such as ``F.relu`` is the input of the next
-    module). ``output`` is the whole model's output.
+    module). ``output`` is the whole model's output. torchvision's feature-extraction names are accepted
+    too: ``layer1.0.relu_1`` is ``layer1.0.relu:1`` (but a plain ``layer1.0.relu`` is its *last* call here,
+    its first there).
 
     Raises:
         UnknownLayerError: no such module, a module that never runs, a call it does not make, or an
@@ -268,6 +291,8 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
     modules = dict(model.module.named_modules())
     if text == "output" and "output" not in modules:
         text = OUTPUT
+    if text not in modules and call == -1:
+        text, call = _graph_node(model, text, modules)
     if text in modules:
         name = text
     else:

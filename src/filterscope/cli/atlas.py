@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..atlas import Atlas, BuildProgress, build_atlas, list_dataset
 from ..atlas.distributed import dask_executor, parse_cluster

@@ -67,8 +67,16 @@ def layers_command(
     typer.echo(f"# {loaded.name}: layers and output shapes at {height}x{width} px input "
                f"({loaded.preprocessing.channels} channel(s))")
     typer.echo(f"{'layer':<40} {'type':<20} {'output shape':<18} calls")
+    repeated = False
     for info in list_layers(loaded, (height, width)):
         if contains and contains not in info.name:
             continue
         calls = "" if info.calls == 1 else f"{info.calls} (last captured; NAME:0 for the first)"
+        repeated = repeated or info.calls > 1
         typer.echo(f"{info.name or 'output':<40} {info.type:<20} {tuple(info.shape)!s:<18} {calls}")
+    if repeated:
+        typer.echo("# A module that runs several times is captured at its last call; torchvision's feature "
+                   "extraction (get_graph_node_names) names its calls NAME, NAME_1, ...: NAME_K is accepted "
+                   "for NAME:K here, but a plain NAME is the last call here and the first there.")
+    typer.echo("# Functional operations (torchvision's add, flatten, ...) are not modules: use NEXT@in, the "
+               "input of the module that runs after one.")

@@ -3,8 +3,9 @@
 import sys
 from typing import Optional
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
+from ..progress import ProgressBar
 from ..results import StepInfo
 from .app import check_signals
 
@@ -29,25 +30,16 @@ class ImageProgress:
         self.bar.close()
 
 
-class RenderProgress:
-    """A bar fed by render callbacks (one :class:`StepInfo` per Adam step)."""
+class RenderProgress(ProgressBar):
+    """A bar fed by render callbacks (one :class:`StepInfo` per Adam step), that also checks for signals."""
 
     def __init__(self, label: str, total: Optional[int], quiet: bool) -> None:
-        self.bar = tqdm(total=total, desc=label, unit="step", disable=quiet, leave=False, file=sys.stderr,
-                        dynamic_ncols=True)
+        super().__init__(label, total=total, unit="step", disable=quiet, leave=False)
 
     def __call__(self, info: StepInfo) -> None:
         check_signals()  # a signal whose exception was lost stops the work at the next step
-        if self.bar.total != info.total_steps * info.chunks:  # known once the batch size is
-            self.bar.total = info.total_steps * info.chunks
-        self.bar.update(1)
-        self.bar.set_postfix_str(
-            f"batch {info.chunk + 1}/{info.chunks} scale {info.scale + 1} ({info.width}px) "
-            f"mean activation {float(info.values.mean()):.3g}", refresh=False)
+        self.step(info)
 
     def write(self, line: str) -> None:
         """Print a line above the bar."""
         self.bar.write(line)
-
-    def close(self) -> None:
-        self.bar.close()

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import torch
 import typer
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..analysis import collect_images
 from ..atlas import Atlas

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ArgumentTypeError, DeviceError, InvalidOptionError
+from .conventions import resolve_preprocessing
 from .preprocessing import Preprocessing
 from .weights import WeightsSource
 
@@ -125,20 +127,25 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(requires_grad)
 
 
-def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Preprocessing | None = None,
+def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Preprocessing | Any | None = None,
                categories: tuple[str, ...] | None = None,
                weights: str | WeightsSource = "user module") -> LoadedModel:
     """Use any ``nn.Module`` (``(B,C,H,W)`` normalized input) with filterscope.
 
     The module is not changed: filterscope runs it in eval mode with frozen weights (:func:`frozen`) and
-    gives it back as it was, training mode and ``requires_grad`` flags included. ``preprocessing``
-    defaults to 224 px input with ImageNet normalization: pass your own.
+    gives it back as it was, training mode and ``requires_grad`` flags included.
+
+    ``preprocessing`` is an :class:`Preprocessing`, or what the module's library describes it with:
+    torchvision's weights (``ResNet34_Weights.IMAGENET1K_V1``, whose class names come along) or their
+    ``transforms()``, or timm's ``pretrained_cfg``. Without one, a timm model's own ``pretrained_cfg`` is
+    used, and otherwise 224 px input with ImageNet normalization: pass your own.
     """
     if not isinstance(module, nn.Module):
         raise ArgumentTypeError(f"wrap_model needs a torch.nn.Module as module, not {type(module).__name__}")
     source = weights if isinstance(weights, WeightsSource) else WeightsSource.module(weights)
-    return LoadedModel(name=name, module=module, preprocessing=preprocessing or Preprocessing(),
-                       weights=source, categories=categories)
+    resolved, names = resolve_preprocessing(module, preprocessing)
+    return LoadedModel(name=name, module=module, preprocessing=resolved, weights=source,
+                       categories=categories or names)
 
 
 def coerce_model(model: LoadedModel | nn.Module) -> LoadedModel:
