@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test lint install install-dev own-model-pictures microscope-pictures recipe-pictures circuit-pictures chromium clean
+.PHONY: demo test lint docs install install-dev own-model-pictures microscope-pictures recipe-pictures circuit-pictures chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(VENV)/bin/filterscope demo --out $(OUT)
 
-test: $(VENV)/.installed-dev chromium lint
+test: $(VENV)/.installed-dev chromium lint docs
 	$(PY) -m pytest
+
+# The docs site (MkDocs + Material + mkdocstrings), offline, warnings as errors, into site/.
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The browser tests drive Debian's headless Chromium with Playwright (never `playwright install`).
 chromium:
@@ -36,10 +40,10 @@ chromium:
 
 # Lint and type check (part of `make test`, so CI runs them); configuration in pyproject.toml.
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples docs
 	$(VENV)/bin/mypy
 
-# The README's "Your own model" pictures: the commands it shows, run on examples/digits.py, as JPEGs in docs/images.
+# The docs' "Your own model" pictures: the commands it shows, run on examples/digits.py, as JPEGs in docs/images.
 OWN := out/own-model
 own-model-pictures: $(VENV)/.installed-dev
 	$(PY) examples/digits.py $(OWN)/digit-images
@@ -52,13 +56,13 @@ own-model-pictures: $(VENV)/.installed-dev
 		$(OWN)/digit0-is-0+9-relu3-top5.png docs/images/own_model_top5.jpg \
 		$(OWN)/digit2-is-2-relu3-sensitivity.png docs/images/own_model_sensitivity.jpg
 
-# The README's circuit figure: the command it shows, as a JPEG in docs/images.
+# The docs' circuit figure: the command it shows, as a JPEG in docs/images.
 circuit-pictures: $(VENV)/.installed
 	$(VENV)/bin/filterscope circuit efficientnet_lite0 -l _blocks.15 -u 16 --from _blocks.14 -k 6 \
 		--json out/circuit/u16.json -q -o out/circuit
 	$(PY) -c "from PIL import Image; Image.open('out/circuit/efficientnet_lite0-_blocks.15-u16-from-_blocks.14.png').convert('RGB').save('docs/images/circuit_blocks_15_u16.jpg', quality=88)"
 
-# The README's microscope screenshots: the browser test photographs the demo's atlas (run `make demo` first).
+# The docs' microscope screenshots: the browser test photographs the demo's atlas (run `make demo` first).
 microscope-pictures: $(VENV)/.installed-dev chromium
 	FILTERSCOPE_SCREENSHOT_ATLAS=$(OUT)/atlas $(PY) -m pytest -q tests/test_browser.py -k screenshots
 	$(PY) -c "from PIL import Image; import sys; [Image.open(a).convert('RGB').save(b, quality=85) for a, b in zip(sys.argv[1::2], sys.argv[2::2])]" \
@@ -66,9 +70,9 @@ microscope-pictures: $(VENV)/.installed-dev chromium
 		docs/images/microscope_trust.png docs/images/microscope_trust.jpg
 	rm docs/images/microscope_layer.png docs/images/microscope_unit.png docs/images/microscope_trust.png
 
-# The README's "Beyond the paper" figure: the same filters with the paper's recipe and with ours (about 2 minutes).
+# The docs' recipe comparison figure: the same filters with the paper's recipe and with ours (about 2 minutes).
 recipe-pictures: $(VENV)/.installed
 	$(PY) examples/recipe_pictures.py docs/images/recipes_paper_vs_filterscope.jpg --recipes paper,filterscope
 
 clean:
-	rm -rf $(VENV) out build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) out build site src/*.egg-info .pytest_cache

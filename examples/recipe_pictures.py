@@ -1,4 +1,4 @@
-"""The README's recipe comparison: the same filters with the paper's recipe and with ours.
+"""The docs' recipe comparison: the same filters with the paper's recipe and with ours.
 
 Renders 6 filters of EfficientNet-Lite0 (two from each layer of benchmarks/quality.py) with each recipe
 named on the command line, in the default runtime, scores each image (robustness: the activation ratio

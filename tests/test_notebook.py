@@ -25,6 +25,8 @@ def test_the_quickstart_notebook_runs_and_shows_its_pictures(tmp_path):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     kinds = [kind for output in outputs for kind in output.get("data", {})]
     assert kinds.count("image/png") >= 3  # the render strip, the unit's render, its exemplar
-    assert kinds.count("text/html") >= 2  # the ranking and the occlusion study
+    assert kinds.count("text/html") >= 3  # the ranking, the occlusion study, the atlas unit
+    unit = outputs[-1]["data"]["text/html"]
+    assert '<img src="data:image/png;base64,' in unit and "top exemplars by maximum" in unit
     assert not [o for o in outputs if o.output_type == "error"]
     assert (tmp_path / "quickstart-atlas" / "atlas.sqlite").is_file()

@@ -1,6 +1,6 @@
 """filterscope: see what the filters of a convolutional network have learned.
 
-Everything the README's Python section uses is here, so ``import filterscope as fs`` is the only
+Everything the docs' Python pages use is here, so ``import filterscope as fs`` is the only
 import a user needs::
 
     import filterscope as fs

@@ -145,9 +145,10 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
     return DemoOutputs(figures, table)
 
 
-def write_reference_set(folder: Path, count: int, seed: int = 0, side: int = 224) -> Path:
+def write_reference_set(folder: str | Path, count: int, seed: int = 0, side: int = 224) -> Path:
     """``count`` random square crops (10-100 % of the shorter side) of scikit-image's colour photos, resized
     to ``side`` px, as JPEGs in ``folder``: a small offline dataset for exemplars. Returns the folder."""
+    folder = Path(folder)
     photos = [image for image in natural_images()  # the colour ones: channels differ somewhere
               if float(np.asarray(image, dtype=np.float32).std(axis=2).mean()) > 2]
     generator = torch.Generator().manual_seed(seed)

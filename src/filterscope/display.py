@@ -8,13 +8,14 @@ module imports nothing of filterscope.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections.abc import Sequence
 
 from PIL import Image
 
-__all__ = ["png_strip", "html_table", "STRIP_SIDE", "STRIP_MAX"]
+__all__ = ["png_strip", "html_table", "html_png", "STRIP_SIDE", "STRIP_MAX"]
 
 STRIP_SIDE = 160
 """Each image of a strip fits in this many pixels."""
@@ -46,3 +47,8 @@ def html_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[obje
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table>")
+
+
+def html_png(png: bytes) -> str:
+    """An ``<img>`` carrying ``png`` inline (a data URL), for HTML that shows pictures."""
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'

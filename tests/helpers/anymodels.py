@@ -1,6 +1,6 @@
 """Researchers' own networks, as factory functions the command line loads with ``--model FILE.py:FACTORY``.
 
-* ``digits``: the README's example (examples/digits.py), a 1-channel 28 px CNN trained (in about three
+* ``digits``: the docs' example (examples/digits.py), a 1-channel 28 px CNN trained (in about three
   seconds, once per process) on scikit-learn's ``load_digits`` upsampled from 8 to 28 px.
 * ``multispectral``: 4 input channels, a non-square 64 x 256 input (a satellite strip), seeded weights.
 * ``byte_range`` / ``unit_range``: the same network taking 0-255 input and [0, 1] input.
@@ -23,7 +23,7 @@ import filterscope as fs
 
 
 def _example(name: str):
-    """A module of the repository's examples/ folder (the README's "your own model")."""
+    """A module of the repository's examples/ folder (the docs' "your own model")."""
     path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"filterscope_example_{name}", path)
     module = importlib.util.module_from_spec(spec)

@@ -57,7 +57,7 @@ def prepare_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Imag
     return decoded(*decode_image(coerce_model(model), image, fit, name))
 
 
-def decode_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, fit: str,
+def decode_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | torch.Tensor, fit: str,
                  name: str | None) -> tuple[str, Image.Image | torch.Tensor, Placement, tuple[int, int]]:
     """The Pillow half of :func:`prepare_image` (it releases the GIL, so it can run in a background
     thread without competing with the network's threads): label, input-sized view, placement, size.
@@ -66,6 +66,9 @@ def decode_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image
     :func:`~filterscope.images.load_array` and placed with torch; the view is then a tensor.
     """
     prep = model.preprocessing
+    if isinstance(image, torch.Tensor):  # (C, H, W) in [0, 1], e.g. a row of fs.reference_crops: placed as arrays are
+        view, placement = prep.place_array(image.detach().float().cpu(), fit)
+        return name or "image", view, placement, (int(image.shape[-1]), int(image.shape[-2]))
     if isinstance(image, Image.Image):
         pil, label = image, name or "image"
     else:

@@ -38,7 +38,7 @@ class Concentration:
             equally strong filters that would give the same spread.
         uniform_share: k/C, the top-k share of a layer with no preference, for comparison.
         scenario: The paper's reading (section 4.2): "few dominate" (i), "groups" (ii) or "no clear winner"
-            (iii); a heuristic, see the README.
+            (iii); a heuristic, see "Reading the concentration summary" in the docs (how-to/recipes.md).
     """
 
     top_k_share: float
@@ -62,7 +62,7 @@ def concentration(means: torch.Tensor, k: int) -> Concentration:
     p = positive[positive > 0] / total
     effective = float(torch.exp(-(p * p.log()).sum()))
     uniform = k / channels
-    # Thresholds in units of the uniform share: see "Reading the concentration summary" in the README.
+    # Thresholds in units of the uniform share: see "Reading the concentration summary" in docs/how-to/recipes.md.
     if ratio >= 8 and float(ordered[0]) >= 2 * float(ordered[min(k, channels - 1)]):
         scenario = "few dominate (i)"
     elif share >= 2.5 * uniform:
@@ -180,7 +180,8 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
 
     Args:
         model: The model.
-        images: Paths or PIL images (at least one), or one of them.
+        images: Paths, PIL images or ``(C, H, W)`` tensors in [0, 1] (at least one), or one of them, or an
+            ``(N, C, H, W)`` tensor.
         layer: Any accepted layer form.
         k: How many top filters to report (1 to the number of filters).
         augment: Random augmented views per image (resized crops, flips, brightness), averaged into it.
@@ -197,6 +198,8 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
     ref, _ = checked_layer(model, layer, k)
     if isinstance(images, (str, os.PathLike, Image.Image)):  # one image where a sequence is expected
         images = [images]
+    elif isinstance(images, torch.Tensor):  # (N, C, H, W) as fs.reference_crops gives them, or one (C, H, W)
+        images = list(images) if images.dim() == 4 else [images]
     if not images:
         raise ImageError("No image given")
     generator = torch.Generator().manual_seed(seed)

@@ -280,7 +280,7 @@ class AtlasReader:
             stats = self.unit_stats(found.id, unit)
         return UnitRecord(model_record.name, layer_record.name, unit, layer_record.channels,
                           self.renders(layer_record.id, unit), exemplars, stats,
-                          found.dataset_source if found else None)
+                          found.dataset_source if found else None, self.path)
 
     def unit_stats(self, pass_id: int, unit: int) -> UnitStats | None:
         s = self._conn.execute("SELECT * FROM unit_stats WHERE pass_id = ? AND unit = ?", (pass_id, unit)).fetchone()

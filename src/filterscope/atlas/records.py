@@ -10,9 +10,13 @@ JSON API print.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..analysis.receptive_field import ReceptiveField
+from ..display import html_png, html_table, png_strip
 from ..identity import RenderSettings
 from ..recipes import Recipe
 from ..zoo.preprocessing import Preprocessing
@@ -147,6 +151,25 @@ class UnitRecord:
     exemplars: dict[str, list[ExemplarRecord]] = field(default_factory=dict)
     stats: UnitStats | None = None
     dataset: str | None = None
+    folder: Path | None = field(default=None, compare=False, repr=False)
+    """The atlas folder the record was read from (its render files are relative to it)."""
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the unit's renders, a table of them, its statistics and its top exemplars."""
+        folder = self.folder
+        files = [folder / r.file for r in self.renders if folder and r.file and (folder / r.file).is_file()]
+        pictures = html_png(png_strip([Image.open(f) for f in files])) if files else ""
+        renders = html_table(f"{self.model} {self.layer} unit {self.unit}: renders",
+                             ("recipe", "seed", "status", "activation", "robustness"),
+                             [(r.recipe_name, r.seed, r.status, _number(r.final_activation), _number(r.robustness))
+                              for r in self.renders])
+        stats = "" if self.stats is None else html_table(
+            f"over {self.stats.images} images of {self.dataset}", ("mean", "std", "max", "min", "fraction > 0"),
+            [tuple(_number(v) for v in (self.stats.mean, self.stats.std, self.stats.max, self.stats.min,
+                                        self.stats.fraction_positive))])
+        top = html_table("top exemplars by maximum", ("rank", "activation", "image"),
+                         [(e.rank, _number(e.value), e.path) for e in self.exemplars.get("max", [])])
+        return pictures + renders + stats + top
 
     def to_dict(self) -> JSONData:
         """As plain JSON-ready data (dicts and lists)."""
@@ -154,6 +177,10 @@ class UnitRecord:
                 "renders": [r.to_dict() for r in self.renders],
                 "exemplars": {kind: [e.to_dict() for e in items] for kind, items in self.exemplars.items()},
                 "stats": _fields(self.stats) if self.stats is not None else None, "dataset": self.dataset}
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
 
 
 @dataclass
