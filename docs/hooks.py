@@ -72,7 +72,7 @@ def _commands(command, path: list[str]):
 
 def _command_page(command, path: list[str]) -> str:
     ctx = command.make_context(" ".join(path), [], resilient_parsing=True)
-    usage = " ".join([*path, *command.collect_usage_pieces(ctx)])
+    usage = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(), " ".join([*path, *command.collect_usage_pieces(ctx)]))
     paragraphs = (command.help or "").strip().split("\n\n")
     lines = [f"## `{' '.join(path)}`", "", paragraphs[0], "", "```text", usage, "```", ""]
     lines += [p for paragraph in paragraphs[1:] for p in (paragraph.replace("\n", " "), "")]
