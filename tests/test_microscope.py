@@ -277,3 +277,20 @@ def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
     plain = TestClient(create_app(atlas))
     assert plain.post("/api/m/stack/4/explain", content=_jpeg()).status_code == 403
     assert plain.get("/api/m/stack/4").json()["image_page"] is None
+
+
+def test_a_damaged_or_missing_render_file_is_a_404_and_the_unit_page_still_shows(atlas, tmp_path):
+    import shutil
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(atlas, copy)
+    client = TestClient(create_app(copy))
+    renders = client.get("/api/m/stack/4/1").json()["renders"] + client.get("/api/m/stack/4/2").json()["renders"]
+    truncated, missing = (copy / renders[0]["file"]), (copy / renders[1]["file"])
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    missing.unlink()
+    for render in renders[:2]:
+        thumb = client.get(f"/img/render/{render['id']}/thumb")
+        assert thumb.status_code == 404 and thumb.json()["detail"].startswith(f"The image of render {render['id']}")
+    assert client.get(f"/img/render/{renders[1]['id']}").status_code == 404
+    assert client.get("/m/stack/4/1").status_code == 200 and client.get("/api/m/stack/4/2").status_code == 200

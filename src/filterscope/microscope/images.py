@@ -64,7 +64,12 @@ def render_image(request: Request, scope: Scope, render_id: int) -> Response:
 def render_thumb(request: Request, scope: Scope, render_id: int) -> Response:
     path = _render_file(scope, render_id)
     tag = _file_tag("t", render_id, path)
-    return cached(request, tag, body=_thumbnail(str(path), tag), media_type="image/jpeg")
+    try:
+        body = _thumbnail(str(path), tag)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated, replaced, not an image
+        raise AtlasError(f"The image of render {render_id} is damaged ({exc}); build the atlas again after "
+                         "removing it") from None
+    return cached(request, tag, body=body, media_type="image/jpeg")
 
 
 @router.get("/exemplar/{exemplar_id}")
