@@ -198,7 +198,7 @@ def _run(command: str, where: str) -> None:
 
         from filterscope.cli import app
 
-        args = [match for word in words[1:] for match in (sorted(glob.glob(word)) if "*" in word else [word]) or [word]]
+        args = [match for word in words[1:] for match in _globbed(word)]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, f"{where}: {command}\n{result.output[-3000:]}"
     elif words[:2] == ["pip", "install"]:
@@ -209,6 +209,11 @@ def _run(command: str, where: str) -> None:
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, f"{where}: {command}\n{done.stderr[-3000:]}"
+
+
+def _globbed(word: str) -> list[str]:
+    """A word as bash expands it: a pattern to the files it matches (itself when none do)."""
+    return (sorted(glob.glob(word)) or [word]) if "*" in word else [word]
 
 
 def _serve(command: str, where: str) -> None:

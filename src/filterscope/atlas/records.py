@@ -13,11 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ..analysis.receptive_field import ReceptiveField
 from ..display import html_png, html_table, png_strip
 from ..identity import RenderSettings
+from ..images import load_image
 from ..recipes import Recipe
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
@@ -158,7 +157,7 @@ class UnitRecord:
         """In a notebook: the unit's renders, a table of them, its statistics and its top exemplars."""
         folder = self.folder
         files = [folder / r.file for r in self.renders if folder and r.file and (folder / r.file).is_file()]
-        pictures = html_png(png_strip([Image.open(f) for f in files])) if files else ""
+        pictures = html_png(png_strip([load_image(f) for f in files])) if files else ""
         renders = html_table(f"{self.model} {self.layer} unit {self.unit}: renders",
                              ("recipe", "seed", "status", "activation", "robustness"),
                              [(r.recipe_name, r.seed, r.status, _number(r.final_activation), _number(r.robustness))

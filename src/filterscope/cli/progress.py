@@ -1,9 +1,7 @@
-"""Progress bars on stderr (tqdm), fed by the library's callbacks."""
+"""The command line's progress bars: :class:`~filterscope.progress.ProgressBar` (tqdm.auto, on stderr), quiet when
+asked, and checking for signals at every render step."""
 
-import sys
 from typing import Optional
-
-from tqdm.auto import tqdm
 
 from ..progress import ProgressBar
 from ..results import StepInfo
@@ -12,22 +10,11 @@ from .app import check_signals
 __all__ = ["ImageProgress", "RenderProgress"]
 
 
-class ImageProgress:
+class ImageProgress(ProgressBar):
     """A bar fed by the ``progress(done, total)`` callbacks of the analyses; a context manager."""
 
     def __init__(self, label: str, total: Optional[int], quiet: bool, unit: str = "image") -> None:
-        self.bar = tqdm(total=total, desc=label, unit=unit, disable=quiet, leave=False, file=sys.stderr,
-                        dynamic_ncols=True)
-
-    def __call__(self, done: int, total: int) -> None:
-        self.bar.total = total
-        self.bar.update(done - self.bar.n)
-
-    def __enter__(self) -> "ImageProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+        super().__init__(label, total=total, unit=unit, disable=quiet, leave=False)
 
 
 class RenderProgress(ProgressBar):

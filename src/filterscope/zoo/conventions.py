@@ -31,12 +31,10 @@ def from_timm_config(config: Mapping[str, Any]) -> Preprocessing:
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidOptionError(f"timm's pretrained_cfg needs input_size (C, H, W), mean and std: {error}") from None
     crop_pct = float(config.get("crop_pct") or 0.875)
-    if height == width:
-        resize: int | tuple[int, int] = math.floor(height / crop_pct)
-    else:
-        resize = (math.floor(height / crop_pct), math.floor(width / crop_pct))
-    if config.get("crop_mode", "center") == "squash":
-        resize = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    # a square center crop resizes the shorter side; a non-square input, or timm's "squash", resizes to exactly that
+    square = height == width and config.get("crop_mode", "center") != "squash"
+    resize: int | tuple[int, int] = scaled[0] if square else scaled
     interpolation = str(config.get("interpolation") or "bilinear")
     return Preprocessing(input_size=height if height == width else (height, width), resize_size=resize,
                          mean=mean, std=std, interpolation="bilinear" if interpolation == "random" else interpolation)
