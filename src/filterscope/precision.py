@@ -111,7 +111,8 @@ def probe_timings(model: LoadedModel, layers: Sequence[LayerRef], shape: tuple[i
     per precision: ``{"fp32": s}`` when fp32 is already trivially fast, else ``{"fp32": s, "bf16": s}``."""
     x = torch.rand(batch, model.preprocessing.channels, *shape, generator=torch.Generator().manual_seed(0))
     x = x.to(model.device)
-    forwards = {p: Forward(model, layers, dataclasses.replace(runtime, precision=p)) for p in ("fp32", "bf16")}
+    forwards = {p: Forward(model, layers, dataclasses.replace(runtime, precision=p), fold=runtime.fold)
+                for p in ("fp32", "bf16")}
 
     def step(precision: str) -> float:
         image = x.clone().requires_grad_(True)

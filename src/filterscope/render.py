@@ -289,12 +289,17 @@ class _Override:
     objective at exactly 0 at the start, or an image without any gradient after the first step; see
     :func:`_gradient_vanished`)."""
 
-    def __init__(self, model: LoadedModel, steps: int) -> None:
+    def __init__(self, steps: int) -> None:
         self.steps, self.needed = steps, False
-        self.redirect = RedirectedReLU(model.module)  # hooks every ReLU, only when entered (steps > 0)
+        self.redirect: RedirectedReLU | None = None
 
-    def hooks(self) -> contextlib.AbstractContextManager[object]:
-        return self.redirect if self.steps else contextlib.nullcontext(self.redirect)
+    def hooks(self, model: LoadedModel) -> contextlib.AbstractContextManager[object]:
+        """Hooks every ReLU of the network the loop runs (``Forward.model``: maybe a folded copy), when
+        the recipe has override steps."""
+        if not self.steps:
+            return contextlib.nullcontext()
+        self.redirect = RedirectedReLU(model.module)
+        return self.redirect
 
     def decide_at_start(self, initial: torch.Tensor) -> None:
         """``initial``: the objectives on the starting noise; one at exactly 0 needs the override."""
@@ -307,7 +312,8 @@ class _Override:
 
     def set_for(self, done: int | None) -> None:
         """Before step ``done`` (0-based); ``None``: off, the optimization is over."""
-        self.redirect.active = done is not None and self.needed and done < self.steps
+        if self.redirect is not None:
+            self.redirect.active = done is not None and self.needed and done < self.steps
 
     def metadata(self, done: int) -> dict[str, str]:
         if not self.steps:
@@ -334,7 +340,7 @@ class _ChunkRun:
         self.seen_objectives = [o for o in chunk.objectives for _ in range(self.copies)]
         self.seen_generators = [g for g in self.generators for _ in range(self.copies)]
         self.history = torch.zeros(len(chunk.objectives), self.schedule.total_steps)
-        self.override = _Override(model, stages.relu_override_steps)
+        self.override = _Override(stages.relu_override_steps)
         self.done = 0
 
     def start_images(self) -> torch.Tensor:
@@ -356,7 +362,8 @@ class _ChunkRun:
     def run(self) -> RenderResult:
         started = time.perf_counter()
         layers = layers_of(self.chunk.objectives)
-        with Forward(self.model, layers, self.runtime) as capture, self.override.hooks():
+        with Forward(self.model, layers, self.runtime, fold=self.runtime.fold) as capture, \
+                self.override.hooks(capture.model):
             images = self.start_images()
             initial = self.measure(capture, images)
             self.override.decide_at_start(initial)
@@ -499,6 +506,7 @@ def _runtime_metadata(forward: Forward) -> dict[str, str]:
     threads = torch.get_num_threads() if model.device.type == "cpu" else None
     meta = {"device": str(model.device), "precision": forward.runtime.precision,
             "memory_format": "channels_last" if forward.channels_last else "nchw",
+            **({"batch_norms": f"{len(forward.folded)} folded into their convolutions"} if forward.folded else {}),
             **({"threads": str(threads), "cpu": cpu_description()} if threads else {})}
     if "source" in model.info:  # a model outside the registry: enough to load it again (filterscope evaluate)
         meta["model_source"] = model.info["source"]

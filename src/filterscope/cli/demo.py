@@ -7,19 +7,23 @@ import typer
 
 from ..demo import run_demo
 from ..files import check_output
+from ..runtime import Runtime
 from .app import app, guarded
-from .options import DeviceOption, ModelOption, OutOption, QuietOption, SeedOption, load
+from .options import DeviceOption, ModelOption, OutOption, QuietOption, SeedOption, load, runtime_options
 from .progress import RenderProgress
 
 
 @app.command("demo")
 @guarded
+@runtime_options
 def demo_command(
     out: OutOption = Path("out/demo"),
     model: ModelOption = "efficientnet_lite0",
     seed: SeedOption = 0,
     quiet: QuietOption = False,
     device: DeviceOption = "auto",
+    *,
+    runtime: Runtime,
 ) -> None:
     """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo, and build a small atlas (~7 min on 2 cores)."""
     check_output(out, folder=True)
@@ -34,7 +38,7 @@ def demo_command(
 
     started = time.perf_counter()
     try:
-        outputs = run_demo(loaded, out, seed=seed, progress=progress)
+        outputs = run_demo(loaded, out, seed=seed, progress=progress, runtime=runtime)
     finally:
         for bar in bars:
             bar.close()

