@@ -44,7 +44,7 @@ from _quality import UNITS  # benchmarks/_quality.py
 from _results import machine, markdown_table, write_section
 from filterscope.layers import resolve_layer
 from filterscope.metrics import reference_max, robustness
-from filterscope.runtime import Forward, Runtime, configure_threads
+from filterscope.runtime import Forward, Runtime, configure_threads, keep_freed_memory
 
 CASES = [("resnet34", "random", "layer2.2.conv1", 408), ("resnet34", "random", "layer4.2.relu", 408),
          ("efficientnet_lite0", None, "_blocks.15", 224), ("efficientnet_lite0", None, "_blocks.15", 408)]
@@ -113,34 +113,66 @@ def step_seconds(model, ref, size: int, repeats: int) -> dict[bool, float]:
     return best
 
 
-def step_table(repeats: int) -> tuple[list[dict], float]:
-    peak = matmul_peak()
+def step_child(repeats: int) -> list[dict]:
+    """In a child process: each case's GFLOP and its best step, unfolded and folded."""
     rows = []
     for name, weights, layer, size in CASES:
         model = fs.load_model(name, weights)
         ref = resolve_layer(model, layer)
-        gflop = forward_flops(model, ref, size) / 1e9
         seconds = step_seconds(model, ref, size, repeats)
-        rows.append({"model": name, "layer": layer, "size": size, "gflop": gflop,
-                     "before": seconds[False], "after": seconds[True]})
-        print(f"  {name} {layer} {size}px: {gflop:.1f} GFLOP, {seconds[False]:.3f} → {seconds[True]:.3f} s", flush=True)
-    return rows, peak
+        rows.append({"model": name, "layer": layer, "size": size, "gflop": forward_flops(model, ref, size) / 1e9,
+                     "plain": seconds[False], "folded": seconds[True]})
+    return rows
+
+
+def step_table(repeats: int, rounds: int) -> list[dict]:
+    """Steps before (unfolded, glibc's default allocator: filterscope before issue 26), folded, and after (folded,
+    freed memory kept: :func:`filterscope.runtime.keep_freed_memory`, which the command line turns on); the
+    allocator is per process, so each setting runs in its own child process, alternately, best of ``rounds``."""
+    runs: dict[bool, list[list[dict]]] = {False: [], True: []}
+    for _ in range(rounds):
+        for keep in (False, True):
+            runs[keep].append(in_child("steps", keep, repeats))
+    rows = []
+    for i, case in enumerate(runs[False][0]):
+        best = {key: min(run[i][key] for run in runs[False]) for key in ("plain", "folded")}
+        after = min(run[i]["folded"] for run in runs[True])
+        rows.append({**{k: case[k] for k in ("model", "layer", "size", "gflop")},
+                     "before": best["plain"], "folded": best["folded"], "after": after})
+        print(f"  {case['model']} {case['layer']} {case['size']}px: {case['gflop']:.1f} GFLOP, "
+              f"{best['plain']:.3f} → {best['folded']:.3f} (folded) → {after:.3f} s", flush=True)
+    return rows
+
+
+def in_child(task: str, keep_memory: bool, arg: int) -> list[dict] | dict:
+    """``task`` (``steps``, ``layer``) run by this script in a fresh process; its JSON answer."""
+    command = [sys.executable, __file__, "--child", task, "--child-arg", str(arg)]
+    done = subprocess.run(command + (["--keep-freed-memory"] if keep_memory else []), capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the child for {task} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------ whole layer
-def whole_layer(units: int) -> dict:
+def layer_child(units: int, fold: bool) -> dict:
+    """In a child process: ``units`` units of Lite0 ``_blocks.15``, end to end through :func:`filterscope.render`."""
     model = fs.load_model("efficientnet_lite0")
-    recipe = fs.get_recipe("filterscope")
     objectives = [fs.Channel("_blocks.15", u) for u in range(units)]
-    result = {}
-    for fold in (False, True):
-        start = time.perf_counter()
-        rendered = fs.render(model, objectives, recipe=recipe, runtime=Runtime(fold=fold))
-        seconds = time.perf_counter() - start
-        result[fold] = {"seconds": seconds, "per_unit": seconds / units,
-                        "activation": float(rendered.values.mean()), "precision": rendered.extra["precision"]}
-        print(f"  whole layer, fold={fold}: {seconds:.0f} s for {units} units", flush=True)
-    return {"units": units, "before": result[False], "after": result[True]}
+    start = time.perf_counter()
+    rendered = fs.render(model, objectives, recipe=fs.get_recipe("filterscope"), runtime=Runtime(fold=fold))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "per_unit": seconds / units, "activation": float(rendered.values.mean()),
+            "precision": rendered.extra["precision"]}
+
+
+def whole_layer(units: int) -> dict:
+    """Before: unfolded, default allocator (filterscope before issue 26); after: the command line's defaults."""
+    before = in_child("layer-before", False, units)
+    print(f"  whole layer before: {before['seconds']:.0f} s for {units} units", flush=True)
+    after = in_child("layer-after", True, units)
+    print(f"  whole layer after: {after['seconds']:.0f} s for {units} units", flush=True)
+    return {"units": units, "before": before, "after": after}
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -194,12 +226,15 @@ def steps_study(counts: list[int], window: int, gain: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- demo
-def demo_seconds(tree: Path, python: str, extra: tuple[str, ...] = ("--precision", "fp32")) -> dict:
+def demo_seconds(tree: Path, python: str) -> dict:
+    """``filterscope demo`` from source ``tree`` in a child process, as on a CPU without bf16 (``auto`` renders
+    fp32 there: the same in every tree, including those before ``--precision`` existed)."""
     out = Path("/tmp") / f"step-rate-demo-{abs(hash(str(tree)))}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
     start = time.time()
-    code = ("import sys; from filterscope._launch import main; "
-            f"sys.argv = ['filterscope', 'demo', '--out', {str(out)!r}, '--quiet', *{extra!r}]; main()")
+    code = ("import sys; import filterscope.precision as p; p.cpu_bf16_flags = lambda: (); "
+            "from filterscope._launch import main; "
+            f"sys.argv = ['filterscope', 'demo', '--out', {str(out)!r}, '--quiet']; main()")
     done = subprocess.run([python, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree / "src")},
                           capture_output=True, text=True, check=False)
     total = time.time() - start
@@ -212,18 +247,21 @@ def demo_seconds(tree: Path, python: str, extra: tuple[str, ...] = ("--precision
 # ----------------------------------------------------------------------------------------- report
 def report(steps: list[dict], peak: float, layer: dict | None, study: dict | None, demo: dict) -> str:
     lines = [f"Machine: {machine()}, {torch.get_num_threads()} threads; fp32 matrix-product peak "
-             f"{peak:.0f} GFLOP/s (2048², best of 5). Batch {BATCH}, channels-last, fp32.", "",
+             f"{peak:.0f} GFLOP/s (2048², best of 5). Batch {BATCH}, channels-last, fp32. Before: the network as "
+             "it is, glibc's default allocator (filterscope before issue 26); folded: batch norms folded; after: "
+             "folded and freed memory kept (`keep_freed_memory`, the command line's default). Each allocator "
+             "setting in its own process, alternately, best of 2.", "",
              *markdown_table(["network, layer, size", "GFLOP forward", "step before", "GFLOP/s", "of peak",
-                              "step after (folded)", "GFLOP/s", "of peak", "speedup"],
+                              "folded", "after (folded, memory kept)", "GFLOP/s", "of peak", "speedup"],
                              [_step_row(r, peak) for r in steps])]
     if layer:
         n, b, a = layer["units"], layer["before"], layer["after"]
         lines += ["", *markdown_table(
             ["whole layer (Lite0 `_blocks.15`, `filterscope` recipe)", "units measured", "s/unit", "320 units",
              "mean activation"],
-            [f"| before (`--no-fold`, {b['precision']}) | {n} | {b['per_unit']:.2f} | {b['per_unit'] * 320 / 60:.1f} min "
+            [f"| before (unfolded, default allocator, {b['precision']}) | {n} | {b['per_unit']:.2f} | {b['per_unit'] * 320 / 60:.1f} min "
              f"| {b['activation']:.2f} |",
-             f"| after (default, {a['precision']}) | {n} | {a['per_unit']:.2f} | {a['per_unit'] * 320 / 60:.1f} min "
+             f"| after (the command line's defaults, {a['precision']}) | {n} | {a['per_unit']:.2f} | {a['per_unit'] * 320 / 60:.1f} min "
              f"| {a['activation']:.2f} |"])]
     if study:
         curve = study["curve"]
@@ -247,7 +285,7 @@ def _step_row(r: dict, peak: float) -> str:
     flop = 2 * r["gflop"]
     before, after = flop / r["before"], flop / r["after"]
     return (f"| {r['model']} `{r['layer']}`, {r['size']} px | {r['gflop']:.1f} | {r['before']:.3f} s | {before:.0f} | "
-            f"{before / peak:.2f} | {r['after']:.3f} s | {after:.0f} | **{after / peak:.2f}** | "
+            f"{before / peak:.2f} | {r['folded']:.3f} s | {r['after']:.3f} s | {after:.0f} | **{after / peak:.2f}** | "
             f"{r['before'] / r['after']:.2f}× |")
 
 
@@ -257,11 +295,23 @@ def main() -> None:
     parser.add_argument("--layer-units", type=int, default=32)
     parser.add_argument("--skip", nargs="*", default=[], choices=["steps", "layer", "demo", "study"])
     parser.add_argument("--demo-before", type=Path, help="another source tree whose demo to time as 'before'")
+    parser.add_argument("--child", choices=["steps", "layer-before", "layer-after"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-arg", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_threads()
     without_bf16()
+    if args.child:
+        if args.keep_freed_memory:
+            keep_freed_memory()
+        answer = step_child(args.child_arg) if args.child == "steps" else \
+            layer_child(args.child_arg, fold=args.child == "layer-after")
+        print(json.dumps(answer))
+        return
     print(f"{machine()}, {torch.get_num_threads()} threads", flush=True)
-    steps, peak = step_table(1 if args.quick else 3)
+    peak = matmul_peak()
+    steps = step_table(1 if args.quick else 2, 1 if args.quick else 2)
+    keep_freed_memory()  # the study renders in this process, as the command line would
     layer = None if "layer" in args.skip else whole_layer(4 if args.quick else args.layer_units)
     study = None if "study" in args.skip or args.quick else steps_study([64, 96, 128, 192], window=16, gain=0.01)
     demo = {}

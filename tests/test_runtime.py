@@ -252,3 +252,29 @@ def test_prefetch_keeps_order_runs_ahead_in_another_thread_and_raises_in_place()
         results.extend(prefetch(range(10), load, ahead=2))
     assert results == [0, 1, 4, 9]
     assert threading.get_ident() not in threads
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator options")
+def test_keep_freed_memory_sets_glibcs_options_in_a_fresh_process():
+    """In a child process (the options are per process): mallopt accepts all three, and a 200 MB block freed and
+    allocated again is served from the heap (the resident size stays) instead of a fresh mmap."""
+    code = textwrap.dedent("""
+        import ctypes, resource, sys
+        from filterscope.runtime import keep_freed_memory
+        if sys.argv[1] == "keep":
+            assert keep_freed_memory() is True
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        def resident():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() >> 20
+        before = resident()
+        block = libc.malloc(200 << 20)
+        ctypes.memset(block, 1, 200 << 20)
+        libc.free(block)
+        print(resident() - before)
+    """)
+    kept = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                     check=True).stdout) for mode in ("keep", "default")}
+    assert kept["keep"] >= 190 and kept["default"] < 10  # kept for the next step, not unmapped

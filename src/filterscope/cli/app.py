@@ -14,7 +14,7 @@ import typer
 
 from .._version import __version__
 from ..errors import FilterscopeError
-from ..runtime import configure_threads
+from ..runtime import configure_threads, keep_freed_memory
 
 __all__ = ["app", "guarded", "main", "Terminated", "deferred_signals"]
 
@@ -46,6 +46,7 @@ def _root(
 ) -> None:
     _state["debug"] = debug
     configure_threads()
+    keep_freed_memory()
 
 
 def guarded(command: F) -> F:
