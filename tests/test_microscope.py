@@ -178,6 +178,59 @@ def test_render_on_demand_one_job_per_unit(tmp_path, atlas):
     assert fs.Atlas(folder, create=False).unit("4", 3).renders[0].recipe.steps == TINY_RECIPE.steps
 
 
+def _wait_for(client: TestClient, job: dict, states: tuple[str, ...] = ("done", "failed")) -> dict:
+    deadline = time.monotonic() + 60
+    while job["state"] not in states and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    return job
+
+
+def test_many_render_requests_stay_bounded_and_the_server_keeps_serving(tmp_path, atlas, monkeypatch):
+    """A flood of POSTs for many units: at most MAX_WAITING wait, the rest are 429s with Retry-After; pages are
+    served meanwhile; once the queue drains it takes jobs again; finished jobs beyond MAX_KEPT are forgotten."""
+    import shutil
+    import threading
+
+    import filterscope.microscope.jobs as jobs_module
+
+    folder = tmp_path / "atlas"
+    shutil.copytree(atlas, folder)
+    gate, real = threading.Event(), jobs_module.build_atlas
+    monkeypatch.setattr(jobs_module, "build_atlas", lambda *a, **k: (gate.wait(60), real(*a, **k))[1])
+    monkeypatch.setattr(jobs_module, "MAX_WAITING", 2)
+    monkeypatch.setattr(jobs_module, "MAX_KEPT", 2)
+    client = TestClient(create_app(folder, jobs=RenderJobs(folder, conv_stack(), TINY_RECIPE, 0)))
+    running = _wait_for(client, client.post("/api/m/stack/4/3/render").json(), ("running",))
+    answers = [client.post(f"/api/m/stack/{layer}/{unit}/render") for layer, unit in
+               [("4", 4), ("6", 1), ("6", 2), ("6", 3), ("4", 4)]]
+    assert [a.status_code for a in answers] == [202, 202, 429, 429, 202]  # the last one asks for a waiting job
+    assert "2 render jobs are waiting (at most 2)" in answers[2].json()["detail"]
+    assert answers[2].headers["retry-after"] == "10"
+    assert client.get("/api/m/stack/4").status_code == 200 and client.get("/m/stack/4/0").status_code == 200
+    gate.set()
+    finished = [_wait_for(client, job) for job in (running, answers[0].json(), answers[1].json())]
+    assert [job["state"] for job in finished] == ["done", "done", "done"]
+    later = client.post("/api/m/stack/6/2/render")
+    assert later.status_code == 202 and _wait_for(client, later.json())["state"] == "done"
+    assert client.get(f"/api/jobs/{running['id']}").status_code == 404  # forgotten: only the last 2 are kept
+    assert client.get(f"/api/jobs/{later.json()['id']}").status_code == 200
+
+
+def test_a_job_for_a_layer_the_model_no_longer_has_fails_clearly(tmp_path, atlas):
+    import shutil
+
+    folder = tmp_path / "atlas"
+    shutil.copytree(atlas, folder)
+    shorter = conv_stack()
+    shorter = fs.wrap_model(shorter.module[:5], name="stack", preprocessing=shorter.preprocessing)  # no layer 6
+    client = TestClient(create_app(folder, jobs=RenderJobs(folder, shorter, TINY_RECIPE, 0)))
+    gone = _wait_for(client, client.post("/api/m/stack/6/1/render").json())
+    assert gone["state"] == "failed" and gone["message"].startswith("Unknown layer '6' in stack")
+    assert _wait_for(client, client.post("/api/m/stack/4/3/render").json())["state"] == "done"  # it goes on
+    assert client.get("/api/m/stack/4/3").json()["renders"][0]["status"] == "ok"
+
+
 def test_serve_command_checks_before_listening(tmp_path, atlas):
     result = runner.invoke(cli, ["serve", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "No atlas in" in result.output

@@ -25,7 +25,7 @@ def demo_command(
     *,
     runtime: Runtime,
 ) -> None:
-    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo, and build a small atlas (~7 min on 2 cores)."""
+    """Reproduce the paper's figures (1-6, Table 1) on the embedded model and a cat photo, and build a small atlas (~5 min on 2 cores)."""
     check_output(out, folder=True)
     loaded = load(model, None, seed, device, quiet)
     bars: list[RenderProgress] = []

@@ -19,6 +19,7 @@ from ..errors import AtlasError, FilterscopeError
 from ..trust.unit import UnitTrust
 from .context import Microscope, microscope
 from .explain import MAX_BYTES, UploadError, read_upload
+from .jobs import QueueFullError
 
 __all__ = ["router", "marker"]
 
@@ -191,7 +192,11 @@ def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
                             status_code=409)
     if any(r.status in FINISHED for r in scope.store().renders(record.id, unit)):
         return JSONResponse({"detail": f"Unit {unit} of {record.name} is already rendered"}, status_code=409)
-    return JSONResponse(_job(scope, jobs.submit(record.name, unit).to_dict()), status_code=202)
+    try:
+        submitted = jobs.submit(record.name, unit)
+    except QueueFullError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "10"})
+    return JSONResponse(_job(scope, submitted.to_dict()), status_code=202)
 
 
 @router.get("/jobs/{job_id}")

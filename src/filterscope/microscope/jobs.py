@@ -4,6 +4,11 @@ The microscope (started with ``--render``) queues a job when a page asks for a u
 the worker renders it with :func:`~filterscope.atlas.build.build_atlas` (so the result is written like
 any other render, under the build lock) and reports progress per Adam step. Asking again for a unit
 whose job is queued or running returns that job: a page cannot start a second one.
+
+The queue is bounded: at most :data:`MAX_WAITING` jobs wait (more is :class:`QueueFullError`, which the API
+answers with 429 and a Retry-After), and only the last :data:`MAX_KEPT` finished jobs stay to be asked about,
+so a flood of requests costs neither unbounded memory nor hours of rendering. A job that cannot run (a layer
+the model no longer has, a unit beyond its channels) fails with the reason as its message; the worker goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from ..recipes import Recipe
 from ..results import StepInfo
 from ..zoo.model import LoadedModel
 
-__all__ = ["Job", "RenderJobs"]
+__all__ = ["MAX_KEPT", "MAX_WAITING", "Job", "QueueFullError", "RenderJobs"]
+
+MAX_WAITING = 32
+"""Most jobs queued and not yet running."""
+MAX_KEPT = 1000
+"""Most finished jobs remembered (the oldest are forgotten first; asking for one then is a 404)."""
+
+
+class QueueFullError(FilterscopeError):
+    """Too many render jobs are waiting; ask again when some have finished."""
 
 
 @dataclass
@@ -66,7 +80,7 @@ class RenderJobs:
 
     def __init__(self, atlas: Path, model: LoadedModel, recipe: Recipe, seed: int) -> None:
         self.atlas, self.model, self.recipe, self.seed = atlas, model, recipe, seed
-        self.jobs: dict[int, Job] = {}
+        self.jobs: dict[int, Job] = {}  # in submission order: the oldest finished ones are dropped first
         self.active: dict[tuple[str, int], Job] = {}
         self._ids = itertools.count(1)
         self._queue: queue.Queue[Job] = queue.Queue()
@@ -79,6 +93,10 @@ class RenderJobs:
             existing = self.active.get((layer, unit))
             if existing is not None:
                 return existing
+            waiting = sum(1 for job in self.active.values() if job.state == "queued")
+            if waiting >= MAX_WAITING:
+                raise QueueFullError(f"{waiting} render jobs are waiting (at most {MAX_WAITING}): "
+                                     "ask again when some have finished")
             job = Job(next(self._ids), self.model.name, layer, unit)
             self.jobs[job.id] = job
             self.active[(layer, unit)] = job
@@ -108,4 +126,10 @@ class RenderJobs:
                 job.state, job.message = state, message
             with self._lock:
                 self.active.pop((job.layer, job.unit), None)
+                self._forget_old()
             self._queue.task_done()
+
+    def _forget_old(self) -> None:
+        finished = [i for i, job in self.jobs.items() if job.state in ("done", "failed")]
+        for job_id in finished[:max(0, len(finished) - MAX_KEPT)]:
+            del self.jobs[job_id]
