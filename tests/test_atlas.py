@@ -325,7 +325,7 @@ def test_foreign_corrupt_and_newer_folders_give_one_clear_error(tmp_path):
     conn = sqlite3.connect(tmp_path / "newer" / "atlas.sqlite")
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 5\)"):
+    with pytest.raises(AtlasError, match=r"newer filterscope \(atlas schema 99; .* reads up to 6\)"):
         fs.Atlas(tmp_path / "newer")
     with pytest.raises(AtlasError, match="No atlas in"):
         fs.Atlas(tmp_path / "missing", create=False)
@@ -498,7 +498,7 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
     conn.execute("DROP TABLE unit_circuits")  # and no circuits (schema 3)
     conn.execute("DROP TABLE circuit_pairs")
     conn.execute("DROP TABLE unit_trust")  # and no trust (schema 4)
-    for table in ("map_cells", "maps", "map_samples"):  # and no activation atlases (schema 5)
+    for table in ("map_cells", "maps", "map_samples", "files"):  # and no activation atlases (5), no file hashes (6)
         conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
@@ -508,7 +508,7 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
         assert old.circuit_sections(old.layer(old.model(), "4").id, 0) == {}  # no circuit tables: nothing, no error
         assert old.maps_of_layer(old.layer(old.model(), "4").id) == []  # no map tables: no maps, no error
     with fs.Atlas(tmp_path / "a", create=False) as upgraded:
-        assert upgraded.schema_version == 5 and upgraded.model().weights.seed == 7
+        assert upgraded.schema_version == 6 and upgraded.model().weights.seed == 7
         assert upgraded.maps_of_layer(upgraded.layer(upgraded.model(), "4").id) == []  # the tables are there
         assert upgraded.units_with_section(upgraded.layer(upgraded.model(), "4").id, "inputs") == {}
         assert upgraded.unit("4", 0).renders[0].status == "ok"

@@ -13,13 +13,13 @@ def test_demo_writes_the_three_figures_and_every_image(tmp_path):
                     middle_filters=(0, 1, 2, 3, 4, 5), deep_layer="features.5", deep_filters=(6, 7, 8, 9, 10, 11),
                     analysis_layer="features.5", top_k=4, visualize_k=2, maps_k=2, patch=8, stride=4,
                     atlas_layers=("features.3", "features.5"), atlas_units=3, reference_images=12,
-                    map_layer="features.5", map_grid=2)
+                    map_layer="features.5", map_grid=2, atlas_recipe=SMALL)
     labels = []
     outputs = run_demo(small_net(), tmp_path, plan=plan, recipe=SMALL,
                        progress=lambda label, total: labels.append((label, total)))
     figures = outputs.figures
-    assert [p.name for p in figures] == ["figure1_scales.png", "grid_middle_features_3.png",
-                                         "grid_deep_features_5.png", "figure5_top10.png", "figure4_top5.png",
+    assert [p.name for p in figures] == ["figure5_top10.png", "figure1_scales.png", "grid_middle_features_3.png",
+                                         "grid_deep_features_5.png", "figure4_top5.png",
                                          "figure6_occlusions.png", "sensitivity_top3.png", "atlas_features_3.png",
                                          "atlas_features_5.png", "atlas_map_features_5.png"]
     table = (tmp_path / "table1_occlusion.md").read_text()

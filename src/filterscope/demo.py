@@ -80,7 +80,7 @@ class DemoPlan:
     )
     atlas_layers: tuple[str, ...] = ("_blocks.4", "_blocks.10")
     atlas_units: int = 16
-    atlas_recipe: str = "filterscope"
+    atlas_recipe: str | Recipe = "filterscope"  # a recipe's name, or a recipe
     reference_images: int = 240
     map_layer: str = "_blocks.10"
     map_grid: int = 8
@@ -152,7 +152,8 @@ def run_demo(model: LoadedModel, out: Path, *, plan: DemoPlan = DEMO_PLAN, recip
         figures.append(save_figure(fig, out / f"grid_{label}_{layer.strip('_').replace('.', '_')}.png"))
 
     table = _cat_analysis(model, ranking, out, plan, recipe, figures, run)
-    figures.extend(_atlas(model, out, plan, get_recipe(plan.atlas_recipe), seed, progress, runtime))
+    atlas_recipe = get_recipe(plan.atlas_recipe) if isinstance(plan.atlas_recipe, str) else plan.atlas_recipe
+    figures.extend(_atlas(model, out, plan, atlas_recipe, seed, progress, runtime))
     return DemoOutputs(figures, table)
 
 

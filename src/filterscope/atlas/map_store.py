@@ -12,10 +12,12 @@ import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import AtlasError
 from .schema import now, transaction
+from .writes import record_files
 
 __all__ = ["MapSamplesRecord", "MapRecord", "MapCellRecord", "NewCell", "FinishedIcon", "MapQueries"]
 
@@ -102,9 +104,10 @@ def _number(value: float | None) -> float | None:
 
 
 class MapQueries:
-    """Map queries over an open atlas connection (``self._conn``)."""
+    """Map queries over an open atlas connection (``self._conn``) of the atlas folder ``self.path``."""
 
     _conn: sqlite3.Connection
+    path: Path
 
     def _has_maps(self) -> bool:
         return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'maps'"
@@ -129,6 +132,7 @@ class MapQueries:
             c.execute("INSERT OR REPLACE INTO map_samples (pass_id, positions, seed, count, vectors_file, places_file, "
                       "classes_file, attributions_file, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (pass_id, positions, seed, count, *files, now()))
+            record_files(c, self.path, files)
         found = self.map_samples(pass_id, positions, seed)
         assert found is not None
         return found.id
@@ -176,6 +180,7 @@ class MapQueries:
                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           [(map_id, x.cell, x.row, x.col, x.count, x.label, x.label_name, _number(x.label_share),
                             x.key) for x in cells])
+            record_files(c, self.path, files)
         return map_id
 
     def map_cells(self, map_id: int) -> list[MapCellRecord]:
@@ -190,6 +195,7 @@ class MapQueries:
                           "WHERE map_id = ? AND cell = ?",
                           [(x.file, x.status, _number(x.initial), _number(x.final), _number(x.cosine), now(), map_id,
                             x.cell) for x in icons])
+            record_files(c, self.path, [x.file for x in icons])
 
 
 def _fields(row: sqlite3.Row) -> dict[str, Any]:

@@ -160,6 +160,13 @@ class AtlasReader:
             raise AtlasError(f"No render {render_id} in the atlas {self.path}")
         return _render(row)
 
+    def recorded_file(self, path: str) -> tuple[int, str] | None:
+        """The size and SHA-256 recorded for the atlas file ``path`` (schema 6); ``None`` when not recorded."""
+        if self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'").fetchone() is None:
+            return None
+        row = self._conn.execute("SELECT size, sha256 FROM files WHERE path = ?", (path,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
     def pending_renders(self, keys: Sequence[str], retry_failed: bool = False) -> list[RenderJob]:
         """The planned renders among ``keys`` that are still to do (and the failed ones, when retrying)."""
         states = ("pending", "failed") if retry_failed else ("pending",)

@@ -21,11 +21,11 @@ from .._version import __version__
 from ..errors import AtlasError
 
 __all__ = ["DB_NAME", "FORMAT", "SCHEMA", "RENDERS_TABLE", "CIRCUIT_TABLES", "TRUST_TABLES", "MAP_TABLES",
-           "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "now"]
+           "FILES_TABLE", "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "now"]
 
 DB_NAME = "atlas.sqlite"
 FORMAT = "filterscope-atlas"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 READABLE_FROM = 1
 """The oldest schema a read-only connection reads without upgrading it."""
 
@@ -116,6 +116,14 @@ their attributions), each map's layout and cells (``.npy``: coordinates, each sa
 vectors) and its cells with their label and icon."""
 SCHEMA += MAP_TABLES
 
+FILES_TABLE = """
+CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, sha256 TEXT NOT NULL, recorded TEXT NOT NULL);
+"""
+"""Every file the atlas writes (schema 6), by its path in the atlas folder: its size and SHA-256, recorded in the
+transaction of the record that names it, so that ``filterscope atlas check`` finds a file deleted, truncated or
+replaced since."""
+SCHEMA += FILES_TABLE
+
 _RENDERS_V4 = (RENDERS_TABLE.format(name="renders_v4").strip().rstrip(";")
                + "; INSERT INTO renders_v4 SELECT * FROM renders; DROP TABLE renders; "
                "ALTER TABLE renders_v4 RENAME TO renders; CREATE INDEX renders_by_unit ON renders (layer_id, unit); "
@@ -128,6 +136,7 @@ MIGRATIONS: dict[int, str] = {
     3: CIRCUIT_TABLES.strip().rstrip(";"),
     4: _RENDERS_V4,
     5: MAP_TABLES.strip().rstrip(";"),
+    6: FILES_TABLE.strip().rstrip(";"),
 }
 """SQL that brings schema ``N - 1`` to ``N``, by ``N``."""
 

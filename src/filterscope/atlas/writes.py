@@ -4,12 +4,14 @@ written (atomically) before the record that names it is committed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 from ..analysis.receptive_field import ReceptiveField
 from ..trust.unit import UnitTrust
@@ -18,7 +20,7 @@ from ..zoo.weights import WeightsSource
 from .records import CircuitPair, CircuitSection, Crop, FinishedRender, NewExemplar, PlannedRender, UnitPassStats
 from .schema import now, transaction
 
-__all__ = ["AtlasWriter"]
+__all__ = ["AtlasWriter", "record_files", "file_digest"]
 
 _VALUES = ("initial_activation", "final_activation", "activation_ratio", "robustness", "high_frequency_share",
            "seconds")
@@ -32,10 +34,28 @@ def _number(value: float | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def file_digest(path: Path) -> tuple[int, str]:
+    """A file's size and SHA-256 (hex)."""
+    with path.open("rb") as f:
+        return path.stat().st_size, hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def record_files(conn: sqlite3.Connection, root: Path, names: Iterable[str | None]) -> None:
+    """Record the size and hash of each file ``names`` (paths in the atlas folder ``root``; ``None`` skipped),
+    inside the caller's transaction: the files are already written, the record naming them is being committed."""
+    rows = []
+    for name in names:
+        if name is not None:
+            size, digest = file_digest(root / name)
+            rows.append((name, size, digest, now()))
+    conn.executemany("INSERT OR REPLACE INTO files (path, size, sha256, recorded) VALUES (?, ?, ?, ?)", rows)
+
+
 class AtlasWriter:
-    """Writes over an open atlas connection (``self._conn``)."""
+    """Writes over an open atlas connection (``self._conn``) of the atlas folder ``self.path``."""
 
     _conn: sqlite3.Connection
+    path: Path
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -85,6 +105,7 @@ class AtlasWriter:
                 "robustness = :robustness, high_frequency_share = :high_frequency_share, file = :file, "
                 "array_file = :array_file, seconds = :seconds, message = :message, finished = :finished "
                 "WHERE id = :id", rows)
+            record_files(conn, self.path, [name for f in finished for name in (f.file, f.array_file)])
 
     def add_dataset(self, source: str, fingerprint: str, paths: Sequence[str], hashes: Sequence[str]) -> int:
         with self.transaction() as conn:
@@ -125,6 +146,7 @@ class AtlasWriter:
             conn.execute("UPDATE passes SET status = 'done', skipped = ?, seconds = ?, means_file = ?, "
                          "maxima_file = ?, finished = ? WHERE id = ?",
                          (skipped, seconds, means_file, maxima_file, now(), pass_id))
+            record_files(conn, self.path, [means_file, maxima_file])
 
     def set_crops(self, crops: Sequence[Crop]) -> None:
         """Store exemplar crops and thumbnails in one transaction."""
@@ -139,6 +161,7 @@ class AtlasWriter:
                          "sha256, seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (pair.source_layer_id, pair.target_layer_id, json.dumps(list(pair.kernel)), pair.file,
                           pair.sha256, _number(pair.seconds), now()))
+            record_files(conn, self.path, [pair.file])
 
     def set_unit_trust(self, layer_id: int, records: Sequence[UnitTrust]) -> None:
         """Store units' trust records in one transaction (replacing what they had)."""

@@ -1,5 +1,5 @@
 """The ``atlas`` command group: build an atlas (renders and dataset exemplars of whole layers), see what
-it holds and what is left, show one unit's record."""
+it holds and what is left, show one unit's record, check its files against their records."""
 
 import json
 import math
@@ -287,6 +287,45 @@ def status_command(
                        f"({m['positions']} positions{what}){trust}, {m['icons']} of {m['cells']} icons{rest}")
         left = sum(r.pending for r in rows)
         typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
+
+
+_REPAIRED = {"render": "render(s) back to pending", "pass": "exemplar pass(es) to run again",
+             "circuit": "circuit pair(s) to compute again", "samples": "activation atlas sample set(s) to collect again",
+             "map": "activation atlas(es) to lay out again", "icon": "activation atlas icon(s) to render again"}
+
+
+@atlas_app.command("check")
+@guarded
+def check_command(
+    out: Annotated[Path, typer.Argument(help="The atlas folder.", show_default=False)],
+    repair: Annotated[bool, typer.Option("--repair", help="Mark what is damaged for the next build to redo (and "
+                                         "remove the damaged files).")] = False,
+) -> None:
+    """Check an atlas: the database's integrity, every file a record names against its recorded size and SHA-256,
+    every exemplar image. One line per problem, exit 1 when there is one; with --repair, the next
+    `atlas build` (or `atlas map`) redoes exactly what was damaged.
+
+    Example: filterscope atlas check out/atlas --repair
+    """
+    from ..atlas.check import check_atlas
+    from ..atlas.check import repair as repair_atlas
+
+    with AtlasStore(out, create=False) as store:
+        problems = check_atlas(store)
+        files = int(store._conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+        if not problems:
+            typer.echo(f"atlas {out} is sound: database ok, {files} recorded file(s) match, exemplar images readable")
+            return
+        for problem in problems:
+            typer.echo(problem.line(), err=True)
+        if any(p.kind == "database" for p in problems):
+            raise AtlasError(f"{out}: the database is damaged; restore the folder from a copy")
+        if not repair:
+            raise AtlasError(f"{len(problems)} problem(s) in {out}: filterscope atlas check {out} --repair marks "
+                             "them for the next build to redo")
+        marked = repair_atlas(store, problems)
+    what = ", ".join(f"{n} {_REPAIRED[kind]}" for kind, n in sorted(marked.items()))
+    typer.echo(f"repaired {out}: {what}; run the same atlas build (and atlas map) again to redo them")
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -46,7 +46,19 @@ def _render_file(scope: Microscope, render_id: int) -> Path:
     path = scope.root / record.file
     if not path.is_file():
         raise AtlasError(f"The image of render {render_id} is missing from the atlas folder")
+    recorded = scope.store().recorded_file(record.file)
+    if recorded is not None and not _matches(str(path), _file_tag("f", render_id, path), recorded):
+        raise AtlasError(f"The image of render {render_id} is damaged (not the file the atlas wrote): "
+                         "filterscope atlas check --repair marks it for the next build")
     return path
+
+
+@functools.lru_cache(maxsize=4096)
+def _matches(path: str, tag: str, recorded: tuple[int, str]) -> bool:
+    """Whether the file has its recorded size and hash (cached per file version: ``tag`` has its mtime and size)."""
+    from ..atlas.writes import file_digest
+
+    return file_digest(Path(path)) == recorded
 
 
 def _file_tag(kind: str, ident: int, path: Path) -> str:
