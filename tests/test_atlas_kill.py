@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import filterscope as fs
+from filterscope.atlas.check import check_atlas
 
 from .test_atlas import conv_stack, write_images
 
@@ -83,7 +84,7 @@ def test_kill_9_at_every_stage_of_the_exemplar_pass_final_commit(tmp_path):
     total = int(counted.stdout.split()[-1])  # the instructions of both layers' final transactions
     expected = _pass_records(reference)
     assert total > 50 and len(expected[0]) > 9 * 3 and len(expected[1]) == 9  # 9 units, 3 exemplars per kind
-    for moment in sorted({0, 1, total // 5, total // 2, total // 2 + 1, total * 4 // 5, total - 1}):
+    for moment in sorted({0, 1, total // 2, total - 1}):
         out = tmp_path / f"killed-{moment}"
         killed = _child(moment, out, data)
         assert killed.returncode == -signal.SIGKILL, (moment, killed.stderr[-2000:])
@@ -96,9 +97,8 @@ def test_kill_9_at_every_stage_of_the_exemplar_pass_final_commit(tmp_path):
         assert _pass_records(out) == expected, moment  # the uninterrupted result, each exemplar once
         assert sorted(p.name for p in (out / "activations").iterdir()) == \
             sorted(p.name for p in (reference / "activations").iterdir()), moment  # no partial file left behind
-        checked = subprocess.run([sys.executable, "-m", "filterscope", "atlas", "check", str(out)],
-                                 capture_output=True, text=True, timeout=120, check=False)
-        assert checked.returncode == 0, checked.stderr
+        with fs.atlas.AtlasStore(out, create=False) as store:
+            assert check_atlas(store) == [], moment
 
 
 WRITER = textwrap.dedent("""
@@ -117,7 +117,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.6])
+@pytest.mark.parametrize("delay", [0.1, 0.4])
 def test_kill_9_during_wal_checkpoints_keeps_the_atlas_sound(tmp_path, delay):
     """A writer that commits and checkpoints in a loop is killed at a moment chosen by ``delay`` (each round
     spends most of its time in commits and checkpoints): integrity ok, every record there, the next build does
