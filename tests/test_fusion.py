@@ -136,9 +136,12 @@ def test_lite0_folds_every_batch_norm_and_keeps_its_activations(lite0):
     folding = fold_batch_norms(lite0, [ref])
     assert len(folding.pairs) == 49  # the stem, and each block's two or three convolutions up to the head
     x = torch.rand(2, 3, 224, 224)
-    with torch.no_grad(), Forward(lite0, [ref], Runtime(precision="fp32")) as plain, \
-            Forward(lite0, [ref], Runtime(precision="fp32"), fold=True) as folded:
-        want, got = plain(x)[ref], folded(x)[ref]
+    with torch.no_grad():
+        with Forward(lite0, [ref], Runtime(precision="fp32")) as plain:
+            want = plain(x)[ref]
+        with Forward(lite0, [ref], Runtime(precision="fp32"), fold=True) as folded:
+            got = folded(x)[ref]
+            assert folded.folded == folding.pairs
     assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
     assert all(torch.equal(before[k], v) for k, v in lite0.module.state_dict().items())
     assert not any(isinstance(m, nn.Identity) for m in lite0.module.modules())
@@ -210,3 +213,34 @@ def test_the_relu_override_acts_on_the_folded_copy():
     assert runs[True].extra["relu_override"] == runs[False].extra["relu_override"] == "the first 12 steps"
     assert float(runs[True].images.std()) > 0.01  # it moved
     torch.testing.assert_close(runs[True].images, runs[False].images, rtol=0, atol=1e-4)
+
+
+def test_the_folded_copy_is_cached_until_the_network_changes_in_any_way():
+    net = Branchy().eval()
+    model = fs.wrap_model(net, preprocessing=PLAIN)
+    first = fold_batch_norms(model)
+    assert fold_batch_norms(model).model.module is first.model.module  # unchanged: the same copy
+    x = torch.rand(2, 3, 16, 16)
+
+    def agrees(folding) -> bool:
+        with torch.no_grad():
+            return torch.allclose(folding.model.module(x), net(x), atol=1e-5)
+
+    with torch.no_grad():
+        net.bn_a.weight.mul_(2.0)  # in place: a new version
+    second = fold_batch_norms(model)
+    assert second.model.module is not first.model.module and agrees(second)
+    net.a.weight.data = net.a.weight.data * 0.5  # .data assigned: same tensor, same version, other storage
+    third = fold_batch_norms(model)
+    assert third.model.module is not second.model.module and agrees(third)
+    net.to(memory_format=torch.channels_last)  # what a render does around its batches: the same values
+    assert fold_batch_norms(model).model.module is third.model.module
+
+
+def test_a_network_run_by_another_capture_is_not_folded_then_and_folds_later():
+    model = fs.wrap_model(Branchy().eval(), preprocessing=PLAIN)
+    ref = resolve_layer(model, "relu")
+    with Forward(model, [ref], Runtime(precision="fp32")):  # its hooks stop any other forward pass at relu
+        busy = fold_batch_norms(model, [ref])
+    assert busy.pairs == () and busy.reason == "not folded: the network is being run by another capture"
+    assert fold_batch_norms(model, [ref]).pairs == (("a", "bn_a"),)  # not cached: alone, it folds

@@ -3,13 +3,21 @@
 Writing is atomic (a temporary file ``.NAME.PID.XXXXXXXX.part`` in the same folder, renamed into place), so an
 interrupted run never leaves a half-written file under its final name; :func:`remove_stale_parts` deletes the
 temporary files of processes that no longer run. Image formats are :mod:`filterscope.images`' business.
+
+A full disk (``ENOSPC``, or a quota's ``EDQUOT``) is an :class:`~filterscope.errors.OutputError` naming the folder,
+what is free and what the write needed (:func:`no_space`); the temporary file is removed, so a run stopped by a
+full disk leaves only whole files, and the same command finishes once space is freed. Files that are memory
+mapped (the atlas's matrices) are reserved with ``posix_fallocate`` first (:func:`open_matrix`): a full disk is then
+an error at once, not a ``SIGBUS`` when a page is first written.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 import uuid
@@ -20,7 +28,9 @@ from typing import Any
 from .errors import ImageError, OutputError
 
 __all__ = ["cache_dir", "atomic_write", "atomic_write_text", "write_bytes", "file_sha256", "regular_file",
-           "check_output", "remove_stale_parts", "OutputLock"]
+           "check_output", "remove_stale_parts", "OutputLock", "no_space", "is_no_space", "open_matrix"]
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
 def cache_dir() -> Path:
@@ -32,17 +42,73 @@ def cache_dir() -> Path:
     return Path(base) / "filterscope"
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (atomic)."""
+def atomic_write(path: Path, write: Callable[[Path], object], size: int | None = None) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (atomic). ``size``: the
+    bytes it writes, when known, for the message of a full disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A plain file name (not mkstemp, whose files are private): the result gets the usual permissions.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise no_space(path.parent, size) from None
         raise
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+def no_space(folder: Path, needed: int | None = None) -> OutputError:
+    """The one-line error of a full disk while writing into ``folder``."""
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    need = f"; this write needs {_size(needed)}" if needed else ""
+    return OutputError(f"No space left on the device of {folder} ({free}{need}): free some space and run the same "
+                       "command again (what is finished is kept)")
+
+
+def _size(count: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= factor:
+            return f"{count / factor:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def open_matrix(path: Path, mode: str, dtype: Any, shape: tuple[int, ...]) -> Any:
+    """``numpy.lib.format.open_memmap(path, mode, dtype, shape)``; a new one (``w+``) has its blocks allocated at
+    once (``posix_fallocate``), so that writing through the map cannot fail with ``SIGBUS`` on a full disk. A full
+    disk is a :func:`no_space` error, here and not later, and the file is removed."""
+    import numpy as np
+
+    try:
+        array = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
+        if mode == "w+":
+            _reserve(path)
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        path.unlink(missing_ok=True)
+        raise no_space(path.parent, int(np.prod(shape)) * np.dtype(dtype).itemsize) from None
+    return array
+
+
+def _reserve(path: Path) -> None:
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without it: nothing reserved
+                raise
+
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically. Returns the path."""
@@ -61,7 +127,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically. Returns the path."""
     path = Path(path)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), len(data))
     return path
 
 def regular_file(path: str | os.PathLike[str], what: str = "Image") -> Path:

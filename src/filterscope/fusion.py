@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .layers import LayerRef
+from .layers import LayerRef, _StopForward
 from .zoo.model import LoadedModel, frozen
 
 __all__ = ["Folding", "fold_batch_norms"]
@@ -65,13 +65,19 @@ class Folding:
     reason: str = ""
 
 
+_BUSY = "not folded: the network is being run by another capture"
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[object, Folding]] = weakref.WeakKeyDictionary()
 
 
-def _signature(module: nn.Module) -> tuple[tuple[int, int], ...]:
-    """What must stay the same for a folded copy to stay true: each parameter and buffer, and its version."""
+def _signature(module: nn.Module) -> tuple[tuple[int, int, float, float], ...]:
+    """What must stay the same for a folded copy to stay true: each parameter and buffer, its version and its
+    values (a float64 sum and norm: ``param.data = ...`` keeps the tensor and its version; a change of memory
+    format, which a render makes around its batches, keeps the values and so the copy)."""
     tensors = [*module.parameters(), *module.buffers()]
-    return tuple((id(t), t._version) for t in tensors)
+    with torch.no_grad():
+        return tuple((id(t), t._version, float(torch.sum(t, dtype=torch.float64)) if t.is_floating_point() else
+                      float(t.sum()), float(torch.linalg.vector_norm(t, dtype=torch.float64)) if t.is_floating_point()
+                      else 0.0) for t in tensors)
 
 
 def fold_batch_norms(model: LoadedModel, keep: Iterable[LayerRef] = ()) -> Folding:
@@ -88,7 +94,8 @@ def fold_batch_norms(model: LoadedModel, keep: Iterable[LayerRef] = ()) -> Foldi
     with frozen(model.module):
         folding = _fold(model, {name for name, port in keep_key if port == "in"},
                         {name for name, port in keep_key if port == "out"})
-    _CACHE[model.module] = {key: folding}  # the newest only: an older signature will not come back
+    if folding.reason != _BUSY:  # (nested: the next call, alone, folds)
+        _CACHE[model.module] = {key: folding}  # the newest only: an older signature will not come back
     return folding
 
 
@@ -97,6 +104,8 @@ def _fold(model: LoadedModel, read_in: set[str], read_out: set[str]) -> Folding:
     probe = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(model.device)  # the caller's RNG untouched
     try:
         pairs = _foldable(model.module, probe)
+    except _StopForward:  # another Capture is running this module (nested Forwards): its hooks stop the probe
+        return Folding(model, (), _BUSY)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         return Folding(model, (), f"not folded: the probe failed ({str(exc).splitlines()[0]})")
     pairs = [(conv, bn) for conv, bn in pairs if conv not in read_out and bn not in read_in]

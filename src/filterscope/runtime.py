@@ -82,7 +82,8 @@ class Runtime:
             (:func:`default_memory_budget`).
         fold: Rendering runs a copy of the network with its eval-mode batch norms folded into the
             convolutions before them (:mod:`filterscope.fusion`): the same function, 1.6x faster on
-            EfficientNet-Lite0, images equal to float rounding. ``False`` runs the network as it is.
+            EfficientNet-Lite0, images equal to float rounding; the copy's weights take the network's size in
+            memory once more (kept while the network is unchanged). ``False`` runs the network as it is.
             Forward-only measurements (scores, analyses) always run it as it is.
     """
 

@@ -33,6 +33,7 @@ for it (then finds the first one's work done).
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import os
@@ -49,7 +50,7 @@ from ..analysis.activations import layer_means
 from ..analysis.inputs import decode_image, decoded
 from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..errors import AtlasError, ChannelError, FilterscopeError
-from ..files import OutputLock, atomic_write, remove_stale_parts, write_bytes
+from ..files import OutputLock, atomic_write, open_matrix, remove_stale_parts, write_bytes
 from ..identity import RenderIdentity, RenderSettings
 from ..layers import LayerRef, layer_info, layer_slug, resolve_layer, slug
 from ..maps.samples import SampleSpec
@@ -250,12 +251,14 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
     def waiting(holder: str) -> None:
         progress.message(f"another atlas build ({holder}) is writing {folder}; waiting for it to finish")
 
-    with OutputLock(folder, name=LOCK_NAME, on_wait=waiting):
+    with OutputLock(folder, name=LOCK_NAME, on_wait=waiting), contextlib.ExitStack() as stack:
         # files a killed build was writing (atomic writes: never under their final name) go first
         for part_folder in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
             remove_stale_parts(part_folder)
-        build = _Build(store or AtlasStore(folder), loaded, runtime or Runtime(), progress, executor or LocalExecutor(),
-                       started, map_settings)
+        if store is None:  # closed when done or failed, so a failed build never leaves a connection behind
+            store = stack.enter_context(AtlasStore(folder))
+        build = _Build(store, loaded, runtime or Runtime(), progress, executor or LocalExecutor(), started,
+                       map_settings)
         plan = build.record_layers([(ref, infos[name].channels, wanted[name], tuple(infos[name].shape))
                                     for name, ref in resolved])
         if data is not None:
@@ -574,9 +577,9 @@ class PassState:
             else:
                 self.trackers[x.id] = UnitTracker.from_state_dict(
                     {k.split("/", 1)[1]: v for k, v in state["trackers"].items() if k.startswith(f"{x.id}/")})
-            self.matrices[x.id] = tuple(  # type: ignore[assignment]
-                np.lib.format.open_memmap(p, mode="w+" if state is None else "r+", dtype=np.float32,
-                                          shape=(count, x.channels)) for p in self.partial[x.id])
+            self.matrices[x.id] = tuple(
+                open_matrix(p, "w+" if state is None else "r+", np.float32, (count, x.channels))
+                for p in self.partial[x.id])
         self.skipped: list[int] = [] if state is None else list(state["skipped"].tolist())
         self.samples: dict[int, SampleWriter] = {}
         for x in layers:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AtlasError
-from ..files import atomic_write_text, write_bytes
+from ..files import atomic_write_text, open_matrix, write_bytes
 from ..images import save_array
 from ..layers import layer_slug, slug
 from ..maps.icons import IconJob, IconTask, IconTaskOutcome, icon_recipe, icon_task, second_moment, whitening
@@ -77,8 +77,7 @@ class SampleWriter:
                   "classes": ((rows, classes), np.int32), "attributions": ((rows, classes), np.float32)}
         mode = "r+" if resume else "w+"
         folder.mkdir(parents=True, exist_ok=True)
-        self.arrays = {n: np.lib.format.open_memmap(self.partial[n], mode=mode, dtype=dtype, shape=shape)
-                       for n, (shape, dtype) in shapes.items()}
+        self.arrays = {n: open_matrix(self.partial[n], mode, dtype, shape) for n, (shape, dtype) in shapes.items()}
         if not resume:
             self.arrays["places"][:] = -1
             self.arrays["classes"][:] = -1

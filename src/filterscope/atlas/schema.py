@@ -19,9 +19,10 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import AtlasError
+from ..files import no_space
 
 __all__ = ["DB_NAME", "FORMAT", "SCHEMA", "RENDERS_TABLE", "CIRCUIT_TABLES", "TRUST_TABLES", "MAP_TABLES",
-           "FILES_TABLE", "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "now"]
+           "FILES_TABLE", "SCHEMA_VERSION", "MIGRATIONS", "READABLE_FROM", "connect", "transaction", "disk_full", "now"]
 
 DB_NAME = "atlas.sqlite"
 FORMAT = "filterscope-atlas"
@@ -149,18 +150,29 @@ def connect(db_path: Path, *, create: bool, readonly: bool) -> sqlite3.Connectio
     """A connection to the atlas database at ``db_path`` (created with the schema when ``create``), checked
     to be an atlas and brought to the current schema (unless ``readonly``)."""
     uri = f"file:{db_path.resolve()}{'?mode=ro' if readonly else ''}"
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys = ON")
-        if create:
+        if create or (not readonly and _empty(conn)):  # new, or a creation stopped before its commit (disk full)
             _create(conn)
         elif not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         _check(conn, db_path, readonly)
-    except sqlite3.DatabaseError as exc:
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()  # never left holding a lock (a creation stopped halfway holds the write lock)
+        if not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        if disk_full(exc):
+            raise no_space(db_path.parent) from None
         raise AtlasError(f"{db_path} is not a readable atlas database ({exc})") from None
     return conn
+
+
+def _empty(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -195,14 +207,28 @@ def _check(conn: sqlite3.Connection, db_path: Path, readonly: bool) -> None:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception)."""
-    if not conn.in_transaction:
-        conn.execute("BEGIN IMMEDIATE")
+    """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception). A full disk is
+    :func:`~filterscope.files.no_space`'s one-line error naming the atlas folder (SQLite has rolled back: the
+    database is as it was before the transaction)."""
     try:
-        yield conn
-    except BaseException:
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if not disk_full(exc):
+            raise
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise
-    if conn.in_transaction:
-        conn.execute("COMMIT")
+        raise no_space(Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent) from None
+
+
+def disk_full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the disk (or a quota) is full."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
