@@ -312,6 +312,9 @@ def test_the_map_page_pans_zooms_and_shows_a_cells_patches(tmp_path, photo_folde
         assert f"{cell['count']} samples" in page.text_content("#map-tip")
         page.mouse.click(x, y)
         page.wait_for_selector("#patches img")
+        # every patch decoded (a broken one never is: this then times out and fails)
+        page.wait_for_function("Array.from(document.querySelectorAll('#patches img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
         assert f"{cell['count']} samples" in page.text_content("#cell-panel h2")
         patches = [(src, width) for src, width in images_loaded(page) if "/img/patch/" in src]
         assert len(patches) == min(cell["count"], 24) and all(width > 0 for _, width in patches), patches

@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,20 @@ class AtlasReader:
 
     path: Path
     _conn: sqlite3.Connection
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one state of the atlas (a read transaction: in WAL mode a build that writes
+        meanwhile is neither blocked nor seen halfway). Nested, or inside a write transaction: that one."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
 
     # ------------------------------------------------------------------------------- models, layers
     def models(self) -> list[ModelRecord]:
@@ -269,6 +284,10 @@ class AtlasReader:
         Raises:
             AtlasError: no such model, layer or unit in the atlas.
         """
+        with self.snapshot():  # its renders, statistics and exemplars as of one moment, even during a build
+            return self._unit(layer, unit, model)
+
+    def _unit(self, layer: str, unit: int, model: str | None) -> UnitRecord:
         model_record = self.model(model)
         layer_record = self.layer(model_record, layer)
         if not 0 <= unit < layer_record.channels:

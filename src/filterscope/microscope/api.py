@@ -110,6 +110,11 @@ async def explain(request: Request, scope: Scope, model: str, layer: str) -> Res
 
 @router.get("/m/{model}/{layer}/{unit}")
 def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
+    with scope.store().snapshot():  # one state of the atlas, however a build writes meanwhile
+        return _unit_record(scope, model, layer, unit)
+
+
+def _unit_record(scope: Microscope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)
     store, urls = scope.store(), scope.urls
     found_unit = store.unit(record.name, unit, found.name)
