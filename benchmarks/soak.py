@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import random
@@ -97,7 +98,8 @@ def soak(folder: Path, units: int, minutes: float, clients: int) -> dict:
         server.wait(10)
     warm = [rss for t, rss in samples if t >= 60] or [samples[-1][1]]
     unit_times = sorted(t for k, t, _ in results if k == "unit JSON")
-    return {"requests": len(results), "seconds": minutes * 60, "errors": sum(1 for *_, s in results if s != 200),
+    failed = collections.Counter(f"{k} {s}" for k, _, s in results if s != 200)
+    return {"requests": len(results), "seconds": minutes * 60, "errors": sum(failed.values()), "failed": dict(failed),
             "rss_warm": warm[0], "rss_end": warm[-1], "rss_max": max(warm), "rss_samples": samples,
             "unit_p50": statistics.median(unit_times), "unit_p95": unit_times[int(0.95 * (len(unit_times) - 1))]}
 
@@ -173,7 +175,7 @@ def report(built: float, units: int, clients: int, s: dict, passes: list[dict]) 
     growth = s["rss_end"] / s["rss_warm"] - 1
     lines = [f"Machine: {machine()}. A {units:,}-unit atlas (built in {built:.0f} s); `filterscope serve` and "
              f"{clients} keep-alive clients on the same cores, {s['requests']:,} requests in {s['seconds'] / 60:.0f} "
-             f"minutes, {s['errors']} errors.", "",
+             f"minutes, {s['errors']} answers other than 200 {s.get('failed', '')}.", "",
              *markdown_table(["server memory (VmRSS)", "MiB"],
                              [f"| after the first minute | {s['rss_warm'] / mib:.0f} |",
                               f"| at the end | {s['rss_end'] / mib:.0f} ({growth:+.1%}) |",
