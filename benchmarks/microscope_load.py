@@ -54,6 +54,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_server(port: int, server: subprocess.Popen) -> None:
+    """Until ``server`` (a ``filterscope serve`` child) accepts connections on ``port``; it failing is the end."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit(f"the server did not start: {server.stderr.read().decode()}") from None
+            time.sleep(0.2)
+
+
 def client(port: int, paths: list[tuple[str, str]]) -> list[tuple[str, float, int]]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     out = []
@@ -89,15 +102,7 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "filterscope", "serve", str(tmp / "atlas"), "--port",
                                    str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit(f"the server did not start: {server.stderr.read().decode()}") from None
-                    time.sleep(0.2)
+            wait_for_server(port, server)
             probe = http.client.HTTPConnection("127.0.0.1", port)
             probe.request("GET", "/api/m/wide/2/0")
             unit = json.loads(probe.getresponse().read())

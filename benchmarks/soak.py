@@ -37,7 +37,7 @@ from torch import nn
 import filterscope as fs
 from _results import machine, markdown_table, write_section  # benchmarks/_results.py
 from filterscope.demo import write_reference_set
-from microscope_load import client, free_port  # benchmarks/microscope_load.py
+from microscope_load import client, free_port, wait_for_server  # benchmarks/microscope_load.py
 
 TINY = dataclasses.replace(fs.get_recipe("paper"), size=24, scales=1, steps=2, reference_size=None)
 
@@ -65,7 +65,7 @@ def soak(folder: Path, units: int, minutes: float, clients: int) -> dict:
     server = subprocess.Popen([sys.executable, "-m", "filterscope", "serve", str(folder / "atlas"), "--port",
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(port, server)
+        wait_for_server(port, server)
         first = json.loads(_get(port, "/api/m/wide/2/0"))["renders"][0]["id"]
         end = time.monotonic() + minutes * 60
         samples: list[tuple[float, int]] = []
@@ -112,20 +112,6 @@ def _get(port: int, path: str) -> bytes:
     body = connection.getresponse().read()
     connection.close()
     return body
-
-
-def _wait_for(port: int, server: subprocess.Popen) -> None:
-    import socket
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"the server did not start: {server.stderr.read().decode()}") from None
-            time.sleep(0.2)
 
 
 PASS = textwrap.dedent("""

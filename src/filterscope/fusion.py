@@ -73,11 +73,13 @@ def _signature(module: nn.Module) -> tuple[tuple[int, int, float, float], ...]:
     """What must stay the same for a folded copy to stay true: each parameter and buffer, its version and its
     values (a float64 sum and norm: ``param.data = ...`` keeps the tensor and its version; a change of memory
     format, which a render makes around its batches, keeps the values and so the copy)."""
-    tensors = [*module.parameters(), *module.buffers()]
     with torch.no_grad():
-        return tuple((id(t), t._version, float(torch.sum(t, dtype=torch.float64)) if t.is_floating_point() else
-                      float(t.sum()), float(torch.linalg.vector_norm(t, dtype=torch.float64)) if t.is_floating_point()
-                      else 0.0) for t in tensors)
+        return tuple((id(t), t._version, *_sum_and_norm(t)) for t in [*module.parameters(), *module.buffers()])
+
+
+def _sum_and_norm(t: torch.Tensor) -> tuple[float, float]:
+    wide = t if t.is_floating_point() else t.double()  # integer buffers (num_batches_tracked) too
+    return float(torch.sum(wide, dtype=torch.float64)), float(torch.linalg.vector_norm(wide, dtype=torch.float64))
 
 
 def fold_batch_norms(model: LoadedModel, keep: Iterable[LayerRef] = ()) -> Folding:

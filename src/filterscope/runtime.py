@@ -180,8 +180,8 @@ class Forward:
         if self.fold:  # a folded copy runs instead (filterscope.fusion); the caller's module stays as it is
             folding = fold_batch_norms(self.original, self.layers)
             self.model, self.folded = folding.model, folding.pairs
-            if folding.pairs:
-                self.capture = Capture(self.model, self.layers)
+        if self.capture.model is not self.model:  # the capture hooks the network that runs (folded or not)
+            self.capture = Capture(self.model, self.layers)
         self._stack.enter_context(memory_format(self.model, self.runtime))
         self._stack.enter_context(self.capture)
         return self

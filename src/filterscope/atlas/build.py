@@ -193,6 +193,12 @@ def _units_for(units: Sequence[int] | dict[str, Sequence[int]] | None, layer: st
     return chosen
 
 
+def _remove_stale_parts_under(folder: Path) -> None:
+    """The files a killed build was writing (atomic writes: never under their final name), in every folder."""
+    for part_folder in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        remove_stale_parts(part_folder)
+
+
 def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel | torch.nn.Module,
                 layers: str | Sequence[str], *, units: Sequence[int] | dict[str, Sequence[int]] | None = None,
                 recipes: Sequence[str | Recipe] = ("paper",), seeds: Sequence[int] = (0,),
@@ -251,12 +257,9 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
     def waiting(holder: str) -> None:
         progress.message(f"another atlas build ({holder}) is writing {folder}; waiting for it to finish")
 
-    with OutputLock(folder, name=LOCK_NAME, on_wait=waiting), contextlib.ExitStack() as stack:
-        # files a killed build was writing (atomic writes: never under their final name) go first
-        for part_folder in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
-            remove_stale_parts(part_folder)
-        if store is None:  # closed when done or failed, so a failed build never leaves a connection behind
-            store = stack.enter_context(AtlasStore(folder))
+    with OutputLock(folder, name=LOCK_NAME, on_wait=waiting), \
+            (contextlib.nullcontext(store) if store is not None else AtlasStore(folder)) as store:  # closed on failure
+        _remove_stale_parts_under(folder)
         build = _Build(store, loaded, runtime or Runtime(), progress, executor or LocalExecutor(), started,
                        map_settings)
         plan = build.record_layers([(ref, infos[name].channels, wanted[name], tuple(infos[name].shape))

@@ -4,7 +4,6 @@ written (atomically) before the record that names it is committed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
@@ -14,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..analysis.receptive_field import ReceptiveField
+from ..files import file_sha256
 from ..trust.unit import UnitTrust
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
@@ -36,8 +36,7 @@ def _number(value: float | None) -> float | None:
 
 def file_digest(path: Path) -> tuple[int, str]:
     """A file's size and SHA-256 (hex)."""
-    with path.open("rb") as f:
-        return path.stat().st_size, hashlib.file_digest(f, "sha256").hexdigest()
+    return path.stat().st_size, file_sha256(path)
 
 
 def record_files(conn: sqlite3.Connection, root: Path, names: Iterable[str | None]) -> None:
