@@ -129,13 +129,41 @@ def json_api_reference() -> str:
     with tempfile.TemporaryDirectory() as folder:
         Atlas(folder).close()
         schema = create_app(folder).openapi()
-    lines = ["| method | path | what it does | parameters |", "|---|---|---|---|"]
+    lines = ["| method | path | what it does | parameters | answers |", "|---|---|---|---|---|"]
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
             summary = (operation.get("description") or operation.get("summary") or "").strip().split("\n\n")[0]
             parameters = ", ".join(f"`{p['name']}` ({p['in']})" for p in operation.get("parameters", []))
-            lines.append(f"| {method.upper()} | `{path}` | {_cell(summary)} | {parameters} |")
+            answers = "; ".join(f"{status} {_answer(answer)}".strip()
+                                for status, answer in sorted(operation["responses"].items()))
+            lines.append(f"| {method.upper()} | `{path}` | {_cell(summary)} | {parameters} | {answers} |")
+    lines += ["", "## What each answer holds", "",
+              "Each JSON answer's fields (from `filterscope.microscope.schemas`; every answer is checked against "
+              "them by the tests, and none has a field not listed):", ""]
+    for name, component in schema["components"]["schemas"].items():
+        fields = ", ".join(f"`{field}` ({_json_type(kind)})" for field, kind in component.get("properties", {}).items())
+        lines.append(f"- **{name}**: {fields}")
     return "\n".join(lines)
+
+
+def _answer(answer: dict) -> str:
+    """An answer in a few words: its schema's name, or its media type."""
+    content = answer.get("content", {})
+    if "application/json" in content:
+        return _json_type(content["application/json"].get("schema", {}))
+    return ", ".join(f"`{media}`" for media in content)
+
+
+def _json_type(schema: dict) -> str:
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return " or ".join(_json_type(s) for s in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"list of {_json_type(schema.get('items', {}))}"
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"object of {_json_type(schema['additionalProperties'])}"
+    return str(schema.get("type", "any"))
 
 
 # --- the recipe -------------------------------------------------------------------------------------------------

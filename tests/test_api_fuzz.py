@@ -1,12 +1,14 @@
 """The microscope's HTTP API fuzzed from its own OpenAPI schema (Hypothesis against ``/api/openapi.json``),
 in process, on two small atlases (one with renders, exemplars and circuits; one with an activation atlas):
-no response is a server error, every ``/api/`` answer is JSON (errors: ``{"detail": str}``), and odd methods,
-huge query strings and unknown content types get clear 4xx answers."""
+no response is a server error, every answer is one the schema declares for its operation (status, media
+type, and for JSON the body validated by jsonschema against the declared schema), every link the answers
+hold is followed and checked the same way, and odd methods, huge query strings and unknown content types get
+clear 4xx answers."""
 
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from filterscope.microscope import create_app
 
+from .helpers.openapi import conforms, templates
 from .test_maps import (
     SMALL,
     build,
@@ -48,16 +51,67 @@ def operations(client: TestClient) -> list[tuple[str, str, dict[str, str]]]:
 
 def check(response) -> None:
     assert response.status_code < 500, (response.request.url, response.status_code, response.text[:300])
-    if response.request.url.path.startswith("/api/"):
+    if response.request.url.path.startswith("/api/") and not 300 <= response.status_code < 400:
         data = response.json()
         if response.status_code >= 400:
             assert isinstance(data["detail"], str | list), data
 
 
+def links(data: object) -> list[str]:
+    """Every local URL in a JSON answer (not the file paths it names)."""
+    if isinstance(data, dict):
+        return [u for k, v in data.items() if k not in ("path", "dataset", "file", "array_file") for u in links(v)]
+    if isinstance(data, list):
+        return [u for v in data for u in links(v)]
+    return [data] if isinstance(data, str) and data.startswith("/") and not data.startswith("//") else []
+
+
+@pytest.mark.parametrize("which", ["atlas", "map_atlas"])
+def test_every_answer_and_every_link_conforms_to_the_schema(which, request):
+    client = TestClient(create_app(request.getfixturevalue(which)))
+    schema, known = client.get("/api/openapi.json").json(), templates(client)
+    assert "422" not in str({p: o["responses"] for m in schema["paths"].values() for p, o in m.items()})
+    seen, queue, kinds, visits = set(), ["/", "/api/models"], set(), {}
+    while queue:
+        url = queue.pop(0)
+        if url in seen or url.startswith("/static/"):
+            continue
+        seen.add(url)
+        template = next((t for t, pattern in known if pattern.match(urlsplit(url).path)), None)
+        assert template is not None, f"{url} (linked from an answer) is no path of the schema"
+        visits[template] = visits.get(template, 0) + 1
+        if visits[template] > 30:  # enough of one kind: bounded, and every kind is reached
+            continue
+        response = client.get(url)
+        if "get" not in schema["paths"][template]:  # a unit's render link: POST only
+            assert response.status_code == 405 and response.json()["detail"] == "Method Not Allowed", url
+            continue
+        conforms(schema, known, "GET", response)
+        kinds.add((template, response.status_code))
+        if response.headers.get("content-type", "").startswith("application/json"):
+            data = response.json()
+            found = links(data)  # and a page's data: /api/ + the page's path, where the API has it
+            if isinstance(data, dict) and isinstance(data.get("units"), list) and "url" in data:  # a layer's grid
+                found += [f"{data['url']}/{u['unit']}" for u in data["units"]]
+            queue.extend(found + [f"/api{u}" for u in found if u.startswith("/m/") and any(
+                pattern.match(f"/api{urlsplit(u).path}") for _, pattern in known)])
+    followed = {t for t, status in kinds if status == 200}
+    pages = {"/", "/m/{model}/{layer}", "/m/{model}/{layer}/{unit}", "/m/{model}/{layer}/{unit}/exemplar/{exemplar}"}
+    api = {"/api/models", "/api/m/{model}/{layer}", "/api/m/{model}/{layer}/{unit}"}
+    images = {"/img/exemplar/{exemplar_id}", "/img/exemplar/{exemplar_id}/thumb", "/img/source/{exemplar_id}"}
+    if which == "atlas":  # renders, exemplars, circuits
+        expected = pages | api | images | {"/img/render/{render_id}", "/img/render/{render_id}/thumb"}
+    else:  # exemplars and an activation atlas
+        expected = pages | api | images | {"/m/{model}/{layer}/map", "/api/m/{model}/{layer}/map",
+                                           "/img/map/{map_id}/{cell}", "/api/m/{model}/{layer}/map/cells/{cell}",
+                                           "/img/patch/{map_id}/{sample}"}
+    assert followed == expected and {status for _, status in kinds} == {200}
+
+
 @pytest.mark.parametrize("which", ["atlas", "map_atlas"])
 def test_the_schema_fuzzed_gives_no_server_error(which, request):
-    client = TestClient(create_app(request.getfixturevalue(which)))
-    found = operations(client)
+    client = TestClient(create_app(request.getfixturevalue(which)), follow_redirects=False)
+    schema, found, known = client.get("/api/openapi.json").json(), operations(client), templates(client)
     assert len(found) >= 12 and any("/map" in path for _, path, _ in found)
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -67,7 +121,9 @@ def test_the_schema_fuzzed_gives_no_server_error(which, request):
         values = {name: data.draw(NUMBERS if kind == "integer" else NAMES) for name, kind in kinds.items()}
         url = re.sub(r"\{(\w+)\}", lambda m: quote(str(values[m.group(1)]), safe=""), path)
         body = data.draw(st.binary(max_size=64)) if method == "POST" else None
-        check(client.request(method, url, content=body))
+        response = client.request(method, url, content=body)
+        check(response)
+        conforms(schema, known, method, response)
 
     probe()
 

@@ -247,7 +247,8 @@ def test_strings_are_objectives_everywhere_and_never_character_sequences():
     result = fs.render(net, "channel(features.3, 1)", recipe=recipe)
     assert len(result) == 1 and result.objectives[0] == fs.channel("features.3", 1).resolve(
         fs.wrap_model(net, preprocessing=fs.Preprocessing(input_size=32, resize_size=32)))
-    with pytest.raises(fs.InvalidObjectiveError, match="Expected an objective or an objective string"):
+    with pytest.raises(fs.ArgumentTypeError, match=r"objectives must be Objective, str or a sequence of \(Objective "
+                                                   r"or str\), not list of int"):
         fs.render(net, [3], recipe=recipe)
     with pytest.raises(fs.InvalidObjectiveError, match="position"):
         fs.render(net, "channel(features.3 1)", recipe=recipe)

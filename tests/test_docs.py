@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import inspect
 import os
 import re
 import shlex
@@ -257,7 +258,7 @@ def _shrink_recipes(monkeypatch) -> None:
     for name, recipe in list(fs.RECIPES.items()):
         monkeypatch.setitem(fs.RECIPES, name, replace(recipe))
     for function in (fs.render, fs.iter_render, fs.visualize_filters):
-        monkeypatch.setitem(function.__kwdefaults__, "recipe", replace(fs.PAPER_RECIPE))
+        monkeypatch.setitem(inspect.unwrap(function).__kwdefaults__, "recipe", replace(fs.PAPER_RECIPE))
 
 
 def _serve_resnet(monkeypatch, home: Path, name: str) -> None:

@@ -15,6 +15,7 @@ import filterscope as fs
 from filterscope.cli import app as cli
 from filterscope.microscope import RenderJobs, create_app
 
+from .helpers.openapi import Conformance
 from .test_atlas import TINY_RECIPE, conv_stack, write_images
 
 runner = CliRunner()
@@ -160,12 +161,15 @@ def test_render_on_demand_one_job_per_unit(tmp_path, atlas):
     shutil.copytree(atlas, folder)
     jobs = RenderJobs(folder, conv_stack(), TINY_RECIPE, 0)
     client = TestClient(create_app(folder, jobs=jobs))
+    check = Conformance(client)
     assert client.post("/api/m/stack/4/9/render").status_code == 404
     assert client.post("/api/m/stack/nolayer/1/render").status_code == 404
-    assert client.post("/api/m/stack/4/1/render").status_code == 409  # already rendered
+    conflict = client.post("/api/m/stack/4/1/render")
+    assert conflict.status_code == 409  # already rendered
     first = client.post("/api/m/stack/4/3/render")
     second = client.post("/api/m/stack/4/3/render")
     assert first.status_code == second.status_code == 202
+    check(conflict, first, second, client.get(f"/api/jobs/{first.json()['id']}"), client.get("/api/jobs/999"))
     assert first.json()["id"] == second.json()["id"]  # one job per unit
     deadline = time.monotonic() + 60
     state = first.json()
@@ -205,6 +209,7 @@ def test_many_render_requests_stay_bounded_and_the_server_keeps_serving(tmp_path
     answers = [client.post(f"/api/m/stack/{layer}/{unit}/render") for layer, unit in
                [("4", 4), ("6", 1), ("6", 2), ("6", 3), ("4", 4)]]
     assert [a.status_code for a in answers] == [202, 202, 429, 429, 202]  # the last one asks for a waiting job
+    Conformance(client)(*answers)
     assert "2 render jobs are waiting (at most 2)" in answers[2].json()["detail"]
     assert answers[2].headers["retry-after"] == "10"
     assert client.get("/api/m/stack/4").status_code == 200 and client.get("/m/stack/4/0").status_code == 200
@@ -227,6 +232,7 @@ def test_a_job_for_a_layer_the_model_no_longer_has_fails_clearly(tmp_path, atlas
     client = TestClient(create_app(folder, jobs=RenderJobs(folder, shorter, TINY_RECIPE, 0)))
     gone = _wait_for(client, client.post("/api/m/stack/6/1/render").json())
     assert gone["state"] == "failed" and gone["message"].startswith("Unknown layer '6' in stack")
+    Conformance(client)(client.get(f"/api/jobs/{gone['id']}"))
     assert _wait_for(client, client.post("/api/m/stack/4/3/render").json())["state"] == "done"  # it goes on
     assert client.get("/api/m/stack/4/3").json()["renders"][0]["status"] == "ok"
 
@@ -317,18 +323,24 @@ def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
     assert data["groups"]["units"] == groups.channels.topk(4, dim=1).indices.tolist()  # each group's strongest units
     assert all(str(u) in data["links"] for row in data["groups"]["units"] for u in row)
     assert data["links"]["0"]["url"] == "/m/stack/4/0" and data["links"]["0"]["thumb"] is not None
+    check = Conformance(client)
+    check(response)
     hostile = ((b"", 400, "empty"), (b"hello, not an image", 422, "not an image"),
                (_png(40_000, 40_000), 413, "too many pixels"), (_jpeg()[:300], 422, "cannot be decoded"))
     for body, status, words in hostile:
         response = client.post("/api/m/stack/4/explain", content=body)
         assert response.status_code == status and words in response.json()["detail"], (status, response.text)
+        check(response)
     from filterscope.microscope.explain import MAX_BYTES
 
     too_big = client.post("/api/m/stack/4/explain", content=b"\0" * (MAX_BYTES + 1))
     assert too_big.status_code == 413 and "limit" in too_big.json()["detail"]
+    check(too_big)
     assert client.get("/api/models").status_code == 200  # still serving
     plain = TestClient(create_app(atlas))
-    assert plain.post("/api/m/stack/4/explain", content=_jpeg()).status_code == 403
+    refused = plain.post("/api/m/stack/4/explain", content=_jpeg())
+    assert refused.status_code == 403
+    check(refused)
     assert plain.get("/api/m/stack/4").json()["image_page"] is None
 
 

@@ -186,8 +186,11 @@ def test_trust_units_takes_image_files_or_pil_images_and_refuses_other_things(ph
     from_files = trust_units(model, "conv3", [0], files, judge, tasks=20)
     as_tensor = torch.stack([fs.prepare_image(model, f).pixels for f in files])
     assert from_files == trust_units(model, "conv3", [0], as_tensor, judge, tasks=20)
-    for bad in (str(files[0]), [1, 2, 3], torch.zeros(3, 32, 32)):
-        with pytest.raises(fs.InvalidOptionError, match="trust_units"):
-            trust_units(model, "conv3", [0], bad, judge)
+    with pytest.raises(fs.ArgumentTypeError, match=r"fs.trust_units: images must be .*, not list of int"):
+        trust_units(model, "conv3", [0], [1, 2, 3], judge)
+    with pytest.raises(fs.InvalidOptionError, match=r"trust_units\(\) takes images as a \(N,C,H,W\) tensor"):
+        trust_units(model, "conv3", [0], torch.zeros(3, 32, 32), judge)
+    with pytest.raises(fs.InvalidOptionError, match="at least 20 dataset images"):  # one image: a dataset of one
+        trust_units(model, "conv3", [0], str(files[0]), judge)
     with pytest.raises(fs.InvalidOptionError, match="at least 20 dataset images"):
         trust_units(model, "conv3", [0], files[:10], judge)

@@ -234,11 +234,12 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         occlusion_study,
         prepare_image,
         rank_filters,
-        receptive_field,
         sensitivity_maps,
     )
+    from .analysis.receptive_field import receptive_field
     from .atlas import Atlas, DaskExecutor, build_atlas, list_dataset
-    from .circuits import Circuit, ExpandedWeights, circuit, class_effects, expanded_weights
+    from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
+    from .circuits.circuit import circuit
     from .errors import (
         ArgumentTypeError,
         AtlasError,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from .arguments import checked
 from .errors import ImageError
 from .files import atomic_write, regular_file
 
@@ -45,6 +46,7 @@ def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
     return path
 
+@checked
 def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The text chunks of a PNG written by :func:`save_png`.
 
@@ -62,6 +64,7 @@ def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise ImageError(f"Cannot read the metadata of {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
             from None
 
+@checked
 def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> Image.Image:
     """Read an image as RGB, with its EXIF orientation applied.
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arguments import checked
 from .errors import ChannelError, ModelInputError, UnknownLayerError, did_you_mean
 from .zoo.model import LoadedModel, coerce_model, frozen
 
@@ -179,6 +180,7 @@ def _probe(model: LoadedModel, size: int | tuple[int, int] | None = None) -> dic
     return infos
 
 
+@checked
 def list_layers(model: LoadedModel, size: int | tuple[int, int] | None = None) -> list[LayerInfo]:
     """Every module that runs in a forward pass, in definition order, with its output shape.
 
@@ -268,6 +270,7 @@ def _graph_node(model: LoadedModel, text: str, modules: dict[str, nn.Module]) ->
     return text, -1
 
 
+@checked
 def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
     """Turn a layer spec into a checked :class:`LayerRef`.
 
@@ -324,6 +327,7 @@ def resolve_layer(model: LoadedModel, spec: str | LayerRef) -> LayerRef:
     return ref
 
 
+@checked
 def layer_info(model: LoadedModel, spec: str | LayerRef) -> LayerInfo:
     """:class:`LayerInfo` of a layer given in any accepted form; ``shape`` is that of the selected call,
     element and port."""

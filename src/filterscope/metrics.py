@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .arguments import checked
 from .errors import InvalidObjectiveError, InvalidOptionError
 from .objective_syntax import ObjectiveLike, as_objective, as_objectives
 from .objectives import ClassLogit, Objective, layers_of, objective_values
@@ -34,6 +35,7 @@ __all__ = ["reference_crops", "high_frequency_share", "to_input_size", "measure"
            "activation_ratio", "robustness", "transfer", "Quality", "score"]
 
 
+@checked
 def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike],
             images: torch.Tensor, *, batch_size: int = ANALYSIS_BATCH, runtime: Runtime | None = None) -> torch.Tensor:
     """``(B,)``: each objective (resolved against ``model``) on its image of ``(B,C,H,W)`` in [0, 1],
@@ -62,7 +64,9 @@ def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Se
     return torch.cat(out)
 
 
-def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = None, *, crops_per_image: int = 8,
+@checked
+def reference_crops(model: LoadedModel, images: Image.Image | Sequence[Image.Image] | None = None, *,
+                    crops_per_image: int = 8,
                     seed: int = 0) -> torch.Tensor:
     """Each image in the model's view plus ``crops_per_image`` random crops (30–100 % of the image, with
     the input's aspect ratio), resized to the input: ``(N,C,H,W)`` in [0, 1].
@@ -78,6 +82,8 @@ def reference_crops(model: LoadedModel, images: Sequence[Image.Image] | None = N
     if model.preprocessing.image_mode is None:
         raise InvalidOptionError(f"{model.name} takes {model.preprocessing.channels} channels: there are no reference "
                                  "photos for it; pass reference= a (N,C,H,W) tensor of your own data")
+    if isinstance(images, Image.Image):
+        images = [images]
     return photo_views(model.preprocessing, images, crops_per_image=crops_per_image, seed=seed)
 
 
@@ -153,6 +159,7 @@ class Quality:
 
 
 
+@checked
 def score(model: LoadedModel | torch.nn.Module, objective: ObjectiveLike, images: torch.Tensor, *,
           reference: torch.Tensor | None = None, transfer_model: LoadedModel | None = None, samples: int = 16,
           seed: int = 0) -> list[Quality]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from .arguments import checked
 from .errors import InvalidObjectiveError, did_you_mean
 from .objectives import OBJECTIVES, Objective
 
@@ -180,6 +181,7 @@ class _Parser:
         return function.build(*args)
 
 
+@checked
 def parse_objective(text: str) -> Objective:
     """Parse the objective syntax, e.g. ``channel(layer4.2.relu, 484) - 0.5*channel(layer4.2.relu, 257)``.
 
@@ -215,6 +217,7 @@ def as_objective(objective: ObjectiveLike) -> Objective:
                                 f"not {type(objective).__name__}")
 
 
+@checked
 def as_objectives(objectives: ObjectiveLike | Sequence[ObjectiveLike]) -> list[Objective]:
     """One objective or string, or a sequence of them, as a list of :class:`Objective` (a string is one
     objective, never a sequence of characters)."""

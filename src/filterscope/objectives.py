@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from .arguments import checked
 from .errors import ChannelError, InvalidObjectiveError
 from .layers import OUTPUT, LayerRef, check_channel, layer_info, layer_slug, resolve_layer, slug
 from .registry import Registry
@@ -532,6 +533,7 @@ OBJECTIVES: Registry[ObjectiveFunction] = Registry("objective function", Invalid
                                                    "filterscope visualize --help")
 
 
+@checked
 def register_objective(name: str, *arguments: str) -> Callable[[Callable[..., Objective]], Callable[..., Objective]]:
     """Decorator: make ``name(ARG, ...)`` of the string syntax call the decorated builder.
 
@@ -597,12 +599,14 @@ def relu(objective: Objective) -> Rectified:
     return Rectified(objective)
 
 
+@checked
 @register_objective("channel", "layer", "int")
 def channel(layer: str | LayerRef, index: int) -> Channel:
     """Mean activation of channel ``index`` of ``layer`` (the paper's objective)."""
     return Channel(layer, int(index))
 
 
+@checked
 @register_objective("neuron", "layer", "int", "int?", "int?")
 def neuron(layer: str | LayerRef, index: int, y: int | None = None, x: int | None = None) -> Neuron:
     """Activation of channel ``index`` of ``layer`` at one position (default: the center)."""
@@ -611,6 +615,7 @@ def neuron(layer: str | LayerRef, index: int, y: int | None = None, x: int | Non
     return Neuron(layer, int(index), y, x)
 
 
+@checked
 @register_objective("logit", "int")
 @register_objective("class", "int")
 def class_logit(index: int) -> ClassLogit:
@@ -618,6 +623,7 @@ def class_logit(index: int) -> ClassLogit:
     return ClassLogit(int(index))
 
 
+@checked
 @register_objective("deepdream", "layer")
 @register_objective("layer", "layer")
 def layer_energy(layer: str | LayerRef) -> LayerEnergy:
@@ -625,12 +631,14 @@ def layer_energy(layer: str | LayerRef) -> LayerEnergy:
     return LayerEnergy(layer)
 
 
+@checked
 @register_objective("direction", "layer", "vector")
 def direction(layer: str | LayerRef, vector: Sequence[float]) -> Direction:
     """A direction ``vector`` (one value per channel) in the activation space of ``layer``."""
     return Direction(layer, tuple(float(v) for v in vector))
 
 
+@checked
 @register_objective("diversity", "layer")
 def diversity(layer: str | LayerRef) -> Diversity:
     """Diversity across the images of a batch, measured on ``layer``'s Gram matrices."""

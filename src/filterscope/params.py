@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .arguments import checked
 from .data import natural_images
 from .errors import InvalidRecipeError
 from .registry import Registry
@@ -102,6 +103,7 @@ class Param(nn.Module):
 PARAMS: Registry[type[Param]] = Registry("parameterization", InvalidRecipeError)
 
 
+@checked
 def register_param(name: str) -> Any:
     """Class decorator: register a :class:`Param` subclass under ``name`` (a recipe's ``param``)."""
     return PARAMS.register(name)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .arguments import checked
 from .files import cache_dir
 from .layers import LayerRef
 from .runtime import Forward, Runtime, cpu_bf16_flags, cpu_description, format_size
@@ -151,6 +152,7 @@ def _bf16_hardware(device: torch.device) -> str | None:
     return None
 
 
+@checked
 def choose_precision(model: LoadedModel, layers: Sequence[LayerRef], shape: tuple[int, int], batch: int,
                      runtime: Runtime, *, probe: Probe | None = None) -> PrecisionChoice:
     """The precision to render in: ``runtime.precision`` unless it is ``auto``; then see the module docstring.

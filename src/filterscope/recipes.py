@@ -79,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .arguments import checked
 from .errors import InvalidRecipeError, did_you_mean
 from .params import PARAMS
 from .transforms import LUCID_TRANSFORMS, NO_TRANSFORMS, SMALL_TRANSFORMS, Transform, transform_from_spec
@@ -292,11 +293,13 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+@checked
 def list_recipes() -> list[str]:
     """The names of the named recipes."""
     return list(RECIPES)
 
 
+@checked
 def get_recipe(name_or_path: str | os.PathLike[str], *, _bases: tuple[str, ...] = ()) -> Recipe:
     """A named recipe, or one read from a ``.json``/``.toml`` file.
 

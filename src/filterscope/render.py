@@ -41,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .arguments import checked
 from .errors import InvalidRecipeError, ModelInputError
 from .gradients import RedirectedReLU
 from .layers import list_layers
@@ -519,6 +520,7 @@ def _network_rows(objectives: Sequence[Objective], stages: Stages) -> tuple[tupl
     return stages.transform.output_shape(stages.schedule.largest), stages.copies if stages.transform.active else 1
 
 
+@checked
 def choose_runtime(model: LoadedModel, objectives: Sequence[Objective], recipe: Recipe | Stages,
                    runtime: Runtime | None = None) -> tuple[Runtime, PrecisionChoice]:
     """``runtime`` with its precision decided for rendering ``objectives`` (resolved) with ``recipe``:
@@ -546,6 +548,7 @@ def plan_batches(model: LoadedModel, objectives: Sequence[Objective], recipe: Re
     return max(1, rows // copies)
 
 
+@checked
 def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
                 recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
                 runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None,
@@ -598,6 +601,7 @@ def iter_render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike 
             yield result
 
 
+@checked
 def render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Sequence[ObjectiveLike], *,
            recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None, copies: int = 1,
            runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None,
@@ -632,6 +636,7 @@ def render(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Seq
                                                      callback=callback, stages=stages)))
 
 
+@checked
 def visualize_filters(model: LoadedModel | torch.nn.Module, layer: str, filters: Sequence[int], *,
                       recipe: Recipe = PAPER_RECIPE, seed: int = 0, batch_size: int | None = None,
                       copies: int = 1, runtime: Runtime | None = None,

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ._version import __version__
+from .arguments import checked
 from .display import png_strip
 from .errors import FilterscopeError, InvalidOptionError
 from .identity import RenderIdentity
@@ -160,11 +161,13 @@ class RenderResult:
         )
 
 
+@checked
 def output_name(model_name: str, objective: Objective) -> str:
     """File name of one visualization: ``resnet34-layer4.2.relu-f0484.png`` and similar."""
     return f"{model_name}-{objective.file_stem()}.png"
 
 
+@checked
 def save_result(result: RenderResult, folder: str | os.PathLike[str], *, display: Sequence[int] | None = None,
                 identities: Sequence[RenderIdentity] | None = None) -> list[Path]:
     """Save every image of ``result`` in ``folder`` under :meth:`RenderResult.file_name`, with its

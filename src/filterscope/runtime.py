@@ -40,6 +40,7 @@ from typing import TypeVar
 
 import torch
 
+from .arguments import checked
 from .errors import InvalidRecipeError, RuntimeSettingError
 from .fusion import fold_batch_norms
 from .layers import Capture, LayerRef
@@ -331,6 +332,7 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 
 
+@checked
 def parse_memory(text: str) -> int:
     """``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"2000000000"`` → bytes (K, M, G, T are powers of 1024)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", str(text))

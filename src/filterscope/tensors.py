@@ -12,9 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .arguments import checked
+
 __all__ = ["to_pil", "to_tensor"]
 
 
+@checked
 def to_pil(pixels: torch.Tensor, display: Sequence[int] | None = None) -> Image.Image:
     """``(C,H,W)`` float in [0, 1] → an 8-bit PIL image (rounded, clipped): grayscale for 1 channel, RGB
     for 3, and for any other count a false-color RGB preview of the channels ``display`` names (red,
@@ -30,6 +33,7 @@ def to_pil(pixels: torch.Tensor, display: Sequence[int] | None = None) -> Image.
     return Image.fromarray(array, mode="RGB")
 
 
+@checked
 def to_tensor(image: Image.Image, mode: str = "RGB") -> torch.Tensor:
     """A PIL image (converted to ``mode``: RGB, or L for grayscale) → ``(1,C,H,W)`` float in [0, 1]."""
     array = np.asarray(image.convert(mode), dtype=np.float32) / 255.0

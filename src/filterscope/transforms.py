@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from .arguments import checked
 from .errors import InvalidRecipeError
 from .registry import Registry
 
@@ -74,6 +75,7 @@ class Transform:
 TRANSFORMS: Registry[Callable[..., Transform]] = Registry("transform", InvalidRecipeError)
 
 
+@checked
 def register_transform(name: str) -> Callable[[type[Transform]], type[Transform]]:
     """Class decorator: register a :class:`Transform` subclass as kind ``name``."""
 

@@ -13,11 +13,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..arguments import checked
 from ..errors import ImageError
 from ..files import regular_file
 from ..images import ARRAY_SUFFIXES, load_array, load_image
@@ -25,10 +27,23 @@ from ..tensors import to_pil, to_tensor
 from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.preprocessing import Placement
 
-__all__ = ["IMAGE_SUFFIXES", "AnalysisImage", "prepare_image", "decode_image", "decoded", "collect_images",
-           "augmentations"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSource", "Images", "image_list", "AnalysisImage", "prepare_image", "decode_image",
+           "decoded", "collect_images", "augmentations"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".npy")
+
+T = TypeVar("T")
+
+ImageSource = str | os.PathLike[str] | Image.Image
+"""One image: a file's path or a PIL image."""
+
+Images = ImageSource | Sequence[ImageSource]
+"""One image or many: every public function that takes images takes either."""
+
+
+def image_list(images: ImageSource | Sequence[T]) -> list[ImageSource | T]:
+    """``images`` as a list: one image (a path or a PIL image) is a list of one."""
+    return [images] if isinstance(images, str | os.PathLike | Image.Image) else list(images)
 
 
 @dataclass
@@ -51,6 +66,7 @@ class AnalysisImage:
         return to_pil(self.pixels)
 
 
+@checked
 def prepare_image(model: LoadedModel, image: str | os.PathLike[str] | Image.Image, *, fit: str = "crop",
                   name: str | None = None) -> AnalysisImage:
     """Load (if a path) and preprocess one image for ``model``; see :class:`AnalysisImage`."""
@@ -92,10 +108,11 @@ def decoded(label: str, view: Image.Image | torch.Tensor, placement: Placement,
     return AnalysisImage(label, pixels, placement, original)
 
 
-def collect_images(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files from a list of paths, folders expanded to their images (sorted)."""
+@checked
+def collect_images(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files from one path or a list of them, folders expanded to their images (sorted)."""
     files: list[Path] = []
-    for item in map(Path, paths):
+    for item in map(Path, [paths] if isinstance(paths, str | os.PathLike) else paths):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..arguments import checked
 from ..display import html_table
 from ..errors import RegionError
 from ..layers import LayerRef
@@ -154,6 +155,7 @@ class OcclusionStudy:
         return buffer.getvalue()
 
 
+@checked
 def occlusion_study(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                     layer: str | LayerRef, variants: Mapping[str, Sequence[Box]], *, k: int = 10,
                     fill: str = "neutral", seed: int = 0, fit: str = "crop",

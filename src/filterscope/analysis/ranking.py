@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
+from ..arguments import checked
 from ..display import html_table
 from ..errors import ImageError
 from ..layers import LayerRef
@@ -20,7 +20,7 @@ from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
 from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.preprocessing import Placement
 from .activations import checked_layer, filter_means, nonfinite, strongest_first
-from .inputs import AnalysisImage, augmentations, decode_image, decoded
+from .inputs import AnalysisImage, ImageSource, augmentations, decode_image, decoded, image_list
 
 __all__ = ["Concentration", "concentration", "Ranking", "rank_filters"]
 
@@ -172,9 +172,10 @@ class Ranking:
         return buffer.getvalue()
 
 
-def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | Image.Image], layer: str | LayerRef,
-                 *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop", batch_size: int = ANALYSIS_BATCH,
-                 names: Sequence[str] | None = None, runtime: Runtime | None = None,
+@checked
+def rank_filters(model: LoadedModel, images: ImageSource | torch.Tensor | Sequence[ImageSource | torch.Tensor],
+                 layer: str | LayerRef, *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop",
+                 batch_size: int = ANALYSIS_BATCH, names: Sequence[str] | None = None, runtime: Runtime | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Ranking:
     """Rank the filters of ``layer`` by mean activation over ``images`` (paper §4.2, Figure 5).
 
@@ -196,9 +197,9 @@ def rank_filters(model: LoadedModel, images: Sequence[str | os.PathLike[str] | I
     """
     model = coerce_model(model)
     ref, _ = checked_layer(model, layer, k)
-    if isinstance(images, (str, os.PathLike, Image.Image)):  # one image where a sequence is expected
-        images = [images]
-    elif isinstance(images, torch.Tensor):  # (N, C, H, W) as fs.reference_crops gives them, or one (C, H, W)
+    if not isinstance(images, torch.Tensor):
+        images = image_list(images)
+    else:  # (N, C, H, W) as fs.reference_crops gives them, or one (C, H, W)
         images = list(images) if images.dim() == 4 else [images]
     if not images:
         raise ImageError("No image given")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..arguments import checked
 from ..layers import Capture, LayerRef, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
 
@@ -88,6 +89,7 @@ def _layer_grid(model: LoadedModel, ref: LayerRef, shape: tuple[int, int]) -> tu
     return tuple(act.shape[2:])
 
 
+@checked
 def receptive_field(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, *,
                     max_scale: int = 2) -> ReceptiveField:
     """The receptive field of ``layer``'s positions (see the module docstring).

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from ..arguments import checked
 from ..errors import ChannelError, RegionError
 from ..layers import LayerRef
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime
@@ -48,6 +49,7 @@ class SensitivityMaps:
         return divmod(flat, self.maps.shape[-1])
 
 
+@checked
 def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                      layer: str | LayerRef, filters: Sequence[int], *, patch: int | None = None,
                      stride: int | None = None, fill: str = "neutral", seed: int = 0,

@@ -49,6 +49,7 @@ from PIL import Image
 from ..analysis.activations import layer_means
 from ..analysis.inputs import decode_image, decoded
 from ..analysis.receptive_field import ReceptiveField, receptive_field
+from ..arguments import checked
 from ..errors import AtlasError, ChannelError, FilterscopeError
 from ..files import OutputLock, atomic_write, open_matrix, remove_stale_parts, write_bytes
 from ..identity import RenderIdentity, RenderSettings
@@ -199,6 +200,7 @@ def _remove_stale_parts_under(folder: Path) -> None:
         remove_stale_parts(part_folder)
 
 
+@checked
 def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel | torch.nn.Module,
                 layers: str | Sequence[str], *, units: Sequence[int] | dict[str, Sequence[int]] | None = None,
                 recipes: Sequence[str | Recipe] = ("paper",), seeds: Sequence[int] = (0,),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..analysis.inputs import IMAGE_SUFFIXES
+from ..arguments import checked
 from ..errors import ImageError
 from ..files import file_sha256, regular_file
 
@@ -41,6 +42,7 @@ class Dataset:
         return len(self.paths)
 
 
+@checked
 def list_dataset(source: str | os.PathLike[str]) -> Dataset:
     """The images of ``source``: a folder (every file with an image suffix below it, recursively, sorted
     by path) or a text file with one image path per line (relative paths are relative to the file; blank

@@ -18,14 +18,13 @@ gives its own (the CLI's ``--atlas``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from PIL import Image
 
-from ..analysis.inputs import prepare_image
+from ..analysis.inputs import Images, image_list, prepare_image
+from ..arguments import checked
 from ..errors import ChannelError, FilterscopeError
 from ..layers import Capture, LayerRef, check_channel, layer_info, resolve_layer
 from ..metrics import reference_crops
@@ -37,7 +36,7 @@ from .weights import Connection, ExpandedWeights, expanded_weights
 
 __all__ = ["Circuit", "circuit", "exemplar_pixels", "top_exemplars", "agreement", "has_vector_output", "ImageInput"]
 
-ImageInput = torch.Tensor | Sequence[str | os.PathLike[str] | Image.Image] | None
+ImageInput = torch.Tensor | Images | None
 
 
 @dataclass(frozen=True)
@@ -132,13 +131,14 @@ def exemplar_pixels(model: LoadedModel, target: LayerRef, unit: int, images: Ima
     elif isinstance(images, torch.Tensor):
         pixels = images
     else:
-        pixels = torch.stack([prepare_image(model, image, fit=fit).pixels for image in images])
+        pixels = torch.stack([prepare_image(model, image, fit=fit).pixels for image in image_list(images)])
     if not len(pixels):
         raise FilterscopeError("No images to find the unit's exemplars in")
     order, positions = top_exemplars(model, target, pixels, [unit], count)[unit]
     return pixels[order], positions
 
 
+@checked
 def circuit(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, unit: int, source: str | LayerRef, *,
             k: int = 8, to: str | LayerRef | None = None, images: ImageInput = None, exemplars: int = 8,
             classes: bool = True, ablate: int = 5, draws: int = DRAWS, seed: int = 0, fit: str = "crop",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..arguments import checked
 from ..errors import FilterscopeError
 from ..layers import OUTPUT, Capture, LayerRef, check_channel, layer_info, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
@@ -50,6 +51,7 @@ class ClassEffects:
         return up, down
 
 
+@checked
 def class_effects(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, units: Sequence[int] | None = None,
                   ) -> ClassEffects:
     """The linearized direct effect of ``units`` of ``layer`` (default: all) on the model's outputs."""

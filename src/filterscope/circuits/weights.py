@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..arguments import checked
 from ..errors import UnknownLayerError
 from ..layers import OUTPUT, Capture, LayerRef, layer_info, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
@@ -174,6 +175,7 @@ def _span(jacobian: torch.Tensor) -> tuple[slice, slice]:
     return slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
+@checked
 def expanded_weights(model: LoadedModel | torch.nn.Module, source: str | LayerRef, target: str | LayerRef, *,
                      size: int | tuple[int, int] | None = None, max_scale: int = 4) -> ExpandedWeights:
     """The expanded weights from ``source`` to the later layer ``target`` (see the module docstring).

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..analysis.inputs import AnalysisImage
+from ..arguments import checked
 from ..circuits.linear import Intervene, Leaf
 from ..circuits.weights import source_calls
 from ..errors import ChannelError, InvalidOptionError
@@ -66,6 +67,7 @@ class SpatialAttribution:
                 "logit": self.logit, "total": self.total, "map": self.map.tolist()}
 
 
+@checked
 def spatial_attribution(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *,
                         target: int | None = None, fit: str = "crop") -> SpatialAttribution:
     """Attribution of class ``target`` (default: the top class) to each position of ``layer`` (module docstring)."""

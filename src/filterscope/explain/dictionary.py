@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..analysis.inputs import AnalysisImage
+from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..layers import LayerRef
 from ..zoo.model import LoadedModel
@@ -53,6 +54,7 @@ class SemanticDictionary:
                 "units": self.units.tolist(), "values": self.values.tolist()}
 
 
+@checked
 def semantic_dictionary(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *, k: int = 4,
                         fit: str = "crop") -> SemanticDictionary:
     """The top ``k`` units at every position of ``layer`` for ``image`` (see the module docstring)."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..analysis.inputs import AnalysisImage
+from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..layers import LayerRef
 from ..zoo.model import LoadedModel
@@ -68,6 +69,7 @@ def _factored(acts: torch.Tensor, part: str) -> np.ndarray:
     return np.concatenate([np.maximum(matrix, 0.0), np.maximum(-matrix, 0.0)], axis=1)
 
 
+@checked
 def neuron_groups(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *, n: int = 6,
                   part: str = "positive", seed: int = 0, fit: str = "crop", max_iter: int = 1000) -> NeuronGroups:
     """Factor ``layer``'s activations over ``image`` into ``n`` groups (see the module docstring)."""

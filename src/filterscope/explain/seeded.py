@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, resolve_layer
 from ..objectives import Channel, Match, Objective
@@ -56,6 +57,7 @@ def _render(model: LoadedModel, objective: Objective, recipe: Recipe, start: tor
     return render(model, objective, recipe=recipe, seed=seed, runtime=runtime, stages=stages, callback=callback)
 
 
+@checked
 def caricature(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *,
                recipe: Recipe | str | None = None, seed: int = 0, fit: str = "crop",
                runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
@@ -65,6 +67,7 @@ def caricature(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: st
     return _render(loaded, objective, seeded_recipe(loaded, recipe), seen.pixels, seed, runtime, callback)
 
 
+@checked
 def invert(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, *,
            recipe: Recipe | str | None = None, seed: int = 0, fit: str = "crop",
            runtime: Runtime | None = None, callback: Callable[[StepInfo], None] | None = None) -> RenderResult:
@@ -74,6 +77,7 @@ def invert(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | 
                    callback)
 
 
+@checked
 def accentuate(model: LoadedModel | torch.nn.Module, image: ImageLike, layer: str | LayerRef, unit: int, *,
                keep: str | LayerRef, weight: float = 1.0, recipe: Recipe | str | None = None, seed: int = 0,
                fit: str = "crop", runtime: Runtime | None = None,

@@ -20,6 +20,7 @@ from ..trust.unit import UnitTrust
 from .context import Microscope, microscope
 from .explain import MAX_BYTES, UploadError, read_upload
 from .jobs import QueueFullError
+from .schemas import DatasetImage, Explained, Job, LayerGrid, Model, Unit, answers
 
 __all__ = ["router", "marker"]
 
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/api")
 Scope = Annotated[Microscope, Depends(microscope)]
 
 
-@router.get("/models")
+@router.get("/models", responses=answers(list[Model]))
 def models(scope: Scope) -> Response:
     store, urls, out = scope.store(), scope.urls, []
     for model in store.models():
@@ -45,7 +46,7 @@ def models(scope: Scope) -> Response:
     return JSONResponse(out)
 
 
-@router.get("/m/{model}/{layer}")
+@router.get("/m/{model}/{layer}", responses=answers(LayerGrid))
 def layer_grid(scope: Scope, model: str, layer: str) -> Response:
     found, record = scope.find(model, layer)
     urls, units = scope.urls, []
@@ -64,7 +65,7 @@ def layer_grid(scope: Scope, model: str, layer: str) -> Response:
                          "image_page": urls.image_page(found.name, record.name) if scope.explainer else None})
 
 
-@router.get("/m/{model}/{layer}/images")
+@router.get("/m/{model}/{layer}/images", responses=answers(list[DatasetImage]))
 def dataset_images(scope: Scope, model: str, layer: str) -> Response:
     """Dataset images of the layer's latest exemplar pass to explain (those that are some unit's exemplar)."""
     _, record = scope.find(model, layer)
@@ -85,7 +86,7 @@ async def _body(request: Request) -> bytes:
     return b"".join(parts)
 
 
-@router.post("/m/{model}/{layer}/explain")
+@router.post("/m/{model}/{layer}/explain", responses=answers(Explained, 200, 400, 403, 413, 422))
 async def explain(request: Request, scope: Scope, model: str, layer: str) -> Response:
     """The image page's data for the image in the request body (:mod:`.explain`)."""
     found, record = scope.find(model, layer)
@@ -108,7 +109,7 @@ async def explain(request: Request, scope: Scope, model: str, layer: str) -> Res
     return JSONResponse(result)
 
 
-@router.get("/m/{model}/{layer}/{unit}")
+@router.get("/m/{model}/{layer}/{unit}", responses=answers(Unit))
 def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     with scope.store().snapshot():  # one state of the atlas, however a build writes meanwhile
         return _unit_record(scope, model, layer, unit)
@@ -185,7 +186,7 @@ def _exemplar_links(scope: Microscope, model: str, layer: str, unit: int, item: 
             "source": urls.exemplar_source(item.id), "page": urls.exemplar_page(model, layer, unit, item.id)}
 
 
-@router.post("/m/{model}/{layer}/{unit}/render", status_code=202)
+@router.post("/m/{model}/{layer}/{unit}/render", status_code=202, responses=answers(Job, 202, 403, 409, 429))
 def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)
     jobs = scope.jobs
@@ -204,7 +205,7 @@ def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
     return JSONResponse(_job(scope, submitted.to_dict()), status_code=202)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=answers(Job))
 def job(scope: Scope, job_id: int) -> Response:
     found = scope.jobs.get(job_id) if scope.jobs is not None else None
     if found is None:

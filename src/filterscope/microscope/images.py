@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..errors import AtlasError, FilterscopeError
 from .context import Microscope, microscope
+from .schemas import file_responses
 
 __all__ = ["router", "RENDER_THUMBNAIL_SIDE"]
 
@@ -66,13 +67,13 @@ def _file_tag(kind: str, ident: int, path: Path) -> str:
     return f'"{kind}{ident}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
 
 
-@router.get("/render/{render_id}")
+@router.get("/render/{render_id}", response_class=Response, responses=file_responses("image/png"))
 def render_image(request: Request, scope: Scope, render_id: int) -> Response:
     path = _render_file(scope, render_id)
     return cached(request, _file_tag("r", render_id, path), path=path)
 
 
-@router.get("/render/{render_id}/thumb")
+@router.get("/render/{render_id}/thumb", response_class=Response, responses=file_responses("image/jpeg"))
 def render_thumb(request: Request, scope: Scope, render_id: int) -> Response:
     path = _render_file(scope, render_id)
     tag = _file_tag("t", render_id, path)
@@ -84,21 +85,21 @@ def render_thumb(request: Request, scope: Scope, render_id: int) -> Response:
     return cached(request, tag, body=body, media_type="image/jpeg")
 
 
-@router.get("/exemplar/{exemplar_id}")
+@router.get("/exemplar/{exemplar_id}", response_class=Response, responses=file_responses("image/jpeg"))
 def exemplar_crop(request: Request, scope: Scope, exemplar_id: int) -> Response:
     body = scope.store().exemplar_image(exemplar_id)
     return cached(request, f'"e{exemplar_id}-{hashlib.sha1(body).hexdigest()[:12]}"', body=body,
                   media_type="image/jpeg")
 
 
-@router.get("/exemplar/{exemplar_id}/thumb")
+@router.get("/exemplar/{exemplar_id}/thumb", response_class=Response, responses=file_responses("image/jpeg"))
 def exemplar_thumb(request: Request, scope: Scope, exemplar_id: int) -> Response:
     body = scope.store().exemplar_image(exemplar_id, thumbnail=True)
     return cached(request, f'"et{exemplar_id}-{hashlib.sha1(body).hexdigest()[:12]}"', body=body,
                   media_type="image/jpeg")
 
 
-@router.get("/source/{exemplar_id}")
+@router.get("/source/{exemplar_id}", response_class=Response, responses=file_responses("image/*"))
 def exemplar_source(request: Request, scope: Scope, exemplar_id: int) -> Response:
     item, _, _ = scope.store().exemplar(exemplar_id)
     path = Path(item.path)  # from the database, never from the request

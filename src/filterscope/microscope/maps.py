@@ -18,6 +18,7 @@ from ..maps.result import member_patch
 from .context import Microscope, microscope
 from .images import cached
 from .pages import page
+from .schemas import ActivationMap, MapCell, answers, file_responses, page_responses
 
 __all__ = ["router", "MEMBERS_SHOWN", "UNITS_SHOWN"]
 
@@ -41,7 +42,7 @@ def _latest(scope: Microscope, model: str, layer: str) -> tuple[ModelRecord, Lay
     return found, record, maps[0].id
 
 
-@router.get("/m/{model}/{layer}/map", response_class=HTMLResponse)
+@router.get("/m/{model}/{layer}/map", response_class=HTMLResponse, responses=page_responses())
 def map_page(request: Request, scope: Scope, model: str, layer: str) -> Response:
     found, record, _ = _latest(scope, model, layer)
     name, layer_name = found.name, record.name
@@ -49,7 +50,7 @@ def map_page(request: Request, scope: Scope, model: str, layer: str) -> Response
                 layer_url=scope.urls.layer(name, layer_name), api=scope.urls.api_map(name, layer_name))
 
 
-@router.get("/api/m/{model}/{layer}/map")
+@router.get("/api/m/{model}/{layer}/map", responses=answers(ActivationMap))
 def map_data(scope: Scope, model: str, layer: str) -> Response:
     found, layer_record, map_id = _latest(scope, model, layer)
     name, layer_name = found.name, layer_record.name
@@ -79,7 +80,7 @@ def _arrays(scope: Microscope, map_id: int) -> tuple[np.ndarray, np.ndarray, np.
     return _map_arrays(str(scope.root), map_id, record.cells_file, samples.places_file, record.means_file)
 
 
-@router.get("/api/m/{model}/{layer}/map/cells/{cell}")
+@router.get("/api/m/{model}/{layer}/map/cells/{cell}", responses=answers(MapCell))
 def map_cell(scope: Scope, model: str, layer: str, cell: int) -> Response:
     found, record, map_id = _latest(scope, model, layer)
     name, layer_name = found.name, record.name
@@ -103,7 +104,7 @@ def map_cell(scope: Scope, model: str, layer: str, cell: int) -> Response:
                          "label_share": c.label_share, "cosine": c.cosine, "members": shown, "units": units})
 
 
-@router.get("/img/map/{map_id}/{cell}")
+@router.get("/img/map/{map_id}/{cell}", response_class=Response, responses=file_responses("image/png"))
 def map_icon(request: Request, scope: Scope, map_id: int, cell: int) -> Response:
     found = next((c for c in scope.store().map_cells(map_id) if c.cell == cell and c.file), None)
     if found is None or found.file is None:
@@ -115,7 +116,7 @@ def map_icon(request: Request, scope: Scope, map_id: int, cell: int) -> Response
     return cached(request, f'"m{map_id}-{cell}-{stat.st_mtime_ns:x}"', path=path)
 
 
-@router.get("/img/patch/{map_id}/{sample}")
+@router.get("/img/patch/{map_id}/{sample}", response_class=Response, responses=file_responses("image/jpeg"))
 def map_patch(request: Request, scope: Scope, map_id: int, sample: int) -> Response:
     store = scope.store()
     _, places, _ = _arrays(scope, map_id)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from .._version import __version__
 from ..errors import AtlasError
 from .context import Microscope, microscope
+from .schemas import page_responses
 
 __all__ = ["router"]
 
@@ -28,19 +29,19 @@ def page(scope: Microscope, request: Request, kind: str, title: str, **data: Any
     return response
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, responses=page_responses())
 def home(request: Request, scope: Scope) -> Response:
     return page(scope, request, "home", f"atlas {scope.root.name}", api=scope.urls.api_models())
 
 
-@router.get("/m/{model}/{layer}", response_class=HTMLResponse)
+@router.get("/m/{model}/{layer}", response_class=HTMLResponse, responses=page_responses())
 def layer_page(request: Request, scope: Scope, model: str, layer: str) -> Response:
     found, record = scope.find(model, layer)
     return page(scope, request, "layer", f"{found.name} {record.name}", model=found.name, layer=record.name,
                 api=scope.urls.api_layer(found.name, record.name))
 
 
-@router.get("/m/{model}/{layer}/image", response_class=HTMLResponse)
+@router.get("/m/{model}/{layer}/image", response_class=HTMLResponse, responses=page_responses())
 def image_page(request: Request, scope: Scope, model: str, layer: str) -> Response:
     found, record = scope.find(model, layer)
     return page(scope, request, "image", f"{found.name} {record.name}: an image", model=found.name, layer=record.name,
@@ -49,14 +50,14 @@ def image_page(request: Request, scope: Scope, model: str, layer: str) -> Respon
                 images=scope.urls.api_images(found.name, record.name), can_explain=scope.explainer is not None)
 
 
-@router.get("/m/{model}/{layer}/{unit}", response_class=HTMLResponse)
+@router.get("/m/{model}/{layer}/{unit}", response_class=HTMLResponse, responses=page_responses())
 def unit_page(request: Request, scope: Scope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)
     return page(scope, request, "unit", f"{found.name} {record.name} unit {unit}", model=found.name,
                 layer=record.name, unit=unit, api=scope.urls.api_unit(found.name, record.name, unit))
 
 
-@router.get("/m/{model}/{layer}/{unit}/exemplar/{exemplar}", response_class=HTMLResponse)
+@router.get("/m/{model}/{layer}/{unit}/exemplar/{exemplar}", response_class=HTMLResponse, responses=page_responses())
 def exemplar_page(request: Request, scope: Scope, model: str, layer: str, unit: int, exemplar: int) -> Response:
     found, record = scope.find(model, layer)
     item, layer_id, owner = scope.store().exemplar(exemplar)

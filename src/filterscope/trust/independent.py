@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..metrics import to_input_size
 from ..zoo import load_model
@@ -62,6 +63,7 @@ class Independent:
         return torch.cat(features), torch.cat(classes)
 
 
+@checked
 def independent_network(name: str | None = None, *, explained: str | None = None) -> Independent:
     """The network the trust scores use: ``name``, or :data:`INDEPENDENT` (Lite1 when ``explained`` is Lite2).
 

@@ -11,16 +11,15 @@ dataset), and ``filterscope trust`` shows them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
 
-from ..analysis.inputs import prepare_image
+from ..analysis.inputs import Images, image_list, prepare_image
 from ..analysis.receptive_field import ReceptiveField, receptive_field
+from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, check_channel, list_layers, resolve_layer
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime
@@ -240,13 +239,14 @@ def _stack(crops: Sequence[torch.Tensor]) -> torch.Tensor:
                         for c in crops])
 
 
+@checked
 def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, units: Sequence[int],
-                images: torch.Tensor | Sequence[str | os.PathLike[str] | Image.Image], independent: Independent, *,
+                images: torch.Tensor | Images, independent: Independent, *,
                 renders: Mapping[int, torch.Tensor] | None = None, statuses: Mapping[int, str] | None = None,
                 classes: bool | None = None, runtime: Runtime | None = None, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None, **options: int) -> list[UnitTrust]:
-    """Trust records of ``units`` of ``layer`` over ``images`` (image files or PIL images, or a ``(N,C,H,W)``
-    tensor already in the model's view; at least ``2 * (k + 1)``), with each unit's ``renders`` (and their
+    """Trust records of ``units`` of ``layer`` over ``images`` (image files or PIL images, one or many, or a
+    ``(N,C,H,W)`` tensor already in the model's view; at least ``2 * (k + 1)``), with each unit's ``renders`` (and their
     ``statuses``) where given; ``classes``: describe the class effect (default: :func:`near_classifier`);
     ``progress(done, total)`` after each unit. ``options``: :func:`unit_trust`'s counts.
 
@@ -258,10 +258,7 @@ def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, uni
     loaded = coerce_model(model)
     ref = resolve_layer(loaded, layer)
     if not isinstance(images, torch.Tensor):
-        if isinstance(images, (str, os.PathLike, Image.Image)) or not all(
-                isinstance(i, (str, os.PathLike, Image.Image)) for i in images):
-            raise InvalidOptionError("trust_units() takes the dataset as a list of image files or PIL images, or a "
-                                     f"(N,C,H,W) tensor; got {type(images).__name__}")
+        images = image_list(images)
         images = torch.stack([prepare_image(loaded, i).pixels for i in images]) if images else torch.zeros(0)
     elif images.dim() != 4:
         raise InvalidOptionError(f"trust_units() takes images as a (N,C,H,W) tensor; got shape {tuple(images.shape)}")

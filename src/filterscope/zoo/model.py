@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..arguments import checked
 from ..errors import ArgumentTypeError, DeviceError, InvalidOptionError
 from .conventions import resolve_preprocessing
 from .preprocessing import Preprocessing
@@ -127,6 +128,7 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(requires_grad)
 
 
+@checked
 def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Preprocessing | Any | None = None,
                categories: tuple[str, ...] | None = None,
                weights: str | WeightsSource = "user module") -> LoadedModel:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..arguments import checked
 from ..errors import UnknownModelError, WeightsError
 from ..registry import Registry
 from .calibration import calibrate as calibrate_batchnorm
@@ -50,6 +51,7 @@ class ModelSpec:
 
 MODELS: Registry[ModelSpec] = Registry("model", UnknownModelError, "filterscope models")
 
+@checked
 def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageWeights | UrlWeights,
                    description: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Decorator: register a builder of an untrained network under ``name`` (unique)."""
@@ -61,6 +63,7 @@ def register_model(name: str, *, preprocessing: Preprocessing, weights: PackageW
     return decorator
 
 
+@checked
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching the fnmatch ``pattern`` (``"*resnet*"``), sorted."""
     return MODELS.names(pattern)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..arguments import checked
 from ..errors import FilterscopeError, InvalidOptionError, UnknownModelError
 from .model import LoadedModel, resolve_device, wrap_model
 from .preprocessing import Preprocessing
@@ -231,6 +232,7 @@ def _absolute(spec: str) -> str:
     return spec
 
 
+@checked
 def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed: int = 0,
                device: str | torch.device = "cpu", progress: bool = False,
                preprocessing: Preprocessing | None = None, calibrate: bool = True) -> LoadedModel:
@@ -259,6 +261,7 @@ def load_model(name: str, weights: str | os.PathLike[str] | None = None, *, seed
     return load_from_spec(name, weights=weights, preprocessing=preprocessing, device=device)
 
 
+@checked
 def reload_model(model: str, weights: WeightsSource, *, preprocessing: Preprocessing | None = None,
                  device: str | torch.device = "cpu", progress: bool = False) -> LoadedModel:
     """The model that made an image, from what was recorded with it: ``model`` (a registered name, or the
