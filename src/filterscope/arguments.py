@@ -3,8 +3,10 @@
 any work (``fs.rank_filters(model, images, "_blocks.15", k="10")`` →
 ``fs.rank_filters: k must be int, not str``), never an ``AttributeError`` from deep inside.
 
-Every function in ``fs.__all__`` is wrapped with :func:`checked`. The rules are the annotations read the
-way the functions already treat their arguments, which is looser than PEP 484 on purpose:
+Every function in ``fs.__all__`` is wrapped with :func:`checked` where it is defined (so the library's own
+calls are checked too: about 5 µs a call, and 4 µs per item of a sequence, e.g. 4 ms for 1,000 images to
+rank). The rules are the annotations read the way the functions already treat their arguments, which is
+looser than PEP 484 on purpose:
 
 - an ``int`` is anything with ``__index__`` (numpy integers, a one-element integer tensor), a ``float``
   any real number, a ``bool`` a bool or a numpy bool;
