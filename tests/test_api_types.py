@@ -50,16 +50,9 @@ def test_the_walk_covers_the_model_functions():
 def test_a_wrong_typed_model_is_a_clear_error(name, wrong, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     function = getattr(fs, name)
-    arguments = []
-    for parameter in list(inspect.signature(function).parameters.values())[1:]:
-        if parameter.default is parameter.empty and parameter.kind is parameter.POSITIONAL_OR_KEYWORD:
-            arguments.append(PLAUSIBLE[parameter.name])
-    keywords = {p.name: PLAUSIBLE[p.name] for p in inspect.signature(function).parameters.values()
-                if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
+    positional, keywords = arguments_for(function, "model", wrong)
     with pytest.raises(fs.ArgumentTypeError, match=f"model must be .*, not {type(wrong).__name__}"):
-        result = function(wrong, *arguments, **keywords)
-        if inspect.isgenerator(result):  # iter_render: its checks run when it is first iterated
-            next(result)
+        function(*positional, **keywords)  # at the call: iter_render's generator is not started
 
 
 def test_an_argument_type_error_is_also_a_type_error():
@@ -110,17 +103,39 @@ def plausible(name: str, hint) -> object:
     raise AssertionError(f"no plausible value for {name}: {hint}")
 
 
+def annotated() -> list[tuple[str, str, bool]]:
+    """``(function, parameter, takes anything)`` for every annotated parameter of every public function."""
+    return [(function, parameter, all(accepts(w, hint) for w in WRONG)) for function in public_functions()
+            for parameter, hint in resolved_hints(inspect.unwrap(getattr(fs, function))).items()]
+
+
 def parameter_cases() -> list[tuple[str, str]]:
     """Every annotated parameter of every public function but those annotated to take anything."""
-    return [(function, parameter) for function in public_functions()
-            for parameter, hint in resolved_hints(inspect.unwrap(getattr(fs, function))).items()
-            if not all(accepts(w, hint) for w in WRONG)]
+    return [(function, parameter) for function, parameter, anything in annotated() if not anything]
+
+
+def arguments_for(function, parameter: str, wrong: object) -> tuple[list[object], dict[str, object]]:
+    """A call of ``function`` with ``wrong`` for ``parameter`` and a plausible value for every other it needs."""
+    hints = resolved_hints(inspect.unwrap(function))
+    parameters = list(inspect.signature(function).parameters.values())
+    starred = any(p.kind is p.VAR_POSITIONAL for p in parameters)  # register_objective(name, *arguments)
+    positional: list[object] = []
+    keywords: dict[str, object] = {}
+    for p in parameters:
+        value = wrong if p.name == parameter else plausible(p.name, hints.get(p.name, object))
+        if p.kind is p.VAR_POSITIONAL:
+            positional.append(value)
+        elif p.kind is p.VAR_KEYWORD:
+            keywords.update({"tasks": wrong} if p.name == parameter else {})
+        elif starred and p.kind is p.POSITIONAL_OR_KEYWORD:
+            positional.append(value)
+        elif p.name == parameter or p.default is p.empty:
+            keywords[p.name] = value
+    return positional, keywords
 
 
 def test_only_a_few_parameters_take_anything():
-    taking_anything = {(function, parameter) for function in public_functions()
-                       for parameter, hint in resolved_hints(inspect.unwrap(getattr(fs, function))).items()
-                       if all(accepts(w, hint) for w in WRONG)}
+    taking_anything = {(function, parameter) for function, parameter, anything in annotated() if anything}
     assert taking_anything == {("wrap_model", "preprocessing")}  # an fs.Preprocessing, torchvision's or timm's
 
 
@@ -133,21 +148,8 @@ def test_the_walk_covers_every_annotated_parameter():
 def test_a_wrong_typed_argument_is_a_clear_error_naming_it(name, parameter, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     function = getattr(fs, name)
-    hints = resolved_hints(inspect.unwrap(function))
-    wrong = next(w for w in WRONG if not accepts(w, hints[parameter]))
-    parameters = list(inspect.signature(function).parameters.values())
-    starred = any(p.kind is p.VAR_POSITIONAL for p in parameters)  # register_objective(name, *arguments)
-    positional, keywords = [], {}
-    for p in parameters:
-        value = wrong if p.name == parameter else plausible(p.name, hints.get(p.name, object))
-        if p.kind is p.VAR_POSITIONAL:
-            positional.append(value)
-        elif p.kind is p.VAR_KEYWORD:
-            keywords.update({"tasks": wrong} if p.name == parameter else {})
-        elif starred and p.kind is p.POSITIONAL_OR_KEYWORD:
-            positional.append(value)
-        elif p.name == parameter or p.default is p.empty:
-            keywords[p.name] = value
+    wrong = next(w for w in WRONG if not accepts(w, resolved_hints(inspect.unwrap(function))[parameter]))
+    positional, keywords = arguments_for(function, parameter, wrong)
     shown = "list of object" if isinstance(wrong, list) else type(wrong).__name__
     advice = r"( \(load it first: fs\.load_model\(.*\)\))?"
     with pytest.raises(fs.ArgumentTypeError, match=rf"^fs\.{name}: {parameter} must be .*, not {shown}{advice}$"):

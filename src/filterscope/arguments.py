@@ -81,12 +81,12 @@ def check_arguments(function: Callable[..., Any], signature: inspect.Signature, 
 def resolved_hints(function: Callable[..., Any]) -> dict[str, Any]:
     """The parameters' annotations evaluated in the function's module (falling back to ``fs``'s names for
     those imported only for type checking); a name that cannot be resolved is left out (not checked)."""
-    hints = {}
+    hints, namespace = {}, _Fallback(function.__globals__)
     for name, annotation in getattr(function, "__annotations__", {}).items():
         if name == "return":
             continue
         try:
-            hints[name] = (eval(annotation, function.__globals__, _Fallback(function.__globals__))
+            hints[name] = (eval(annotation, function.__globals__, namespace)  # our own source's annotations
                            if isinstance(annotation, str) else annotation)
         except Exception:
             continue

@@ -66,8 +66,7 @@ def measure(model: LoadedModel | torch.nn.Module, objectives: ObjectiveLike | Se
 
 @checked
 def reference_crops(model: LoadedModel, images: Image.Image | Sequence[Image.Image] | None = None, *,
-                    crops_per_image: int = 8,
-                    seed: int = 0) -> torch.Tensor:
+                    crops_per_image: int = 8, seed: int = 0) -> torch.Tensor:
     """Each image in the model's view plus ``crops_per_image`` random crops (30–100 % of the image, with
     the input's aspect ratio), resized to the input: ``(N,C,H,W)`` in [0, 1].
 

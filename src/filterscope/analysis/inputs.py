@@ -112,7 +112,7 @@ def decoded(label: str, view: Image.Image | torch.Tensor, placement: Placement,
 def collect_images(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files from one path or a list of them, folders expanded to their images (sorted)."""
     files: list[Path] = []
-    for item in map(Path, [paths] if isinstance(paths, str | os.PathLike) else paths):
+    for item in map(Path, [paths] if isinstance(paths, str | os.PathLike) else paths):  # one path or many
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:

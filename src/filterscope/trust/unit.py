@@ -251,7 +251,7 @@ def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, uni
     ``progress(done, total)`` after each unit. ``options``: :func:`unit_trust`'s counts.
 
     Raises:
-        InvalidOptionError: too few images, or images that are neither a 4-D tensor nor a list of images.
+        InvalidOptionError: too few images, or a tensor of images that is not 4-D.
     """
     from ..circuits import class_effects  # circuits imports nothing of trust; loaded only when asked
 

@@ -142,8 +142,6 @@ def wrap_model(module: nn.Module, *, name: str = "custom", preprocessing: Prepro
     ``transforms()``, or timm's ``pretrained_cfg``. Without one, a timm model's own ``pretrained_cfg`` is
     used, and otherwise 224 px input with ImageNet normalization: pass your own.
     """
-    if not isinstance(module, nn.Module):
-        raise ArgumentTypeError(f"wrap_model needs a torch.nn.Module as module, not {type(module).__name__}")
     source = weights if isinstance(weights, WeightsSource) else WeightsSource.module(weights)
     resolved, names = resolve_preprocessing(module, preprocessing)
     return LoadedModel(name=name, module=module, preprocessing=resolved, weights=source,
