@@ -72,15 +72,18 @@ def test_channels_last_is_used_and_put_back(resnet18_random):
 
 
 def test_bf16_keeps_float32_activations_and_lands_near_fp32(resnet18_random):
-    fp32 = visualize_filters(resnet18_random, "layer3.1.relu", [0, 5], recipe=TINY, seed=1,
-                             runtime=Runtime(precision="fp32"))
-    bf16 = visualize_filters(resnet18_random, "layer3.1.relu", [0, 5], recipe=TINY, seed=1,
-                             runtime=Runtime(precision="bf16"))
-    assert bf16.values.dtype == torch.float32
-    # bfloat16 has 8 bits of mantissa: a different image, but the same activation to some percent (measured: 12 %
-    # for one filter on an Intel Xeon whose AMX runs the bf16 products, within 10 % on AMD EPYCs)
-    torch.testing.assert_close(bf16.values, fp32.values, rtol=0.2, atol=0)
-    assert (bf16.values > 5 * bf16.initial_values.abs()).all()
+    """A render is chaotic (a rounding-sized change flips Adam's first steps), so bf16 is compared with fp32 as
+    seeds compare with each other: over four seeds each, the mean final activations differ by at most three
+    standard errors of the difference, computed from those renders' own spread."""
+    def finals(precision: str) -> torch.Tensor:
+        runs = [visualize_filters(resnet18_random, "layer3.1.relu", [0, 5], recipe=TINY, seed=seed,
+                                  runtime=Runtime(precision=precision)) for seed in range(1, 5)]
+        assert all(r.values.dtype == torch.float32 and (r.values > 5 * r.initial_values.abs()).all() for r in runs)
+        return torch.stack([r.values for r in runs])
+
+    fp32, bf16 = finals("fp32"), finals("bf16")
+    standard_error = (fp32.var(dim=0) / len(fp32) + bf16.var(dim=0) / len(bf16)).sqrt()
+    assert ((bf16.mean(dim=0) - fp32.mean(dim=0)).abs() <= 3 * standard_error).all()
 
 
 def test_analysis_batching_gives_identical_top_k(resnet18_random, tmp_path):
