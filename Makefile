@@ -7,7 +7,14 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test lint docs install install-dev own-model-pictures microscope-pictures recipe-pictures circuit-pictures chromium clean
+# The vector instructions of the slowest CPU of this machine kind (an AMD EPYC without AVX-512), on any x86 CPU:
+# PyTorch's own kernels, oneDNN's convolutions and MKL's products capped at AVX2. `make test` runs the tests of
+# `make check` and those marked `numerics` again under them, so a tolerance that holds with one instruction set
+# only fails on every machine.
+SLOWEST_CPU := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+FAST_TESTS := not integration and not browser
+
+.PHONY: demo test check test-slowest-cpu lint docs install install-dev own-model-pictures microscope-pictures recipe-pictures circuit-pictures chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +34,19 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/filterscope demo --out $(OUT)
 
 test: $(VENV)/.installed-dev chromium lint docs
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+	$(MAKE) --no-print-directory test-slowest-cpu
+
+# The numerical tests again with the slowest CPU's instruction set (x86 only: the switches name x86 instructions).
+test-slowest-cpu: $(VENV)/.installed-dev
+	@if [ "$$(uname -m)" = x86_64 ]; then \
+		$(SLOWEST_CPU) $(PY) -m pytest -q -p no:cacheprovider -m "numerics or ($(FAST_TESTS))"; \
+	else echo "test-slowest-cpu: not an x86 CPU, nothing to cap"; fi
+
+# The development loop (under 3 minutes): lint, types and the tests without the slow `integration` and `browser`
+# markers.
+check: lint
+	$(PY) -m pytest -q -m "$(FAST_TESTS)"
 
 # The docs site (MkDocs + Material + mkdocstrings), offline, warnings as errors, into site/.
 docs: $(VENV)/.installed-dev

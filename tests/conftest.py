@@ -30,3 +30,19 @@ def pytest_configure(config):
     import tempfile
 
     os.environ.setdefault("FILTERSCOPE_CACHE_DIR", tempfile.mkdtemp(prefix="filterscope-test-cache-"))
+
+
+def pytest_report_header(config):
+    """The CPU and the vector instructions the kernels use: a tolerance that fails on one CPU only is then
+    visible in the log (``make test`` runs the numerical tests again capped at AVX2, see the Makefile)."""
+    import os
+
+    from filterscope.runtime import cpu_description
+
+    capped = " ".join(f"{name}={os.environ[name]}" for name in CPU_CAPS if name in os.environ)
+    kernels = torch.backends.cpu.get_cpu_capability() + (f" (capped: {capped})" if capped else "")
+    return [f"cpu: {cpu_description()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+            f"kernels: {kernels}"]
+
+
+CPU_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")

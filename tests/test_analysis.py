@@ -159,6 +159,7 @@ def test_palette_images_become_rgb(tmp_path):
     assert rank_filters(color_net(), [path], "act:0", k=1).top == [3]
 
 
+@pytest.mark.integration
 def test_very_large_jpeg_is_decoded_small(tmp_path):
     path = tmp_path / "huge.jpg"
     Image.new("RGB", (12000, 8000), BACKGROUND).save(path, quality=50)

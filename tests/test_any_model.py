@@ -34,6 +34,8 @@ def spec(factory: str) -> str:
 
 
 # ----------------------------------------------------------------------------------- Python API
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_grayscale_digits_model_renders_ranks_and_occludes():
     model = am.digits()
     assert fs.layer_info(model, "relu3").shape == (32, 7, 7)
@@ -63,6 +65,7 @@ def test_the_paper_recipe_scales_with_the_input():
     assert lucid.transform.pad == 6 and lucid.schedule.sizes == ((112, 112),)
 
 
+@pytest.mark.integration
 def test_multispectral_non_square_model():
     model = am.multispectral()
     result = fs.visualize_filters(model, "features.3", [2, 7], recipe=REDIRECTED)
@@ -197,6 +200,7 @@ def test_non_finite_units_are_reported_and_never_saved(tmp_path):
 TINY = ("--scales", "3", "--steps", "6", "-q")
 
 
+@pytest.mark.integration
 def test_cli_digits_model_from_a_factory_file(tmp_path):
     out = tmp_path / "out"
     result = run("visualize", "-m", spec("digits"), "-l", "relu3", "-f", "0-2", "-o", out, *TINY)
@@ -319,6 +323,7 @@ def test_nan_filters_are_ranked_last_and_named():
 
 @pytest.mark.parametrize(("factory", "layer"), [("byte_range", "conv2"), ("functional", "conv2@in"),
                                                  ("tuple_head", "head[1]"), ("dict_backbone", "backbone[aux]")])
+@pytest.mark.integration
 def test_cli_ranks_and_occludes_with_every_kind_of_model(tmp_path, factory, layer):
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)).save(photo)

@@ -66,6 +66,7 @@ def links(data: object) -> list[str]:
     return [data] if isinstance(data, str) and data.startswith("/") and not data.startswith("//") else []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("which", ["atlas", "map_atlas"])
 def test_every_answer_and_every_link_conforms_to_the_schema(which, request):
     client = TestClient(create_app(request.getfixturevalue(which)))
@@ -108,6 +109,7 @@ def test_every_answer_and_every_link_conforms_to_the_schema(which, request):
     assert followed == expected and {status for _, status in kinds} == {200}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("which", ["atlas", "map_atlas"])
 def test_the_schema_fuzzed_gives_no_server_error(which, request):
     client = TestClient(create_app(request.getfixturevalue(which)), follow_redirects=False)

@@ -242,6 +242,7 @@ def test_quality_scores_are_recorded_for_photo_models(tmp_path):
     assert r.robustness == pytest.approx(expected.robustness, rel=2e-2)
 
 
+@pytest.mark.integration
 def test_a_killed_exemplar_pass_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     model = conv_stack()
     write_images(tmp_path / "data", 20)
@@ -339,6 +340,7 @@ def test_foreign_corrupt_and_newer_folders_give_one_clear_error(tmp_path):
         assert result.exit_code == 1 and building in result.output and len(result.output.splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_a_second_build_waits_for_the_first(tmp_path):
     model = conv_stack()
     messages = []
@@ -377,6 +379,7 @@ ATLAS_CLI = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size",
              "3", "--batch-size", "1", "--no-scores", "-q"]
 
 
+@pytest.mark.integration
 def test_cli_build_status_show(tmp_path):
     write_images(tmp_path / "data", 5, size=64)
     out = tmp_path / "atlas"
@@ -400,6 +403,7 @@ def test_cli_build_status_show(tmp_path):
     assert again.exit_code == 0 and "0 render(s) done, 3 already in the atlas" in again.output
 
 
+@pytest.mark.integration
 def test_kill_9_during_a_build_then_a_second_run_finishes_it_exactly_once(tmp_path):
     out = tmp_path / "atlas"
     command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-11"]

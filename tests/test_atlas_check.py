@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -36,6 +37,7 @@ def _check(out: Path, *extra: str):
     return runner.invoke(cli, ["atlas", "check", str(out), *extra])
 
 
+@pytest.mark.integration
 def test_check_finds_every_damage_and_a_repair_redoes_exactly_it(tmp_path):
     write_images(tmp_path / "data", 8)
     out = tmp_path / "atlas"

@@ -75,6 +75,7 @@ def _build(out: Path, data: Path) -> fs.atlas.BuildSummary:
     return fs.build_atlas(out, conv_stack(), ["6", "4"], units=UNITS, recipes=[], dataset=data, exemplars=3)
 
 
+@pytest.mark.integration
 def test_kill_9_at_every_stage_of_the_exemplar_pass_final_commit(tmp_path):
     data = tmp_path / "data"
     write_images(data, 10)
@@ -117,6 +118,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("delay", [0.1, 0.4])
 def test_kill_9_during_wal_checkpoints_keeps_the_atlas_sound(tmp_path, delay):
     """A writer that commits and checkpoints in a loop is killed at a moment chosen by ``delay`` (each round

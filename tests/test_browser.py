@@ -25,6 +25,8 @@ from .test_maps import (
 )
 from .test_microscope import atlas  # noqa: F401  (the fixture)
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]

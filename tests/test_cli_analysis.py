@@ -22,6 +22,7 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.integration
 def test_top_prints_the_ranking_and_writes_tables_and_plot(cat, tmp_path):
     out = tmp_path / "out"
     result = run("top", cat, "-m", "resnet18", "-w", "random", "-l", "layer3", "-k", "4", "-o", out,
@@ -37,6 +38,7 @@ def test_top_prints_the_ranking_and_writes_tables_and_plot(cat, tmp_path):
     assert (out / "chelsea-layer3-top4.png").is_file()
 
 
+@pytest.mark.integration
 def test_top_over_a_folder_reports_stability(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -48,6 +50,7 @@ def test_top_over_a_folder_reports_stability(tmp_path):
     assert "over 3 image(s), 2 augmented views each" in result.output and "stability:" in result.output
 
 
+@pytest.mark.integration
 def test_occlude_prints_table_one_and_writes_it(cat, tmp_path):
     out = tmp_path / "out"
     result = run("occlude", cat, "-m", "resnet18", "-w", "random", "-l", "layer3", "-k", "5", "-o", out,
@@ -84,6 +87,7 @@ def _broken_images(tmp_path):
             "truncated": (cut, "truncated or corrupt")}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["missing", "text", "truncated"])
 @pytest.mark.parametrize("command", ["top", "occlude"])
 def test_bad_images_give_one_line(case, command, tmp_path):
@@ -104,6 +108,7 @@ def test_bad_images_give_one_line(case, command, tmp_path):
     (["-r", "a=0,0,9,9", "-k", "999"], "k=999 is not possible for layer layer2 of resnet18, which has 128 filters"),
     ([], "Give at least one --region"),
 ])
+@pytest.mark.integration
 def test_occlude_errors(cat, tmp_path, args, message):
     result = run("occlude", cat, "-m", "resnet18", "-w", "random", "-l", "layer2", "-o", tmp_path / "o", *args)
     assert result.exit_code == 1, result.output

@@ -20,6 +20,7 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.integration
 def test_circuit_prints_both_views_and_writes_json_and_a_figure(tmp_path):
     images = write_images(tmp_path / "images", 6, size=28)
     given = [x for path in images for x in ("--images", path)]
@@ -62,6 +63,7 @@ def test_bad_input_is_one_line(args, expected, tmp_path):
     assert result.output.startswith("error: ") and expected in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.integration
 def test_atlas_build_records_circuits_and_circuit_reads_the_atlas(tmp_path):
     write_images(tmp_path / "data", 6, size=28)
     model = fs.load_model(DIGITS)

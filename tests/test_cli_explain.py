@@ -18,6 +18,7 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.integration
 def test_explain_prints_the_views_and_writes_figures_and_json(tmp_path):
     image = write_images(tmp_path / "images", 1, size=28)[0]
     result = run("explain", image, "-m", DIGITS, "-l", "relu2", "-k", 3, "--positions", 4, "--groups", 3,
@@ -47,6 +48,7 @@ def test_explain_bad_input_is_one_line(args, expected, tmp_path):
     assert result.output.startswith("error: ") and expected in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.integration
 def test_seeded_writes_a_png_with_metadata(tmp_path):
     image = write_images(tmp_path / "images", 1, size=28)[0]
     result = run("seeded", "invert", image, "-m", DIGITS, "-l", "relu2", "-o", tmp_path / "out", "-q")

@@ -1,3 +1,4 @@
+import pytest
 from PIL import Image
 
 from filterscope.atlas import Atlas
@@ -8,6 +9,7 @@ from .helpers.models import small_net
 from .test_render import SMALL
 
 
+@pytest.mark.integration
 def test_demo_writes_the_three_figures_and_every_image(tmp_path):
     plan = DemoPlan(figure1_layer="features.5", figure1_filter=3, middle_layer="features.3",
                     middle_filters=(0, 1, 2, 3, 4, 5), deep_layer="features.5", deep_filters=(6, 7, 8, 9, 10, 11),

@@ -47,6 +47,8 @@ def test_parse_cluster():
             parse_cluster(bad)
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_a_cluster_build_equals_a_local_build(tmp_path, executor, one_thread):
     write_images(tmp_path / "data", 14)
     model = conv_stack()
@@ -86,6 +88,7 @@ class NanChannel(nn.Module):
         return torch.where(mask, torch.full_like(x, float("nan")), x)
 
 
+@pytest.mark.integration
 def test_a_unit_that_fails_on_its_own_is_recorded_and_the_others_finish(tmp_path, executor):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), NanChannel())
@@ -97,6 +100,7 @@ def test_a_unit_that_fails_on_its_own_is_recorded_and_the_others_finish(tmp_path
     assert statuses == {0: "ok", 1: "ok", 2: "failed", 3: "ok"}
 
 
+@pytest.mark.integration
 def test_a_worker_killed_while_it_holds_a_task(tmp_path):
     model = conv_stack()
     slow = TINY_RECIPE.replace(steps=40)
@@ -126,6 +130,7 @@ def test_a_worker_killed_while_it_holds_a_task(tmp_path):
     assert atlas.integrity_check() == "ok"
 
 
+@pytest.mark.integration
 def test_the_client_killed_then_a_second_run_finishes_exactly_once(tmp_path):
     out = tmp_path / "atlas"
     command = [sys.executable, "-m", "filterscope", "atlas", "build", str(out), *ATLAS_CLI, "--units", "0-9",
@@ -167,6 +172,8 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
             assert there["ablation"]["ratios"] == pytest.approx(here["ablation"]["ratios"], rel=1e-4)
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thread):
 
     from .helpers.models import fooling, save_photos
@@ -186,6 +193,8 @@ def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thr
         assert [s.score for s in ra[unit].afc] == pytest.approx([s.score for s in rb[unit].afc], abs=0.02)
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_an_activation_atlas_builds_on_the_cluster_as_here(tmp_path, executor, one_thread):
 
     from .helpers.models import color_classes, save_photos

@@ -83,6 +83,7 @@ def read_page(path: Path) -> Page:
 PAGES = [read_page(path) for path in sorted(DOCS.rglob("*.md"))]
 
 
+@pytest.mark.integration
 def test_the_site_builds_offline_with_no_warnings(tmp_path):
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,

@@ -131,6 +131,8 @@ def test_folded_and_plain_renders_give_the_same_images_in_fp32():
     torch.testing.assert_close(folded.history, plain.history, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_lite0_folds_every_batch_norm_and_keeps_its_activations(lite0):
     ref = resolve_layer(lite0, "_blocks.15")
     before = _state(lite0.module)
@@ -165,6 +167,8 @@ def _relative(a: torch.Tensor, exact: torch.Tensor) -> float:
     return float((a - exact).norm() / exact.norm())
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_the_fold_is_exact_algebra(lite0):
     """A float64 network folds to the same function to float64 rounding: activations and input gradient. The
     bound is a thousandth of what float32 rounding already moves the activations (the unfolded network run in
@@ -180,6 +184,8 @@ def test_the_fold_is_exact_algebra(lite0):
     assert _relative(folded_gradient, exact_gradient) < 1e-3 * rounding
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_lite0_folded_in_float32_errs_no_more_than_one_more_rounding_of_the_plain_network(lite0):
     """A float32 network's folded weights are rounded to float32 once. That adds at most one rounding per
     weight to the plain float32 network's rounding at every multiply-add, so the folded activations may err
@@ -198,6 +204,8 @@ def _mean_gap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().mean())
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 @pytest.mark.parametrize("override", [0, 16])
 def test_lite0_folded_render_is_as_near_the_plain_loop_as_float_rounding_puts_plain_loops(lite0, override):
     """One Adam step (its first update is the gradient's sign, so any rounding flips some signs and a longer run

@@ -88,6 +88,7 @@ FIELDS = ["size", "scales", "upscale", "steps", "late_steps_factor", "lr", "weig
           "relu_override_steps", "reference_size", "name", "bogus"]
 
 
+@pytest.mark.integration
 @FUZZ
 @given(st.dictionaries(st.sampled_from(FIELDS), values, max_size=5))
 def test_recipe_dicts(changes):

@@ -172,6 +172,7 @@ EXPECTED = {  # what some of the messages must say (the rest: any one-line error
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("case", "arguments"), CASES, ids=[c for c, _ in CASES])
 def test_hostile_invocations_fail_cleanly(tmp_path, case, arguments):
     files = _files(tmp_path)

@@ -72,6 +72,7 @@ def test_weights_recorded_as_words_before_the_json_are_read_once(text, kind, see
     assert WeightsSource.from_json(source.to_json()) == source
 
 
+@pytest.mark.integration
 def test_reload_model_loads_the_recorded_random_weights():
     made = fs.load_model("resnet18", "random", seed=3)
     again = fs.zoo.reload_model("resnet18", WeightsSource.from_json(made.weights.to_json()))

@@ -29,6 +29,7 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
+@pytest.mark.integration
 def test_resume_renders_only_what_is_missing(tmp_path):
     first = runner.invoke(app, ["visualize", *TINY, "-f", "0-3", "-o", str(tmp_path)])
     assert first.exit_code == 0, first.output
@@ -50,6 +51,7 @@ def test_resume_renders_only_what_is_missing(tmp_path):
     assert forced.exit_code == 0 and "resuming" not in forced.output
 
 
+@pytest.mark.integration
 def test_two_runs_never_write_into_one_folder(tmp_path):
     with OutputLock(tmp_path):
         result = runner.invoke(app, ["visualize", *TINY, "-f", "0", "-o", str(tmp_path)])
@@ -89,6 +91,7 @@ def _wait_for_pngs(out: Path, count: int, process: subprocess.Popen, limit: floa
         time.sleep(0.05)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_killed_run_keeps_finished_images_and_the_next_run_finishes_the_rest(tmp_path, sig, code):
     process = _child(tmp_path, "0-7")
@@ -112,6 +115,7 @@ def test_a_killed_run_keeps_finished_images_and_the_next_run_finishes_the_rest(t
     assert not list(tmp_path.glob(".*.part")) and not (tmp_path / ".filterscope.lock").exists()
 
 
+@pytest.mark.integration
 def test_weights_with_nan_never_give_a_normal_looking_png(tmp_path):
     import torch
 
@@ -146,6 +150,7 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     assert (image == 255).mean() < 0.01
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("delay", [0.2, 0.5, 0.9])
 def test_ctrl_c_while_the_program_starts_is_quiet(delay):
     # Python is up after about 0.05 s and torch loads for over a second; at some moments the signal lands

@@ -76,6 +76,8 @@ def test_samples_and_their_attribution_equal_a_hand_computation():
             assert rows.attributions[m, r] == pytest.approx(float((raw[image, :, y, x] * grad).sum()), abs=1e-6)
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_the_layout_is_reproducible_with_a_seed_and_the_cells_recover_clusters():
     vectors, labels = clusters()
     a, b = lay_out(vectors, n_neighbors=15, seed=3), lay_out(vectors, n_neighbors=15, seed=3)
@@ -94,6 +96,7 @@ def test_the_layout_is_reproducible_with_a_seed_and_the_cells_recover_clusters()
     assert all(c.count > 3 for c in cells) and dropped.sum() == len(vectors) - sum(c.count for c in cells)
 
 
+@pytest.mark.integration
 def test_tsne_is_the_alternative_layout():
     vectors, _ = clusters(k=3, per=30)
     coords = lay_out(vectors, method="tsne", seed=0)
@@ -146,6 +149,8 @@ class Interrupted(LocalExecutor):
             yield pair
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_a_map_build_records_cells_and_icons_that_raise_their_objective(tmp_path, photo_folder):
     summary = build(tmp_path / "a", photo_folder)
     assert summary.maps == 1 and summary.icons > 0
@@ -170,6 +175,8 @@ def atlas_cells(folder: Path) -> list:
         return atlas.map("conv2").cells
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_a_killed_map_build_resumes_without_redoing_icons(tmp_path, photo_folder, monkeypatch):
     # two icons a task, so the interruption falls between tasks however many cells float rounding lays out
     # (7 on one CPU, fewer than the 8 icons of one default task)
@@ -193,6 +200,7 @@ def attributed(atlas: fs.Atlas) -> tuple[np.ndarray, np.ndarray]:
     return np.load(atlas.path / samples.classes_file), np.load(atlas.path / samples.attributions_file)
 
 
+@pytest.mark.integration
 def test_a_class_atlas_keeps_the_samples_of_its_class(tmp_path, photo_folder):
     build(tmp_path / "a", photo_folder)
     with fs.Atlas(tmp_path / "a") as atlas:
@@ -210,6 +218,7 @@ def test_a_class_atlas_keeps_the_samples_of_its_class(tmp_path, photo_folder):
     assert all(c.label == chosen and c.label_share == 1.0 for c in found.cells)
 
 
+@pytest.mark.integration
 def test_the_map_command_builds_and_draws_a_map(tmp_path, photo_folder):
     cli_atlas(tmp_path / "a", photo_folder)
     result = CliRunner().invoke(app, ["atlas", "map", str(tmp_path / "a"), "-l", "conv2", "--grid", "4",
@@ -234,6 +243,7 @@ def test_the_map_command_builds_and_draws_a_map(tmp_path, photo_folder):
     (["--layout", "pca"], "layout must be one of umap, tsne"),
     (["--grid", "0"], "grid must be a whole number of at least 1"),
 ])
+@pytest.mark.integration
 def test_bad_map_options_are_one_line_errors(tmp_path, photo_folder, args, message):
     cli_atlas(tmp_path / "a", photo_folder)
     result = CliRunner().invoke(app, ["atlas", "map", str(tmp_path / "a"), "-l", "conv2", "-q", *args])
@@ -248,6 +258,7 @@ def test_a_map_needs_an_exemplar_pass(tmp_path):
         build(tmp_path / "a", None)
 
 
+@pytest.mark.integration
 def test_samples_missing_from_a_finished_pass_are_collected_in_a_pass_of_their_own(tmp_path, photo_folder):
     fs.build_atlas(tmp_path / "a", color_classes(), "conv2", recipes=(), dataset=photo_folder, circuits=False,
                    trust=False)
@@ -296,6 +307,7 @@ def test_forward_mode_attribution_to_every_class_equals_a_hand_computation(photo
         assert np.allclose(rows.attributions[m], values.numpy(), atol=1e-6)
 
 
+@pytest.mark.integration
 def test_a_two_class_comparison_orders_the_samples_by_their_attribution_difference(tmp_path, photo_folder):
     compare = MapSettings(grid=4, min_count=1, icon_size=32, n_neighbors=10, compare=(0, 1))
     build(tmp_path / "a", photo_folder, compare)

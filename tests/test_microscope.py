@@ -190,6 +190,7 @@ def _wait_for(client: TestClient, job: dict, states: tuple[str, ...] = ("done", 
     return job
 
 
+@pytest.mark.integration
 def test_many_render_requests_stay_bounded_and_the_server_keeps_serving(tmp_path, atlas, monkeypatch):
     """A flood of POSTs for many units: at most MAX_WAITING wait, the rest are 429s with Retry-After; pages are
     served meanwhile; once the queue drains it takes jobs again; finished jobs beyond MAX_KEPT are forgotten."""
@@ -244,6 +245,7 @@ def test_serve_command_checks_before_listening(tmp_path, atlas):
     assert result.exit_code == 1 and "--port must be 1-65535" in result.output
 
 
+@pytest.mark.integration
 def test_render_settings_use_the_atlas_model_weights_and_most_used_recipe(tmp_path):
     from filterscope.cli.serve import render_settings
     from filterscope.errors import AtlasError

@@ -132,6 +132,7 @@ def test_cppn_draws_smooth_images_at_any_size_from_its_weights():
     assert torch.allclose(param(), start)
 
 
+@pytest.mark.integration
 def test_cppn_recipe_renders_across_scales_and_refuses_a_periodic_blur():
     recipe = RECIPES["cppn"].replace(size=16, scales=2, upscale=2.0, steps=12, lr=0.02, reference_size=32)
     result = visualize_filters(small_net(), "features.5", [3, 4], recipe=recipe, seed=0)

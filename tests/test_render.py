@@ -35,6 +35,7 @@ def test_output_images_shape_range_and_history():
     assert [c.width for c in calls[::SMALL.steps]][:2] == SMALL.sizes()[:2]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_batch_equals_one_by_one(batch_size):
     model = small_net()

@@ -38,6 +38,7 @@ the gradient's size, so a rounding difference in a near-zero gradient flips a st
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("layer", ["layer2.1.conv1", "layer3.1.relu"])
 def test_fast_render_matches_the_naive_full_forward_loop(resnet18_random, layer):
     # naive: one filter at a time, whole network every step, NCHW. fast: truncated, channels-last,
@@ -71,6 +72,8 @@ def test_channels_last_is_used_and_put_back(resnet18_random):
     assert weight.shape == resnet18_random.module.conv1.weight.shape
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_bf16_keeps_float32_activations_and_lands_near_fp32(resnet18_random):
     """A render is chaotic (a rounding-sized change flips Adam's first steps), so bf16 is compared with fp32 as
     seeds compare with each other: over four seeds each, the mean final activations differ by at most three
@@ -86,6 +89,8 @@ def test_bf16_keeps_float32_activations_and_lands_near_fp32(resnet18_random):
     assert ((bf16.mean(dim=0) - fp32.mean(dim=0)).abs() <= 3 * standard_error).all()
 
 
+@pytest.mark.integration
+@pytest.mark.numerics
 def test_analysis_batching_gives_identical_top_k(resnet18_random, tmp_path):
     from PIL import Image
 
@@ -174,6 +179,7 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure peak memory")
 def test_memory_budget_batch_stays_within_the_budget_measured():
     # A fresh process; glibc told to return every allocation over 64 KiB to the system when freed, so the
@@ -257,6 +263,7 @@ def test_prefetch_keeps_order_runs_ahead_in_another_thread_and_raises_in_place()
     assert threading.get_ident() not in threads
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator options")
 def test_keep_freed_memory_sets_glibcs_options_in_a_fresh_process():
     """In a child process (the options are per process): mallopt accepts all three, and a 200 MB block freed and

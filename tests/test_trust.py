@@ -40,6 +40,7 @@ def test_the_fooling_and_the_silent_unit_are_flagged_and_normal_units_are_not(fo
     assert fooling_unit.paths is not None and fooling_unit.paths.share < normal.paths.share  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("recipe", ["filterscope", "lucid"])
 def test_the_flags_do_not_depend_on_the_recipe(recipe):
     model = fooling()
@@ -136,6 +137,7 @@ def photo_folder(tmp_path_factory):
     return save_photos(tmp_path_factory.mktemp("photos"), 40)
 
 
+@pytest.mark.integration
 def test_the_trust_command_scores_visualization_pngs(tmp_path, photo_folder):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(RECIPE.to_json())
@@ -153,6 +155,7 @@ def test_the_trust_command_scores_visualization_pngs(tmp_path, photo_folder):
     assert records[0].score("exemplars").tasks == 40  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 def test_an_atlas_build_records_trust_and_the_cli_reads_it(tmp_path, photo_folder):
     summary = fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1], recipes=[RECIPE], dataset=photo_folder,
                              scores=False, circuits=False)

@@ -13,7 +13,7 @@ import torch
 import filterscope as fs
 from filterscope import UnknownModelError, WeightsError, list_models, load_model
 from filterscope.zoo import PackageWeights, UrlWeights, registry
-from filterscope.zoo.resnet import ResNet
+from filterscope.zoo.resnet import ResNet, resnet
 
 # Parameter counts of torchvision's ResNets (torchvision's model documentation).
 TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
@@ -33,12 +33,19 @@ def test_unknown_model_suggests_names():
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
 def test_resnet_matches_torchvision_layout(name, monkeypatch):
     monkeypatch.setenv("FILTERSCOPE_NO_TORCHVISION", "1")
-    model = load_model(name, "random")
-    assert isinstance(model.module, ResNet)
-    assert sum(p.numel() for p in model.module.parameters()) == TORCHVISION_PARAMS[name]
-    keys = set(model.module.state_dict())
+    with torch.device("meta"):  # the layout only: no memory, no batch-norm estimate (ResNet-152's took 20 s)
+        module = resnet(name)
+    assert isinstance(module, ResNet)
+    assert sum(p.numel() for p in module.parameters()) == TORCHVISION_PARAMS[name]
+    keys = set(module.state_dict())
     assert {"conv1.weight", "bn1.running_var", "layer2.0.downsample.0.weight", "layer4.1.bn2.num_batches_tracked",
             "fc.weight", "fc.bias"} <= keys
+
+
+def test_random_weights_are_frozen_and_in_eval_mode(monkeypatch):
+    monkeypatch.setenv("FILTERSCOPE_NO_TORCHVISION", "1")
+    model = load_model("resnet18", "random")
+    assert isinstance(model.module, ResNet)
     assert not any(p.requires_grad for p in model.module.parameters())
     assert not model.module.training
 
@@ -65,6 +72,7 @@ def _same(model, state):
     lambda sd: {"model": sd},
     lambda sd: {f"module.{k}": v for k, v in sd.items()},
 ])
+@pytest.mark.integration
 def test_weights_from_a_file(tmp_path, wrap):
     state = _state()
     path = tmp_path / "w.pth"
@@ -121,6 +129,7 @@ def _point_resnet18_at(monkeypatch, url):
     monkeypatch.setitem(registry.MODELS._entries, "resnet18", replace(spec, weights=UrlWeights(url)))
 
 
+@pytest.mark.integration
 def test_download_into_the_hub_cache_then_reuse_it(served, torch_home, monkeypatch):
     folder, base = served
     state = _state()
@@ -158,6 +167,7 @@ def test_offline_without_cache_says_where_to_put_the_file(torch_home, monkeypatc
     assert str(torch_home / "resnet18-f37072fd.pth") in message and "--weights FILE" in message
 
 
+@pytest.mark.integration
 def test_a_file_already_in_the_cache_is_used_without_network(torch_home, monkeypatch):
     state = _state(seed=9)
     torch_home.mkdir(parents=True)
