@@ -34,19 +34,19 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/filterscope demo --out $(OUT)
 
 test: $(VENV)/.installed-dev chromium lint docs
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest -n auto --dist loadfile --durations=15
 	$(MAKE) --no-print-directory test-slowest-cpu
 
 # The numerical tests again with the slowest CPU's instruction set (x86 only: the switches name x86 instructions).
 test-slowest-cpu: $(VENV)/.installed-dev
 	@if [ "$$(uname -m)" = x86_64 ]; then \
-		$(SLOWEST_CPU) $(PY) -m pytest -q -p no:cacheprovider -m "numerics or ($(FAST_TESTS))"; \
+		$(SLOWEST_CPU) $(PY) -m pytest -n auto -q -p no:cacheprovider -m "numerics or ($(FAST_TESTS))"; \
 	else echo "test-slowest-cpu: not an x86 CPU, nothing to cap"; fi
 
 # The development loop (under 3 minutes): lint, types and the tests without the slow `integration` and `browser`
 # markers.
 check: lint
-	$(PY) -m pytest -q -m "$(FAST_TESTS)"
+	$(PY) -m pytest -n auto -q -m "$(FAST_TESTS)"
 
 # The docs site (MkDocs + Material + mkdocstrings), offline, warnings as errors, into site/.
 docs: $(VENV)/.installed-dev

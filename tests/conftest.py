@@ -30,6 +30,11 @@ def pytest_configure(config):
     import tempfile
 
     os.environ.setdefault("FILTERSCOPE_CACHE_DIR", tempfile.mkdtemp(prefix="filterscope-test-cache-"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # pytest-xdist: the cores shared among the workers (and the processes a test starts)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_report_header(config):
