@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import filterscope as fs
 from filterscope.atlas import LocalExecutor
 from filterscope.atlas import maps as atlas_maps
-from filterscope.atlas.tasks import PassShard, scan_shard
+from filterscope.atlas.tasks import PassShard, TaskFailure, scan_shard
 from filterscope.cli import app
 from filterscope.layers import OUTPUT, resolve_layer
 from filterscope.maps import MapSettings, bin_cells, lay_out, normalize_layout, sample_places, second_moment, whitening
@@ -192,6 +192,47 @@ def test_a_killed_map_build_resumes_without_redoing_icons(tmp_path, photo_folder
         cells = atlas.map("conv2").cells
     assert resumed.maps == 0 and resumed.icons == len(cells) - len(done)
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # not rendered again
+
+
+class FirstIconTaskFails(LocalExecutor):
+    """Gives up on the first icon task, as a Dask executor does with a task that raised on its worker."""
+
+    def map(self, function, model, tasks, **kwargs):
+        for i, (task, outcome) in enumerate(super().map(function, model, tasks, **kwargs)):
+            yield task, TaskFailure("RuntimeError: out of memory") if function.__name__ == "icon_task" and i == 0 \
+                else outcome
+
+
+@pytest.mark.integration
+def test_a_failed_icon_task_is_reported_and_counted_and_the_next_build_renders_its_icons(tmp_path, photo_folder,
+                                                                                        monkeypatch, capsys):
+    monkeypatch.setattr(atlas_maps, "ICONS_PER_TASK", 2)
+    messages: list[str] = []
+
+    class Progress(fs.atlas.BuildProgress):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    summary = fs.build_atlas(tmp_path / "a", color_classes(), "conv2", recipes=(), dataset=photo_folder,
+                             circuits=False, trust=False, maps=SMALL, executor=FirstIconTaskFails(),
+                             progress=Progress())
+    cells = atlas_cells(tmp_path / "a")
+    assert len(summary.icon_failures) == 1 and summary.icon_failures[0].endswith("RuntimeError: out of memory")
+    assert summary.icons == len(cells) - 2 == sum(c.icon is not None for c in cells)
+    assert [m for m in messages if "map icons failed" in m] == [
+        f"map icons failed (rendered again by the next build): {summary.icon_failures[0]}"]
+    again = build(tmp_path / "a", photo_folder)
+    assert again.icons == 2 and not again.icon_failures
+    assert all(c.icon is not None for c in atlas_cells(tmp_path / "a"))
+
+
+def test_the_command_line_exits_1_naming_a_failed_icon_task():
+    from filterscope.cli.atlas import check_icons
+
+    check_icons(fs.atlas.BuildSummary())  # none failed: nothing to say
+    with pytest.raises(fs.AtlasError, match=r"^2 map icon task\(s\) failed \(conv2 map icons 0-1: RuntimeError: "
+                                            r"boom\); the same command renders their icons again$"):
+        check_icons(fs.atlas.BuildSummary(icon_failures=["conv2 map icons 0-1: RuntimeError: boom", "b: c"]))
 
 
 def attributed(atlas: fs.Atlas) -> tuple[np.ndarray, np.ndarray]:

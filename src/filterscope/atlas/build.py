@@ -137,8 +137,9 @@ class BuildSummary:
         circuit_seconds: Wall time of the circuits stage.
         trust: Units whose trust record (scores and description) this build recorded.
         trust_seconds: Wall time of the trust stage.
-        maps: Activation atlases this build laid out; ``icons`` the icons it rendered, ``map_seconds`` the
-            stage's wall time.
+        maps: Activation atlases this build laid out; ``icons`` the icons it rendered, ``icon_failures`` each
+            icon task that failed (``"LABEL: MESSAGE"``; its cells keep no icon and the next build renders them),
+            ``map_seconds`` the stage's wall time.
         render_start_seconds: From the start of the build to the start of the first render (planning,
             model fingerprint, receptive fields, skipping what is done; ``None`` when nothing was rendered).
     """
@@ -159,6 +160,7 @@ class BuildSummary:
     trust_seconds: float = 0.0
     maps: int = 0
     icons: int = 0
+    icon_failures: list[str] = field(default_factory=list)
     map_seconds: float = 0.0
 
 
@@ -423,8 +425,12 @@ class _Build:
                 self.progress.message(f"map of {x.ref}: laying out {samples.count} samples ({settings.describe()})")
                 record = lay_out_map(self.store, self.loaded, layer, samples, settings, key)
                 self.summary.maps += 1
-            self.summary.icons += run_icons(self.store, self.loaded, self.executor, layer, record, settings,
-                                            self.runtime, lambda d, t: self.progress.map_progress("icons", d, t))
+            icons = run_icons(self.store, self.loaded, self.executor, layer, record, settings, self.runtime,
+                              lambda d, t: self.progress.map_progress("icons", d, t))
+            self.summary.icons += icons.rendered
+            self.summary.icon_failures += icons.failed
+            for failure in icons.failed:
+                self.progress.message(f"map icons failed (rendered again by the next build): {failure}")
 
     # --------------------------------------------------------------------------------------- circuits
     def circuit_stage(self, plan: list[LayerPlan], fit: str) -> None:

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from .store import AtlasStore
 from .tasks import PassShard, TaskFailure, scan_shard
 
 __all__ = ["SampleWriter", "MapLayer", "collect_samples", "lay_out_map", "icon_tasks", "record_icons", "sample_labels",
-           "run_icons", "sample_stem",
+           "run_icons", "IconsDone", "sample_stem",
            "attributed_classes", "ICONS_PER_TASK", "TRUST_SAMPLE"]
 
 ICONS_PER_TASK = 8
@@ -288,10 +288,8 @@ def icon_tasks(store: AtlasStore, layer: MapLayer, record: MapRecord, settings: 
 
 
 def record_icons(store: AtlasStore, loaded: LoadedModel, record: MapRecord, task: IconTask,
-                 outcome: IconTaskOutcome | TaskFailure) -> int:
+                 outcome: IconTaskOutcome) -> int:
     """Write a task's icons (files first, then their records); how many were recorded."""
-    if isinstance(outcome, TaskFailure):
-        return 0
     folder = map_folder(store, loaded.name, task.layer) / f"icons-{record.key[:12]}"
     finished = []
     for o in outcome.outcomes:
@@ -302,12 +300,24 @@ def record_icons(store: AtlasStore, loaded: LoadedModel, record: MapRecord, task
     return len(finished)
 
 
+@dataclass
+class IconsDone:
+    """What :func:`run_icons` did: icons recorded, and each failed task as ``"LABEL: MESSAGE"`` (its cells keep
+    no icon, so the next build renders them again)."""
+
+    rendered: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
 def run_icons(store: AtlasStore, loaded: LoadedModel, executor: Executor, layer: MapLayer, record: MapRecord,
-              settings: MapSettings, runtime: Runtime, report: Callable[[int, int], None]) -> int:
-    """Render the icons the map lacks; how many were rendered."""
+              settings: MapSettings, runtime: Runtime, report: Callable[[int, int], None]) -> IconsDone:
+    """Render the icons the map lacks: how many were rendered, and which tasks failed."""
     tasks = icon_tasks(store, layer, record, settings, runtime)
-    total, done = sum(len(t.jobs) for t in tasks), 0
+    total, done = sum(len(t.jobs) for t in tasks), IconsDone()
     for task, outcome in executor.map(icon_task, loaded, tasks, ordered=False):
-        done += record_icons(store, loaded, record, task, outcome)
-        report(done, total)
+        if isinstance(outcome, TaskFailure):
+            done.failed.append(f"{task.label}: {outcome.message}")
+        else:
+            done.rendered += record_icons(store, loaded, record, task, outcome)
+        report(done.rendered, total)
     return done

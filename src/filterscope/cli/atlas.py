@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from tqdm.auto import tqdm
 
-from ..atlas import Atlas, BuildProgress, build_atlas, list_dataset
+from ..atlas import Atlas, BuildProgress, BuildSummary, build_atlas, list_dataset
 from ..atlas.distributed import dask_executor, parse_cluster
 from ..atlas.records import FinishedRender
 from ..atlas.store import AtlasStore
@@ -231,6 +231,7 @@ def build_command(
     if summary.failed:
         raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "
                          "--retry-failed renders them again")
+    check_icons(summary)
     if summary.not_improved:
         raise AtlasError(f"{len(summary.not_improved)} render(s) are not-improved (the objective did not rise: "
                          f"{', '.join(summary.not_improved[:3])}{', ...' if len(summary.not_improved) > 3 else ''}); "
@@ -371,3 +372,10 @@ def show_command(
         typer.echo("  exemplars: none yet (build with --dataset)")
     if cofiring:
         typer.echo("  fires together with: " + ", ".join(f"unit {u} (r={c:.2f})" for u, c in cofiring))
+
+
+def check_icons(summary: BuildSummary) -> None:
+    """Exit 1 naming the first failed map-icon task, as for failed renders."""
+    if summary.icon_failures:
+        raise AtlasError(f"{len(summary.icon_failures)} map icon task(s) failed ({summary.icon_failures[0]}); "
+                         "the same command renders their icons again")

@@ -13,7 +13,7 @@ from ..maps.settings import MapSettings
 from ..recipes import list_recipes
 from ..runtime import Runtime
 from .app import guarded
-from .atlas import _Bars, atlas_app
+from .atlas import _Bars, atlas_app, check_icons
 from .options import DeviceOption, PreprocessingOption, QuietOption, WeightsOption, check_list
 from .serve import render_settings
 
@@ -130,3 +130,4 @@ def map_command(
             typer.echo(f"{name}: {len(found.cells)} cells of {grid}x{grid} over {int((found.places[:, 0] >= 0).sum())} "
                        f"samples ({len(labelled)} labelled){trust}{cos} → {path}")
     typer.echo(f"{out}: {summary.maps} map(s) laid out, {summary.icons} icon(s) rendered in {summary.seconds:.0f} s")
+    check_icons(summary)
