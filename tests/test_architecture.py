@@ -288,3 +288,18 @@ def test_registries_list_and_refuse_duplicates():
     assert fs.list_models("*lite*") == fs.MODELS.names("*lite*")
     with pytest.raises(ValueError, match="already registered"):
         fs.register_param("pixel")(fs.Param)
+
+
+@pytest.mark.parametrize(("old", "name"), [("filterscope.circuits.linear", "Intervene"),
+                                           ("filterscope.circuits.linear", "Leaf"),
+                                           ("filterscope.circuits.weights", "source_calls"),
+                                           ("filterscope.circuits", "Intervene")])
+def test_layer_hooks_moved_to_filterscope_hooks_and_the_old_paths_warn(old, name):
+    import importlib
+
+    from filterscope import hooks
+
+    with pytest.warns(DeprecationWarning, match=rf"^{old}\.{name} moved to filterscope\.hooks\.{name}; import it"):
+        found = getattr(importlib.import_module(old), name)
+    assert found is getattr(hooks, name)
+    assert not hasattr(importlib.import_module(old), "nothing")  # other names: AttributeError as before

@@ -10,12 +10,15 @@
 (Olah et al. 2020, "Zoom In"; Voss et al. 2021, "Visualizing Weights", Distill.)
 """
 
+from .._deprecated import moved
 from .circuit import Circuit, circuit, exemplar_pixels
 from .classes import ClassEffects, class_effects
 from .evidence import AblationCheck, ablation_check, attribute, attribution, peaks
-from .linear import Intervene, linearized
+from .linear import linearized
 from .weights import Connection, ExpandedWeights, expanded_weights
 
 __all__ = ["Circuit", "circuit", "exemplar_pixels", "ClassEffects", "class_effects", "AblationCheck",
-           "ablation_check", "attribute", "attribution", "peaks", "Intervene", "linearized", "Connection",
+           "ablation_check", "attribute", "attribution", "peaks", "linearized", "Connection",
            "ExpandedWeights", "expanded_weights"]
+
+__getattr__ = moved(__name__, {"Intervene": "filterscope.hooks"})

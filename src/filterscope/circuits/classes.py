@@ -20,10 +20,11 @@ import torch
 
 from ..arguments import checked
 from ..errors import FilterscopeError
+from ..hooks import Intervene, Leaf, source_calls
 from ..layers import OUTPUT, Capture, LayerRef, check_channel, layer_info, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
-from .linear import Intervene, Leaf, linearized
-from .weights import Connection, source_calls
+from .linear import linearized
+from .weights import Connection
 
 __all__ = ["ClassEffects", "class_effects", "CLASS_BATCH"]
 

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..hooks import Intervene, Leaf, source_calls
 from ..layers import Capture, LayerRef
 from ..runtime import ANALYSIS_BATCH
 from ..zoo.model import LoadedModel, frozen
-from .linear import Intervene, Leaf
-from .weights import source_calls
 
 __all__ = ["AblationCheck", "attribute", "attribution", "ablation_check", "peaks", "DRAWS"]
 

@@ -37,13 +37,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._deprecated import moved
 from ..arguments import checked
 from ..errors import UnknownLayerError
-from ..layers import OUTPUT, Capture, LayerRef, layer_info, resolve_layer
+from ..hooks import Intervene, Leaf
+from ..hooks import source_calls as _calls  # (the old name here is a deprecated path: see the end)
+from ..layers import OUTPUT, Capture, LayerRef, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
-from .linear import Intervene, Leaf, linearized
+from .linear import linearized
 
-__all__ = ["ExpandedWeights", "Connection", "expanded_weights", "jacobian_rows", "source_calls"]
+__all__ = ["ExpandedWeights", "Connection", "expanded_weights", "jacobian_rows"]
 
 ROW_BUDGET = 512 * 2**20
 """Bytes of backward-pass intermediates one chunk of batched rows may use."""
@@ -123,10 +126,6 @@ class ExpandedWeights:
         return [make(i) for i in positive], [make(i) for i in negative]
 
 
-def source_calls(model: LoadedModel, ref: LayerRef) -> int:
-    return layer_info(model, LayerRef(ref.name)).calls
-
-
 def jacobian_rows(model: LoadedModel, source: LayerRef, target: LayerRef, size: tuple[int, int], *,
                   probe: bool = False) -> tuple[torch.Tensor, tuple[int, int] | None]:
     """The linearized Jacobian of ``target`` at its centre with respect to ``source``'s output, at input ``size``:
@@ -138,7 +137,7 @@ def jacobian_rows(model: LoadedModel, source: LayerRef, target: LayerRef, size: 
     channels = model.preprocessing.channels
     x = torch.zeros(1, channels, *size, device=model.device)
     with frozen(model.module), linearized(), torch.enable_grad(), \
-            Intervene(model, source, leaf, source_calls(model, source)), Capture(model, [target]) as capture:
+            Intervene(model, source, leaf, _calls(model, source)), Capture(model, [target]) as capture:
         b = capture(x)[target]
     if leaf.tensor is None:
         raise UnknownLayerError(f"Layer {source} of {model.name} does not run before {target}: give the earlier "
@@ -233,3 +232,6 @@ def _fitting_size(model: LoadedModel, a: LayerRef, b: LayerRef, base: tuple[int,
         if size[0] * per_pixel[0] >= height and size[1] * per_pixel[1] >= width:
             return min(size, shape)
     return shape
+
+
+__getattr__ = moved(__name__, {"source_calls": "filterscope.hooks"})

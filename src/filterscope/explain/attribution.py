@@ -15,9 +15,8 @@ import torch
 
 from ..analysis.inputs import AnalysisImage
 from ..arguments import checked
-from ..circuits.linear import Intervene, Leaf
-from ..circuits.weights import source_calls
 from ..errors import ChannelError, InvalidOptionError
+from ..hooks import Intervene, Leaf, source_calls
 from ..layers import OUTPUT, Capture, LayerRef, resolve_layer
 from ..zoo.model import LoadedModel, coerce_model, frozen
 from .activations import ImageLike, as_image

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from ..circuits.linear import Intervene
-from ..circuits.weights import source_calls
+from ..hooks import Intervene, source_calls
 from ..layers import LayerRef
 from ..zoo.model import LoadedModel
 
