@@ -206,3 +206,26 @@ def test_the_functions_that_take_images_take_one_or_many(tmp_path):
     listed = fs.circuit(model, "conv2", 0, "conv1", images=[files[0]], exemplars=1, classes=False, ablate=0)
     assert single.exemplars == listed.exemplars == 1
     assert [(c.unit, c.attribution) for c in single.attributed] == [(c.unit, c.attribution) for c in listed.attributed]
+
+
+def test_names_imported_only_for_type_checking_are_resolved_from_the_module_not_the_package(tmp_path, monkeypatch):
+    (tmp_path / "typed_elsewhere.py").write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "from filterscope.arguments import checked\n"
+        "if TYPE_CHECKING:\n"
+        "    from filterscope.recipes import Recipe as Steps\n"
+        "    import numpy.linalg\n"
+        "@checked\n"
+        "def schedule(recipe: Steps, count: int) -> int:\n"
+        "    return count\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import typed_elsewhere
+
+    from filterscope.arguments import _type_checking_imports
+
+    assert _type_checking_imports("typed_elsewhere") == {"Steps": ("filterscope.recipes", "Recipe"),
+                                                         "numpy": ("numpy", None)}
+    assert typed_elsewhere.schedule(fs.get_recipe("paper"), 3) == 3
+    with pytest.raises(fs.ArgumentTypeError, match=r"fs\.schedule: recipe must be .*Recipe.*, not str"):
+        typed_elsewhere.schedule("paper", 3)

@@ -22,8 +22,11 @@ above are about eighty lines.
 
 from __future__ import annotations
 
+import ast
 import collections.abc as abc
 import functools
+import importlib
+import importlib.util
 import inspect
 import numbers
 import os
@@ -79,8 +82,8 @@ def check_arguments(function: Callable[..., Any], signature: inspect.Signature, 
 
 @functools.cache
 def resolved_hints(function: Callable[..., Any]) -> dict[str, Any]:
-    """The parameters' annotations evaluated in the function's module (falling back to ``fs``'s names for
-    those imported only for type checking); a name that cannot be resolved is left out (not checked)."""
+    """The parameters' annotations evaluated in the function's module (with the names it imports only for type
+    checking); a name that cannot be resolved is left out (not checked)."""
     hints, namespace = {}, _Fallback(function.__globals__)
     for name, annotation in getattr(function, "__annotations__", {}).items():
         if name == "return":
@@ -101,18 +104,39 @@ def unresolved(function: Callable[..., Any]) -> list[str]:
 
 
 class _Fallback(dict[str, Any]):
-    """A module's names, then those its annotations import only under ``TYPE_CHECKING``: ``fs``'s public
-    names, torch's ``nn``, PIL's ``Image``."""
+    """A module's names, then those it imports only under ``if TYPE_CHECKING:`` (read from its source, as a
+    type checker reads them: never through the package's face, which imports every module)."""
 
     def __missing__(self, key: str) -> Any:
-        package = sys.modules[__name__.rpartition(".")[0]]  # loaded before any of its modules: no import cycle
-        if key in package.__all__:
-            return getattr(package, key)
-        known = {"torch": "torch", "nn": "torch.nn", "Image": "PIL.Image", "np": "numpy", "os": "os"}
-        if key in known:
-            __import__(known[key])
-            return sys.modules[known[key]]
-        raise KeyError(key)
+        module_name, attribute = _type_checking_imports(str(self.get("__name__", ""))).get(key, (None, None))
+        if module_name is None:
+            raise KeyError(key)
+        module = importlib.import_module(module_name)
+        return module if attribute is None else getattr(module, attribute)
+
+
+@functools.cache
+def _type_checking_imports(module_name: str) -> dict[str, tuple[str, str | None]]:
+    """``{name: (module, attribute or None)}`` for the imports under ``if TYPE_CHECKING:`` of a loaded module."""
+    module = sys.modules.get(module_name)
+    try:
+        tree = ast.parse(inspect.getsource(module)) if module is not None else None
+    except (OSError, TypeError, SyntaxError):
+        tree = None
+    found: dict[str, tuple[str, str | None]] = {}
+    for node in tree.body if tree is not None else ():
+        if not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)):
+            continue
+        for statement in node.body:
+            if isinstance(statement, ast.ImportFrom):
+                source = importlib.util.resolve_name("." * statement.level + (statement.module or ""),
+                                                     getattr(module, "__package__", None) or module_name)
+                found.update({a.asname or a.name: (source, a.name) for a in statement.names})
+            elif isinstance(statement, ast.Import):
+                found.update({a.asname or a.name.partition(".")[0]: (a.name if a.asname else
+                                                                      a.name.partition(".")[0], None)
+                              for a in statement.names})
+    return found
 
 
 def accepts(value: Any, hint: Any) -> bool:
