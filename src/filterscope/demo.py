@@ -245,7 +245,7 @@ def _cat_ranking(model: LoadedModel, out: Path, plan: DemoPlan, figures: list[Pa
 
 
 def _cat_analysis(model: LoadedModel, ranking: Ranking, out: Path, plan: DemoPlan, recipe: Recipe,
-                  figures: list[Path], run) -> str:
+                  figures: list[Path], run: Callable[[str, list[Channel], Recipe, Path], RenderResult]) -> str:
     """Figure 4 (the top filters visualized), Table 1 and Figure 6 (occlusion), the sensitivity maps."""
     k = plan.top_k
     top = ranking.top[:plan.visualize_k]

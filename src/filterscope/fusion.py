@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -178,7 +178,7 @@ def _foldable(module: nn.Module, probe: torch.Tensor) -> list[tuple[str, str]]:
     conv_nodes: dict[object, str] = {}  # a convolution's output node → its name
     bn_inputs: dict[str, object] = {}  # a batch norm → the node of its input
 
-    def hook(name: str, child: nn.Module):
+    def hook(name: str, child: nn.Module) -> Callable[[nn.Module, tuple[object, ...], object], None]:
         def record(_module: nn.Module, args: tuple[object, ...], output: object) -> None:
             calls[name] = calls.get(name, 0) + 1
             if isinstance(output, torch.Tensor) and output.grad_fn is not None:

@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -124,7 +124,31 @@ def occlusion_sheet(images: Sequence[torch.Tensor], names: Sequence[str], *, sup
     return image_grid([to_pil(p) for p in images], list(names), columns=min(5, len(names)), suptitle=suptitle)
 
 
-def sensitivity_figure(maps, *, model_name: str) -> Figure:
+class _Picture(Protocol):
+    def pil(self) -> Image.Image: ...
+
+
+class _SensitivityMaps(Protocol):
+    """What :func:`sensitivity_figure` reads of :class:`~filterscope.analysis.SensitivityMaps` (this module sits
+    below the analysis package, so it names the fields it needs rather than the class)."""
+
+    @property
+    def filters(self) -> Sequence[int]: ...
+    @property
+    def baseline(self) -> torch.Tensor: ...
+    @property
+    def image(self) -> _Picture: ...
+    @property
+    def maps(self) -> torch.Tensor: ...
+    @property
+    def patch(self) -> int: ...
+    @property
+    def stride(self) -> int: ...
+    @property
+    def fill(self) -> str: ...
+
+
+def sensitivity_figure(maps: _SensitivityMaps, *, model_name: str) -> Figure:
     """Heatmap overlays of :class:`~filterscope.analysis.SensitivityMaps`, one panel per filter."""
     titles = [f"filter {f} (act. {float(b):.2f})" for f, b in zip(maps.filters, maps.baseline)]
     return heatmap_overlays(maps.image.pil(), maps.maps, titles,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -128,7 +129,7 @@ RESNET_LAYERS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
 }
 
 
-def torchvision_models():
+def torchvision_models() -> ModuleType | None:
     """``torchvision.models`` when it imports and is not disabled, else ``None``."""
     if os.environ.get("FILTERSCOPE_NO_TORCHVISION"):
         return None
