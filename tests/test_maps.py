@@ -3,6 +3,7 @@ resumption, the command, the reading API."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +363,13 @@ def test_a_two_class_comparison_orders_the_samples_by_their_attribution_differen
     order = np.argsort(found.coords[:, 0], kind="stable")
     assert (np.diff(difference[order]) >= -1e-9).all()  # x is the rank of the difference
     assert found.trustworthiness is None and found.cells
+
+
+def test_map_settings_round_trip_as_an_atlas_stores_them_and_old_atlases_get_defaults():
+    settings = MapSettings(grid=5, compare=(3, 7), recipe="lucid", min_dist=0.2)
+    stored = json.loads(json.dumps(settings.to_dict(), sort_keys=True))
+    assert stored["compare"] == [3, 7] and MapSettings.from_dict(stored) == settings
+    older = {k: v for k, v in stored.items() if k not in ("max_samples", "power")}  # written before those existed
+    assert MapSettings.from_dict({**older, "retired": 1}) == settings
+    with pytest.raises(fs.InvalidOptionError, match="grid must be a whole number of at least 1"):
+        MapSettings.from_dict({**stored, "grid": 0})

@@ -58,8 +58,7 @@ class Atlas(AtlasStore):
         record = self.layer(self.model(model), layer)
         found = self.maps_of_layer(record.id)
         if settings is not None:
-            found = [m for m in found if all(m.settings.get(k) == (list(v) if isinstance(v, tuple) else v)
-                                             for k, v in vars(settings).items())]
+            found = [m for m in found if m.settings == settings]
         if not found:
             raise AtlasError(f"No activation atlas of {layer} in {self.path}: make one with filterscope atlas map "
                              f"{self.path} -l {layer}")
@@ -71,7 +70,7 @@ class Atlas(AtlasStore):
         samples = self.map_samples_by_id(m.samples_id)
         cells_of = np.load(self.path / m.cells_file)
         means = np.load(self.path / m.means_file)
-        grid = int(m.settings["grid"])
+        grid = m.settings.grid
         order = np.argsort(cells_of, kind="stable")
         bounds = np.searchsorted(cells_of[order], np.arange(grid * grid + 1))
         cells = [MapCell(c.row, c.col, c.count, c.label, c.label_name, c.label_share, means[k],

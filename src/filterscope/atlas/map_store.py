@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AtlasError
+from ..maps.settings import MapSettings
 from .schema import now, transaction
 from .writes import record_files
 
@@ -39,12 +40,12 @@ class MapSamplesRecord:
 
 @dataclass(frozen=True)
 class MapRecord:
-    """A map: its samples, settings (JSON), layout files and quality (trustworthiness at k = 10)."""
+    """A map: its samples, settings, layout files and quality (trustworthiness at k = 10)."""
 
     id: int
     samples_id: int
     key: str
-    settings: dict[str, Any]
+    settings: MapSettings
     layout_file: str
     cells_file: str
     means_file: str
@@ -167,13 +168,13 @@ class MapQueries:
             raise AtlasError(f"No activation atlas {map_id} in the atlas")
         return int(row[0]), int(row[1])
 
-    def add_map(self, samples_id: int, key: str, settings: dict[str, Any], files: Sequence[str],
+    def add_map(self, samples_id: int, key: str, settings: MapSettings, files: Sequence[str],
                 trustworthiness: float | None, seconds: float, cells: Sequence[NewCell]) -> int:
         """Record a laid-out map and its cells (icons pending), in one transaction."""
         with transaction(self._conn) as c:
             cursor = c.execute("INSERT INTO maps (samples_id, key, settings, layout_file, cells_file, means_file, "
                                "trustworthiness, seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (samples_id, key, json.dumps(settings, sort_keys=True), *files,
+                               (samples_id, key, json.dumps(settings.to_dict(), sort_keys=True), *files,
                                 _number(trustworthiness), seconds, now()))
             map_id = int(cursor.lastrowid or 0)
             c.executemany("INSERT INTO map_cells (map_id, cell, row, col, count, label, label_name, label_share, key) "
@@ -209,5 +210,5 @@ def _samples(row: sqlite3.Row) -> MapSamplesRecord:
 
 def _map(row: sqlite3.Row) -> MapRecord:
     values = {k: row[k] for k in row.keys()}  # noqa: SIM118 (a Row iterates values)
-    values["settings"] = json.loads(values["settings"])
+    values["settings"] = MapSettings.from_dict(json.loads(values["settings"]))
     return MapRecord(**values)

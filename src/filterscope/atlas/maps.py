@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -257,7 +257,7 @@ def lay_out_map(store: AtlasStore, loaded: LoadedModel, layer: MapLayer, samples
                         ("means", np.stack([c.mean for c in cells]).astype(np.float32))):
         path = save_array(array, folder / f"map-{key[:12]}-{name}.npy")  # atomically, folders made
         files.append(str(path.relative_to(store.path)))
-    map_id = store.add_map(samples.id, key, asdict(settings), files, trust, time.perf_counter() - started, new)
+    map_id = store.add_map(samples.id, key, settings, files, trust, time.perf_counter() - started, new)
     return store.map_by_id(map_id)
 
 

@@ -259,8 +259,8 @@ def status_command(
                                    "units": layer.channels})
                 for found in atlas.maps_of_layer(layer.id):
                     cells = atlas.map_cells(found.id)
-                    maps.append({"model": model.name, "layer": layer.name, "grid": found.settings["grid"],
-                                 "positions": found.settings["positions"], "class": found.settings["label_class"],
+                    maps.append({"model": model.name, "layer": layer.name, "grid": found.settings.grid,
+                                 "positions": found.settings.positions, "class": found.settings.label_class,
                                  "cells": len(cells), "icons": sum(c.file is not None for c in cells),
                                  "trustworthiness": found.trustworthiness})
         if as_json:

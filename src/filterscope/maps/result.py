@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -15,6 +14,7 @@ from ..analysis.receptive_field import ReceptiveField
 from ..tensors import to_pil
 from ..zoo.preprocessing import Preprocessing
 from .figure import map_figure
+from .settings import MapSettings
 
 __all__ = ["ActivationMap", "MapCell", "member_patch"]
 
@@ -53,7 +53,7 @@ class ActivationMap:
 
     Attributes:
         layer: The layer.
-        settings: How it was made (:class:`~filterscope.maps.MapSettings` as a dict).
+        settings: How it was made.
         coords: ``(N, 2)`` each sample's place in [0, 1] (x, y; NaN for samples the map leaves out).
         places: ``(N, 3)`` each sample's image (dataset index), y and x on the layer's grid (image -1: none).
         images: The dataset's image paths, by index.
@@ -62,7 +62,7 @@ class ActivationMap:
     """
 
     layer: str
-    settings: dict[str, Any]
+    settings: MapSettings
     coords: np.ndarray
     places: np.ndarray
     images: list[str]
@@ -71,7 +71,7 @@ class ActivationMap:
 
     @property
     def grid(self) -> int:
-        return int(self.settings["grid"])
+        return self.settings.grid
 
     def cell(self, row: int, col: int) -> MapCell:
         for c in self.cells:

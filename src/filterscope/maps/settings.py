@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import InvalidOptionError
 from ..recipes import list_recipes
@@ -82,6 +83,17 @@ class MapSettings:
         """The map's identity: its samples, the model's weights and every setting."""
         text = json.dumps({"samples": samples_id, "weights": weights_hash, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, object]:
+        """The settings as JSON data (``compare`` a list), as an atlas stores them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> MapSettings:
+        """Settings stored by :meth:`to_dict` (a setting an older atlas lacks takes its default)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if k == "compare" and isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)  # type: ignore[arg-type]  # checked by __post_init__
 
     def describe(self) -> str:
         what = (f"class {self.label_class}" if self.label_class is not None

@@ -60,8 +60,9 @@ def map_data(scope: Scope, model: str, layer: str) -> Response:
               "label_share": c.label_share, "cosine": c.cosine, "status": c.status,
               "icon": urls.map_icon(map_id, c.cell) if c.file else None,
               "api": urls.api_map_cell(name, layer_name, c.cell)} for c in store.map_cells(map_id)]
-    return JSONResponse({"model": name, "layer": layer_name, "grid": record.settings["grid"],
-                         "settings": record.settings, "trustworthiness": record.trustworthiness, "cells": cells,
+    return JSONResponse({"model": name, "layer": layer_name, "grid": record.settings.grid,
+                         "settings": record.settings.to_dict(), "trustworthiness": record.trustworthiness,
+                         "cells": cells,
                          "layer_url": urls.layer(name, layer_name)})
 
 
