@@ -9,7 +9,8 @@ and input size (260 px), and its 1,280 globally pooled features (the input of it
 
 When the explained model is Lite2 itself, Lite1 takes its place; another choice is ``independent_network(name)``.
 :func:`independent_network` runs it with its batch norms folded into its convolutions and in channels-last memory
-(:mod:`filterscope.fusion`; the same function to float rounding): 2.1x faster on Lite2 at 260 px on 2 cores.
+(:mod:`filterscope.fusion`; the same function to float rounding): 2.2x faster on Lite2 at 260 px on 2 cores
+(benchmarks/independent.py: features within 3e-6, the same top-1 classes).
 """
 
 from __future__ import annotations
