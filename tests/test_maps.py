@@ -135,9 +135,9 @@ def cli_atlas(folder, photos):
     assert made.exit_code == 0, made.output
 
 
-def build(folder, photos, settings=SMALL, executor=None):
+def build(folder, photos, settings=SMALL, executor=None, progress=None):
     return fs.build_atlas(folder, color_classes(), "conv2", recipes=(), dataset=photos, circuits=False, trust=False,
-                          maps=settings, executor=executor)
+                          maps=settings, executor=executor, progress=progress)
 
 
 class Interrupted(LocalExecutor):
@@ -184,9 +184,9 @@ def test_a_killed_map_build_resumes_without_redoing_icons(tmp_path, photo_folder
     monkeypatch.setattr(atlas_maps, "ICONS_PER_TASK", 2)
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path / "a", photo_folder, executor=Interrupted())
-    with fs.Atlas(tmp_path / "a") as atlas:
-        done = [c for c in atlas.map("conv2").cells if c.icon is not None]
-    assert 0 < len(done) < len(atlas_cells(tmp_path / "a"))
+    cells = atlas_cells(tmp_path / "a")
+    done = [c for c in cells if c.icon is not None]
+    assert 0 < len(done) < len(cells)
     stamps = {c.icon: c.icon.stat().st_mtime_ns for c in done}
     resumed = build(tmp_path / "a", photo_folder)
     with fs.Atlas(tmp_path / "a") as atlas:
@@ -206,7 +206,7 @@ class FirstIconTaskFails(LocalExecutor):
 
 @pytest.mark.integration
 def test_a_failed_icon_task_is_reported_and_counted_and_the_next_build_renders_its_icons(tmp_path, photo_folder,
-                                                                                        monkeypatch, capsys):
+                                                                                        monkeypatch):
     monkeypatch.setattr(atlas_maps, "ICONS_PER_TASK", 2)
     messages: list[str] = []
 
@@ -214,9 +214,7 @@ def test_a_failed_icon_task_is_reported_and_counted_and_the_next_build_renders_i
         def message(self, text: str) -> None:
             messages.append(text)
 
-    summary = fs.build_atlas(tmp_path / "a", color_classes(), "conv2", recipes=(), dataset=photo_folder,
-                             circuits=False, trust=False, maps=SMALL, executor=FirstIconTaskFails(),
-                             progress=Progress())
+    summary = build(tmp_path / "a", photo_folder, executor=FirstIconTaskFails(), progress=Progress())
     cells = atlas_cells(tmp_path / "a")
     assert len(summary.icon_failures) == 1 and summary.icon_failures[0].endswith("RuntimeError: out of memory")
     assert summary.icons == len(cells) - 2 == sum(c.icon is not None for c in cells)

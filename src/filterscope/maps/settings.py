@@ -81,7 +81,7 @@ class MapSettings:
 
     def key(self, samples_id: int, weights_hash: str) -> str:
         """The map's identity: its samples, the model's weights and every setting."""
-        text = json.dumps({"samples": samples_id, "weights": weights_hash, **asdict(self)}, sort_keys=True)
+        text = json.dumps({"samples": samples_id, "weights": weights_hash, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, object]:
