@@ -24,11 +24,10 @@ from pathlib import Path
 
 import filterscope as fs
 from _results import machine, markdown_table, write_section  # benchmarks/_results.py
-from filterscope.atlas.build import BuildProgress, BuildSummary, record_renders
 from filterscope.atlas.distributed import DaskExecutor
 from filterscope.atlas.records import PlannedRender
+from filterscope.atlas.stages.renders import RenderTask, record_renders, render_task
 from filterscope.atlas.store import AtlasStore
-from filterscope.atlas.tasks import RenderTask, render_task
 from filterscope.demo import write_reference_set
 from filterscope.identity import RenderSettings
 from filterscope.runtime import Runtime, configure_threads
@@ -55,7 +54,7 @@ def build(model: fs.LoadedModel, folder: Path, recipe: fs.Recipe, data: Path, cl
 def client_cost(model: fs.LoadedModel, recipe: fs.Recipe, tmp: Path) -> tuple[float, float, float]:
     """(bytes per unit, client seconds per unit to write and commit, render seconds per unit)."""
     store = AtlasStore(tmp / "cost")
-    summary = fs.build_atlas(store, model, LAYER, units=[], recipes=[])  # records the model and layer
+    fs.build_atlas(store, model, LAYER, units=[], recipes=[])  # records the model and layer
     layer = store.layers()[0]
     settings = RenderSettings.of(model, Runtime())
     planned = [PlannedRender(layer.id, u, f"channel({LAYER}, {u})", "paper", recipe.to_json(), 0, settings, f"cost-{u}")
@@ -68,7 +67,7 @@ def client_cost(model: fs.LoadedModel, recipe: fs.Recipe, tmp: Path) -> tuple[fl
     rendered = (time.perf_counter() - start) / len(outcomes)
     size = statistics.mean(len(o.png or b"") + 400 for o in outcomes)  # image + the values (a few hundred bytes)
     start = time.perf_counter()
-    record_renders(store, model.name, task, outcome, BuildProgress(), summary or BuildSummary(), start)
+    record_renders(store, model.name, task, outcome)
     return size, (time.perf_counter() - start) / len(outcomes), rendered
 
 

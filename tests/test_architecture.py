@@ -303,3 +303,41 @@ def test_layer_hooks_moved_to_filterscope_hooks_and_the_old_paths_warn(old, name
         found = getattr(importlib.import_module(old), name)
     assert found is getattr(hooks, name)
     assert not hasattr(importlib.import_module(old), "nothing")  # other names: AttributeError as before
+
+
+@pytest.mark.parametrize(("old", "name", "new"), [
+    ("filterscope.atlas.tasks", "render_task", "filterscope.atlas.stages.renders"),
+    ("filterscope.atlas.tasks", "scan_shard", "filterscope.atlas.scan"),
+    ("filterscope.atlas.circuits", "CircuitTask", "filterscope.atlas.stages.circuits"),
+    ("filterscope.atlas.trust", "trust_task", "filterscope.atlas.stages.trust"),
+    ("filterscope.atlas.maps", "ICONS_PER_TASK", "filterscope.atlas.stages.maps")])
+def test_atlas_work_moved_into_its_stages_and_the_old_paths_warn(old, name, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"^{old}\.{name} moved to {new}\.{name}; import it"):
+        found = getattr(importlib.import_module(old), name)
+    assert found is getattr(importlib.import_module(new), name)
+
+
+def test_the_build_runs_the_registered_stages_in_dependency_order_and_a_new_stage_is_one_registration():
+    from filterscope.atlas.stages import STAGES, Recorded, Stage, register_stage, stage_order
+
+    order = [s.name for s in stage_order()]
+    assert order == ["exemplars", "crops", "circuits", "renders", "map-samples", "map-layout", "map-icons", "trust"]
+    for stage in stage_order():  # each after the stages it names
+        assert all(order.index(before) < order.index(stage.name) for before in stage.after)
+
+    class Late(Stage[int, int]):
+        name = "late-test-stage"
+        after = ("trust",)
+
+        def record(self, context, task, outcome):
+            return Recorded(1)
+
+    try:
+        register_stage(Late)
+        assert [s.name for s in stage_order()][-1] == "late-test-stage"
+        with pytest.raises(fs.AtlasError, match="Unknown atlas stage 'nope'"):
+            stage_order(["nope"])
+    finally:
+        STAGES._entries.pop("late-test-stage")

@@ -248,8 +248,8 @@ def test_a_killed_exemplar_pass_resumes_from_its_checkpoint_to_the_same_result(t
     write_images(tmp_path / "data", 20)
 
     class Stop(BuildProgress):
-        def pass_progress(self, done, total):
-            if done == 13:
+        def stage(self, name, done, total, note=""):
+            if name == "exemplars" and done == 13:
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # shards of 4 images: checkpoints after images 4, 8 and 12
@@ -259,7 +259,7 @@ def test_a_killed_exemplar_pass_resumes_from_its_checkpoint_to_the_same_result(t
     messages = []
 
     class Log(BuildProgress):
-        def message(self, text):
+        def message(self, text, *, warning=False):
             messages.append(text)
 
     fs.build_atlas(tmp_path / "a", model, "4", recipes=[], dataset=tmp_path / "data", exemplars=3, progress=Log())
@@ -282,7 +282,7 @@ def test_unreadable_dataset_images_are_skipped_and_named(tmp_path):
     messages = []
 
     class Log(BuildProgress):
-        def message(self, text):
+        def message(self, text, *, warning=False):
             messages.append(text)
 
     fs.build_atlas(tmp_path / "a", model, "2", units=[0], recipes=[], dataset=tmp_path / "data", progress=Log())
@@ -346,7 +346,7 @@ def test_a_second_build_waits_for_the_first(tmp_path):
     messages = []
 
     class Log(BuildProgress):
-        def message(self, text):
+        def message(self, text, *, warning=False):
             messages.append(text)
 
     done = []
@@ -463,7 +463,8 @@ def test_a_build_only_maps_the_task_functions_workers_run(tmp_path):
     Dask worker calls (run_on_worker calls the same function object), and the outcome does not depend on
     how the executor cuts or runs the work."""
     from filterscope.atlas.distributed import run_on_worker
-    from filterscope.atlas.tasks import PassShard, RenderTask, render_task, scan_shard
+    from filterscope.atlas.scan import PassShard, scan_shard
+    from filterscope.atlas.stages.renders import RenderTask, render_task
 
     model = conv_stack()
     write_images(tmp_path / "data", 12)

@@ -140,7 +140,7 @@ def test_the_client_killed_then_a_second_run_finishes_exactly_once(tmp_path):
 
 def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, executor, monkeypatch):
     """What the build hands a DaskExecutor is what it hands the LocalExecutor: the same functions of
-    filterscope.atlas.tasks (and .circuits) over the same tasks; the executor only decides where they run."""
+    filterscope.atlas.stages over the same tasks; the executor only decides where they run."""
     from filterscope.atlas.executors import LocalExecutor
 
     seen: dict[str, list] = {"cluster": [], "local": []}
@@ -159,8 +159,9 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
               "scores": False, "runtime": fs.Runtime(precision="fp32")}
     fs.build_atlas(tmp_path / "a", conv_stack(), ["4", "6"], executor=executor, **common)
     fs.build_atlas(tmp_path / "b", conv_stack(), ["4", "6"], executor=local, **common)
-    from filterscope.atlas.circuits import circuit_task
-    from filterscope.atlas.tasks import render_task, scan_shard
+    from filterscope.atlas.scan import scan_shard
+    from filterscope.atlas.stages.circuits import circuit_task
+    from filterscope.atlas.stages.renders import render_task
 
     assert [f for f, _ in seen["cluster"]] == [f for f, _ in seen["local"]] == [scan_shard, circuit_task, render_task]
     assert [tasks for _, tasks in seen["cluster"]] == [tasks for _, tasks in seen["local"]]  # the same tasks

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 
 import filterscope as fs
 from filterscope.atlas import LocalExecutor
-from filterscope.atlas import maps as atlas_maps
-from filterscope.atlas.tasks import PassShard, TaskFailure, scan_shard
+from filterscope.atlas.scan import PassShard, scan_shard
+from filterscope.atlas.stages import StageReport
+from filterscope.atlas.stages import maps as atlas_maps
+from filterscope.atlas.tasks import TaskFailure
 from filterscope.cli import app
 from filterscope.layers import OUTPUT, resolve_layer
 from filterscope.maps import MapSettings, bin_cells, lay_out, normalize_layout, sample_places, second_moment, whitening
@@ -211,15 +213,18 @@ def test_a_failed_icon_task_is_reported_and_counted_and_the_next_build_renders_i
     messages: list[str] = []
 
     class Progress(fs.atlas.BuildProgress):
-        def message(self, text: str) -> None:
+        def message(self, text: str, *, warning: bool = False) -> None:
             messages.append(text)
 
     summary = build(tmp_path / "a", photo_folder, executor=FirstIconTaskFails(), progress=Progress())
     cells = atlas_cells(tmp_path / "a")
-    assert len(summary.icon_failures) == 1 and summary.icon_failures[0].endswith("RuntimeError: out of memory")
+    assert len(summary.icon_failures) == 1
+    assert summary.icon_failures[0].endswith("RuntimeError: out of memory (rendered again by the next build)")
     assert summary.icons == len(cells) - 2 == sum(c.icon is not None for c in cells)
-    assert [m for m in messages if "map icons failed" in m] == [
-        f"map icons failed (rendered again by the next build): {summary.icon_failures[0]}"]
+    assert [m for m in messages if "failed" in m] == [f"map-icons failed: {summary.icon_failures[0]}"]
+    assert summary.failures == [f"map-icons: {summary.icon_failures[0]}"]
+    status = CliRunner().invoke(app, ["atlas", "status", str(tmp_path / "a"), "--json"])
+    assert json.loads(status.output)["maps"][0]["failed_icons"] == 2  # recorded, so atlas status counts them
     again = build(tmp_path / "a", photo_folder)
     assert again.icons == 2 and not again.icon_failures
     assert all(c.icon is not None for c in atlas_cells(tmp_path / "a"))
@@ -231,7 +236,8 @@ def test_the_command_line_exits_1_naming_a_failed_icon_task():
     check_icons(fs.atlas.BuildSummary())  # none failed: nothing to say
     with pytest.raises(fs.AtlasError, match=r"^2 map icon task\(s\) failed \(conv2 map icons 0-1: RuntimeError: "
                                             r"boom\); the same command renders their icons again$"):
-        check_icons(fs.atlas.BuildSummary(icon_failures=["conv2 map icons 0-1: RuntimeError: boom", "b: c"]))
+        check_icons(fs.atlas.BuildSummary(
+            {"map-icons": StageReport(failed=["conv2 map icons 0-1: RuntimeError: boom", "b: c"])}))
 
 
 def attributed(atlas: fs.Atlas) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +311,7 @@ def test_samples_missing_from_a_finished_pass_are_collected_in_a_pass_of_their_o
     messages = []
 
     class Progress(fs.atlas.BuildProgress):
-        def message(self, text):
+        def message(self, text, *, warning=False):
             messages.append(text)
 
     summary = fs.build_atlas(tmp_path / "a", color_classes(), "conv2", recipes=(), circuits=False, trust=False,

@@ -184,10 +184,11 @@ class _AtlasProgress(BuildProgress):
         self.progress, self.total = progress, total
         self.callback: Callable[[StepInfo], None] | None = None
 
-    def render_started(self, label: str, units: int) -> None:
-        self.callback = self.progress(f"atlas {label}", self.total) if self.progress else None
+    def stage(self, name: str, done: int, total: int, note: str = "") -> None:
+        if name == "renders" and self.callback is None and self.progress is not None:
+            self.callback = self.progress(f"atlas renders ({total} units)", self.total)
 
-    def render_step(self, info: StepInfo) -> None:
+    def step(self, info: StepInfo) -> None:
         if self.callback is not None:
             self.callback(info)
 

@@ -86,6 +86,10 @@ class Registry(Generic[T]):
         """Names matching the fnmatch ``pattern``, in natural order."""
         return sorted((n for n in self._entries if fnmatch.fnmatch(n, pattern)), key=_natural)
 
+    def registered(self) -> list[str]:
+        """Every name, in the order the entries were registered."""
+        return list(self._entries)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -92,8 +92,10 @@ class MapCellRecord:
 
 @dataclass(frozen=True)
 class FinishedIcon:
+    """A cell's icon as rendered (``file`` in the atlas), or ``failed`` (no file; the next build renders it)."""
+
     cell: int
-    file: str
+    file: str | None
     status: str
     initial: float
     final: float
@@ -196,7 +198,7 @@ class MapQueries:
                           "WHERE map_id = ? AND cell = ?",
                           [(x.file, x.status, _number(x.initial), _number(x.final), _number(x.cosine), now(), map_id,
                             x.cell) for x in icons])
-            record_files(c, self.path, [x.file for x in icons])
+            record_files(c, self.path, [x.file for x in icons if x.file is not None])
 
 
 def _fields(row: sqlite3.Row) -> dict[str, Any]:

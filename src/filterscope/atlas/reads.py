@@ -111,6 +111,17 @@ class AtlasReader:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
 
+    @contextmanager
+    def records(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside a :meth:`snapshot`, for the queries a stage owns (the files its records name,
+        for ``atlas check``: :meth:`~filterscope.atlas.stages.Stage.files`)."""
+        with self.snapshot():
+            yield self._conn
+
+    def file_count(self) -> int:
+        """How many files the atlas recorded with their size and SHA-256 (schema 6)."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
     # ------------------------------------------------------------------------------- models, layers
     def models(self) -> list[ModelRecord]:
         return [_model(r) for r in self._conn.execute("SELECT * FROM models ORDER BY id")]

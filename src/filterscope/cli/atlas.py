@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..atlas import Atlas, BuildProgress, BuildSummary, build_atlas, list_dataset
 from ..atlas.distributed import dask_executor, parse_cluster
-from ..atlas.records import FinishedRender
+from ..atlas.stages import STAGES
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError, InvalidOptionError
 from ..files import check_output
@@ -38,8 +38,6 @@ from .options import (
     runtime_options,
 )
 
-_NOTES = {"inactive": "  (inactive)", "not-improved": "  (not-improved: the objective did not rise)"}
-
 atlas_app = typer.Typer(
     help="Atlases: every unit of a model's layers rendered once, with dataset exemplars and statistics, in a "
          "resumable folder (SQLite + images).",
@@ -49,78 +47,42 @@ app.add_typer(atlas_app, name="atlas")
 
 
 class _Bars(BuildProgress):
-    """Progress bars on stderr for a build: the exemplar pass (images/s, ETA), the crops, the renders."""
+    """Progress bars on stderr for a build, one per stage as it runs (images/s or units/s, ETA), and its lines."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar: Optional[tqdm] = None
-        self.stage = ""
+        self.current = ""
 
-    def _bar(self, label: str, total: int, unit: str) -> tqdm:
-        self.close()
-        self.stage = label
-        self.bar = tqdm(total=total, desc=label, unit=unit, disable=self.quiet, leave=False, file=sys.stderr,
-                        dynamic_ncols=True)
-        return self.bar
-
-    def message(self, text: str) -> None:
+    def message(self, text: str, *, warning: bool = False) -> None:
+        if self.quiet and not warning:
+            return
+        text = f"error: {text}" if warning else text
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
-        elif not self.quiet:
+        else:
             typer.echo(text, err=True)
 
-    def pass_progress(self, done: int, total: int) -> None:
-        bar = self.bar if self.bar is not None and self.stage == "exemplar pass" else self._bar("exemplar pass", total,
-                                                                                                 "image")
-        bar.update(done - bar.n)
+    def stage(self, name: str, done: int, total: int, note: str = "") -> None:
+        if self.bar is None or self.current != name or self.bar.total != total:
+            self.close()
+            self.current = name
+            self.bar = tqdm(total=total, desc=name, unit=STAGES.get(name).counts if name in STAGES else "item",
+                            disable=self.quiet, leave=False, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+        if note:
+            self.bar.set_postfix_str(note, refresh=True)
 
-    def crops_progress(self, done: int, total: int) -> None:
-        bar = self.bar if self.bar is not None and self.stage == "crops" else self._bar("crops", total, "image")
-        bar.update(done - bar.n)
-
-    def circuits_progress(self, done: int, total: int) -> None:
-        bar = self.bar if self.bar is not None and self.stage == "circuits" else self._bar("circuits", total, "unit")
-        bar.update(done - bar.n)
-
-    def trust_progress(self, done: int, total: int) -> None:
-        bar = self.bar if self.bar is not None and self.stage == "trust" else self._bar("trust", total, "unit")
-        bar.update(done - bar.n)
-
-    def map_progress(self, what: str, done: int, total: int) -> None:
-        label = f"map {what}"
-        bar = self.bar if self.bar is not None and self.stage == label else self._bar(
-            label, total, "image" if what == "samples" else "icon")
-        bar.update(done - bar.n)
-
-    def render_started(self, label: str, units: int) -> None:
-        self._bar(label, units, "unit")
-
-    def render_step(self, info: StepInfo) -> None:
+    def step(self, info: StepInfo) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"batch {info.chunk + 1}/{info.chunks} step {info.steps_done}/{info.total_steps} "
                                      f"({info.width}px)", refresh=True)
-
-    def unit_finished(self, layer: str, unit: int, row: FinishedRender) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-        if row.status == "failed":
-            self.message(f"error: {layer} unit {unit}: {row.message}")
-        elif not self.quiet:
-            extra = f", robustness {row.robustness:.2f}" if row.robustness is not None else ""
-            self.message(f"{layer} unit {unit}: activation {row.initial_activation:.3g} → "
-                         f"{row.final_activation:.3g}{extra}{_NOTES.get(row.status, '')}")
-
-    def workers(self, units_per_minute: dict[str, float]) -> None:
-        if self.bar is not None:
-            rates = ", ".join(f"{name.rsplit(':', 1)[-1] if '://' in name else name} {rate:.1f}/min"
-                              for name, rate in sorted(units_per_minute.items()))
-            self.bar.set_postfix_str(f"units per worker: {rates}", refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-            self.stage = ""
+            self.current = ""
 
 
 @atlas_app.command("build")
@@ -262,6 +224,7 @@ def status_command(
                     maps.append({"model": model.name, "layer": layer.name, "grid": found.settings.grid,
                                  "positions": found.settings.positions, "class": found.settings.label_class,
                                  "cells": len(cells), "icons": sum(c.file is not None for c in cells),
+                                 "failed_icons": sum(c.status == "failed" and c.file is None for c in cells),
                                  "trustworthiness": found.trustworthiness})
         if as_json:
             typer.echo(json.dumps({"schema": atlas.schema_version, "renders": [
@@ -283,16 +246,12 @@ def status_command(
         for m in maps:
             what = f", class {m['class']}" if m["class"] is not None else ""
             trust = f", trustworthiness {m['trustworthiness']:.3f}" if m["trustworthiness"] is not None else ""
-            rest = "" if m["icons"] == m["cells"] else " (the next atlas map renders the rest)"
+            failed = f", {m['failed_icons']} failed" if m["failed_icons"] else ""
+            rest = "" if m["icons"] == m["cells"] else f"{failed} (the next atlas map renders the rest)"
             typer.echo(f"  activation atlas {m['model']} {m['layer']}: {m['cells']} cells of {m['grid']}x{m['grid']} "
                        f"({m['positions']} positions{what}){trust}, {m['icons']} of {m['cells']} icons{rest}")
         left = sum(r.pending for r in rows)
         typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
-
-
-_REPAIRED = {"render": "render(s) back to pending", "pass": "exemplar pass(es) to run again",
-             "circuit": "circuit pair(s) to compute again", "samples": "activation atlas sample set(s) to collect again",
-             "map": "activation atlas(es) to lay out again", "icon": "activation atlas icon(s) to render again"}
 
 
 @atlas_app.command("check")
@@ -313,7 +272,7 @@ def check_command(
 
     with AtlasStore(out, create=False) as store:
         problems = check_atlas(store)
-        files = int(store._conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+        files = store.file_count()
         if not problems:
             typer.echo(f"atlas {out} is sound: database ok, {files} recorded file(s) match, exemplar images readable")
             return
@@ -325,7 +284,7 @@ def check_command(
             raise AtlasError(f"{len(problems)} problem(s) in {out}: filterscope atlas check {out} --repair marks "
                              "them for the next build to redo")
         marked = repair_atlas(store, problems)
-    what = ", ".join(f"{n} {_REPAIRED[kind]}" for kind, n in sorted(marked.items()))
+    what = ", ".join(f"{n} {STAGES.get(kind).redone}" for kind, n in sorted(marked.items()))
     typer.echo(f"repaired {out}: {what}; run the same atlas build (and atlas map) again to redo them")
 
 

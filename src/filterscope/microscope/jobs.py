@@ -63,7 +63,7 @@ class _JobProgress(BuildProgress):
     def __init__(self, job: Job) -> None:
         self.job = job
 
-    def render_step(self, info: StepInfo) -> None:
+    def step(self, info: StepInfo) -> None:
         with self.job.lock:
             self.job.steps_done = info.steps_done + info.chunk * info.total_steps
             self.job.total_steps = info.total_steps * info.chunks

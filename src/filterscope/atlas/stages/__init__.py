@@ -1,0 +1,30 @@
+"""The kinds of atlas work, one module each, registered in :data:`~.base.STAGES` (see :mod:`.base`).
+
+In build order: :mod:`.exemplars` (the exemplar pass), :mod:`.crops`, :mod:`.circuits`, :mod:`.renders`,
+:mod:`.maps` (``map-samples``, ``map-layout``, ``map-icons``), :mod:`.trust`.
+
+Adding a kind of atlas work is one module here: a frozen task dataclass, a module-level task function
+``run(model, task, report) -> outcome`` that reads and writes nothing, and a :class:`~.base.Stage` subclass
+(``name``, ``after``, ``wanted``, ``plan``, ``record``; ``files`` and ``invalidate`` when its records name
+files) decorated with :func:`~.base.register_stage`; then its import below. The build, ``atlas check`` and
+the summary pick it up from the registry.
+"""
+
+from . import circuits, crops, exemplars, maps, renders, trust  # noqa: F401  (registration, in build order)
+from .base import (
+    STAGES,
+    BuildContext,
+    BuildProgress,
+    BuildRequest,
+    BuildSummary,
+    LayerPlan,
+    NamedFile,
+    Recorded,
+    Stage,
+    StageReport,
+    register_stage,
+    stage_order,
+)
+
+__all__ = ["STAGES", "Stage", "StageReport", "Recorded", "BuildContext", "BuildProgress", "BuildRequest",
+           "BuildSummary", "LayerPlan", "NamedFile", "register_stage", "stage_order"]
