@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from .helpers.atlases import atlas  # noqa: F401  (shared fixtures, in tests/helpers)
+from .helpers.maps import photo_folder  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():

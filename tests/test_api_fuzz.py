@@ -17,13 +17,8 @@ from hypothesis import strategies as st
 
 from filterscope.microscope import create_app
 
+from .helpers.maps import SMALL, build
 from .helpers.openapi import conforms, templates
-from .test_maps import (
-    SMALL,
-    build,
-    photo_folder,  # noqa: F401  (the fixture)
-)
-from .test_microscope import atlas  # noqa: F401  (the fixture)
 
 NAMES = st.one_of(st.sampled_from(["stack", "colorclasses", "4", "6", "conv2", "map", "..", "%2e%2e", "0"]),
                   st.text(min_size=1, max_size=40).filter(lambda s: "/" not in s and "?" not in s and "#" not in s))
@@ -31,7 +26,7 @@ NUMBERS = st.one_of(st.integers(-3, 12), st.integers(-2 ** 70, 2 ** 70), st.samp
 
 
 @pytest.fixture(scope="module")
-def map_atlas(tmp_path_factory, photo_folder):  # noqa: F811
+def map_atlas(tmp_path_factory, photo_folder):
     folder = tmp_path_factory.mktemp("fuzz") / "m"
     build(folder, photo_folder, SMALL)
     return folder

@@ -16,7 +16,7 @@ import filterscope as fs
 from filterscope.cli import app as cli
 from filterscope.microscope import create_app
 
-from .test_atlas import TINY_RECIPE, conv_stack, write_images
+from .helpers.atlases import TINY_RECIPE, conv_stack, write_images
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ import pytest
 import filterscope as fs
 from filterscope.atlas.check import check_atlas
 
-from .test_atlas import conv_stack, write_images
+from .helpers.atlases import conv_stack, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = {"4": [0, 1, 2, 3, 4], "6": [0, 1, 2, 3]}

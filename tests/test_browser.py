@@ -7,23 +7,19 @@ atlas's layer and unit pages into ``docs/images/`` (``make microscope-pictures``
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from filterscope.microscope import RenderJobs, create_app
 
-from .test_atlas import TINY_RECIPE, conv_stack
-from .test_maps import (
-    SMALL,
-    build,
-    photo_folder,  # noqa: F401  (the fixture)
-)
-from .test_microscope import atlas  # noqa: F401  (the fixture)
+from .helpers.atlases import TINY_RECIPE, conv_stack
+from .helpers.images import jpeg_bytes, png_header
+from .helpers.maps import SMALL, build
+from .helpers.recipes import TRUST_RECIPE
+from .helpers.server import Server
 
 pytestmark = pytest.mark.browser
 
@@ -31,27 +27,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-class Server:
-    """uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started, "the server did not start"
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +59,7 @@ def images_loaded(page) -> list[tuple[str, int]]:
                                                                           i.complete ? i.naturalWidth : 0])""")
 
 
-def test_home_layer_sort_unit_keyboard(atlas, page):  # noqa: F811
+def test_home_layer_sort_unit_keyboard(atlas, page):
     with Server(create_app(atlas)) as url:
         page.goto(url + "/")
         page.click("a.layer-link:text-is('4')")
@@ -124,7 +99,7 @@ def test_home_layer_sort_unit_keyboard(atlas, page):  # noqa: F811
         assert response.status == 404 and "out of range" in page.text_content("#detail")
 
 
-def test_walk_a_circuit_by_clicking(atlas, page):  # noqa: F811
+def test_walk_a_circuit_by_clicking(atlas, page):
     with Server(create_app(atlas)) as url:
         page.goto(url + "/m/stack/6/0")
         page.wait_for_selector("#weights table.excite")
@@ -144,7 +119,7 @@ def test_walk_a_circuit_by_clicking(atlas, page):  # noqa: F811
         page.wait_for_selector("#weights table.excite")
 
 
-def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):  # noqa: F811
+def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):
     import numpy as np
     from PIL import Image
 
@@ -152,12 +127,11 @@ def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):
 
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(1).random((40, 48, 3)) * 255).astype(np.uint8)).save(photo)
-    from .test_microscope import _jpeg, _png
 
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / "huge.png").write_bytes(_png(40_000, 40_000))
-    (tmp_path / "cut.jpg").write_bytes(_jpeg()[:300])
+    (tmp_path / "huge.png").write_bytes(png_header(40_000, 40_000))
+    (tmp_path / "cut.jpg").write_bytes(jpeg_bytes()[:300])
     with Server(create_app(atlas, explainer=Explainer(conv_stack(), groups=2))) as url:
         page.goto(url + "/m/stack/4")
         page.click("#image-page")
@@ -186,7 +160,7 @@ def test_upload_an_image_hover_positions_and_open_a_unit(tmp_path, atlas, page):
         page.wait_for_selector("h1:has-text('unit')")
 
 
-def test_render_on_demand_in_the_browser(tmp_path, atlas, page):  # noqa: F811
+def test_render_on_demand_in_the_browser(tmp_path, atlas, page):
     folder = tmp_path / "atlas"
     shutil.copytree(atlas, folder)
     jobs = RenderJobs(folder, conv_stack(), TINY_RECIPE, 0)
@@ -252,14 +226,13 @@ def test_the_trust_panel_and_the_flag_filter(tmp_path, page):
     import filterscope as fs
 
     from .helpers.models import fooling, smooth_photos
-    from .test_trust import RECIPE
 
     photos = tmp_path / "photos"
     photos.mkdir()
     for i, image in enumerate(smooth_photos(30)):
         fs.to_pil(image).save(photos / f"p{i:02d}.png")
-    fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1, 3], recipes=[RECIPE], dataset=photos, scores=False,
-                   circuits=False)
+    fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1, 3], recipes=[TRUST_RECIPE], dataset=photos,
+                   scores=False, circuits=False)
     with Server(create_app(tmp_path / "a")) as url:
         page.goto(url + "/m/fooling/conv3?show=flagged")
         page.wait_for_selector("#grid .card")
@@ -277,7 +250,7 @@ def test_the_trust_panel_and_the_flag_filter(tmp_path, page):
         assert "No flags." in page.inner_text("#trust")
 
 
-def test_the_map_page_pans_zooms_and_shows_a_cells_patches(tmp_path, photo_folder, page):  # noqa: F811
+def test_the_map_page_pans_zooms_and_shows_a_cells_patches(tmp_path, photo_folder, page):
     build(tmp_path / "m", photo_folder, SMALL)
     with Server(create_app(tmp_path / "m")) as url:
         page.goto(url + "/m/colorclasses/conv2")

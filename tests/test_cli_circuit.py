@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import filterscope as fs
 from filterscope.cli import app
 
-from .test_atlas import TINY_RECIPE, write_images
+from .helpers.atlases import TINY_RECIPE, write_images
 
 runner = CliRunner()
 DIGITS = "examples/digits.py:digits"

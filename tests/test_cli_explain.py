@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from filterscope.cli import app
 from filterscope.images import read_png_metadata
 
-from .test_atlas import write_images
+from .helpers.atlases import write_images
 
 runner = CliRunner()
 DIGITS = "examples/digits.py:digits"

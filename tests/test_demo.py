@@ -6,7 +6,7 @@ from filterscope.demo import DemoPlan, run_demo
 from filterscope.images import read_png_metadata
 
 from .helpers.models import small_net
-from .test_render import SMALL
+from .helpers.recipes import SMALL
 
 
 @pytest.mark.integration

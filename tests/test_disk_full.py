@@ -17,7 +17,7 @@ import filterscope as fs
 from filterscope.atlas.check import check_atlas
 from filterscope.cli import app as cli
 
-from .test_atlas import write_images
+from .helpers.atlases import write_images
 
 runner = CliRunner()
 RENDER = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size", "64", "--scales", "1", "--steps", "2",

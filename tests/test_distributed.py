@@ -15,9 +15,11 @@ import filterscope as fs
 from filterscope.atlas.distributed import DaskExecutor, parse_cluster
 from filterscope.errors import InvalidOptionError
 
+from .helpers.atlases import ATLAS_CLI, TINY_RECIPE, conv_stack, write_images
 from .helpers.killing import kill_after_first_unit_then_resume
+from .helpers.maps import SMALL
 from .helpers.models import PLAIN
-from .test_atlas import ATLAS_CLI, TINY_RECIPE, conv_stack, write_images
+from .helpers.recipes import TRUST_RECIPE
 
 pytest.importorskip("distributed")
 
@@ -178,10 +180,9 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
 def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thread):
 
     from .helpers.models import fooling, save_photos
-    from .test_trust import RECIPE
 
     save_photos(tmp_path / "photos", 24)
-    common = {"units": [0, 1], "recipes": [RECIPE], "dataset": tmp_path / "photos", "scores": False,
+    common = {"units": [0, 1], "recipes": [TRUST_RECIPE], "dataset": tmp_path / "photos", "scores": False,
               "circuits": False, "runtime": fs.Runtime(precision="fp32")}
     there = fs.build_atlas(tmp_path / "a", fooling(), "conv3", executor=executor, **common)
     here = fs.build_atlas(tmp_path / "b", fooling(), "conv3", **common)
@@ -199,7 +200,6 @@ def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thr
 def test_an_activation_atlas_builds_on_the_cluster_as_here(tmp_path, executor, one_thread):
 
     from .helpers.models import color_classes, save_photos
-    from .test_maps import SMALL
 
     save_photos(tmp_path / "photos", 40)
     common = {"recipes": (), "dataset": tmp_path / "photos", "circuits": False, "trust": False, "maps": SMALL,

@@ -17,9 +17,7 @@ block (``skip REASON``, ``file NAME``, ``excerpt PATH``: the block is quoted fro
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import inspect
 import os
 import re
 import shlex
@@ -29,12 +27,13 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 import filterscope as fs
+
+from .helpers.docs_runner import run_command, shrink_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -152,7 +151,7 @@ def test_the_page_runs_as_written(page, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     if "fast" in page.directives:
-        _shrink_recipes(monkeypatch)
+        shrink_recipes(monkeypatch)
     if "resnet" in page.directives:
         _serve_resnet(monkeypatch, *request.getfixturevalue("resnet_weights"))
     objectives = dict(fs.OBJECTIVES._entries)
@@ -173,7 +172,7 @@ def test_the_page_runs_as_written(page, tmp_path, monkeypatch, request):
                     _serve(command, where)
             else:
                 for command in _commands(block.code):
-                    _run(command, where)
+                    run_command(command, where)
     finally:
         fs.OBJECTIVES._entries.clear()
         fs.OBJECTIVES._entries.update(objectives)
@@ -191,31 +190,6 @@ def _check_excerpt(block: Block, where: str) -> None:
 
 def _commands(code: str) -> list[str]:
     return [c for c in (part.strip() for part in code.replace("\\\n", " ").splitlines()) if c and not c.startswith("#")]
-
-
-def _run(command: str, where: str) -> None:
-    words = shlex.split(command, comments=True)
-    if words[0] == "filterscope":
-        from typer.testing import CliRunner
-
-        from filterscope.cli import app
-
-        args = [match for word in words[1:] for match in _globbed(word)]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, f"{where}: {command}\n{result.output[-3000:]}"
-    elif words[:2] == ["pip", "install"]:
-        for requirement in words[2:]:
-            name = re.split(r"[\[<>=]", requirement)[0]
-            assert metadata.version(name), f"{where}: {requirement} is not installed"
-    else:
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=600)
-        assert done.returncode == 0, f"{where}: {command}\n{done.stderr[-3000:]}"
-
-
-def _globbed(word: str) -> list[str]:
-    """A word as bash expands it: a pattern to the files it matches (itself when none do)."""
-    return (sorted(glob.glob(word)) or [word]) if "*" in word else [word]
 
 
 def _serve(command: str, where: str) -> None:
@@ -244,22 +218,6 @@ def _wait_for(server: subprocess.Popen, url: str, what: str) -> None:
             assert server.poll() is None, f"{what} exited: {server.stdout.read()[-2000:]}"
             assert time.monotonic() < deadline, f"{what} never answered"
             time.sleep(0.5)
-
-
-def _shrink_recipes(monkeypatch) -> None:
-    """Every recipe capped at 4 scales of 8 steps: the recipes already made, and every one made from now on."""
-    post_init = fs.Recipe.__post_init__
-
-    def capped(self):
-        object.__setattr__(self, "steps", min(self.steps, 8))
-        object.__setattr__(self, "scales", min(self.scales, 4))
-        post_init(self)
-
-    monkeypatch.setattr(fs.Recipe, "__post_init__", capped)
-    for name, recipe in list(fs.RECIPES.items()):
-        monkeypatch.setitem(fs.RECIPES, name, replace(recipe))
-    for function in (fs.render, fs.iter_render, fs.visualize_filters):
-        monkeypatch.setitem(inspect.unwrap(function).__kwdefaults__, "recipe", replace(fs.PAPER_RECIPE))
 
 
 def _serve_resnet(monkeypatch, home: Path, name: str) -> None:

@@ -25,15 +25,10 @@ from filterscope.maps.samples import SampleSpec, Taps, class_gradients, collect
 from filterscope.objectives import DirectionNeuron
 from filterscope.runtime import Forward, Runtime
 
-from .helpers.models import color_classes, save_photos, smooth_photos
+from .helpers.maps import SMALL, build
+from .helpers.models import color_classes, smooth_photos
 
 SPEC = f"{Path(__file__).parent / 'helpers' / 'models.py'}:color_classes"
-SMALL = MapSettings(grid=4, min_count=2, icon_size=32, n_neighbors=10)
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    return save_photos(tmp_path_factory.mktemp("photos"), 60)
 
 
 def clusters(k: int = 4, per: int = 60, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -135,11 +130,6 @@ def cli_atlas(folder, photos):
     made = CliRunner().invoke(app, ["atlas", "build", str(folder), "-m", SPEC, "-l", "conv2", "--recipe", "none",
                                     "--dataset", str(photos), "--no-circuits", "--no-trust", "-q"])
     assert made.exit_code == 0, made.output
-
-
-def build(folder, photos, settings=SMALL, executor=None, progress=None):
-    return fs.build_atlas(folder, color_classes(), "conv2", recipes=(), dataset=photos, circuits=False, trust=False,
-                          maps=settings, executor=executor, progress=progress)
 
 
 class Interrupted(LocalExecutor):

@@ -15,21 +15,11 @@ import filterscope as fs
 from filterscope.cli import app as cli
 from filterscope.microscope import RenderJobs, create_app
 
+from .helpers.atlases import ATLAS_CLI, TINY_RECIPE, conv_stack
+from .helpers.images import jpeg_bytes, png_header
 from .helpers.openapi import Conformance
-from .test_atlas import TINY_RECIPE, conv_stack, write_images
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def atlas(tmp_path_factory) -> Path:
-    """A small atlas: layers 4 (units 0-2 rendered) and 6 (unit 0), exemplars from 8 images, circuits from 4 to 6."""
-    root = tmp_path_factory.mktemp("microscope")
-    write_images(root / "data", 8)
-    model = conv_stack()
-    fs.build_atlas(root / "atlas", model, ["6", "4"], units={"4": [0, 1, 2], "6": [0]}, recipes=[TINY_RECIPE],
-                   dataset=root / "data", exemplars=3)
-    return root / "atlas"
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -250,7 +240,6 @@ def test_render_settings_use_the_atlas_model_weights_and_most_used_recipe(tmp_pa
     from filterscope.cli.serve import render_settings
     from filterscope.errors import AtlasError
 
-    from .test_atlas import ATLAS_CLI
 
     out = tmp_path / "atlas"
     assert runner.invoke(cli, ["atlas", "build", str(out), *ATLAS_CLI, "--units", "0-1"]).exit_code == 0
@@ -282,27 +271,6 @@ def test_pages_hand_the_script_urls_from_the_one_builder(atlas):
 
 
 # ------------------------------------------------------------------------------------- the image page
-def _png(width: int, height: int) -> bytes:
-    """A PNG header claiming ``width`` x ``height`` pixels, with no image data (a decompression bomb's shape)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IEND", b""))
-
-
-def _jpeg(size: int = 40) -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray((np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
@@ -312,23 +280,23 @@ def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
     client = TestClient(create_app(atlas, explainer=Explainer(model, groups=2)))
     assert client.get("/api/m/stack/4").json()["image_page"] == "/m/stack/4/image"
     assert "image" in client.get("/m/stack/4/image").text
-    response = client.post("/api/m/stack/4/explain", content=_jpeg())
+    response = client.post("/api/m/stack/4/explain", content=jpeg_bytes())
     assert response.status_code == 200, response.text
     data = response.json()
     import io
 
     from PIL import Image
-    expected = fs.semantic_dictionary(model, Image.open(io.BytesIO(_jpeg())).convert("RGB"), "4", k=4)
+    expected = fs.semantic_dictionary(model, Image.open(io.BytesIO(jpeg_bytes())).convert("RGB"), "4", k=4)
     assert data["units"] == expected.units.tolist() and data["grid"] == list(expected.units.shape[:2])
     assert data["attribution"] is None and len(data["groups"]["spatial"]) == 2  # the stack has no class logits
-    groups = fs.neuron_groups(model, Image.open(io.BytesIO(_jpeg())).convert("RGB"), "4", n=2)
+    groups = fs.neuron_groups(model, Image.open(io.BytesIO(jpeg_bytes())).convert("RGB"), "4", n=2)
     assert data["groups"]["units"] == groups.channels.topk(4, dim=1).indices.tolist()  # each group's strongest units
     assert all(str(u) in data["links"] for row in data["groups"]["units"] for u in row)
     assert data["links"]["0"]["url"] == "/m/stack/4/0" and data["links"]["0"]["thumb"] is not None
     check = Conformance(client)
     check(response)
     hostile = ((b"", 400, "empty"), (b"hello, not an image", 422, "not an image"),
-               (_png(40_000, 40_000), 413, "too many pixels"), (_jpeg()[:300], 422, "cannot be decoded"))
+               (png_header(40_000, 40_000), 413, "too many pixels"), (jpeg_bytes()[:300], 422, "cannot be decoded"))
     for body, status, words in hostile:
         response = client.post("/api/m/stack/4/explain", content=body)
         assert response.status_code == status and words in response.json()["detail"], (status, response.text)
@@ -340,7 +308,7 @@ def test_the_image_page_explains_an_upload_and_refuses_hostile_ones(atlas):
     check(too_big)
     assert client.get("/api/models").status_code == 200  # still serving
     plain = TestClient(create_app(atlas))
-    refused = plain.post("/api/m/stack/4/explain", content=_jpeg())
+    refused = plain.post("/api/m/stack/4/explain", content=jpeg_bytes())
     assert refused.status_code == 403
     check(refused)
     assert plain.get("/api/m/stack/4").json()["image_page"] is None

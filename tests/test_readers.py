@@ -18,8 +18,8 @@ import pytest
 import filterscope as fs
 from filterscope.microscope import create_app
 
-from .test_atlas import TINY_RECIPE, conv_stack, write_images
-from .test_browser import Server
+from .helpers.atlases import TINY_RECIPE, conv_stack, write_images
+from .helpers.server import Server
 
 BUILD = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size", "48", "--scales", "2", "--steps", "3",
          "--batch-size", "2", "--no-scores", "-q"]

@@ -8,7 +8,8 @@ import pytest
 
 import filterscope as fs
 
-from .test_docs import _run, _shrink_recipes
+from .helpers.docs_runner import run_command as _run
+from .helpers.docs_runner import shrink_recipes as _shrink_recipes
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

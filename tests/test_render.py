@@ -4,8 +4,7 @@ import torch
 from filterscope import Recipe, channel, class_logit, iter_render, neuron, render, save_result, visualize_filters
 
 from .helpers.models import color_net, small_net
-
-SMALL = Recipe(size=16, scales=3, upscale=1.5, steps=10, late_steps_factor=1.5, reference_size=None)  # absolute px
+from .helpers.recipes import SMALL
 
 
 def test_target_channel_activation_rises_by_a_large_factor():
