@@ -341,3 +341,29 @@ def test_the_build_runs_the_registered_stages_in_dependency_order_and_a_new_stag
             stage_order(["nope"])
     finally:
         STAGES._entries.pop("late-test-stage")
+
+
+def test_no_test_module_imports_another_shared_fixtures_live_in_tests_helpers():
+    import ast
+
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.split(".")[-1].startswith("test_"):
+                offenders.append(f"{path.name}: from {'.' * node.level}{node.module}")
+    assert not offenders, offenders
+
+
+def test_the_development_page_maps_every_package_and_every_atlas_stage():
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "development.md").read_text(encoding="utf-8")
+    source = root / "src" / "filterscope"
+    packages = sorted(p.parent.relative_to(source).as_posix() for p in source.rglob("__init__.py")
+                      if p.parent != source)
+    missing = [p for p in packages if f"{p.rsplit('/', 1)[-1]}/" not in page]
+    assert not missing, f"docs/development.md does not map {missing}"
+    from filterscope.atlas.stages import stage_order
+
+    assert all(stage.__module__.rsplit(".", 1)[-1] in page for stage in stage_order())

@@ -9,7 +9,6 @@ import sqlite3
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,34 +27,12 @@ from filterscope.errors import AtlasError, ImageError
 from filterscope.files import OutputLock
 from filterscope.layers import Capture
 
+from .helpers.atlases import ATLAS_CLI, TINY_RECIPE, conv_stack, write_images
 from .helpers.killing import kill_after_first_unit_then_resume
 from .helpers.models import PLAIN
 
 runner = CliRunner()
 # absolute pixels (reference_size None): the tiny models take 32 px
-TINY_RECIPE = dataclasses.replace(fs.get_recipe("paper"), size=24, scales=2, steps=4, reference_size=None)
-
-
-def conv_stack() -> fs.LoadedModel:
-    """A plain conv stack whose receptive fields are known: 3x3 s1 → 3x3 s2 → 5x5 s1 → 3x3 s1 dilation 2."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=2, padding=1), nn.ReLU(),
-                        nn.Conv2d(6, 5, 5, padding=2), nn.ReLU(), nn.Conv2d(5, 4, 3, padding=2, dilation=2))
-    return fs.wrap_model(net, name="stack", preprocessing=PLAIN)
-
-
-def write_images(folder: Path, count: int, seed: int = 0, size: int = 40) -> list[Path]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        array = (rng.random((size, size + 8, 3)) * 255).astype(np.uint8)
-        sub = folder / ("a" if i % 3 else "b")
-        sub.mkdir(exist_ok=True)
-        path = sub / f"img{i:03d}.png"
-        Image.fromarray(array).save(path)
-        paths.append(path)
-    return paths
 
 
 # ------------------------------------------------------------------------------ the streaming tracker
@@ -375,8 +352,6 @@ def test_wrong_units_and_layers_are_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- command line
-ATLAS_CLI = ["-m", "resnet18", "-w", "random", "-l", "layer1.0.conv1", "--size", "32", "--scales", "2", "--steps",
-             "3", "--batch-size", "1", "--no-scores", "-q"]
 
 
 @pytest.mark.integration
@@ -517,3 +492,21 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
         assert upgraded.maps_of_layer(upgraded.layer(upgraded.model(), "4").id) == []  # the tables are there
         assert upgraded.units_with_section(upgraded.layer(upgraded.model(), "4").id, "inputs") == {}
         assert upgraded.unit("4", 0).renders[0].status == "ok"
+
+
+def test_an_exemplars_only_build_skips_circuits_and_trust_unless_asked_and_says_so(tmp_path):
+    model = conv_stack()
+    write_images(tmp_path / "data", 4)
+    messages: list[str] = []
+
+    class Log(BuildProgress):
+        def message(self, text, *, warning=False):
+            messages.append(text)
+
+    skipped = fs.build_atlas(tmp_path / "a", model, ["2", "4"], units=[0], recipes=[], dataset=tmp_path / "data",
+                             exemplars=2, progress=Log())
+    assert skipped.passes == 2 and skipped.circuits == 0 and "circuits" not in skipped.stages
+    assert any(m.startswith("exemplars only: circuits and trust records are not computed") for m in messages)
+    asked = fs.build_atlas(tmp_path / "a", model, ["2", "4"], units=[0], recipes=[], dataset=tmp_path / "data",
+                           exemplars=2, circuits=True)
+    assert asked.passes == 0 and asked.circuits == 1  # unit 0 of layer 4, from layer 2

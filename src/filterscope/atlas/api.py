@@ -43,7 +43,7 @@ class Atlas(AtlasStore):
               dataset: str | os.PathLike[str] | Dataset | None = None, exemplars: int = 9, scores: bool = True,
               fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
               retry_failed: bool = False, progress: BuildProgress | None = None, checkpoint_seconds: float = 30.0,
-              cluster: str | None = None, circuits: bool = True, trust: bool = True,
+              cluster: str | None = None, circuits: bool | None = None, trust: bool | None = None,
               maps: MapSettings | bool = False) -> BuildSummary:
         """:func:`~filterscope.atlas.build.build_atlas` into this atlas (the same arguments); with ``cluster``
         (``"local:2"``, ``"tcp://host:8786"``) on Dask (:mod:`filterscope.atlas.distributed`)."""

@@ -57,7 +57,8 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
                 retry_failed: bool = False, progress: BuildProgress | None = None,
                 checkpoint_seconds: float = 30.0, executor: Executor | None = None,
-                circuits: bool = True, trust: bool = True, maps: MapSettings | bool = False) -> BuildSummary:
+                circuits: bool | None = None, trust: bool | None = None,
+                maps: MapSettings | bool = False) -> BuildSummary:
     """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (module docstring).
 
     Args:
@@ -77,26 +78,25 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         progress: Receives progress reports.
         checkpoint_seconds: How often the exemplar pass saves its state (between shards).
         executor: Where the tasks run (:class:`~.executors.LocalExecutor`: here; or a Dask cluster's).
-        circuits: Record each unit's circuit (inputs from the previous built layer, outputs, classes).
-        trust: Record each unit's trust scores and description (:mod:`filterscope.trust`; needs a dataset).
+        circuits: Record each unit's circuit (default: when the build renders; :func:`_by_cost`).
+        trust: Record each unit's trust scores and description (:mod:`filterscope.trust`; default: as ``circuits``).
         maps: An activation atlas of each layer (``True``: default :class:`~filterscope.maps.MapSettings`).
 
     Returns:
         What each stage did (:class:`~.stages.BuildSummary`).
     """
-    started = time.perf_counter()
-    loaded = coerce_model(model)
+    started, loaded = time.perf_counter(), coerce_model(model)
     if exemplars < 1 or (batch_size is not None and batch_size < 1):
         raise AtlasError(f"exemplars and batch_size must be at least 1 (got {exemplars} and {batch_size})")
-    wanted = wanted_layers(loaded, layers, units)  # every layer and unit checked before the atlas is touched
+    wanted, progress = wanted_layers(loaded, layers, units), progress or BuildProgress()  # checked before writing
+    circuits, trust = _by_cost(circuits, trust, bool(recipes), progress)
     request = BuildRequest(
         tuple((r, get_recipe(r)) if isinstance(r, str) else (r.name or "custom", r) for r in recipes),
         tuple(seeds), dataset if isinstance(dataset, Dataset) or dataset is None else list_dataset(dataset),
         exemplars, scores, fit, batch_size, retry_failed, checkpoint_seconds, circuits, trust,
         MapSettings() if maps is True else maps or None)
     store = atlas if isinstance(atlas, AtlasStore) else None
-    folder = store.path if store is not None else Path(atlas)  # type: ignore[arg-type]
-    progress = progress or BuildProgress()
+    folder = atlas.path if isinstance(atlas, AtlasStore) else Path(atlas)
 
     def waiting(holder: str) -> None:
         progress.message(f"another atlas build ({holder}) is writing {folder}; waiting for it to finish")
@@ -110,6 +110,16 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         _run_stages(context)
     context.summary.seconds = time.perf_counter() - started
     return context.summary
+
+
+def _by_cost(circuits: bool | None, trust: bool | None, renders: bool,
+             progress: BuildProgress) -> tuple[bool, bool]:
+    """The circuits and trust stages by default only when the build renders: on an exemplars-only build they would
+    cost about a second per unit (more than the pass itself on a large layer) for records nobody asked for."""
+    if not renders and (circuits is None or trust is None):
+        progress.message("exemplars only: circuits and trust records are not computed (about a second per unit "
+                         "each; ask for them with --circuits / --trust)")
+    return (renders if circuits is None else circuits), (renders if trust is None else trust)
 
 
 def _run_stages(context: BuildContext) -> None:

@@ -106,12 +106,14 @@ def build_command(
                                                                "mean, most negative).")] = 9,
     scores: Annotated[bool, typer.Option("--scores/--no-scores", help="Quality scores of each render (activation "
                                                                       "ratio, robustness, high frequencies).")] = True,
-    circuits: Annotated[bool, typer.Option("--circuits/--no-circuits", help="Each unit's circuit: its inputs from the "
-                                           "layer built before it (expanded weights, attribution, the causal "
-                                           "check), its outputs, the classes it pushes.")] = True,
-    trust: Annotated[bool, typer.Option("--trust/--no-trust", help="Each unit's trust scores (path similarity, "
-                                        "machine 2-AFC with EfficientNet-Lite2's features) and description, after "
-                                        "the renders (needs --dataset of 20 images or more).")] = True,
+    circuits: Annotated[Optional[bool], typer.Option(
+        "--circuits/--no-circuits", help="Each unit's circuit: its inputs from the layer built before it (expanded "
+        "weights, attribution, the causal check), its outputs, the classes it pushes. Default: on when the build "
+        "renders, off for --recipe none.", show_default=False)] = None,
+    trust: Annotated[Optional[bool], typer.Option(
+        "--trust/--no-trust", help="Each unit's trust scores (path similarity, machine 2-AFC) and description, after "
+        "the renders (needs --dataset of 20 images or more). Default: on when the build renders, off for --recipe "
+        "none.", show_default=False)] = None,
     activation_map: Annotated[bool, typer.Option("--map", help="An activation atlas of each layer (default "
                                                  "settings; filterscope atlas map for others): its samples are "
                                                  "collected in the exemplar pass (needs --dataset).")] = False,

@@ -20,7 +20,9 @@ from ..files import atomic_write_text, check_output
 from ..images import load_image, read_png_metadata
 from ..layers import resolve_layer
 from ..tensors import to_tensor
-from ..trust import UnitTrust, independent_network, trust_units
+from ..trust import AFCScore, UnitTrust, independent_network, trust_units
+from ..trust.judges import JUDGES
+from ..trust.paths import PATH_ALPHA
 from ..zoo import WeightsSource, reload_model
 from .app import app, guarded
 from .options import DeviceOption, QuietOption, at_least, parse_indices
@@ -42,6 +44,10 @@ def trust_command(
     independent: Annotated[Optional[str], typer.Option(
         "--independent", help="The network that judges similarity and classes (default efficientnet_lite2, or "
                               "efficientnet_lite1 for Lite2 itself).", show_default=False)] = None,
+    judge: Annotated[Optional[str], typer.Option(
+        "--judge", help="The 2-AFC task's feature space: matched (the independent network's blocks at the unit's "
+                        "depth, the default), pooled, colour-texture (a non-neural control).",
+        show_default=False)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the records as JSON.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the random images and the 2-AFC tasks.")] = 0,
     device: DeviceOption = "auto",
@@ -62,7 +68,9 @@ def trust_command(
             raise InvalidOptionError("Give visualization PNGs with --images (a folder of your images), or --atlas OUT "
                                      "-l LAYER; see filterscope trust --help")
         at_least(tasks, 1, "--tasks")
-        records = _from_pngs(pngs, images, tasks, independent, seed, device, quiet)
+        if judge is not None:
+            JUDGES.get(judge)  # an unknown name: the one-line error with the choices, before any work
+        records = _from_pngs(pngs, images, tasks, independent, judge, seed, device, quiet)
     for record in records:
         typer.echo(describe(record))
     if json_path is not None:
@@ -74,12 +82,23 @@ def describe(record: UnitTrust) -> str:
     lines = [f"{record.layer} unit {record.unit}: {', '.join(record.flags) or 'no flags'}"]
     if record.paths is not None:
         p = record.paths
+        test = (f"; p = {p.p_value:.2f} against {len(p.null)} held-out exemplars (flagged at p <= {PATH_ALPHA}: a "
+                f"false-alarm rate of {p.false_alarm:.0%} on natural images)") if p.p_value is not None else ""
         lines.append(f"  path similarity: the render is closer to the exemplars than random images are in "
-                     f"{p.share:.0%} of {len(p.layers)} earlier layers")
-    scores = ", ".join(f"{s.references} {s.score:.2f} ± {s.stderr:.2f}" for s in record.afc)
-    lines.append(f"  2-AFC ({record.independent} features, chance 0.50): {scores}")
+                     f"{p.share:.0%} of {len(p.layers)} earlier layers{test}")
+    scores = ", ".join(f"{_kind(s)} {s.score:.2f} ± {s.stderr:.2f}" for s in record.afc)
+    renders, exemplars = record.score("renders"), record.score("exemplars")
+    ratio = f"; renders ÷ exemplars {renders.score / exemplars.score:.2f} (people: 0.89)" if renders and exemplars \
+        and exemplars.score > 0 else ""
+    lines.append(f"  2-AFC ({record.independent}, {record.judge} judge; chance 0.50): {scores}{ratio}")
     lines.append(f"  what it is: {record.description.text}")
     return "\n".join(lines)
+
+
+def _kind(score: AFCScore) -> str:
+    if score.references != "renders":
+        return score.references
+    return f"renders ({'both signs' if score.signs == 'both' else 'maximizing only'}, {score.k})"
 
 
 def _from_atlas(out: Path, layer: Optional[str], units: Optional[str]) -> list[UnitTrust]:
@@ -98,8 +117,8 @@ def _from_atlas(out: Path, layer: Optional[str], units: Optional[str]) -> list[U
     return [stored[u] for u in wanted]
 
 
-def _from_pngs(pngs: list[Path], images: list[Path], tasks: int, independent: Optional[str], seed: int, device: str,
-               quiet: bool) -> list[UnitTrust]:
+def _from_pngs(pngs: list[Path], images: list[Path], tasks: int, independent: Optional[str], judge_name: Optional[str],
+               seed: int, device: str, quiet: bool) -> list[UnitTrust]:
     # (model, weights JSON, weights in words, layer) -> unit -> its renders, and whether one did not rise
     groups: dict[tuple[str, str, str, str], dict[int, list[torch.Tensor]]] = {}
     flat: set[tuple[tuple[str, str, str, str], int]] = set()
@@ -131,7 +150,7 @@ def _from_pngs(pngs: list[Path], images: list[Path], tasks: int, independent: Op
             def advance(done: int, _total: int, bar: tqdm = bar) -> None:
                 bar.update(done - bar.n)
 
-            out.extend(trust_units(loaded, ref, chosen, files, judge, seed=seed, tasks=tasks,
+            out.extend(trust_units(loaded, ref, chosen, files, judge, seed=seed, tasks=tasks, judge=judge_name,
                                    renders={u: torch.stack(renders[u]) for u in chosen},
                                    statuses={u: "not-improved" if (key, u) in flat else "ok" for u in chosen},
                                    progress=advance))

@@ -14,8 +14,14 @@ an independent network's features). One task:
   one; the task is right when it is. Ties count half.
 
 The score is the share of right answers over ``tasks`` seeded tasks, with its standard error; chance is 0.5.
-Renders have no negative references (a render minimizing the unit would cost another optimization): with renders
-the answer is the query closer to them.
+Renders come in both signs, as Borowski et al. showed people: renders *maximizing* the unit are the positive
+references and renders *minimizing* it the negative ones (``negatives``). A score from renders of one sign only
+says so (``AFCScore.signs == "max"``): it is not comparable with the exemplars' (the task is easier with
+negatives, measured in ``benchmarks/judges.py``).
+
+The features are the judge's (:mod:`.judges`), standardized over the dataset. Each unit's tasks are seeded with
+the seed and the unit, so two units never share their draws (shared draws move every unit's random control the
+same way).
 
 Hand-written: a few lines over a feature matrix; the MIS code is tied to its own models and data loaders.
 """
@@ -49,14 +55,20 @@ class AFCScore:
     score: float
     tasks: int
     stderr: float
+    signs: str = "both"  # renders: "both" (maximizing and minimizing) or "max" (maximizing only)
+    k: int = AFC_K  # positive references per task (and as many negatives)
 
     def to_dict(self) -> dict[str, object]:
-        return {"references": self.references, "score": self.score, "tasks": self.tasks, "stderr": self.stderr}
+        return {"references": self.references, "score": self.score, "tasks": self.tasks, "stderr": self.stderr,
+                "signs": self.signs, "k": self.k}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AFCScore:
-        return cls(str(data["references"]), float(data["score"]), int(data["tasks"]),
-                   float(data["stderr"]))
+        """A stored score (one written before the fair task: renders of one sign, ``k`` 9)."""
+        references = str(data["references"])
+        return cls(references, float(data["score"]), int(data["tasks"]), float(data["stderr"]),
+                   str(data.get("signs") or ("max" if references == "renders" else "both")),
+                   int(data.get("k") or AFC_K))
 
 
 def afc_pools(values: torch.Tensor, pool: int = AFC_POOL) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,11 +88,12 @@ def _similarity(query: torch.Tensor, positives: torch.Tensor, negatives: torch.T
 
 
 def machine_afc(features: torch.Tensor, values: torch.Tensor, references: str, *,
-                renders: torch.Tensor | None = None, tasks: int = AFC_TASKS, k: int = AFC_K, pool: int = AFC_POOL,
-                seed: int = 0) -> AFCScore:
+                renders: torch.Tensor | None = None, negatives: torch.Tensor | None = None, tasks: int = AFC_TASKS,
+                k: int = AFC_K, pool: int = AFC_POOL, seed: int = 0) -> AFCScore:
     """The score with ``references`` (one of :data:`REFERENCE_KINDS`) for a unit whose activation on each dataset
-    image is ``values`` ``(N,)``, the images' independent features being ``features`` ``(N, D)`` (``renders``
-    ``(R, D)``: the renders' features, for ``references="renders"``).
+    image is ``values`` ``(N,)``, the images' judged features being ``features`` ``(N, D)`` (``renders``
+    ``(R, D)``: the features of renders maximizing the unit, for ``references="renders"``; ``negatives``: of
+    renders minimizing it, when there are any).
 
     Raises:
         InvalidOptionError: an unknown kind, renders missing, or too few images for ``k`` references and a query
@@ -100,17 +113,20 @@ def machine_afc(features: torch.Tensor, values: torch.Tensor, references: str, *
         s = strong[torch.randperm(len(strong), generator=generator)]
         w = weak[torch.randperm(len(weak), generator=generator)]
         q_strong, q_weak = int(s[0]), int(w[0])
+        against: torch.Tensor | None
         if references == "exemplars":
-            positives, negatives = features[s[1:k + 1]], features[w[1:k + 1]]
+            positives, against = features[s[1:k + 1]], features[w[1:k + 1]]
         elif references == "random":
             others = torch.tensor([i for i in range(features.shape[0]) if i not in (q_strong, q_weak)])
             drawn = others[torch.randperm(len(others), generator=generator)[:2 * k]]
-            positives, negatives = features[drawn[:k]], features[drawn[k:]]
+            positives, against = features[drawn[:k]], features[drawn[k:]]
         else:
             assert renders is not None
-            positives, negatives = renders, None
-        a = _similarity(features[q_strong], positives, negatives)
-        b = _similarity(features[q_weak], positives, negatives)
+            positives, against = renders, negatives
+        a = _similarity(features[q_strong], positives, against)
+        b = _similarity(features[q_weak], positives, against)
         right += 1.0 if a > b else 0.5 if a == b else 0.0
     score = right / tasks
-    return AFCScore(references, score, tasks, math.sqrt(score * (1 - score) / tasks))
+    signs = "both" if references != "renders" or (negatives is not None and len(negatives)) else "max"
+    count = len(renders) if references == "renders" and renders is not None else k
+    return AFCScore(references, score, tasks, math.sqrt(score * (1 - score) / tasks), signs, count)

@@ -11,10 +11,17 @@ averaged channel vector, and vectors are compared by Spearman's rank correlation
   unit are);
 - **lower band**: the mean correlation of random dataset images with the exemplars (how alike any natural image is).
 
-Per layer, the render takes the exemplars' path when it sits above the lower band. The summary is the share of
-layers where it does; below :data:`PATH_THRESHOLD` the unit is flagged ``another-path``. A unit whose exemplars do
-not drive it at all (their maximum is not above 0) is flagged ``silent``: it has no natural path to compare with,
-so whatever its picture shows, it is not what the unit does on the data.
+Per layer, the render takes the exemplars' path when it sits above the lower band; the share of layers where it
+does is the summary a reader sees. The flag is a test with a known false-alarm rate, not a fixed band: the
+render's **closeness** (per layer, how far its correlation sits above the lower band, averaged over the layers)
+is compared with the same closeness of each top exemplar held out from the others (the null: images that do take
+the unit's natural path, measured on the user's own data), in a permutation test over the render and the
+exemplars. Its p-value is the share of held-out exemplars no closer than the render, ``(1 + count) / (1 + n)``;
+``another-path`` is flagged when it is at most :data:`PATH_ALPHA`. An image exchangeable with the exemplars is
+then flagged ``floor(alpha (n + 1)) / (n + 1)`` of the time (1/11 with 10 exemplars; never with fewer than 9):
+the flag's false-alarm rate, recorded with it. A unit whose exemplars do not drive it at all (their maximum is
+not above 0) is flagged ``silent``: it has no natural path to compare with, so whatever its picture shows, it is
+not what the unit does on the data.
 
 Hand-written: no library computes this check; the ranks are scipy's, the correlations a matrix product.
 """
@@ -33,11 +40,11 @@ from ..metrics import to_input_size
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel
 
-__all__ = ["PathSimilarity", "path_layers", "channel_vectors", "spearman", "path_similarity", "PATH_THRESHOLD",
+__all__ = ["PathSimilarity", "path_layers", "channel_vectors", "spearman", "path_similarity", "PATH_ALPHA",
            "SILENT_BELOW"]
 
-PATH_THRESHOLD = 0.5
-"""A render above the lower band in fewer than this share of the earlier layers takes another path."""
+PATH_ALPHA = 0.1
+"""A render whose closeness has a p-value at most this (against held-out exemplars) takes another path."""
 
 MIN_CHANNELS = 8
 """Layers with fewer channels are not compared: a rank correlation of a few values jumps with one swap."""
@@ -56,8 +63,13 @@ class PathSimilarity:
             correlations.
         share: The share of layers where the render is above the lower band.
         exemplar_max: The largest activation of the unit over its exemplars.
-        flags: ``another-path`` (share below :data:`PATH_THRESHOLD`) and/or ``silent`` (exemplar_max not above
+        flags: ``another-path`` (``p_value`` at most :data:`PATH_ALPHA`) and/or ``silent`` (exemplar_max not above
             :data:`SILENT_BELOW`).
+        closeness: The render's closeness: its correlation with the exemplars minus the random images', averaged
+            over the layers.
+        null: Each held-out exemplar's closeness to the others.
+        p_value: The share of held-out exemplars no closer than the render (``None`` in a record from before).
+        false_alarm: The flag's false-alarm rate on images that take the natural path (``floor(alpha (n+1))/(n+1)``).
     """
 
     layers: tuple[str, ...]
@@ -67,20 +79,29 @@ class PathSimilarity:
     share: float
     exemplar_max: float
     flags: tuple[str, ...]
+    closeness: float | None = None
+    null: tuple[float, ...] = ()
+    p_value: float | None = None
+    false_alarm: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"layers": list(self.layers), "render": list(self.render), "upper": list(self.upper),
                 "lower": list(self.lower), "share": self.share, "exemplar_max": self.exemplar_max,
-                "flags": list(self.flags)}
+                "flags": list(self.flags), "closeness": self.closeness, "null": list(self.null),
+                "p_value": self.p_value, "false_alarm": self.false_alarm}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PathSimilarity:
         def floats(key: str) -> tuple[float, ...]:
             return tuple(float(v) for v in data[key])
 
+        def number(key: str) -> float | None:
+            return None if data.get(key) is None else float(data[key])
+
         return cls(tuple(str(v) for v in data["layers"]), floats("render"), floats("upper"),
                    floats("lower"), float(data["share"]), float(data["exemplar_max"]),
-                   tuple(str(v) for v in data["flags"]))
+                   tuple(str(v) for v in data["flags"]), number("closeness"),
+                   tuple(float(v) for v in data.get("null") or ()), number("p_value"), number("false_alarm"))
 
 
 def path_layers(model: LoadedModel, layer: str | LayerRef, count: int = 8) -> list[LayerRef]:
@@ -131,22 +152,67 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ra @ rb.T) / (na @ nb.T).clamp(min=1e-30)
 
 
+def _closeness(value: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """How far ``value`` sits above the lower band, per layer (a difference of correlations, so layers weigh alike;
+    ``upper`` is not divided by: where the bands meet, a ratio would explode)."""
+    del upper
+    return value - lower
+
+
+def _leave_one_out(similar: torch.Tensor, against: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For each item of a group whose pairwise correlations are ``similar`` ``(m, m)`` and whose correlations with
+    random images are ``against`` ``(R, m)``: its mean correlation with the others, the others' mean pairwise
+    correlation (the upper band without it) and the random images' mean correlation with the others (the lower)."""
+    m = similar.shape[0]
+    rows = similar.sum(dim=1) - similar.diagonal()
+    pairs = similar.sum() - similar.diagonal().sum()
+    own = rows / (m - 1)
+    others = (pairs - 2 * rows) / ((m - 1) * (m - 2))
+    lower = (against.sum() - against.sum(dim=0)) / (against.shape[0] * (m - 1))
+    return own, others, lower
+
+
+def _reorder(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(own, upper, lower)`` as :func:`_closeness` takes them: ``(value, lower, upper)``."""
+    own, upper, lower = parts
+    return own, lower, upper
+
+
 def path_similarity(render: Mapping[LayerRef, torch.Tensor], exemplars: Mapping[LayerRef, torch.Tensor],
                     randoms: Mapping[LayerRef, torch.Tensor], exemplar_max: float, *,
-                    threshold: float = PATH_THRESHOLD) -> PathSimilarity:
+                    alpha: float = PATH_ALPHA) -> PathSimilarity:
     """The check from channel vectors (:func:`channel_vectors`) of the render(s), the exemplars (at least 2) and
-    random images, per layer, and the unit's largest activation over the exemplars."""
+    random images, per layer, and the unit's largest activation over the exemplars (see the module docstring).
+
+    The test is a permutation test over the render (its correlations averaged over its images) and the ``n``
+    exemplars: each of the ``n + 1`` is compared with the other ``n`` the same way, so for an image exchangeable
+    with the exemplars every rank is equally likely and the false-alarm rate is exactly as stated."""
     layers = [ref for ref in render if ref in exemplars and ref in randoms]
     rows: list[tuple[float, float, float]] = []
+    items: list[torch.Tensor] = []  # per layer: each item's closeness to the others (the render first)
     for ref in layers:
         ex = exemplars[ref]
         n = ex.shape[0]
-        within = spearman(ex, ex)
+        within, against = spearman(ex, ex), spearman(randoms[ref], ex)
         upper = float((within.sum() - within.diagonal().sum()) / max(n * (n - 1), 1))
-        rows.append((float(spearman(render[ref], ex).mean()), upper, float(spearman(randoms[ref], ex).mean())))
+        to_render = spearman(render[ref], ex).mean(dim=0)  # (n,)
+        rows.append((float(to_render.mean()), upper, float(against.mean())))
+        if n >= 2:
+            group = torch.eye(n + 1, dtype=torch.float64)
+            group[0, 1:] = group[1:, 0] = to_render.double()
+            group[1:, 1:] = within.double()
+            random_render = spearman(randoms[ref], render[ref]).mean(dim=1, keepdim=True)  # (R, 1)
+            items.append(_closeness(*_reorder(_leave_one_out(group, torch.cat([random_render, against], dim=1)))))
     share = sum(r > low for r, _, low in rows) / len(rows) if rows else 0.0
-    flags = (["another-path"] if rows and share < threshold else []) + \
+    closeness = p_value = false_alarm = None
+    null: tuple[float, ...] = ()
+    if items:
+        scores = torch.stack(items).mean(dim=0)  # (n + 1,): each item's closeness, averaged over the layers
+        closeness, null = float(scores[0]), tuple(float(v) for v in scores[1:])
+        p_value = (1 + sum(v <= closeness for v in null)) / (1 + len(null))
+        false_alarm = int(alpha * (len(null) + 1) + 1e-9) / (len(null) + 1)
+    flags = (["another-path"] if p_value is not None and p_value <= alpha else []) + \
         (["silent"] if not exemplar_max > SILENT_BELOW else [])
     return PathSimilarity(tuple(str(ref) for ref in layers), tuple(r for r, _, _ in rows),
                           tuple(u for _, u, _ in rows), tuple(low for _, _, low in rows), share, float(exemplar_max),
-                          tuple(flags))
+                          tuple(flags), closeness, null, p_value, false_alarm)

@@ -24,9 +24,10 @@ from ..errors import InvalidOptionError
 from ..layers import LayerRef, check_channel, list_layers, resolve_layer
 from ..runtime import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
-from .afc import AFC_K, AFC_POOL, AFC_TASKS, AFCScore, afc_pools, machine_afc
+from .afc import AFC_K, AFC_POOL, AFC_TASKS, AFCScore, machine_afc
 from .describe import Description, colours, consensus, spread
 from .independent import Independent
+from .judges import DEFAULT_JUDGE, Standardized, judge_for
 from .paths import PathSimilarity, channel_vectors, path_layers, path_similarity
 
 __all__ = ["UnitTrust", "TrustData", "unit_trust", "trust_units", "near_classifier", "EXEMPLARS", "RANDOMS",
@@ -38,6 +39,7 @@ RANDOMS = 10
 """Random dataset images that make the path check's lower band."""
 CONSENSUS_CROPS = 20
 """Top exemplar crops the consensus, colours and spread are read from."""
+_CHUNK = 64  # images loaded at once for the judge's features
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class UnitTrust:
             references (the control: chance is 0.5).
         description: What it is (:mod:`.describe`).
         images: The dataset's size; ``independent``: the network that judged similarity and classes.
+        judge: The feature space of the 2-AFC task (:mod:`.judges`).
         render_status: The renders' status when one of them failed to rise (``not-improved``), else ``ok``.
     """
 
@@ -62,6 +65,7 @@ class UnitTrust:
     images: int
     independent: str
     render_status: str = "ok"
+    judge: str = DEFAULT_JUDGE
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -77,7 +81,7 @@ class UnitTrust:
         return {"layer": self.layer, "unit": self.unit, "paths": self.paths.to_dict() if self.paths else None,
                 "afc": [s.to_dict() for s in self.afc], "description": self.description.to_dict(),
                 "images": self.images, "independent": self.independent, "render_status": self.render_status,
-                "flags": list(self.flags)}
+                "judge": self.judge, "flags": list(self.flags)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -90,7 +94,7 @@ class UnitTrust:
                    tuple(AFCScore.from_dict(s) for s in data["afc"]),
                    Description.from_dict(data["description"]),
                    int(data["images"]), str(data["independent"]),
-                   str(data.get("render_status") or "ok"))
+                   str(data.get("render_status") or "ok"), str(data.get("judge") or "pooled"))
 
 
 def near_classifier(model: LoadedModel, layer: LayerRef) -> bool:
@@ -111,6 +115,8 @@ class TrustData:
         values: ``(N, C)`` each image's spatial maximum of each unit.
         load: The images of the given indices in the model's view, ``(n,C,H,W)`` in [0, 1].
         independent: The network that judges similarity and classes.
+        judge: The 2-AFC task's feature space (:data:`~.judges.JUDGES`; ``None``: :func:`~.judges.judge_for`'s
+            choice, ``matched`` for an EfficientNet independent network).
         layers: The earlier layers of the path check (default :func:`~.paths.path_layers`).
     """
 
@@ -122,6 +128,8 @@ class TrustData:
     layers: list[LayerRef] = field(default_factory=list)
     runtime: Runtime | None = None
     seed: int = 0
+    judge: str | None = None
+    _judged: tuple[Standardized, torch.Tensor] | None = None
     _vectors: dict[int, dict[LayerRef, torch.Tensor]] = field(default_factory=dict)
     _maps: dict[int, torch.Tensor] = field(default_factory=dict)
     _features: dict[int, tuple[torch.Tensor, int]] = field(default_factory=dict)
@@ -166,6 +174,16 @@ class TrustData:
         self.vectors(indices)
         return [self._maps[int(i)][unit] for i in indices]
 
+    def judged(self) -> tuple[Standardized, torch.Tensor]:
+        """The judge's features of every image of the dataset, standardized over it (computed once, in chunks)."""
+        if self._judged is None:
+            judge = judge_for(self.judge, self.independent, self.model, self.layer)
+            raw = torch.cat([judge.embed(self.load(list(range(start, min(start + _CHUNK, self.size)))))
+                             for start in range(0, self.size, _CHUNK)])
+            standard = Standardized.fit(judge, raw)
+            self._judged = (standard, standard(raw))
+        return self._judged
+
     def features(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
         """The independent network's features and top-1 classes of the whole images (cached)."""
         missing = [int(i) for i in indices if int(i) not in self._features]
@@ -194,28 +212,25 @@ class TrustData:
 
 def unit_trust(data: TrustData, unit: int, renders: torch.Tensor | None = None, *, render_status: str = "ok",
                classes: tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]] | None = None,
-               tasks: int = AFC_TASKS, k: int = AFC_K, pool: int = AFC_POOL, exemplars: int = EXEMPLARS,
-               randoms: int = RANDOMS, crops: int = CONSENSUS_CROPS) -> UnitTrust:
+               negatives: torch.Tensor | None = None, tasks: int = AFC_TASKS, k: int = AFC_K, pool: int = AFC_POOL,
+               exemplars: int = EXEMPLARS, randoms: int = RANDOMS, crops: int = CONSENSUS_CROPS) -> UnitTrust:
     """The trust record of ``unit`` (see :class:`UnitTrust`), with its ``renders`` ``(R,C,H,W)`` in [0, 1] (any
-    size) if any, and the classes it promotes and suppresses (``classes``) if known."""
+    size) if any (``negatives``: renders minimizing the unit, the fair task's negative references), and the classes
+    it promotes and suppresses (``classes``) if known."""
     ranked = data.ranked(unit).tolist()
     top = ranked[:exemplars]
     values = data.values[:, unit]
-    strong, weak = afc_pools(values, pool)
-    # the tasks read the pools (queries, exemplar references) and, for the random control, images drawn from the
-    # whole dataset: a seeded random subset, the same for every unit (its features are computed once)
-    chosen_set = sorted(set(strong.tolist()) | set(weak.tolist()) | set(data.randoms(2 * k + 2 * pool, [])))
-    sub_features, _ = data.features(chosen_set)
-    sub_values = values[chosen_set]
+    standard, features = data.judged()
+    seed = data.seed * 1_000_003 + unit  # each unit's own draws
     scores = []
-    render_vectors = render_features = None
+    render_vectors = None
     if renders is not None and len(renders):
         render_vectors = channel_vectors(data.model, data.layers, renders, runtime=data.runtime)
-        render_features, _ = data.independent.embed(renders)
-        scores.append(machine_afc(sub_features, sub_values, "renders", renders=render_features, tasks=tasks, k=k,
-                                  pool=pool, seed=data.seed))
-    scores.append(machine_afc(sub_features, sub_values, "exemplars", tasks=tasks, k=k, pool=pool, seed=data.seed))
-    scores.append(machine_afc(sub_features, sub_values, "random", tasks=tasks, k=k, pool=pool, seed=data.seed))
+        against = standard(standard.judge.embed(negatives)) if negatives is not None and len(negatives) else None
+        scores.append(machine_afc(features, values, "renders", renders=standard(standard.judge.embed(renders)),
+                                  negatives=against, tasks=tasks, k=k, pool=pool, seed=seed))
+    scores.append(machine_afc(features, values, "exemplars", tasks=tasks, k=k, pool=pool, seed=seed))
+    scores.append(machine_afc(features, values, "random", tasks=tasks, k=k, pool=pool, seed=seed))
     paths = None
     if render_vectors is not None:
         paths = path_similarity(render_vectors, data.vectors(top), data.vectors(data.randoms(randoms, top)),
@@ -228,7 +243,7 @@ def unit_trust(data: TrustData, unit: int, renders: torch.Tensor | None = None, 
                               colours(crop_images), spread([m for m in data.maps(chosen, unit) if m.dim() == 2]),
                               up, down)
     return UnitTrust(str(data.layer), unit, paths, tuple(scores), description, data.size, data.independent.name,
-                     render_status)
+                     render_status, standard.judge.name)
 
 
 def _stack(crops: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -243,12 +258,14 @@ def _stack(crops: Sequence[torch.Tensor]) -> torch.Tensor:
 def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, units: Sequence[int],
                 images: torch.Tensor | Images, independent: Independent, *,
                 renders: Mapping[int, torch.Tensor] | None = None, statuses: Mapping[int, str] | None = None,
+                negatives: Mapping[int, torch.Tensor] | None = None, judge: str | None = None,
                 classes: bool | None = None, runtime: Runtime | None = None, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None, **options: int) -> list[UnitTrust]:
     """Trust records of ``units`` of ``layer`` over ``images`` (image files or PIL images, one or many, or a
     ``(N,C,H,W)`` tensor already in the model's view; at least ``2 * (k + 1)``), with each unit's ``renders`` (and their
-    ``statuses``) where given; ``classes``: describe the class effect (default: :func:`near_classifier`);
-    ``progress(done, total)`` after each unit. ``options``: :func:`unit_trust`'s counts.
+    ``statuses``) where given, and its ``negatives`` (renders minimizing it: the fair task); ``judge``: the 2-AFC
+    task's feature space (:data:`~.judges.JUDGES`); ``classes``: describe the class effect (default:
+    :func:`near_classifier`); ``progress(done, total)`` after each unit. ``options``: :func:`unit_trust`'s counts.
 
     Raises:
         InvalidOptionError: too few images, or a tensor of images that is not 4-D.
@@ -269,7 +286,7 @@ def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, uni
                                  f"(got {images.shape[0]}): give a folder of more of them")
     values = _maxima(loaded, ref, images, runtime)
     data = TrustData(loaded, ref, values, lambda indices: images[list(indices)], independent, runtime=runtime,
-                     seed=seed)
+                     seed=seed, judge=judge)
     effects = class_effects(loaded, ref, list(units)) if (near_classifier(loaded, ref) if classes is None
                                                           else classes) else None
     out = []
@@ -280,6 +297,7 @@ def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, uni
             known = (tuple((c.name or str(c.unit), c.weight) for c in up),
                      tuple((c.name or str(c.unit), c.weight) for c in down))
         out.append(unit_trust(data, unit, (renders or {}).get(unit), render_status=(statuses or {}).get(unit, "ok"),
+                              negatives=(negatives or {}).get(unit),
                               classes=known, **options))
         if progress is not None:
             progress(n + 1, len(units))

@@ -307,16 +307,18 @@ function trustSection(t) {
   const score = (kind) => t.afc.find((s) => s.references === kind);
   parts.push(el("table", { class: "afc" },
     el("tr", {}, el("th", {}, "2-AFC references"), el("th", {}, "share right"), el("th", {}, "tasks")),
-    ["renders", "exemplars", "random"].filter(score).map((kind) => el("tr", {}, el("td", {}, kind === "random" ? "random images (control)" : kind),
+    ["renders", "exemplars", "random"].filter(score).map((kind) => el("tr", {}, el("td", {}, kind === "random" ? "random images (control)"
+      : kind === "renders" ? `renders (${score(kind).signs === "both" ? "both signs" : "maximizing only"}, ${score(kind).k ?? "?"})` : kind),
       el("td", {}, `${score(kind).score.toFixed(2)} ± ${score(kind).stderr.toFixed(2)}`), el("td", {}, String(score(kind).tasks))))));
-  parts.push(el("p", { class: "muted small" }, `which of two held-out images drives the unit more, judged in ${t.independent}'s features (chance 0.50; people score 0.92 with natural exemplars, 0.82 with visualizations: Borowski et al. 2021)`));
+  parts.push(el("p", { class: "muted small" }, `which of two held-out images drives the unit more, judged in ${t.independent}'s features (${t.judge || "pooled"} judge; chance 0.50; people score 0.92 with natural exemplars, 0.82 with visualizations: Borowski et al. 2021)`));
   if (t.paths) {
     const p = t.paths;
     parts.push(el("table", { class: "paths" },
       el("tr", {}, el("th", {}, "earlier layer"), el("th", {}, "render ↔ exemplars"), el("th", {}, "band: random … exemplars")),
       p.layers.map((name, i) => el("tr", { class: p.render[i] > p.lower[i] ? "inside" : "outside" }, el("td", {}, name), el("td", {}, fmt(p.render[i], 2)),
         el("td", {}, `${fmt(p.lower[i], 2)} … ${fmt(p.upper[i], 2)}`)))));
-    parts.push(el("p", { class: "muted small" }, `path similarity (Spearman correlations of spatially averaged channels): the render is closer to the exemplars than random images are in ${pct(p.share)} of ${p.layers.length} layers`));
+    parts.push(el("p", { class: "muted small" }, `path similarity (Spearman correlations of spatially averaged channels): the render is closer to the exemplars than random images are in ${pct(p.share)} of ${p.layers.length} layers` +
+      (p.p_value == null ? "" : `; p = ${fmt(p.p_value, 2)} against ${p.null.length} held-out exemplars (flagged at p ≤ 0.1: ${pct(p.false_alarm)} false alarms on natural images)`)));
   }
   return el("section", { id: "trust" }, ...parts);
 }
