@@ -138,3 +138,20 @@ def test_odd_methods_huge_queries_and_unknown_content_types_are_4xx(map_atlas):
     assert client.get("/api/m/colorclasses/conv2/map/cells/-1").status_code == 404
     assert client.get("/img/patch/1/999999999999").status_code == 404
     assert client.get("/img/map/1/99999").status_code == 404
+
+
+@pytest.mark.integration
+def test_the_routers_answer_alike_in_any_order(map_atlas, monkeypatch):
+    """A unit's routes take only a number ({unit:int}), so a capability's router (the map's) need not come first."""
+    from filterscope.microscope import server
+
+    answers = []
+    for order in (server.ROUTERS, server.ROUTERS[::-1]):
+        monkeypatch.setattr(server, "ROUTERS", order)
+        client = TestClient(create_app(map_atlas))
+        cell = client.get("/api/m/colorclasses/conv2/map").json()["cells"][0]["cell"]
+        urls = ("/m/colorclasses/conv2/map", "/api/m/colorclasses/conv2/map", "/m/colorclasses/conv2/0",
+                "/api/m/colorclasses/conv2/0", f"/api/m/colorclasses/conv2/map/cells/{cell}")
+        answers.append([(r.status_code, r.headers["content-type"].split(";")[0]) for r in map(client.get, urls)])
+    assert answers[0] == answers[1] == [(200, "text/html"), (200, "application/json"), (200, "text/html"),
+                                        (200, "application/json"), (200, "application/json")]

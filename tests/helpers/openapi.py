@@ -43,8 +43,13 @@ def conforms(schema: dict, known: list[tuple[str, re.Pattern[str]]], method: str
 def templates(client: TestClient) -> list[tuple[str, re.Pattern[str]]]:
     """The schema's paths, as the app tries them (in its routes' order), each with a pattern matching it."""
     paths = client.get("/api/openapi.json").json()["paths"]
-    ordered = [r.path for r in client.app.routes if getattr(r, "path", None) in paths]
-    return [(t, re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(t)) + "$")) for t in dict.fromkeys(ordered)]
+    ordered = {r.path_format: r.path for r in client.app.routes if getattr(r, "path_format", None) in paths}
+
+    def pattern(path: str) -> re.Pattern[str]:  # {name:int} takes digits only, as the app's convertor does
+        escaped = re.sub(r"\\{\w+:int\\}", "[0-9]+", re.escape(path))
+        return re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", escaped) + "$")
+
+    return [(template, pattern(path)) for template, path in ordered.items()]
 
 
 

@@ -109,7 +109,7 @@ async def explain(request: Request, scope: Scope, model: str, layer: str) -> Res
     return JSONResponse(result)
 
 
-@router.get("/m/{model}/{layer}/{unit}", responses=answers(Unit))
+@router.get("/m/{model}/{layer}/{unit:int}", responses=answers(Unit))
 def unit_record(scope: Scope, model: str, layer: str, unit: int) -> Response:
     with scope.store().snapshot():  # one state of the atlas, however a build writes meanwhile
         return _unit_record(scope, model, layer, unit)
@@ -186,7 +186,7 @@ def _exemplar_links(scope: Microscope, model: str, layer: str, unit: int, item: 
             "source": urls.exemplar_source(item.id), "page": urls.exemplar_page(model, layer, unit, item.id)}
 
 
-@router.post("/m/{model}/{layer}/{unit}/render", status_code=202, responses=answers(Job, 202, 403, 409, 429))
+@router.post("/m/{model}/{layer}/{unit:int}/render", status_code=202, responses=answers(Job, 202, 403, 409, 429))
 def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)
     jobs = scope.jobs

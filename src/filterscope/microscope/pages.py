@@ -50,14 +50,14 @@ def image_page(request: Request, scope: Scope, model: str, layer: str) -> Respon
                 images=scope.urls.api_images(found.name, record.name), can_explain=scope.explainer is not None)
 
 
-@router.get("/m/{model}/{layer}/{unit}", response_class=HTMLResponse, responses=page_responses())
+@router.get("/m/{model}/{layer}/{unit:int}", response_class=HTMLResponse, responses=page_responses())
 def unit_page(request: Request, scope: Scope, model: str, layer: str, unit: int) -> Response:
     found, record = scope.find_unit(model, layer, unit)
     return page(scope, request, "unit", f"{found.name} {record.name} unit {unit}", model=found.name,
                 layer=record.name, unit=unit, api=scope.urls.api_unit(found.name, record.name, unit))
 
 
-@router.get("/m/{model}/{layer}/{unit}/exemplar/{exemplar}", response_class=HTMLResponse, responses=page_responses())
+@router.get("/m/{model}/{layer}/{unit:int}/exemplar/{exemplar}", response_class=HTMLResponse, responses=page_responses())
 def exemplar_page(request: Request, scope: Scope, model: str, layer: str, unit: int, exemplar: int) -> Response:
     found, record = scope.find(model, layer)
     item, layer_id, owner = scope.store().exemplar(exemplar)
