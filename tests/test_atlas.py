@@ -485,12 +485,12 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
     conn.close()
     with fs.Atlas(tmp_path / "a", create=False, readonly=True) as old:
         assert old.schema_version == 1 and old.model().weights == fs.zoo.WeightsSource.random(7)
-        assert old.circuit_sections(old.layer(old.model(), "4").id, 0) == {}  # no circuit tables: nothing, no error
+        assert not old.circuit_sections(old.layer(old.model(), "4").id, 0)  # no circuit tables: nothing, no error
         assert old.maps_of_layer(old.layer(old.model(), "4").id) == []  # no map tables: no maps, no error
     with fs.Atlas(tmp_path / "a", create=False) as upgraded:
         assert upgraded.schema_version == 6 and upgraded.model().weights.seed == 7
         assert upgraded.maps_of_layer(upgraded.layer(upgraded.model(), "4").id) == []  # the tables are there
-        assert upgraded.units_with_section(upgraded.layer(upgraded.model(), "4").id, "inputs") == {}
+        assert upgraded.units_with_section(upgraded.layer(upgraded.model(), "4").id, "inputs") == set()
         assert upgraded.unit("4", 0).renders[0].status == "ok"
 
 
@@ -510,3 +510,17 @@ def test_an_exemplars_only_build_skips_circuits_and_trust_unless_asked_and_says_
     asked = fs.build_atlas(tmp_path / "a", model, ["2", "4"], units=[0], recipes=[], dataset=tmp_path / "data",
                            exemplars=2, circuits=True)
     assert asked.passes == 0 and asked.circuits == 1  # unit 0 of layer 4, from layer 2
+
+
+def test_circuit_sections_round_trip_through_the_json_an_atlas_stores():
+    from filterscope.atlas.sections import ClassesSection, InputsSection, Link, OutputsSection, section_from_dict
+    from filterscope.circuits.evidence import AblationCheck
+
+    ablation = AblationCheck(2, 1.5, {"3": 0.5}, {"3": [1, 2]}, [[0, 4]], [0.1], {"3": 5.0})
+    kinds = [InputsSection("4", (3, 3), 8, (Link(1, 0.5, ((0.1, 0.2), (0.3, 0.4))),), (Link(2, -0.25),),
+                           (Link(1, 0.3, attribution=0.7),), 0.5, None, ablation),
+             OutputsSection("6", (Link(0, 1.0),), ()), ClassesSection((Link(409, 2.0, name="analog clock"),), ())]
+    for section in kinds:
+        stored = json.loads(json.dumps(section.to_dict()))  # what the atlas's unit_circuits table holds
+        assert section_from_dict(section.kind, stored) == section
+        assert json.dumps(section_from_dict(section.kind, stored).to_dict()) == json.dumps(stored)

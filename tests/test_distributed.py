@@ -169,10 +169,11 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
     assert [tasks for _, tasks in seen["cluster"]] == [tasks for _, tasks in seen["local"]]  # the same tasks
     with fs.Atlas(tmp_path / "a") as a, fs.Atlas(tmp_path / "b") as b:
         for unit in (0, 1):  # the circuits a worker computed are this process's
-            there = a.circuit_sections(a.layer(a.model(), "6").id, unit)["inputs"]
-            here = b.circuit_sections(b.layer(b.model(), "6").id, unit)["inputs"]
-            assert [c["unit"] for c in there["inputs"]["excite"]] == [c["unit"] for c in here["inputs"]["excite"]]
-            assert there["ablation"]["ratios"] == pytest.approx(here["ablation"]["ratios"], rel=1e-4)
+            there = a.circuit_sections(a.layer(a.model(), "6").id, unit).inputs
+            here = b.circuit_sections(b.layer(b.model(), "6").id, unit).inputs
+            assert there is not None and here is not None and there.ablation and here.ablation
+            assert [c.unit for c in there.excite] == [c.unit for c in here.excite]
+            assert there.ablation.ratios == pytest.approx(here.ablation.ratios, rel=1e-4)
 
 
 @pytest.mark.integration

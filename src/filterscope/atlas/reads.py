@@ -25,7 +25,6 @@ from .records import (
     CircuitPair,
     CropJob,
     ExemplarRecord,
-    JSONData,
     LayerRecord,
     ModelRecord,
     PassRecord,
@@ -36,6 +35,7 @@ from .records import (
     UnitStats,
     UnitSummary,
 )
+from .sections import CircuitSections, ClassesSection, InputsSection, OutputsSection, section_from_dict
 
 __all__ = ["AtlasReader"]
 
@@ -253,10 +253,10 @@ class AtlasReader:
             raise AtlasError(f"No image {index} in exemplar pass {pass_id} of the atlas {self.path}")
         return str(row[0])
 
-    def pass_settings(self, pass_id: int) -> JSONData:
-        """The settings a pass ran with (``fit``, ``precision``, ``input``)."""
+    def pass_fit(self, pass_id: int) -> str:
+        """How the pass fitted its images to the input (``crop``, ``squash``, ``pad``; ``crop`` when unknown)."""
         row = self._conn.execute("SELECT settings FROM passes WHERE id = ?", (pass_id,)).fetchone()
-        return _json(row[0]) if row is not None else {}
+        return str(json.loads(row[0]).get("fit", "crop")) if row is not None else "crop"
 
     def pass_maxima_file(self, pass_id: int) -> str | None:
         """The maxima matrix file of a finished pass, relative to the atlas (``None`` if unfinished)."""
@@ -417,12 +417,16 @@ class AtlasReader:
         return CircuitPair(r["source_layer_id"], r["target_layer_id"], (kh, kw), r["file"], r["sha256"],
                            r["seconds"] or 0.0)
 
-    def circuit_sections(self, layer_id: int, unit: int) -> dict[str, JSONData]:
-        """A unit's circuit sections (``inputs``, ``outputs``, ``classes``: those the atlas holds)."""
+    def circuit_sections(self, layer_id: int, unit: int) -> CircuitSections:
+        """A unit's circuit sections (``inputs``, ``outputs``, ``classes``: ``None`` where the atlas has none)."""
         if not self._has_circuits:
-            return {}
-        return {r["section"]: _json(r["data"]) for r in self._conn.execute(
+            return CircuitSections()
+        found = {r["section"]: section_from_dict(r["section"], json.loads(r["data"])) for r in self._conn.execute(
             "SELECT section, data FROM unit_circuits WHERE layer_id = ? AND unit = ?", (layer_id, unit))}
+        inputs, outputs, classes = found.get("inputs"), found.get("outputs"), found.get("classes")
+        return CircuitSections(inputs if isinstance(inputs, InputsSection) else None,
+                               outputs if isinstance(outputs, OutputsSection) else None,
+                               classes if isinstance(classes, ClassesSection) else None)
 
     def top_exemplars(self, pass_id: int, units: Sequence[int], n: int) -> list[tuple[int, str, int, int]]:
         """The top ``n`` exemplars by maximum of each of ``units`` in a pass: ``(unit, path, y, x)``."""
@@ -442,14 +446,9 @@ class AtlasReader:
             "GROUP BY e.image ORDER BY e.image LIMIT ?", (pass_id, limit))
         return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
-    def units_with_section(self, layer_id: int, section: str) -> dict[int, JSONData]:
-        """The units of a layer that have ``section``, with its data."""
+    def units_with_section(self, layer_id: int, section: str) -> set[int]:
+        """The units of a layer that have ``section``."""
         if not self._has_circuits:
-            return {}
-        return {int(r["unit"]): _json(r["data"]) for r in self._conn.execute(
-            "SELECT unit, data FROM unit_circuits WHERE layer_id = ? AND section = ?", (layer_id, section))}
-
-
-def _json(text: str) -> JSONData:
-    data: JSONData = json.loads(text)
-    return data
+            return set()
+        return {int(r["unit"]) for r in self._conn.execute(
+            "SELECT unit FROM unit_circuits WHERE layer_id = ? AND section = ?", (layer_id, section))}

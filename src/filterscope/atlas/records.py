@@ -20,6 +20,7 @@ from ..images import load_image
 from ..recipes import Recipe
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
+from .sections import Section
 
 __all__ = ["ModelRecord", "LayerRecord", "RenderRecord", "ExemplarRecord", "UnitStats", "UnitRecord", "StatusRow",
            "PassRecord", "UnitSummary", "PlannedRender", "RenderJob", "FinishedRender", "NewExemplar", "UnitPassStats",
@@ -320,11 +321,14 @@ class CircuitPair:
 
 @dataclass(frozen=True)
 class CircuitSection:
-    """One section of a unit's circuit: ``inputs`` (from the previous built layer: expanded weights,
-    attribution, the ablation check), ``outputs`` (into the next built layer) or ``classes`` (promoted and
-    suppressed), as the JSON that :meth:`filterscope.circuits.Circuit.to_dict` gives for it."""
+    """One section of a unit's circuit (:mod:`.sections`): ``inputs`` (from the previous built layer: expanded
+    weights, attribution, the ablation check), ``outputs`` (into the next built layer) or ``classes`` (promoted
+    and suppressed)."""
 
     layer_id: int
     unit: int
-    section: str
-    data: JSONData
+    data: Section
+
+    @property
+    def section(self) -> str:
+        return self.data.kind

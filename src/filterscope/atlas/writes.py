@@ -173,4 +173,5 @@ class AtlasWriter:
         with self.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO unit_circuits (layer_id, unit, section, data) "
                              "VALUES (?, ?, ?, ?)",
-                             [(c.layer_id, c.unit, c.section, json.dumps(c.data, allow_nan=False)) for c in sections])
+                             [(c.layer_id, c.unit, c.section, json.dumps(c.data.to_dict(), allow_nan=False))
+                              for c in sections])

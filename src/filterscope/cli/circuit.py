@@ -69,7 +69,7 @@ def _atlas_view(path: Path, loaded: LoadedModel, layer: str, unit: int) -> tuple
     record = store.unit(layer, unit, store.model(loaded.name).name)
     exemplars = [e.path for e in record.exemplars.get("max", [])]
     found = store.latest_pass(store.layer(store.model(loaded.name), layer).id)
-    fit = str(store.pass_settings(found.id).get("fit", "crop")) if found is not None else "crop"
+    fit = store.pass_fit(found.id) if found is not None else "crop"
     return exemplars, fit, store
 
 

@@ -165,14 +165,15 @@ def _weights(scope: Microscope, model: str, layer_id: int, unit: int) -> JSONDat
             row["url"] = urls.unit(model, layer, row["unit"])
             row["thumb"] = urls.render_thumb(renders[row["unit"]]) if row["unit"] in renders else None
 
-    inputs, outputs = sections.get("inputs"), sections.get("outputs")
-    if inputs is not None:
+    view = sections.to_dict()  # the records as JSON; the links below are the view's own
+    inputs, outputs = view["inputs"], view["outputs"]
+    if sections.inputs is not None and isinstance(inputs, dict):
         for rows in inputs["inputs"].values():
-            link(inputs["source"], rows)
-    if outputs is not None:
-        link(outputs["layer"], outputs["excite"])
-        link(outputs["layer"], outputs["inhibit"])
-    return {"inputs": inputs, "outputs": outputs, "classes": sections.get("classes")}
+            link(sections.inputs.source, rows)
+    if sections.outputs is not None and isinstance(outputs, dict):
+        link(sections.outputs.layer, outputs["excite"])
+        link(sections.outputs.layer, outputs["inhibit"])
+    return view
 
 
 def _job(scope: Microscope, job: JSONData) -> JSONData:

@@ -127,7 +127,7 @@ def map_patch(request: Request, scope: Scope, map_id: int, sample: int) -> Respo
     path = store.pass_image(pass_id, int(places[sample, 0]))
     layer = store.layer_by_id(layer_id)
     model = next(m for m in store.models() if m.id == layer.model_id)
-    fit = str(store.pass_settings(pass_id).get("fit", "crop"))
+    fit = store.pass_fit(pass_id)
     try:
         image = member_patch(path, int(places[sample, 1]), int(places[sample, 2]), model.preprocessing,
                              layer.receptive_field, fit)

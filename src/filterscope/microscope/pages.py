@@ -57,7 +57,8 @@ def unit_page(request: Request, scope: Scope, model: str, layer: str, unit: int)
                 layer=record.name, unit=unit, api=scope.urls.api_unit(found.name, record.name, unit))
 
 
-@router.get("/m/{model}/{layer}/{unit:int}/exemplar/{exemplar}", response_class=HTMLResponse, responses=page_responses())
+@router.get("/m/{model}/{layer}/{unit:int}/exemplar/{exemplar}", response_class=HTMLResponse,
+            responses=page_responses())
 def exemplar_page(request: Request, scope: Scope, model: str, layer: str, unit: int, exemplar: int) -> Response:
     found, record = scope.find(model, layer)
     item, layer_id, owner = scope.store().exemplar(exemplar)

@@ -272,6 +272,8 @@ class Stage(Generic[T, R]):
         if not tasks:
             return
         tally = _Tally(self, context, sum(self.size(t) for t in tasks))
+        context.progress.message(f"{self.name}: {tally.total} {self.counts}(s) in {len(tasks)} task(s) on "
+                                 f"{context.executor.describe()}")
         tally.tell()
         report = context.report(self.name)
         for task, outcome in context.executor.map(type(self).run, context.loaded, tasks, ordered=self.ordered,

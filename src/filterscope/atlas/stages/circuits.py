@@ -34,7 +34,8 @@ from ...files import file_sha256, write_bytes
 from ...layers import LayerRef, layer_slug, resolve_layer, slug
 from ...metrics import reference_crops
 from ...zoo.model import LoadedModel
-from ..records import CircuitPair, CircuitSection, JSONData
+from ..records import CircuitPair, CircuitSection
+from ..sections import ClassesSection, InputsSection, OutputsSection
 from ..store import AtlasStore
 from ..tasks import Report, TaskFailure, worker_name
 from .base import BuildContext, BuildRequest, NamedFile, Recorded, Stage, register_stage
@@ -78,9 +79,9 @@ class CircuitOutcome:
     """Per unit of B: its ``inputs`` and ``classes`` sections; per unit of A: its ``outputs`` section; the pair's
     expanded weights as ``.npy`` bytes and their kernel size; ``message`` when the task could not be done."""
 
-    inputs: dict[int, JSONData] = field(default_factory=dict)
-    outputs: dict[int, JSONData] = field(default_factory=dict)
-    classes: dict[int, JSONData] = field(default_factory=dict)
+    inputs: dict[int, InputsSection] = field(default_factory=dict)
+    outputs: dict[int, OutputsSection] = field(default_factory=dict)
+    classes: dict[int, ClassesSection] = field(default_factory=dict)
     weights: bytes | None = None
     kernel: tuple[int, int] = (0, 0)
     seconds: float = 0.0
@@ -116,8 +117,8 @@ def circuit_task(model: LoadedModel, task: CircuitTask, report: Report | None = 
     """Do a :class:`CircuitTask` (nothing is written); ``report`` receives each unit of B when it is done."""
     started = time.perf_counter()
     target = resolve_layer(model, task.layer)
-    inputs: dict[int, JSONData] = {}
-    outputs: dict[int, JSONData] = {}
+    inputs: dict[int, InputsSection] = {}
+    outputs: dict[int, OutputsSection] = {}
     weights, kernel = None, (0, 0)
     try:
         if task.source is not None:
@@ -132,14 +133,13 @@ def circuit_task(model: LoadedModel, task: CircuitTask, report: Report | None = 
                 data = circuit(model, target, unit, found.source, k=task.k, images=pixels, positions=positions,
                                exemplars=len(positions), classes=False, ablate=task.ablate, draws=task.draws,
                                seed=task.seed, weights=found).to_dict()
-                inputs[unit] = {key: data[key] for key in ("source", "kernel_size", "exemplars", "inputs", "agreement",
-                                                           "note", "ablation")}
+                inputs[unit] = InputsSection.from_dict(data)
                 if report is not None:
                     report(unit)
             for unit in task.source_units:
                 excite, inhibit = found.outputs(unit, task.k)
-                outputs[unit] = {"layer": str(target), "excite": [c.to_dict() for c in excite],
-                                 "inhibit": [c.to_dict() for c in inhibit]}
+                outputs[unit] = OutputsSection.from_dict({"layer": str(target), "excite": [c.to_dict() for c in excite],
+                                                          "inhibit": [c.to_dict() for c in inhibit]})
         classes = _classes(model, target, task) if task.classes else {}
     except FilterscopeError as exc:
         return CircuitOutcome(seconds=time.perf_counter() - started, worker=worker_name(),
@@ -147,14 +147,15 @@ def circuit_task(model: LoadedModel, task: CircuitTask, report: Report | None = 
     return CircuitOutcome(inputs, outputs, classes, weights, kernel, time.perf_counter() - started, worker_name())
 
 
-def _classes(model: LoadedModel, target: LayerRef, task: CircuitTask) -> dict[int, JSONData]:
+def _classes(model: LoadedModel, target: LayerRef, task: CircuitTask) -> dict[int, ClassesSection]:
     if not has_vector_output(model):
         return {}
     effects = class_effects(model, target, task.units)
     out = {}
     for unit in task.units:
         promoted, suppressed = effects.top(unit, task.k)
-        out[unit] = {"promoted": [c.to_dict() for c in promoted], "suppressed": [c.to_dict() for c in suppressed]}
+        out[unit] = ClassesSection.from_dict({"promoted": [c.to_dict() for c in promoted],
+                                              "suppressed": [c.to_dict() for c in suppressed]})
     return out
 
 
@@ -173,10 +174,10 @@ def record_circuits(store: AtlasStore, model_name: str, layer_ids: dict[str, int
         path = write_bytes(store.path / "circuits" / slug(model_name) / name, outcome.weights)
         store.add_circuit_pair(CircuitPair(a_id, b_id, outcome.kernel, str(path.relative_to(store.path)),
                                            file_sha256(path), outcome.seconds))
-    sections = [CircuitSection(b_id, u, "inputs", data) for u, data in outcome.inputs.items()]
-    sections += [CircuitSection(b_id, u, "classes", data) for u, data in outcome.classes.items()]
+    sections = [CircuitSection(b_id, u, data) for u, data in outcome.inputs.items()]
+    sections += [CircuitSection(b_id, u, data) for u, data in outcome.classes.items()]
     if task.source is not None:
-        sections += [CircuitSection(layer_ids[task.source], u, "outputs", data) for u, data in outcome.outputs.items()]
+        sections += [CircuitSection(layer_ids[task.source], u, data) for u, data in outcome.outputs.items()]
     store.set_circuit_sections(sections)
     return None
 

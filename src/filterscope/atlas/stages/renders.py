@@ -232,8 +232,7 @@ class RenderStage(Stage[RenderTask, RenderTaskOutcome]):
         if tasks:
             context.summary.render_start_seconds = time.perf_counter() - context.started
             label = tasks[0].label if len(groups) == 1 else f"{len(groups)} layer/recipe/seed groups"
-            context.progress.message(f"renders: {label}, {sum(len(t.jobs) for t in tasks)} unit(s) in {len(tasks)} "
-                                     f"task(s) on {context.executor.describe()}")
+            context.progress.message(f"renders: {label}")
         return tasks
 
     def size(self, task: RenderTask) -> int:

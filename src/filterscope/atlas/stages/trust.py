@@ -121,10 +121,10 @@ def trust_tasks(store: AtlasStore, model: LoadedModel, layers: Sequence[tuple[st
             renders.append((unit, files, status))
         classes = []
         for unit in missing if near_classifier(model, resolve_layer(model, name)) else []:
-            found = store.circuit_sections(layer_id, unit).get("classes")
-            if found:
-                up = tuple((str(c.get("name") or c["unit"]), float(c["weight"])) for c in found["promoted"])
-                down = tuple((str(c.get("name") or c["unit"]), float(c["weight"])) for c in found["suppressed"])
+            found = store.circuit_sections(layer_id, unit).classes
+            if found is not None:
+                up = tuple((c.name or str(c.unit), c.weight) for c in found.promoted)
+                down = tuple((c.name or str(c.unit), c.weight) for c in found.suppressed)
                 classes.append((unit, up, down))
         maxima = store.path / str(store.pass_maxima_file(pass_id))
         tasks.append(TrustTask(name, layer_id, tuple(missing), str(maxima), tuple(paths), tuple(renders),
