@@ -152,30 +152,15 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ra @ rb.T) / (na @ nb.T).clamp(min=1e-30)
 
 
-def _closeness(value: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """How far ``value`` sits above the lower band, per layer (a difference of correlations, so layers weigh alike;
-    ``upper`` is not divided by: where the bands meet, a ratio would explode)."""
-    del upper
-    return value - lower
-
-
-def _leave_one_out(similar: torch.Tensor, against: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _closeness(similar: torch.Tensor, against: torch.Tensor) -> torch.Tensor:
     """For each item of a group whose pairwise correlations are ``similar`` ``(m, m)`` and whose correlations with
-    random images are ``against`` ``(R, m)``: its mean correlation with the others, the others' mean pairwise
-    correlation (the upper band without it) and the random images' mean correlation with the others (the lower)."""
+    random images are ``against`` ``(R, m)``: how far its mean correlation with the others sits above the random
+    images' mean correlation with those others (a difference of correlations, so layers weigh alike; not divided by
+    the band's width: where the bands meet, a ratio would explode)."""
     m = similar.shape[0]
-    rows = similar.sum(dim=1) - similar.diagonal()
-    pairs = similar.sum() - similar.diagonal().sum()
-    own = rows / (m - 1)
-    others = (pairs - 2 * rows) / ((m - 1) * (m - 2))
+    own = (similar.sum(dim=1) - similar.diagonal()) / (m - 1)
     lower = (against.sum() - against.sum(dim=0)) / (against.shape[0] * (m - 1))
-    return own, others, lower
-
-
-def _reorder(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(own, upper, lower)`` as :func:`_closeness` takes them: ``(value, lower, upper)``."""
-    own, upper, lower = parts
-    return own, lower, upper
+    return own - lower
 
 
 def path_similarity(render: Mapping[LayerRef, torch.Tensor], exemplars: Mapping[LayerRef, torch.Tensor],
@@ -202,7 +187,7 @@ def path_similarity(render: Mapping[LayerRef, torch.Tensor], exemplars: Mapping[
             group[0, 1:] = group[1:, 0] = to_render.double()
             group[1:, 1:] = within.double()
             random_render = spearman(randoms[ref], render[ref]).mean(dim=1, keepdim=True)  # (R, 1)
-            items.append(_closeness(*_reorder(_leave_one_out(group, torch.cat([random_render, against], dim=1)))))
+            items.append(_closeness(group, torch.cat([random_render, against], dim=1)))
     share = sum(r > low for r, _, low in rows) / len(rows) if rows else 0.0
     closeness = p_value = false_alarm = None
     null: tuple[float, ...] = ()

@@ -2,7 +2,7 @@
 
 :class:`TrustData` is a layer over a dataset: each image's activation (spatial maximum) for every unit, a way to
 load images by index, and caches of what the checks compute per image (the earlier layers' channel vectors, the
-independent network's features and classes), so that units of one layer share their work. :func:`unit_trust`
+judge's standardized features of every image), so that units of one layer share their work. :func:`unit_trust`
 makes one unit's :class:`UnitTrust`; :func:`trust_units` does it for units of a layer over a list of images (one
 forward pass over them first). The atlas builds the same records from its exemplar pass (its maxima matrix and
 dataset), and ``filterscope trust`` shows them.
@@ -132,7 +132,6 @@ class TrustData:
     _judged: tuple[Standardized, torch.Tensor] | None = None
     _vectors: dict[int, dict[LayerRef, torch.Tensor]] = field(default_factory=dict)
     _maps: dict[int, torch.Tensor] = field(default_factory=dict)
-    _features: dict[int, tuple[torch.Tensor, int]] = field(default_factory=dict)
     _field: ReceptiveField | None = None
 
     def __post_init__(self) -> None:
@@ -183,16 +182,6 @@ class TrustData:
             standard = Standardized.fit(judge, raw)
             self._judged = (standard, standard(raw))
         return self._judged
-
-    def features(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
-        """The independent network's features and top-1 classes of the whole images (cached)."""
-        missing = [int(i) for i in indices if int(i) not in self._features]
-        if missing:
-            feats, classes = self.independent.embed(self.load(missing))
-            for j, index in enumerate(missing):
-                self._features[index] = (feats[j], int(classes[j]))
-        return (torch.stack([self._features[int(i)][0] for i in indices]),
-                [self._features[int(i)][1] for i in indices])
 
     def crops(self, indices: Sequence[int], unit: int) -> list[torch.Tensor]:
         """Each image cropped to the unit's receptive field at its maximum (the whole image for global layers)."""
