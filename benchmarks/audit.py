@@ -45,9 +45,11 @@ def main() -> None:
     rows, moved = [], []
     for layer in args.layers:
         started = time.perf_counter()
-        report = audit_layer(lite0, layer, photos, independent,
-                             progress=lambda message: print(f"  {time.perf_counter() - started:5.0f} s {message}",
-                                                            flush=True))
+
+        def say(message: str, started: float = started) -> None:
+            print(f"  {time.perf_counter() - started:5.0f} s {message}", flush=True)
+
+        report = audit_layer(lite0, layer, photos, independent, progress=say)
         audit_figure(report).savefig(Path(__file__).parent / f"audit-{layer}.png", dpi=90)
         for s in report.scores():
             rows.append(f"| `{layer}` ({LAYERS.get(layer, '')}) | {s.kind} | {s.signal} | {s.auroc:.2f} | "

@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "UnitTrust": ".trust",
     "trust_units": ".trust",
     "independent_network": ".trust",
+    "audit_layer": ".audit",
+    "AuditReport": ".audit",
     "MapSettings": ".maps",
     "ActivationMap": ".maps",
     "Atlas": ".atlas",
@@ -189,6 +191,8 @@ __all__ = [
     "SpatialAttribution", "caricature", "invert", "accentuate",
     # trust: faithfulness scores and descriptions of units
     "trust_units", "UnitTrust", "independent_network",
+    # the red-team audit of the trust signals
+    "audit_layer", "AuditReport",
     # atlases, and activation atlases of their layers
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor", "MapSettings", "ActivationMap",
 ]
@@ -238,6 +242,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     )
     from .analysis.receptive_field import receptive_field
     from .atlas import Atlas, DaskExecutor, build_atlas, list_dataset
+    from .audit import AuditReport, audit_layer
     from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
     from .circuits.circuit import circuit
     from .errors import (

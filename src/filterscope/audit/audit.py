@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, resolve_layer
 from ..objectives import Channel
@@ -190,6 +191,7 @@ def _choose(channels: int, fooling: int, silent: int, untouched: int, seed: int)
     return _Choice(dict(zip(fooled, targets)), quiet, clean, teachers)
 
 
+@checked
 def audit_layer(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, photos: torch.Tensor,
                 independent: Independent, *, fooling: int = 4, silent: int = 4, untouched: int = 12,
                 recipe: str | Recipe = "filterscope", copies: int = 3, judge: str | None = None, seed: int = 0,

@@ -62,6 +62,9 @@ def trust_command(
     if atlas is not None:
         if pngs:
             raise InvalidOptionError("Give PNGs or --atlas, not both")
+        if judge is not None or images:
+            raise InvalidOptionError("--atlas shows the records its build computed (with its judge, over its dataset): "
+                                     "--judge and --images go with PNGs")
         records = _from_atlas(atlas, layer, units)
     else:
         if not pngs or not images:
