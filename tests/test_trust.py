@@ -268,6 +268,7 @@ def test_an_atlas_build_records_trust_and_the_cli_reads_it(tmp_path, photo_folde
 @pytest.mark.parametrize("args, message", [
     ([], "Give visualization PNGs with --images"),
     (["--atlas", "nowhere"], "--atlas needs --layer"),
+    (["--atlas", "nowhere", "--judge", "pooled"], "--judge and --images go with PNGs"),
 ])
 def test_trust_errors_are_one_line(args, message):
     result = CliRunner().invoke(app, ["trust", *args])
