@@ -88,8 +88,9 @@ def scan_shard(model: LoadedModel, shard: PassShard, report: Report | None = Non
         else:
             errors[index] = str(error)
 
-    for done, _settled in scan(model, refs, shard.items, shard.fit, shard.runtime, on_batch, on_image,
-                               {ref: spec for ref, spec in specs.items() if spec is not None}):
+    for done, _settled in scan(model, refs, shard.items, shard.fit, shard.runtime, on_batch=on_batch,
+                               on_image=on_image,
+                               samples={ref: spec for ref, spec in specs.items() if spec is not None}):
         if report is not None:
             report(done)
     joined = tuple(tuple(np.concatenate([p[i] for p in parts]) for i in range(3)) if parts else
@@ -106,10 +107,71 @@ def _joined(parts: list[SampleRows]) -> SampleRows | None:
                         for name in ("places", "vectors", "classes", "attributions")))
 
 
+OnBatch = Callable[[dict[LayerRef, torch.Tensor], torch.Tensor, dict[LayerRef, SampleRows]], None]
+"""What :func:`scan` hands each batch to: the layers' activations (on the CPU), the dataset indices, the samples."""
+
+
+class _Batches:
+    """Runs one batch of the pass: the truncated network, the samples' class attribution (reverse mode through
+    :class:`Taps`, or forward mode through :class:`Tangents` for one layer sampled at one random place per image),
+    then ``on_batch``."""
+
+    def __init__(self, loaded: LoadedModel, refs: Sequence[LayerRef], samples: dict[LayerRef, SampleSpec],
+                 on_batch: OnBatch) -> None:
+        self.loaded, self.refs, self.samples, self.on_batch = loaded, list(refs), samples, on_batch
+        self.attributed = [ref for ref, spec in samples.items() if spec.classes > 0] if loaded.categories else []
+        self.out = resolve_layer(loaded, OUTPUT) if self.attributed else None
+        one = self.attributed[0] if len(self.attributed) == 1 else None
+        self.tangents = Tangents(loaded, one, samples[one]) if one is not None and \
+            samples[one].positions == "random" else None
+        self.taps = Taps(loaded, [] if self.tangents is not None else self.attributed)
+        self.layers = self.refs + ([self.out] if self.out is not None and self.out not in self.refs else [])
+
+    def __call__(self, forward: Forward, pending: list[tuple[int, torch.Tensor]]) -> None:
+        indices = torch.tensor([i for i, _ in pending])
+        batch = torch.stack([p for _, p in pending]).to(self.loaded.device)
+        pending.clear()
+        normalized = self.loaded.preprocessing.normalize(batch)
+        every: torch.Tensor | None = None
+        top: torch.Tensor | None = None
+        grads: list[list[torch.Tensor]] = []
+        if self.tangents is not None:
+            every, acts = self._forward_mode(forward, normalized, indices)
+        else:
+            acts, top, grads = self._reverse_mode(forward, normalized)
+        gradient = dict(zip(self.attributed, grads))
+        taken = {ref: collect(acts[ref], indices.tolist(), spec, top if gradient.get(ref) else None,
+                              gradient.get(ref, []), every if ref in self.attributed else None)
+                 for ref, spec in self.samples.items()}
+        self.taps.tensors.clear()
+        self.on_batch({ref: acts[ref].detach().cpu() for ref in self.refs}, indices, taken)
+
+    def _forward_mode(self, forward: Forward, normalized: torch.Tensor,
+                      indices: torch.Tensor) -> tuple[torch.Tensor | None, dict[LayerRef, torch.Tensor]]:
+        assert self.tangents is not None
+        self.tangents.indices = indices.tolist()
+        every = None
+        with fwAD.dual_level():
+            duals = forward(normalized)
+            if self.out is not None and duals[self.out].dim() == 2:
+                every = fwAD.unpack_dual(duals[self.out]).tangent
+            return every, {ref: primal(act) for ref, act in duals.items()}
+
+    def _reverse_mode(self, forward: Forward, normalized: torch.Tensor
+                      ) -> tuple[dict[LayerRef, torch.Tensor], torch.Tensor | None, list[list[torch.Tensor]]]:
+        top: torch.Tensor | None = None
+        grads: list[list[torch.Tensor]] = [[] for _ in self.attributed]
+        with torch.set_grad_enabled(bool(self.attributed)):
+            acts = forward(normalized)
+            out = self.out
+            if out is not None and acts[out].dim() == 2 and all(ref in self.taps.tensors for ref in self.attributed):
+                k = min(max(self.samples[ref].classes for ref in self.attributed), acts[out].shape[1])
+                top, grads = class_gradients(acts[out], [self.taps.tensors[ref] for ref in self.attributed], k)
+        return acts, top, grads
+
+
 def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[int, str | Path]], fit: str,
-         runtime: Runtime, on_batch: Callable[[dict[LayerRef, torch.Tensor], torch.Tensor,
-                                               dict[LayerRef, SampleRows]], None],
-         on_image: Callable[[int, Placement | None, Exception | None], None],
+         runtime: Runtime, *, on_batch: OnBatch, on_image: Callable[[int, Placement | None, Exception | None], None],
          samples: dict[LayerRef, SampleSpec] | None = None) -> Iterator[tuple[int, bool]]:
     """The exemplar pass's loop over ``(index, path)`` items: decode in a background thread, run the
     truncated network on batches of :data:`ANALYSIS_BATCH`, hand each batch's activations (on the CPU),
@@ -129,43 +191,9 @@ def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[in
             return item[0], exc
 
     pending: list[tuple[int, torch.Tensor]] = []
-    samples = samples or {}
-    attributed = [ref for ref, spec in samples.items() if spec.classes > 0] if loaded.categories else []
-    out = resolve_layer(loaded, OUTPUT) if attributed else None
-    # one layer sampled at one position per image: forward-mode attribution to every class (maps.samples)
-    tangents = (Tangents(loaded, attributed[0], samples[attributed[0]])
-                if len(attributed) == 1 and samples[attributed[0]].positions == "random" else None)
-    taps = Taps(loaded, [] if tangents is not None else attributed)
-
-    def run(forward: Forward) -> None:
-        indices = torch.tensor([i for i, _ in pending])
-        batch = torch.stack([p for _, p in pending]).to(loaded.device)
-        top: torch.Tensor | None = None
-        grads: list[list[torch.Tensor]] = [[] for _ in attributed]
-        every: torch.Tensor | None = None
-        if tangents is not None:
-            tangents.indices = indices.tolist()
-            with fwAD.dual_level():
-                duals = forward(loaded.preprocessing.normalize(batch))
-                if out is not None and duals[out].dim() == 2:
-                    every = fwAD.unpack_dual(duals[out]).tangent
-                acts = {ref: primal(act) for ref, act in duals.items()}
-        else:
-            with torch.set_grad_enabled(bool(attributed)):
-                acts = forward(loaded.preprocessing.normalize(batch))
-                if out is not None and acts[out].dim() == 2 and all(ref in taps.tensors for ref in attributed):
-                    k = min(max(samples[ref].classes for ref in attributed), acts[out].shape[1])
-                    top, grads = class_gradients(acts[out], [taps.tensors[ref] for ref in attributed], k)
-        pending.clear()
-        gradient = dict(zip(attributed, grads))
-        taken = {ref: collect(acts[ref], indices.tolist(), spec, top if gradient.get(ref) else None,
-                              gradient.get(ref, []), every if tangents is not None and ref in attributed else None)
-                 for ref, spec in samples.items()}
-        taps.tensors.clear()
-        on_batch({ref: acts[ref].detach().cpu() for ref in refs}, indices, taken)
-
-    layers = list(refs) + ([out] if out is not None and out not in refs else [])
-    with torch.no_grad(), Forward(loaded, layers, runtime) as forward, taps, tangents or contextlib.nullcontext():
+    run = _Batches(loaded, refs, samples or {}, on_batch)
+    with torch.no_grad(), Forward(loaded, run.layers, runtime) as forward, run.taps, \
+            run.tangents or contextlib.nullcontext():
         for index, parts in prefetch(items, decode, ahead=ANALYSIS_BATCH * 2):
             if isinstance(parts, Exception):
                 on_image(index, None, parts)
@@ -174,7 +202,7 @@ def scan(loaded: LoadedModel, refs: Sequence[LayerRef], items: Iterable[tuple[in
                 on_image(index, item.placement, None)
                 pending.append((index, item.pixels))
                 if len(pending) >= ANALYSIS_BATCH:
-                    run(forward)
+                    run(forward, pending)
             yield index + 1, not pending
         if pending:
-            run(forward)
+            run(forward, pending)
