@@ -172,6 +172,37 @@ class Ranking:
         return buffer.getvalue()
 
 
+class _ViewSums:
+    """Each image's summed filter means over its views, the views of consecutive images sharing batches of
+    ``batch_size``."""
+
+    def __init__(self, forward: Forward, ref: LayerRef, images: int, batch_size: int) -> None:
+        self.forward, self.ref, self.batch_size = forward, ref, batch_size
+        self.totals = torch.zeros(images, 0, dtype=torch.float64)
+        self.pending: list[torch.Tensor] = []  # views waiting for a full batch
+        self.owners: list[int] = []            # which image each pending view belongs to
+        self.images = images
+
+    def add(self, index: int, views: torch.Tensor) -> None:
+        self.pending.append(views)
+        self.owners.extend([index] * views.shape[0])
+        while len(self.owners) >= self.batch_size:
+            self._run(self.batch_size)
+
+    def flush(self) -> None:
+        if self.owners:
+            self._run(len(self.owners))
+
+    def _run(self, count: int) -> None:
+        batch = torch.cat(self.pending)
+        means = filter_means(self.forward, self.ref, batch[:count], None)
+        if self.totals.shape[1] == 0:
+            self.totals = torch.zeros(self.images, means.shape[1], dtype=torch.float64)
+        self.totals.index_add_(0, torch.tensor(self.owners[:count]), means.double())
+        self.pending[:] = [batch[count:]] if count < batch.shape[0] else []
+        del self.owners[:count]
+
+
 @checked
 def rank_filters(model: LoadedModel, images: ImageSource | torch.Tensor | Sequence[ImageSource | torch.Tensor],
                  layer: str | LayerRef, *, k: int = 10, augment: int = 0, seed: int = 0, fit: str = "crop",
@@ -209,35 +240,18 @@ def rank_filters(model: LoadedModel, images: ImageSource | torch.Tensor | Sequen
         return decode_image(model, images[index], fit, names[index] if names else None)
 
     prepared: list[AnalysisImage] = []
-    sums = torch.zeros(len(images), 0)
-    pending: list[torch.Tensor] = []  # views waiting for a full batch
-    owners: list[int] = []            # which image each pending view belongs to
     with torch.no_grad(), Forward(model, [ref], runtime) as forward:
-
-        def run(count: int) -> None:
-            nonlocal sums
-            batch = torch.cat(pending)
-            means = filter_means(forward, ref, batch[:count], None)
-            if sums.shape[1] == 0:
-                sums = torch.zeros(len(images), means.shape[1], dtype=torch.float64)
-            sums.index_add_(0, torch.tensor(owners[:count]), means.double())
-            pending[:] = [batch[count:]] if count < batch.shape[0] else []
-            del owners[:count]
-
+        sums = _ViewSums(forward, ref, len(images), batch_size)
         for index, parts in enumerate(prefetch(range(len(images)), decode)):
             item = decoded(*parts)
             views = item.pixels[None]
             if augment > 0:
                 views = torch.cat([views, augmentations(item.pixels, augment, generator)])
             prepared.append(item)
-            pending.append(views)
-            owners.extend([index] * views.shape[0])
-            while len(owners) >= batch_size:
-                run(batch_size)
+            sums.add(index, views)
             if progress is not None:
                 progress(index + 1, len(images))
-        if owners:
-            run(len(owners))
-    per_image = (sums / (augment + 1)).float()
+        sums.flush()
+    per_image = (sums.totals / (augment + 1)).float()
     return Ranking(model.name, str(ref), k, [p.name for p in prepared], per_image, per_image.mean(dim=0), augment,
                    prepared)

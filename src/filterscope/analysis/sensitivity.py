@@ -49,6 +49,27 @@ class SensitivityMaps:
         return divmod(flat, self.maps.shape[-1])
 
 
+def _positions(height: int, width: int, patch: int, stride: int) -> list[tuple[int, int]]:
+    """The occluder's top-left corners: every ``stride`` px, and the last row and column at the border."""
+
+    def starts(size: int) -> list[int]:
+        found = list(range(0, size - patch + 1, stride))
+        if found[-1] != size - patch:
+            found.append(size - patch)
+        return found
+
+    return [(y, x) for y in starts(height) for x in starts(width)]
+
+
+def _occluded(pixels: torch.Tensor, replacement: torch.Tensor, chunk: list[tuple[int, int]],
+              patch: int) -> torch.Tensor:
+    """Copies of ``pixels`` ``(C, H, W)``, each with ``replacement`` in the patch at one of ``chunk``'s corners."""
+    batch = pixels.expand(len(chunk), -1, -1, -1).clone()
+    for i, (y, x) in enumerate(chunk):
+        batch[i, :, y:y + patch, x:x + patch] = replacement[:, y:y + patch, x:x + patch]
+    return batch
+
+
 @checked
 def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.Image | AnalysisImage,
                      layer: str | LayerRef, filters: Sequence[int], *, patch: int | None = None,
@@ -81,20 +102,8 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
                           f"stride {stride})")
     replacement = fill_image(item.pixels, fill, seed, model.preprocessing.mean)
 
-    def starts(size: int) -> list[int]:
-        found = list(range(0, size - patch + 1, stride))
-        if found[-1] != size - patch:
-            found.append(size - patch)  # the last row and column reach the border
-        return found
-
-    positions = [(y, x) for y in starts(height) for x in starts(width)]
+    positions = _positions(height, width, patch, stride)
     chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
-
-    def occluded(chunk: list[tuple[int, int]]) -> torch.Tensor:
-        batch = item.pixels.expand(len(chunk), -1, -1, -1).clone()
-        for i, (y, x) in enumerate(chunk):
-            batch[i, :, y:y + patch, x:x + patch] = replacement[:, y:y + patch, x:x + patch]
-        return batch
 
     drops = torch.zeros(len(filters), height, width, dtype=torch.float64)
     counts = torch.zeros(height, width, dtype=torch.float64)
@@ -102,7 +111,7 @@ def sensitivity_maps(model: LoadedModel, image: str | os.PathLike[str] | Image.I
     with torch.no_grad(), Forward(model, [ref], runtime) as forward:
         baseline = filter_means(forward, ref, item.pixels[None], filters)[0]
         for chunk in chunks:
-            values = filter_means(forward, ref, occluded(chunk), filters)
+            values = filter_means(forward, ref, _occluded(item.pixels, replacement, chunk, patch), filters)
             for i, (y, x) in enumerate(chunk):
                 drops[:, y:y + patch, x:x + patch] += (baseline - values[i]).double()[:, None, None]
                 counts[y:y + patch, x:x + patch] += 1
