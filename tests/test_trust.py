@@ -289,3 +289,11 @@ def test_trust_units_takes_image_files_or_pil_images_and_refuses_other_things(ph
         trust_units(model, "conv3", [0], str(files[0]), judge)
     with pytest.raises(fs.InvalidOptionError, match="at least 20 dataset images"):
         trust_units(model, "conv3", [0], files[:10], judge)
+
+
+def test_a_trust_record_is_what_the_microscope_schema_says(fooled):
+    from filterscope.microscope.schemas import Trust
+
+    for record in fooled:  # extra="forbid": a field the record writes and the schema lacks fails, and the reverse
+        written = json.loads(record.to_json())
+        assert Trust.model_validate(written).model_dump(mode="json") == written

@@ -19,6 +19,7 @@ from ..errors import AtlasError, FilterscopeError
 from ..trust.unit import UnitTrust
 from .context import Microscope, microscope
 from .explain import MAX_BYTES, UploadError, read_upload
+from .jobs import Job as RenderJob
 from .jobs import QueueFullError
 from .schemas import DatasetImage, Explained, Job, LayerGrid, Model, Unit, answers
 
@@ -137,7 +138,7 @@ def _unit_record(scope: Microscope, model: str, layer: str, unit: int) -> Respon
     data["can_render"] = scope.jobs is not None
     data["render_url"] = urls.api_render(found.name, record.name, unit)
     active = scope.jobs.active.get((record.name, unit)) if scope.jobs is not None else None
-    data["job"] = _job(scope, active.to_dict()) if active is not None else None
+    data["job"] = _job(scope, active) if active is not None else None
     return JSONResponse(data)
 
 
@@ -176,8 +177,9 @@ def _weights(scope: Microscope, model: str, layer_id: int, unit: int) -> JSONDat
     return view
 
 
-def _job(scope: Microscope, job: JSONData) -> JSONData:
-    return {**job, "url": scope.urls.api_job(job["id"])}
+def _job(scope: Microscope, job: RenderJob) -> JSONData:
+    """A render job as its answer: the record and its URL."""
+    return {**job.to_dict(), "url": scope.urls.api_job(job.id)}
 
 
 def _exemplar_links(scope: Microscope, model: str, layer: str, unit: int, item: ExemplarRecord) -> JSONData:
@@ -203,7 +205,7 @@ def render(scope: Scope, model: str, layer: str, unit: int) -> Response:
         submitted = jobs.submit(record.name, unit)
     except QueueFullError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "10"})
-    return JSONResponse(_job(scope, submitted.to_dict()), status_code=202)
+    return JSONResponse(_job(scope, submitted), status_code=202)
 
 
 @router.get("/jobs/{job_id}", responses=answers(Job))
@@ -211,7 +213,7 @@ def job(scope: Scope, job_id: int) -> Response:
     found = scope.jobs.get(job_id) if scope.jobs is not None else None
     if found is None:
         raise AtlasError(f"No render job {job_id}")
-    return JSONResponse(_job(scope, found.to_dict()))
+    return JSONResponse(_job(scope, found))
 
 
 def marker(field: ReceptiveField | None, exemplar: ExemplarRecord) -> list[float] | None:

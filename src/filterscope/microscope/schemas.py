@@ -130,13 +130,138 @@ class Cofiring(_Strict):
     url: str
 
 
+class Link(_Strict):
+    """A circuit link (:class:`filterscope.atlas.sections.Link`): the other unit or class and its weight."""
+
+    unit: int
+    weight: float
+    kernel: list[list[float]] | None = None
+    attribution: float | None = None
+    name: str | None = None
+
+
+class UnitLink(Link):
+    """A link to a unit of another layer, with its page and render thumbnail."""
+
+    url: str
+    thumb: str | None
+
+
+class Ablation(_Strict):
+    """The causal check (:class:`filterscope.circuits.evidence.AblationCheck`)."""
+
+    k: int
+    baseline: float
+    drops: dict[str, float]
+    ablated: dict[str, list[int]]
+    random_sets: list[list[int]]
+    random_drops: list[float]
+    ratios: dict[str, float]
+
+
+class InputLinks(_Strict):
+    excite: list[UnitLink]
+    inhibit: list[UnitLink]
+    attribution: list[UnitLink]
+
+
+class Inputs(_Strict):
+    """:class:`filterscope.atlas.sections.InputsSection` as JSON."""
+
+    source: str
+    kernel_size: list[int]
+    exemplars: int
+    inputs: InputLinks
+    agreement: float
+    note: str | None
+    ablation: Ablation | None
+
+
+class Outputs(_Strict):
+    """:class:`filterscope.atlas.sections.OutputsSection` as JSON."""
+
+    layer: str
+    excite: list[UnitLink]
+    inhibit: list[UnitLink]
+
+
+class Classes(_Strict):
+    """:class:`filterscope.atlas.sections.ClassesSection` as JSON."""
+
+    promoted: list[Link]
+    suppressed: list[Link]
+
+
 class Weights(_Strict):
     """The unit's circuit sections (``None`` each where not built): the inputs from the source layer, the
     outputs to the next, the classes it promotes and suppresses."""
 
-    inputs: dict[str, Any] | None
-    outputs: dict[str, Any] | None
-    classes: dict[str, Any] | None
+    inputs: Inputs | None
+    outputs: Outputs | None
+    classes: Classes | None
+
+
+class AFC(_Strict):
+    """A 2-AFC score (:class:`filterscope.trust.AFCScore`)."""
+
+    references: str
+    score: float
+    tasks: int
+    stderr: float
+    signs: str
+    k: int
+
+
+class Paths(_Strict):
+    """The path check (:class:`filterscope.trust.PathSimilarity`)."""
+
+    layers: list[str]
+    render: list[float]
+    upper: list[float]
+    lower: list[float]
+    share: float
+    exemplar_max: float
+    flags: list[str]
+    closeness: float | None
+    null: list[float]
+    p_value: float | None
+    false_alarm: float | None
+
+
+class Consensus(_Strict):
+    text: str
+    group: str | None
+    count: int
+    subgroup: str | None
+    subcount: int
+    total: int
+    classes: list[tuple[str, int]]
+
+
+class Description(_Strict):
+    """What the unit is (:class:`filterscope.trust.Description`)."""
+
+    text: str
+    consensus: Consensus | None
+    colours: list[tuple[str, float]]
+    spread: float
+    promotes: list[tuple[str, float]]
+    suppresses: list[tuple[str, float]]
+
+
+class Trust(_Strict):
+    """A unit's trust record (:class:`filterscope.trust.UnitTrust`)."""
+
+    layer: str
+    unit: int
+    paths: Paths | None
+    afc: list[AFC]
+    description: Description
+    images: int
+    independent: str
+    render_status: str
+    judge: str
+    flags: list[str]
 
 
 class Job(_Strict):
@@ -157,7 +282,7 @@ class Unit(_Strict):
     stats: Stats | None
     cofiring: list[Cofiring]
     weights: Weights | None
-    trust: dict[str, Any] | None
+    trust: Trust | None
     prev: str | None
     next: str | None
     layer_url: str
