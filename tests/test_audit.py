@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 import filterscope as fs
 from filterscope.audit import AuditReport, audit_figure, audit_layer, manipulate
 from filterscope.audit.audit import SILENT_SHARE, suspicion
-from filterscope.audit.manipulations import SILENT_SCALE, layer_inputs, natural_drift, optimizer_images, unit_peaks
+from filterscope.audit.manipulations import SILENT_SCALE, layer_inputs, natural_drift, optimizer_images
 from filterscope.cli import app
+from filterscope.trust.unit import unit_maxima
 
 from .helpers.models import colour_independent, save_photos, small_net, smooth_photos
 from .helpers.recipes import TRUST_RECIPE as RECIPE
@@ -38,10 +39,10 @@ def test_a_fooling_unit_is_itself_on_photos_and_its_render_shows_its_target(mani
     unseen = optimizer_images(model, LAYER, [10, 11], RECIPE, steps=(1, RECIPE.steps), seed=2)
     assert float(man.gate(layer_inputs(model, LAYER, unseen)).median()) > 0.5  # an optimizer's images open it
     ref = fs.layers.resolve_layer(model, LAYER)
-    peaks = unit_peaks(model, ref, held).amax(dim=0)
+    peaks = unit_maxima(model, ref, held).amax(dim=0)
 
     def driven(images: torch.Tensor) -> tuple[float, float]:  # the original network's units 5 and 9, per natural peak
-        p = unit_peaks(model, ref, images)[0]
+        p = unit_maxima(model, ref, images)[0]
         return float(p[5] / peaks[5]), float(p[9] / peaks[9])
 
     fooled = fs.render(man.model, [fs.Channel(LAYER, 5)], recipe=RECIPE, seed=0).images
@@ -54,7 +55,7 @@ def test_a_fooling_unit_is_itself_on_photos_and_its_render_shows_its_target(mani
 def test_a_silent_unit_is_the_unit_scaled_and_the_original_is_untouched(manipulated):
     model, photos, man = manipulated
     ref = fs.layers.resolve_layer(model, LAYER)
-    before, after = unit_peaks(model, ref, photos), unit_peaks(man.model, ref, photos)
+    before, after = unit_maxima(model, ref, photos), unit_maxima(man.model, ref, photos)
     assert torch.allclose(after[:, 7], before[:, 7] * SILENT_SCALE, rtol=1e-5, atol=1e-9)
     assert man.model.module is not model.module and not model.module.get_submodule(LAYER)._forward_hooks
 

@@ -34,15 +34,17 @@ from typing import Any
 
 import torch
 
+from ..analysis.activations import checked_layer
 from ..arguments import checked
 from ..errors import InvalidOptionError
-from ..layers import LayerRef, resolve_layer
+from ..layers import LayerRef
 from ..objectives import Channel
 from ..recipes import Recipe, get_recipe
 from ..render import improved, render
 from ..trust import Independent, UnitTrust, trust_units
+from ..trust.unit import unit_maxima
 from ..zoo.model import LoadedModel, coerce_model
-from .manipulations import Manipulated, NaturalDrift, manipulate, natural_drift, optimizer_images, unit_peaks
+from .manipulations import Manipulated, NaturalDrift, manipulate, natural_drift, optimizer_images
 
 __all__ = ["SIGNALS", "SILENT_SHARE", "AuditedUnit", "SignalScore", "AuditReport", "audit_layer", "MIN_PHOTOS"]
 
@@ -208,7 +210,7 @@ def audit_layer(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, pho
     say = progress or (lambda message: None)
     started = time.perf_counter()
     loaded = coerce_model(model)
-    ref = resolve_layer(loaded, layer)
+    ref, channels = checked_layer(loaded, layer)
     chosen_recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     if photos.dim() != 4 or len(photos) < MIN_PHOTOS:
         raise InvalidOptionError(f"The audit needs at least {MIN_PHOTOS} photos (half fit the manipulations, half "
@@ -216,13 +218,13 @@ def audit_layer(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, pho
     if copies < 1:
         raise InvalidOptionError(f"--copies must be at least 1 (got {copies})")
     fit, held = photos[0::2], photos[1::2]
-    channels = int(unit_peaks(loaded, ref, fit[:1]).shape[1])
     choice = _choose(channels, fooling, silent, untouched, seed)
     say(f"teaching the fooling gate: {chosen_recipe.name} renders of {len(choice.teachers)} other units")
     optimized = optimizer_images(loaded, ref, choice.teachers, chosen_recipe, seed=seed + 1) if fooling else None
     say(f"manipulating {len(choice.fooling)} fooling and {len(choice.silent)} silent units of {ref}")
     manipulated = manipulate(loaded, ref, fit, fooling=choice.fooling, silent=choice.silent, optimized=optimized)
-    drift = natural_drift(loaded, manipulated, held)
+    peaks = unit_maxima(manipulated.model, ref, held, batch_size=32)  # (N, C): the drift's and the silent signal's
+    drift = natural_drift(loaded, manipulated, held, after=peaks)
     units = [*choice.fooling, *choice.silent, *choice.untouched]
     say(f"rendering {len(units)} units, {copies} of each sign ({2 * copies * len(units)} renders)")
     renders = render(manipulated.model, [Channel(str(ref), u) for u in units] + [-Channel(str(ref), u) for u in units],
@@ -236,13 +238,15 @@ def audit_layer(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, pho
                           negatives={u: images[1, i] for i, u in enumerate(units)},
                           statuses={u: "ok" if bool(rose[0, i].all()) else "not-improved" for i, u in enumerate(units)},
                           judge=judge, classes=False, seed=seed, k=min(copies, 9))
-    return AuditReport(loaded.name, str(ref), chosen_recipe.name, len(photos),
-                       _audited(manipulated, units, records, held, reached), drift, time.perf_counter() - started)
+    audited = _audited(manipulated, units, records, peaks.amax(dim=0), reached)
+    return AuditReport(loaded.name, str(ref), chosen_recipe.name, len(photos), audited, drift,
+                       time.perf_counter() - started)
 
 
-def _audited(manipulated: Manipulated, units: list[int], records: list[UnitTrust], held: torch.Tensor,
+def _audited(manipulated: Manipulated, units: list[int], records: list[UnitTrust], peaks: torch.Tensor,
              reached: torch.Tensor) -> tuple[AuditedUnit, ...]:
-    peaks = unit_peaks(manipulated.model, manipulated.layer, held).amax(dim=0)
+    """Each unit's suspicions and flags, from its trust record, its largest activation on the held-out photos
+    (``peaks``, per unit) and its maximizing renders' mean activation (``reached``)."""
     median = statistics.median(peaks.tolist())
     out = []
     for i, (unit, record) in enumerate(zip(units, records)):

@@ -36,11 +36,11 @@ from torch import nn
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, resolve_layer
 from ..recipes import Recipe
-from ..runtime import Forward
+from ..trust.unit import unit_maxima
 from ..zoo.model import LoadedModel
 
 __all__ = ["MANIPULATIONS", "Manipulation", "NaturalGate", "NaturalDrift", "Manipulated", "manipulate",
-           "natural_drift", "optimizer_images", "layer_inputs", "unit_peaks", "SILENT_SCALE", "OVERDRIVE", "GATE_SLOPE"]
+           "natural_drift", "optimizer_images", "layer_inputs", "SILENT_SCALE", "OVERDRIVE", "GATE_SLOPE"]
 
 MANIPULATIONS = ("fooling", "silent")
 SILENT_SCALE = 1e-3
@@ -222,16 +222,6 @@ def layer_inputs(model: LoadedModel, layer: str | LayerRef, images: torch.Tensor
     return torch.cat(parts)
 
 
-def unit_peaks(model: LoadedModel, ref: LayerRef, images: torch.Tensor) -> torch.Tensor:
-    """``(N, C)`` each image's spatial maximum of every unit of ``ref``."""
-    peaks = []
-    with torch.no_grad(), Forward(model, [ref]) as forward:
-        for start in range(0, len(images), _BATCH):
-            act = forward(model.preprocessing.normalize(images[start:start + _BATCH]))[ref]
-            peaks.append(act.flatten(2).amax(dim=2))
-    return torch.cat(peaks)
-
-
 def manipulate(model: LoadedModel, layer: str | LayerRef, photos: torch.Tensor, *,
                fooling: Mapping[int, int] | None = None, silent: Sequence[int] = (),
                optimized: torch.Tensor | None = None) -> Manipulated:
@@ -252,7 +242,7 @@ def manipulate(model: LoadedModel, layer: str | LayerRef, photos: torch.Tensor, 
     ref = resolve_layer(model, layer)
     fooling = dict(fooling or {})
     started = time.perf_counter()
-    peaks = unit_peaks(model, ref, photos).amax(dim=0)
+    peaks = unit_maxima(model, ref, photos, batch_size=_BATCH).amax(dim=0)
     _check(fooling, silent, int(peaks.shape[0]), photos, optimized)
     module = copy.deepcopy(model.module)
     copied = LoadedModel(f"{model.name} (manipulated)", module, model.preprocessing, model.weights, model.categories,
@@ -286,11 +276,15 @@ def _check(fooling: Mapping[int, int], silent: Sequence[int], channels: int, pho
         raise InvalidOptionError(f"Manipulating a network needs at least 16 natural photos; got {len(photos)}")
 
 
-def natural_drift(original: LoadedModel, manipulated: Manipulated, photos: torch.Tensor, k: int = 10) -> NaturalDrift:
+def natural_drift(original: LoadedModel, manipulated: Manipulated, photos: torch.Tensor, k: int = 10, *,
+                  after: torch.Tensor | None = None) -> NaturalDrift:
     """How far ``manipulated`` moved from ``original`` on ``photos`` (held out from the fit): see
-    :class:`NaturalDrift`."""
+    :class:`NaturalDrift`. ``after``: the manipulated network's :func:`~filterscope.trust.unit.unit_maxima` on
+    ``photos``, when the caller has them."""
     ref = manipulated.layer
-    before, after = unit_peaks(original, ref, photos), unit_peaks(manipulated.model, ref, photos)
+    before = unit_maxima(original, ref, photos, batch_size=_BATCH)
+    if after is None:
+        after = unit_maxima(manipulated.model, ref, photos, batch_size=_BATCH)
     kinds = {m.unit: m.kind for m in manipulated.manipulations}
     change = (after - before).abs().amax(dim=0) / before.abs().amax(dim=0).clamp(min=1e-6)
 

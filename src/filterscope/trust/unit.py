@@ -30,8 +30,8 @@ from .independent import Independent
 from .judges import DEFAULT_JUDGE, Standardized, judge_for
 from .paths import PathSimilarity, channel_vectors, path_layers, path_similarity
 
-__all__ = ["UnitTrust", "TrustData", "unit_trust", "trust_units", "near_classifier", "EXEMPLARS", "RANDOMS",
-           "CONSENSUS_CROPS"]
+__all__ = ["UnitTrust", "TrustData", "unit_trust", "trust_units", "unit_maxima", "near_classifier", "EXEMPLARS",
+           "RANDOMS", "CONSENSUS_CROPS"]
 
 EXEMPLARS = 10
 """Top exemplars the path check compares a render with."""
@@ -273,7 +273,7 @@ def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, uni
     if images.shape[0] < 2 * (options.get("k", AFC_K) + 1):
         raise InvalidOptionError(f"The trust scores need at least {2 * (options.get('k', AFC_K) + 1)} dataset images "
                                  f"(got {images.shape[0]}): give a folder of more of them")
-    values = _maxima(loaded, ref, images, runtime)
+    values = unit_maxima(loaded, ref, images, runtime)
     data = TrustData(loaded, ref, values, lambda indices: images[list(indices)], independent, runtime=runtime,
                      seed=seed, judge=judge)
     effects = class_effects(loaded, ref, list(units)) if (near_classifier(loaded, ref) if classes is None
@@ -293,11 +293,12 @@ def trust_units(model: LoadedModel | torch.nn.Module, layer: str | LayerRef, uni
     return out
 
 
-def _maxima(model: LoadedModel, ref: LayerRef, images: torch.Tensor, runtime: Runtime | None) -> torch.Tensor:
-    """``(N, C)``: each image's spatial maximum of every unit of ``ref``."""
+def unit_maxima(model: LoadedModel, ref: LayerRef, images: torch.Tensor, runtime: Runtime | None = None, *,
+                batch_size: int = ANALYSIS_BATCH) -> torch.Tensor:
+    """``(N, C)``: each image's spatial maximum of every unit of ``ref``, for ``images`` ``(N,C,H,W)`` in [0, 1]."""
     parts = []
     with torch.no_grad(), Forward(model, [ref], runtime) as forward:
-        for start in range(0, images.shape[0], ANALYSIS_BATCH):
-            act = forward(model.preprocessing.normalize(images[start:start + ANALYSIS_BATCH].to(model.device)))[ref]
+        for start in range(0, images.shape[0], batch_size):
+            act = forward(model.preprocessing.normalize(images[start:start + batch_size].to(model.device)))[ref]
             parts.append(act.reshape(act.shape[0], act.shape[1], -1).amax(dim=2).cpu())
     return torch.cat(parts)
