@@ -16,6 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 
 from ..atlas.records import ExemplarRecord, RenderRecord, UnitRecord, UnitStats, UnitSummary
+from ..circuits.evidence import AblationCheck
+from ..trust import AFCScore, PathSimilarity, UnitTrust
+from ..trust import Consensus as ConsensusRecord
+from ..trust import Description as DescriptionRecord
 
 __all__ = ["Error", "Model", "LayerGrid", "DatasetImage", "Unit", "Job", "ActivationMap", "MapCell", "Explained",
            "answers", "json_responses", "file_responses", "page_responses", "without_validation_errors"]
@@ -147,16 +151,9 @@ class UnitLink(Link):
     thumb: str | None
 
 
+@mirrors(AblationCheck)
 class Ablation(_Strict):
     """The causal check (:class:`filterscope.circuits.evidence.AblationCheck`)."""
-
-    k: int
-    baseline: float
-    drops: dict[str, float]
-    ablated: dict[str, list[int]]
-    random_sets: list[list[int]]
-    random_drops: list[float]
-    ratios: dict[str, float]
 
 
 class InputLinks(_Strict):
@@ -201,66 +198,36 @@ class Weights(_Strict):
     classes: Classes | None
 
 
+@mirrors(AFCScore)
 class AFC(_Strict):
     """A 2-AFC score (:class:`filterscope.trust.AFCScore`)."""
 
-    references: str
-    score: float
-    tasks: int
-    stderr: float
-    signs: str
-    k: int
 
-
+@mirrors(PathSimilarity)
 class Paths(_Strict):
     """The path check (:class:`filterscope.trust.PathSimilarity`)."""
 
-    layers: list[str]
-    render: list[float]
-    upper: list[float]
-    lower: list[float]
-    share: float
-    exemplar_max: float
-    flags: list[str]
-    closeness: float | None
-    null: list[float]
-    p_value: float | None
-    false_alarm: float | None
 
-
+@mirrors(ConsensusRecord)
 class Consensus(_Strict):
-    text: str
-    group: str | None
-    count: int
-    subgroup: str | None
-    subcount: int
-    total: int
-    classes: list[tuple[str, int]]
+    """The exemplars' consensus (:class:`filterscope.trust.Consensus`)."""
 
 
+@mirrors(DescriptionRecord)
 class Description(_Strict):
-    """What the unit is (:class:`filterscope.trust.Description`)."""
+    """What the unit is (:class:`filterscope.trust.Description`), with its text."""
 
-    text: str
     consensus: Consensus | None
-    colours: list[tuple[str, float]]
-    spread: float
-    promotes: list[tuple[str, float]]
-    suppresses: list[tuple[str, float]]
+    text: str
 
 
+@mirrors(UnitTrust)
 class Trust(_Strict):
-    """A unit's trust record (:class:`filterscope.trust.UnitTrust`)."""
+    """A unit's trust record (:class:`filterscope.trust.UnitTrust`), with its flags."""
 
-    layer: str
-    unit: int
     paths: Paths | None
     afc: list[AFC]
     description: Description
-    images: int
-    independent: str
-    render_status: str
-    judge: str
     flags: list[str]
 
 
