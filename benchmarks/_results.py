@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: rewrite one marked section of benchmarks/RESULTS.md."""
+"""Shared by the benchmark scripts: rewrite one marked section of benchmarks/RESULTS.md, and the diverse photos."""
 
 from __future__ import annotations
 
@@ -6,7 +6,23 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from filterscope import LoadedModel
+from filterscope.analysis.inputs import prepare_image
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+"""800 ImageNet photos, one per class (``../shared/data/imagenet-sample``): every benchmark of scores."""
+
+
+def sample_photos(model: LoadedModel, count: int | None = None) -> torch.Tensor:
+    """The first ``count`` photos of :data:`PHOTOS` (all by default) in ``model``'s view, ``(N, C, H, W)`` in [0, 1];
+    exits naming the folder when it holds none."""
+    paths = sorted(PHOTOS.glob("*.JPEG"))[:count]
+    if not paths:
+        raise SystemExit(f"no photos in {PHOTOS}")
+    return torch.stack([prepare_image(model, p).pixels for p in paths])
 
 
 def write_section(key: str, table: str, *, heading: str, intro: str) -> None:

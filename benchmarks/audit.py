@@ -15,16 +15,12 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 import filterscope as fs
-from _results import machine, markdown_table, write_section  # benchmarks/_results.py
-from filterscope.analysis.inputs import prepare_image
+from _results import machine, markdown_table, sample_photos, write_section  # benchmarks/_results.py
 from filterscope.audit import audit_figure, audit_layer
 from filterscope.runtime import configure_threads
 from filterscope.trust import independent_network
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 LAYERS = {"_blocks.8": "middle", "_blocks.15": "deep"}
 
 
@@ -37,10 +33,7 @@ def main() -> None:
     configure_threads()
     print(machine(), flush=True)
     lite0 = fs.load_model("efficientnet_lite0")
-    paths = sorted(PHOTOS.glob("*.JPEG"))[:args.images]
-    if not paths:
-        raise SystemExit(f"no photos in {PHOTOS}")
-    photos = torch.stack([prepare_image(lite0, p).pixels for p in paths])
+    photos = sample_photos(lite0, args.images)
     independent = independent_network(explained=lite0.name)
     rows, moved = [], []
     for layer in args.layers:
@@ -59,7 +52,7 @@ def main() -> None:
         moved.append(f"| `{layer}` | {report.seconds / 60:.1f} | {d.top1:.1%} | {d.fooling:.2%} | {d.gate_open:.1%} | "
                      f"{d.error:.2%} | {min(d.overlap.values()):.0%} |")
         print(moved[-1], flush=True)
-    text = [f"{machine()}; {len(paths)} photos of `imagenet-sample` (half fit, half scored), 4 fooling, 4 silent and "
+    text = [f"{machine()}; {len(photos)} photos of `imagenet-sample` (half fit, half scored), 4 fooling, 4 silent and "
             "12 untouched units per layer, 3 `filterscope` renders of each sign per unit, judge `matched`.", "",
             *markdown_table(["layer", "manipulation", "signal", "AUROC", "detected", "false alarms"], rows), "",
             "On the held-out natural photos:", "",

@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import filterscope as fs
-from _results import machine, markdown_table, write_section  # benchmarks/_results.py
-from filterscope.analysis.inputs import prepare_image
+from _results import machine, markdown_table, sample_photos, write_section  # benchmarks/_results.py
 from filterscope.runtime import Forward, configure_threads
 from filterscope.trust import TrustData, independent_network, machine_afc
 from filterscope.trust.judges import JUDGES
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 LAYERS = {"_blocks.2": "early", "_blocks.8": "middle", "_blocks.15": "deep"}
 RECIPES = ("paper", "lucid", "filterscope")
 
@@ -115,14 +112,11 @@ def main() -> None:
     configure_threads()
     print(machine(), flush=True)
     lite0 = fs.load_model("efficientnet_lite0")
-    paths = sorted(PHOTOS.glob("*.JPEG"))[:args.images]
-    if not paths:
-        raise SystemExit(f"no photos in {PHOTOS}")
-    images = torch.stack([prepare_image(lite0, p).pixels for p in paths])
+    images = sample_photos(lite0, args.images)
     independent = independent_network(explained=lite0.name)
     networks = {"Lite0": lite0, "Lite0 random (alive)": fs.load_model("efficientnet_lite0", "random")}
     table, _ = judge_table(networks, images, args.units, independent)
-    text = [f"{machine()}; {len(paths)} photos of `imagenet-sample`, {args.units} units per layer (seeded), "
+    text = [f"{machine()}; {len(images)} photos of `imagenet-sample`, {args.units} units per layer (seeded), "
             f"200 tasks per unit, pools of 30, independent network {independent.name}.", "", *table]
     if args.renders:
         text += ["", f"Renders in the fair task, judge `matched`, {args.render_units} units per layer of Lite0:", "",

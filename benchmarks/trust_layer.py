@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-
-import torch
 
 import filterscope as fs
-from _results import machine, markdown_table, write_section  # benchmarks/_results.py
-from filterscope.analysis.inputs import prepare_image
+from _results import machine, markdown_table, sample_photos, write_section  # benchmarks/_results.py
 from filterscope.runtime import configure_threads
 from filterscope.trust import independent_network, trust_units
-
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
 
 def main() -> None:
@@ -31,10 +25,7 @@ def main() -> None:
     configure_threads()
     print(machine(), flush=True)
     lite0 = fs.load_model("efficientnet_lite0")
-    paths = sorted(PHOTOS.glob("*.JPEG"))
-    if not paths:
-        raise SystemExit(f"no photos in {PHOTOS}")
-    photos = torch.stack([prepare_image(lite0, p).pixels for p in paths])
+    photos = sample_photos(lite0)
     independent = independent_network(explained=lite0.name)
     stamps: list[float] = []
     started = time.perf_counter()
@@ -42,7 +33,7 @@ def main() -> None:
                 progress=lambda done, total: stamps.append(time.perf_counter() - started))
     total = time.perf_counter() - started
     first, rest = stamps[0], (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
-    row = f"| `_blocks.15` | {args.units} | {len(paths)} | {first:.0f} | {rest:.2f} | {total / 60:.1f} |"
+    row = f"| `_blocks.15` | {args.units} | {len(photos)} | {first:.0f} | {rest:.2f} | {total / 60:.1f} |"
     print(row, flush=True)
     text = [f"{machine()}; `fs.trust_units` without renders, judge `matched`, class effects on.", "",
             *markdown_table(["layer", "units", "photos", "first unit s (shared work)", "s per further unit",
