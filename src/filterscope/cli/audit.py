@@ -17,14 +17,22 @@ from ..recipes import get_recipe
 from ..trust import independent_network
 from ..trust.judges import JUDGES
 from .app import app, guarded
-from .options import DeviceOption, OutOption, PreprocessingOption, QuietOption, WeightsOption, at_least, load
+from .options import (
+    DeviceOption,
+    ModelArgument,
+    OutOption,
+    PreprocessingOption,
+    QuietOption,
+    WeightsOption,
+    at_least,
+    load,
+)
 
 
 @app.command("audit")
 @guarded
 def audit_command(
-    model: Annotated[str, typer.Argument(help="A model name (see `filterscope models`) or FILE.py:FACTORY.",
-                                         show_default=False)],
+    model: ModelArgument,
     layer: Annotated[str, typer.Option("--layer", "-l", help="The layer whose units are manipulated and audited.")],
     images: Annotated[list[Path], typer.Option(
         "--images", help=f"Your photos (files or folders; {MIN_PHOTOS} at least, a few hundred diverse ones is "

@@ -19,6 +19,7 @@ from .app import app, guarded
 from .options import (
     DeviceOption,
     FitOption,
+    ModelArgument,
     OutOption,
     PreprocessingOption,
     QuietOption,
@@ -76,8 +77,7 @@ def _atlas_view(path: Path, loaded: LoadedModel, layer: str, unit: int) -> tuple
 @app.command("circuit")
 @guarded
 def circuit_command(
-    model: Annotated[str, typer.Argument(help="A model name (see `filterscope models`) or FILE.py:FACTORY.",
-                                         show_default=False)],
+    model: ModelArgument,
     layer: Annotated[str, typer.Option("--layer", "-l", help="The unit's layer (any accepted form).")],
     unit: Annotated[int, typer.Option("--unit", "-u", help="The unit (filter) of that layer.")],
     source: Annotated[str, typer.Option("--from", help="An earlier layer whose units build this one.")],

@@ -26,7 +26,7 @@ from ..recipes import Recipe, get_recipe
 from ..runtime import Runtime
 from ..zoo import LoadedModel, load_model, read_preprocessing
 
-__all__ = ["ModelOption", "PreprocessingOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",
+__all__ = ["ModelOption", "ModelArgument", "PreprocessingOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",
            "FitOption", "KOption", "OptionBundle", "recipe_options", "recipe_overrides", "runtime_options", "analysis_runtime_options",
            "load", "parse_indices", "at_least"]
 
@@ -35,6 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 ModelOption = Annotated[str, typer.Option(
     "--model", "-m", help="A model name (see `filterscope models`), FILE.py:FACTORY, package.module:FACTORY, a plugin "
                           "name (entry points 'filterscope.models') or an exported program FILE.pt2.")]
+ModelArgument = Annotated[str, typer.Argument(help="A model name (see `filterscope models`) or FILE.py:FACTORY.",
+                                              show_default=False)]
 PreprocessingOption = Annotated[Optional[Path], typer.Option(
     "--preprocessing", help="TOML/JSON file with the model's input_size (side or [height, width]), mean and std "
                             "(one per input channel), resize_size, interpolation; replaces the model's own.")]
