@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,14 +61,6 @@ class Manipulation:
     kind: str
     unit: int
     target: int | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "unit": self.unit, "target": self.target}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Manipulation:
-        target = data.get("target")
-        return cls(str(data["kind"]), int(data["unit"]), None if target is None else int(target))
 
 
 def _statistics(x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +176,6 @@ class Manipulated:
     layer: LayerRef
     manipulations: tuple[Manipulation, ...]
     gate: NaturalGate | None = None
-    fit_seconds: float = 0.0
 
     def of(self, unit: int) -> Manipulation | None:
         """The manipulation of ``unit``, if it is manipulated."""
@@ -241,7 +231,6 @@ def manipulate(model: LoadedModel, layer: str | LayerRef, photos: torch.Tensor, 
     """
     ref = resolve_layer(model, layer)
     fooling = dict(fooling or {})
-    started = time.perf_counter()
     peaks = unit_maxima(model, ref, photos, batch_size=_BATCH).amax(dim=0)
     _check(fooling, silent, int(peaks.shape[0]), photos, optimized)
     module = copy.deepcopy(model.module)
@@ -256,7 +245,7 @@ def manipulate(model: LoadedModel, layer: str | LayerRef, photos: torch.Tensor, 
     module.get_submodule(ref.name).register_forward_hook(edits)
     manipulations = tuple([Manipulation("fooling", u, v) for u, v in fooling.items()]
                           + [Manipulation("silent", u) for u in silent])
-    return Manipulated(copied, ref, manipulations, gate, time.perf_counter() - started)
+    return Manipulated(copied, ref, manipulations, gate)
 
 
 def _check(fooling: Mapping[int, int], silent: Sequence[int], channels: int, photos: torch.Tensor,
