@@ -169,11 +169,11 @@ def test_exemplars_and_statistics_equal_brute_force_and_crops_hold_the_maximum(t
                 # the crop's box contains the input pixel under the maximum's position
                 cy, cx = e.y * rf.stride_y, e.x * rf.stride_x
                 assert e.box[0] <= cx < e.box[2] and e.box[1] <= cy < e.box[3]
-                with Image.open(io.BytesIO(atlas.exemplar_image(e.id))) as crop:
+                with Image.open(io.BytesIO(atlas.store.exemplar_image(e.id))) as crop:
                     assert crop.size == (e.box[2] - e.box[0], e.box[3] - e.box[1])
-                with Image.open(io.BytesIO(atlas.exemplar_image(e.id, thumbnail=True))) as thumb:
+                with Image.open(io.BytesIO(atlas.store.exemplar_image(e.id, thumbnail=True))) as thumb:
                     assert max(thumb.size) == 96
-        means = atlas.matrix(atlas.latest_pass(atlas.layer(atlas.model(), name).id).id)
+        means = atlas.store.matrix(atlas.store.latest_pass(atlas.layer(name).id).id)
         assert np.allclose(means, layer_acts.mean(dim=(2, 3)).numpy(), atol=1e-6)
     # units other than the wanted ones have exemplar records but no crops until a build asks for them
     assert not any(e.has_crop for e in atlas.unit("2", 1).exemplars["max"])
@@ -199,11 +199,35 @@ def test_rerunning_a_finished_atlas_does_no_work_and_renders_are_recorded(tmp_pa
     r = record.renders[0]
     assert r.final_activation > r.initial_activation
     assert fs.read_png_metadata(tmp_path / "atlas" / r.file)["objective"] == "channel(6, 1)"
-    assert [(s.layer, s.done, s.pending) for s in atlas.status()] == [("6", 3, 0), ("6", 3, 0)]
+    assert [(s.layer, s.done, s.pending) for s in atlas.status().renders] == [("6", 3, 0), ("6", 3, 0)]
     # another seed is another render; the others stay
     third = atlas.build(model, "6", units=[0], recipes=[TINY_RECIPE], seeds=[5], scores=False)
     assert third.rendered == 1 and third.already == 0
-    assert atlas.integrity_check() == "ok"
+    assert atlas.store.integrity_check() == "ok"
+
+
+def test_the_atlas_object_is_a_small_face_status_covers_every_stage_and_check_repairs(tmp_path):
+    public = {name for name in dir(fs.Atlas) if not name.startswith("_")}
+    assert public == {"build", "status", "models", "layers", "layer", "unit", "map", "check", "close"}
+    write_images(tmp_path / "data", 6)
+    with fs.Atlas(tmp_path / "atlas") as atlas:
+        atlas.build(conv_stack(), ["4", "6"], units={"4": [0, 1], "6": [0]}, recipes=[TINY_RECIPE],
+                    dataset=tmp_path / "data", exemplars=2, scores=False, circuits=True, trust=False)
+        status = atlas.status()
+        assert sorted((r.layer, r.done, r.pending) for r in status.renders) == [("4", 2, 0), ("6", 1, 0)]
+        assert sorted((p.layer, p.images, p.status, p.units_with_crops) for p in status.passes) == [
+            ("4", 6, "done", 2), ("6", 6, "done", 1)]
+        assert sorted((s.layer, s.stage, s.units) for s in status.stages) == [("4", "circuits", 2),
+                                                                              ("6", "circuits", 1)]
+        assert {"model": "stack", "layer": "6", "stage": "circuits", "units": 1,
+                "channels": atlas.layer("6").channels} in status.to_dict()["stages"]
+        assert atlas.check() == [] and [m.name for m in atlas.models()] == ["stack"]
+        assert sorted(layer.name for layer in atlas.layers()) == ["4", "6"]
+        (tmp_path / "atlas" / atlas.unit("4", 1).renders[0].file).unlink()
+        (problem,) = atlas.check()
+        assert problem.detail == "missing" and problem.kind == "renders"
+        assert len(atlas.check(repair=True)) == 1 and atlas.check() == []
+        assert sorted((r.layer, r.done, r.pending) for r in atlas.status().renders) == [("4", 1, 1), ("6", 1, 0)]
 
 
 def test_quality_scores_are_recorded_for_photo_models(tmp_path):
@@ -484,13 +508,13 @@ def test_an_atlas_of_schema_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_path
     conn.commit()
     conn.close()
     with fs.Atlas(tmp_path / "a", create=False, readonly=True) as old:
-        assert old.schema_version == 1 and old.model().weights == fs.zoo.WeightsSource.random(7)
-        assert not old.circuit_sections(old.layer(old.model(), "4").id, 0)  # no circuit tables: nothing, no error
-        assert old.maps_of_layer(old.layer(old.model(), "4").id) == []  # no map tables: no maps, no error
+        assert old.store.schema_version == 1 and old.store.model().weights == fs.zoo.WeightsSource.random(7)
+        assert not old.store.circuit_sections(old.layer("4").id, 0)  # no circuit tables: nothing, no error
+        assert old.store.maps_of_layer(old.layer("4").id) == []  # no map tables: no maps, no error
     with fs.Atlas(tmp_path / "a", create=False) as upgraded:
-        assert upgraded.schema_version == 6 and upgraded.model().weights.seed == 7
-        assert upgraded.maps_of_layer(upgraded.layer(upgraded.model(), "4").id) == []  # the tables are there
-        assert upgraded.units_with_section(upgraded.layer(upgraded.model(), "4").id, "inputs") == set()
+        assert upgraded.store.schema_version == 6 and upgraded.store.model().weights.seed == 7
+        assert upgraded.store.maps_of_layer(upgraded.layer("4").id) == []  # the tables are there
+        assert upgraded.store.units_with_section(upgraded.layer("4").id, "inputs") == set()
         assert upgraded.unit("4", 0).renders[0].status == "ok"
 
 

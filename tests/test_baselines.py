@@ -99,7 +99,7 @@ def test_atlas_records_and_counts_not_improved_renders(tmp_path):
     with fs.Atlas(tmp_path / "a") as atlas:
         assert atlas.unit("conv", 0).renders[0].status == "not-improved"
         assert atlas.unit("conv", 1).renders[0].status == "ok"
-        (row,) = atlas.status()
+        (row,) = atlas.status().renders
         assert (row.done, row.not_improved, row.total) == (1, 1, 2)
     status = CliRunner().invoke(app, ["atlas", "status", str(tmp_path / "a")])
     assert status.exit_code == 0 and "not-improved" in status.output

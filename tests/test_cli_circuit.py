@@ -71,15 +71,15 @@ def test_atlas_build_records_circuits_and_circuit_reads_the_atlas(tmp_path):
         summary = atlas.build(model, ["relu3", "relu2"], units={"relu2": [0, 1], "relu3": [3]}, recipes=[TINY_RECIPE],
                               dataset=tmp_path / "data", exemplars=4)
         assert summary.circuits == 3  # relu2's units (classes), relu3's unit (inputs, classes)
-        layer3 = atlas.layer(atlas.model(), "relu3")
-        layer2 = atlas.layer(atlas.model(), "relu2")
-        sections = atlas.circuit_sections(layer3.id, 3)
+        layer3 = atlas.layer("relu3")
+        layer2 = atlas.layer("relu2")
+        sections = atlas.store.circuit_sections(layer3.id, 3)
         assert sections.outputs is None and sections.classes is not None and sections.inputs is not None
         assert sections.inputs.exemplars == 4 and sections.inputs.source == "relu2"
-        other = atlas.circuit_sections(layer2.id, 1)
+        other = atlas.store.circuit_sections(layer2.id, 1)
         assert other.inputs is None and other.outputs is not None and other.classes is not None
         assert other.outputs.layer == "relu3"
-        pair = atlas.circuit_pair(layer2.id, layer3.id)
+        pair = atlas.store.circuit_pair(layer2.id, layer3.id)
         assert pair is not None and pair.kernel == (3, 3)
         assert fs.files.file_sha256(atlas.path / pair.file) == pair.sha256
         import numpy as np
@@ -97,4 +97,4 @@ def test_atlas_build_records_circuits_and_circuit_reads_the_atlas(tmp_path):
                  "--recipe", "none", "--dataset", tmp_path / "data", "--no-circuits", "-q")
     assert result.exit_code == 0, result.output
     with fs.Atlas(tmp_path / "plain", create=False) as plain:
-        assert not plain.circuit_sections(plain.layer(plain.model(), "relu3").id, 0)
+        assert not plain.store.circuit_sections(plain.layer("relu3").id, 0)

@@ -43,7 +43,8 @@ def test_demo_writes_the_three_figures_and_every_image(tmp_path):
     # the atlas: 3 units of two layers, rendered, with exemplars from the reference set of photo crops
     assert len(list((tmp_path / "reference-set").glob("*.jpg"))) == 12
     with Atlas(tmp_path / "atlas", create=False) as atlas:
-        assert [(s.layer, s.done + s.inactive) for s in atlas.status()] == [("features.3", 3), ("features.5", 3)]
+        assert [(s.layer, s.done + s.inactive) for s in atlas.status().renders] == [("features.3", 3),
+                                                                                  ("features.5", 3)]
         record = atlas.unit("features.5", 2)
         assert len(record.exemplars["max"]) == 9 and all(e.has_crop for e in record.exemplars["max"])
         assert record.stats.images == 12

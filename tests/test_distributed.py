@@ -78,7 +78,7 @@ def test_a_cluster_build_equals_a_local_build(tmp_path, executor, one_thread):
             assert ua.stats.mean == pytest.approx(ub.stats.mean, rel=1e-9, abs=1e-12)
             assert ua.stats.std == pytest.approx(ub.stats.std, rel=1e-9)
             assert ua.stats.histogram == ub.stats.histogram
-    assert a.integrity_check() == "ok"
+    assert a.store.integrity_check() == "ok"
 
 
 class NanChannel(nn.Module):
@@ -97,8 +97,8 @@ def test_a_unit_that_fails_on_its_own_is_recorded_and_the_others_finish(tmp_path
     model = fs.wrap_model(net, name="broken", preprocessing=PLAIN)
     summary = fs.build_atlas(tmp_path / "a", model, "2", recipes=[TINY_RECIPE], scores=False, executor=executor)
     assert summary.rendered == 4 and len(summary.failed) == 1 and "unit 2" in summary.failed[0]
-    statuses = {r.unit: r.status for layer in fs.Atlas(tmp_path / "a").layers() for r in
-                fs.Atlas(tmp_path / "a").renders(layer.id)}
+    with fs.Atlas(tmp_path / "a") as atlas:
+        statuses = {r.unit: r.status for layer in atlas.layers() for r in atlas.store.renders(layer.id)}
     assert statuses == {0: "ok", 1: "ok", 2: "failed", 3: "ok"}
 
 
@@ -127,9 +127,9 @@ def test_a_worker_killed_while_it_holds_a_task(tmp_path):
     summary = result[0]
     assert summary.rendered == 5 + 4 and not summary.failed
     atlas = fs.Atlas(tmp_path / "a", create=False)
-    rows = [(layer.name, r.unit, r.status) for layer in atlas.layers() for r in atlas.renders(layer.id)]
+    rows = [(layer.name, r.unit, r.status) for layer in atlas.layers() for r in atlas.store.renders(layer.id)]
     assert sorted(rows) == sorted([("4", u, "ok") for u in range(5)] + [("6", u, "ok") for u in range(4)])
-    assert atlas.integrity_check() == "ok"
+    assert atlas.store.integrity_check() == "ok"
 
 
 @pytest.mark.integration
@@ -169,8 +169,8 @@ def test_the_cluster_is_given_the_same_task_functions_as_this_process(tmp_path, 
     assert [tasks for _, tasks in seen["cluster"]] == [tasks for _, tasks in seen["local"]]  # the same tasks
     with fs.Atlas(tmp_path / "a") as a, fs.Atlas(tmp_path / "b") as b:
         for unit in (0, 1):  # the circuits a worker computed are this process's
-            there = a.circuit_sections(a.layer(a.model(), "6").id, unit).inputs
-            here = b.circuit_sections(b.layer(b.model(), "6").id, unit).inputs
+            there = a.store.circuit_sections(a.layer("6").id, unit).inputs
+            here = b.store.circuit_sections(b.layer("6").id, unit).inputs
             assert there is not None and here is not None and there.ablation and here.ablation
             assert [c.unit for c in there.excite] == [c.unit for c in here.excite]
             assert there.ablation.ratios == pytest.approx(here.ablation.ratios, rel=1e-4)
@@ -189,7 +189,7 @@ def test_the_trust_stage_runs_on_the_cluster_as_here(tmp_path, executor, one_thr
     here = fs.build_atlas(tmp_path / "b", fooling(), "conv3", **common)
     assert there.trust == here.trust == 2
     with fs.Atlas(tmp_path / "a") as a, fs.Atlas(tmp_path / "b") as b:
-        ra, rb = (x.unit_trust(x.layer(x.model(), "conv3").id) for x in (a, b))
+        ra, rb = (x.store.unit_trust(x.layer("conv3").id) for x in (a, b))
     for unit in (0, 1):
         assert ra[unit].flags == rb[unit].flags and ra[unit].description.text == rb[unit].description.text
         assert ra[unit].paths.share == rb[unit].paths.share  # type: ignore[union-attr]

@@ -232,7 +232,7 @@ def test_the_command_line_exits_1_naming_a_failed_icon_task():
 
 def attributed(atlas: fs.Atlas) -> tuple[np.ndarray, np.ndarray]:
     """The top classes and their attributions of the random-position samples of the atlas's conv2 pass."""
-    samples = atlas.map_samples(atlas.latest_pass(atlas.layer(atlas.model(), "conv2").id).id, "random", 0)
+    samples = atlas.store.map_samples(atlas.store.latest_pass(atlas.layer("conv2").id).id, "random", 0)
     return np.load(atlas.path / samples.classes_file), np.load(atlas.path / samples.attributions_file)
 
 

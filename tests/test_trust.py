@@ -252,7 +252,7 @@ def test_an_atlas_build_records_trust_and_the_cli_reads_it(tmp_path, photo_folde
                              scores=False, circuits=False)
     assert summary.trust == 2
     with fs.Atlas(tmp_path / "a") as atlas:
-        records = atlas.unit_trust(atlas.layer(atlas.model(), "conv3").id)
+        records = atlas.store.unit_trust(atlas.layer("conv3").id)
     assert sorted(records) == [0, 1] and records[0].flags == () and "another-path" in records[1].flags
     assert records[1].paths is not None and len(records[1].paths.layers) == 2
     shown = CliRunner().invoke(app, ["trust", "--atlas", str(tmp_path / "a"), "-l", "conv3"])

@@ -211,7 +211,7 @@ def _atlas(model: LoadedModel, out: Path, plan: DemoPlan, recipe: Recipe, seed: 
                 done = [r for r in record.renders if r.file]
                 files = [r.file for r in done if r.file]
                 image = Image.open(atlas.path / files[0]).convert("RGB") if files else None
-                crops = [Image.open(io.BytesIO(atlas.exemplar_image(e.id))).convert("RGB")
+                crops = [Image.open(io.BytesIO(atlas.store.exemplar_image(e.id))).convert("RGB")
                          for e in record.exemplars.get("max", [])[:4]]
                 ratio = f", robustness {done[0].robustness:.2f}" if done and done[0].robustness is not None else ""
                 entries.append((f"unit {unit}{ratio}", image, crops))

@@ -9,7 +9,8 @@ the store's write side).
 * :mod:`.records`: the typed records the read side returns and the write side takes;
 * :mod:`.exemplars`: the streaming per-unit exemplar heaps and statistics;
 * :mod:`.dataset`: the images of an exemplar pass, with content hashes;
-* :mod:`.api`: :class:`Atlas`, the one object users need.
+* :mod:`.status`: what an atlas holds and what is left (:class:`AtlasStatus`);
+* :mod:`.api`: :class:`Atlas`, the one object users need (a face over :class:`AtlasStore`).
 """
 
 from .api import Atlas
@@ -29,9 +30,10 @@ from .records import (
     UnitSummary,
 )
 from .schema import DB_NAME, SCHEMA, SCHEMA_VERSION
+from .status import AtlasStatus
 from .store import AtlasStore
 
-__all__ = ["Atlas", "AtlasStore", "build_atlas", "Executor", "LocalExecutor", "DaskExecutor", "BuildProgress",
-           "BuildSummary", "Dataset", "list_dataset", "UnitTracker", "ExemplarRecord", "LayerRecord", "ModelRecord",
-           "RenderRecord", "StatusRow", "UnitRecord", "UnitStats", "UnitSummary", "DB_NAME", "SCHEMA",
+__all__ = ["Atlas", "AtlasStore", "AtlasStatus", "build_atlas", "Executor", "LocalExecutor", "DaskExecutor",
+           "BuildProgress", "BuildSummary", "Dataset", "list_dataset", "UnitTracker", "ExemplarRecord", "LayerRecord",
+           "ModelRecord", "RenderRecord", "StatusRow", "UnitRecord", "UnitStats", "UnitSummary", "DB_NAME", "SCHEMA",
            "SCHEMA_VERSION"]

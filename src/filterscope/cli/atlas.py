@@ -211,49 +211,34 @@ def status_command(
     """What an atlas holds and what is left: renders per layer, recipe and seed; exemplar passes and activation
     atlases per layer."""
     with Atlas(out, create=False) as atlas:
-        rows = atlas.status()
-        passes: list[dict[str, Any]] = []
-        maps: list[dict[str, Any]] = []
-        for model in atlas.models():
-            for layer in atlas.layers(model.id):
-                for run in atlas.passes(layer.id):
-                    passes.append({"model": model.name, "layer": layer.name, "dataset": run.dataset_source,
-                                   "images": run.images, "status": run.status,
-                                   "units_with_crops": atlas.crops_done(run.id) if run.status == "done" else 0,
-                                   "units": layer.channels})
-                for found in atlas.maps_of_layer(layer.id):
-                    cells = atlas.map_cells(found.id)
-                    maps.append({"model": model.name, "layer": layer.name, "grid": found.settings.grid,
-                                 "positions": found.settings.positions, "class": found.settings.label_class,
-                                 "cells": len(cells), "icons": sum(c.file is not None for c in cells),
-                                 "failed_icons": sum(c.status == "failed" and c.file is None for c in cells),
-                                 "trustworthiness": found.trustworthiness})
-        if as_json:
-            typer.echo(json.dumps({"schema": atlas.schema_version, "renders": [
-                {**r.__dict__, "total": r.total} for r in rows], "passes": passes, "maps": maps}, indent=2))
-            return
-        typer.echo(f"atlas {out} (schema {atlas.schema_version})")
-        if not rows and not passes:
-            typer.echo("  empty: nothing built yet")
-        if rows:
-            typer.echo(f"  {'model':<20} {'layer':<16} {'recipe':<12} {'seed':>4} {'done':>6} {'inactive':>8} "
-                       f"{'not-improved':>12} {'failed':>6} {'left':>6}")
-            for r in rows:
-                typer.echo(f"  {r.model:<20} {r.layer:<16} {r.recipe:<12} {r.seed:>4} {r.done:>6} {r.inactive:>8} "
-                           f"{r.not_improved:>12} {r.failed:>6} {r.pending:>6}")
-        for p in passes:
-            state = (f"done, crops for {p['units_with_crops']} of {p['units']} units" if p["status"] == "done"
-                     else "not finished (the next build resumes it)")
-            typer.echo(f"  exemplars {p['model']} {p['layer']}: {p['images']} images from {p['dataset']}: {state}")
-        for m in maps:
-            what = f", class {m['class']}" if m["class"] is not None else ""
-            trust = f", trustworthiness {m['trustworthiness']:.3f}" if m["trustworthiness"] is not None else ""
-            failed = f", {m['failed_icons']} failed" if m["failed_icons"] else ""
-            rest = "" if m["icons"] == m["cells"] else f"{failed} (the next atlas map renders the rest)"
-            typer.echo(f"  activation atlas {m['model']} {m['layer']}: {m['cells']} cells of {m['grid']}x{m['grid']} "
-                       f"({m['positions']} positions{what}){trust}, {m['icons']} of {m['cells']} icons{rest}")
-        left = sum(r.pending for r in rows)
-        typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
+        found = atlas.status()
+    if as_json:
+        typer.echo(json.dumps(found.to_dict(), indent=2))
+        return
+    typer.echo(f"atlas {out} (schema {found.schema})")
+    if not found.renders and not found.passes:
+        typer.echo("  empty: nothing built yet")
+    if found.renders:
+        typer.echo(f"  {'model':<20} {'layer':<16} {'recipe':<12} {'seed':>4} {'done':>6} {'inactive':>8} "
+                   f"{'not-improved':>12} {'failed':>6} {'left':>6}")
+        for r in found.renders:
+            typer.echo(f"  {r.model:<20} {r.layer:<16} {r.recipe:<12} {r.seed:>4} {r.done:>6} {r.inactive:>8} "
+                       f"{r.not_improved:>12} {r.failed:>6} {r.pending:>6}")
+    for p in found.passes:
+        state = (f"done, crops for {p.units_with_crops} of {p.units} units" if p.status == "done"
+                 else "not finished (the next build resumes it)")
+        typer.echo(f"  exemplars {p.model} {p.layer}: {p.images} images from {p.dataset}: {state}")
+    for m in found.maps:
+        what = f", class {m.label_class}" if m.label_class is not None else ""
+        trust = f", trustworthiness {m.trustworthiness:.3f}" if m.trustworthiness is not None else ""
+        failed = f", {m.failed_icons} failed" if m.failed_icons else ""
+        rest = "" if m.icons == m.cells else f"{failed} (the next atlas map renders the rest)"
+        typer.echo(f"  activation atlas {m.model} {m.layer}: {m.cells} cells of {m.grid}x{m.grid} "
+                   f"({m.positions} positions{what}){trust}, {m.icons} of {m.cells} icons{rest}")
+    for s in found.stages:
+        typer.echo(f"  {s.stage} {s.model} {s.layer}: {s.units} of {s.channels} units recorded")
+    left = found.renders_left
+    typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
 
 
 @atlas_app.command("check")
@@ -307,7 +292,7 @@ def show_command(
     """One unit's record: its renders (recipe, seed, activations, scores, image file), exemplars and statistics."""
     with Atlas(out, create=False) as atlas:
         record = atlas.unit(layer, unit, model)
-        cofiring = atlas.cofiring(layer, unit, 5, model)
+        cofiring = atlas.store.cofiring(layer, unit, 5, model)
     if as_json:
         data = record.to_dict()
         data["cofiring"] = [{"unit": u, "correlation": c} for u, c in cofiring]

@@ -108,9 +108,7 @@ def _from_atlas(out: Path, layer: Optional[str], units: Optional[str]) -> list[U
     if layer is None:
         raise InvalidOptionError("--atlas needs --layer (-l)")
     with Atlas(out, create=False, readonly=True) as found:
-        model = found.model()
-        record = found.layer(model, layer)
-        stored = found.unit_trust(record.id)
+        stored = found.store.unit_trust(found.layer(layer).id)
     wanted = parse_indices(units, "--units") if units else sorted(stored)
     missing = [u for u in wanted if u not in stored]
     if not stored or missing:
