@@ -367,3 +367,19 @@ def test_the_development_page_maps_every_package_and_every_atlas_stage():
     from filterscope.atlas.stages import stage_order
 
     assert all(stage.__module__.rsplit(".", 1)[-1] in page for stage in stage_order())
+
+
+def test_untyped_json_stays_at_the_edge_of_the_atlas_and_the_microscope():
+    """``dict[str, Any]`` is written only where a library's contract asks for it (FastAPI's OpenAPI schema), and
+    no parameter or field of the atlas or the microscope takes untyped JSON: records and views are typed."""
+    found = []
+    for folder in ("atlas", "microscope"):
+        for path in (PACKAGE / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+                    text = ast.unparse(node.annotation)
+                    assert "dict[str, Any]" not in text and "JSONData" not in text, f"{path.name}: {text}"
+            found += [path.name for line in path.read_text().splitlines()
+                      if ("dict[str, Any]" in line or "JSONData" in line) and not line.lstrip().startswith("#")]
+    assert len(found) <= 5, found

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -337,8 +338,9 @@ class CPPNParam(Param):
         return out.transpose(1, 2).reshape(out.shape[0], self.channels, *self.size)
 
 
-def param_options(cls: type[Param], values: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``cls`` found in ``values`` (recipe fields or keyword names)."""
+def param_options(cls: type[Param], values: Mapping[str, object]) -> dict[str, object]:
+    """The keyword arguments of ``cls`` found in ``values`` (recipe fields or keyword names): what its
+    ``initial_state`` and ``build`` take as ``**options``."""
     return {key: values[name if name in values else key] for key, name in cls.options.items()
             if name in values or key in values}
 

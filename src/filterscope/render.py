@@ -36,7 +36,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -246,7 +245,7 @@ class Stages:
     transform: Transform
     penalty: Penalty
     optimizer: OptimizerFactory
-    param_options: dict[str, Any] = field(default_factory=dict)
+    param_options: dict[str, object] = field(default_factory=dict)
     relu_override_steps: int = 0
     copies: int = 1
     tiles: int = 1

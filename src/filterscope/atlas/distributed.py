@@ -26,7 +26,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,9 @@ from ..runtime import usable_cpus
 from ..zoo.model import LoadedModel
 from .executors import SHARD_IMAGES, Executor, R, T, TaskFunction
 from .tasks import TaskFailure
+
+if TYPE_CHECKING:
+    from distributed import Future
 
 __all__ = ["DaskExecutor", "parse_cluster", "run_on_worker", "RETRIES"]
 
@@ -147,7 +150,7 @@ class DaskExecutor(Executor):
         self.shard_images, self.units_per_task = shard_images, units_per_task
         self._client: Any = None
         self._cluster: Any = None
-        self._blobs: dict[str, Any] = {}  # model key -> its Dask future (distributed has no stub types)
+        self._blobs: dict[str, Future] = {}  # model key -> its Dask future
 
     # -------------------------------------------------------------------------------- connection
     def connect(self) -> Any:

@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import AtlasError
 from ..maps.settings import MapSettings
@@ -190,7 +189,7 @@ class MapQueries:
         if not self._has_maps():
             return []
         rows = self._conn.execute("SELECT * FROM map_cells WHERE map_id = ? ORDER BY cell", (map_id,)).fetchall()
-        return [MapCellRecord(**_fields(r)) for r in rows]
+        return [_cell(r) for r in rows]
 
     def finish_icons(self, map_id: int, icons: Sequence[FinishedIcon]) -> None:
         with transaction(self._conn) as c:
@@ -201,13 +200,13 @@ class MapQueries:
             record_files(c, self.path, [x.file for x in icons if x.file is not None])
 
 
-def _fields(row: sqlite3.Row) -> dict[str, Any]:
-    """A row as a dict without its ``finished`` time (a Row iterates its values, not its keys)."""
-    return {k: row[k] for k in row.keys() if k != "finished"}  # noqa: SIM118
-
-
 def _samples(row: sqlite3.Row) -> MapSamplesRecord:
-    return MapSamplesRecord(**_fields(row))
+    """The record of a row (without its ``finished`` time; a Row iterates its values, not its keys)."""
+    return MapSamplesRecord(**{k: row[k] for k in row.keys() if k != "finished"})  # noqa: SIM118
+
+
+def _cell(row: sqlite3.Row) -> MapCellRecord:
+    return MapCellRecord(**{k: row[k] for k in row.keys() if k != "finished"})  # noqa: SIM118
 
 
 def _map(row: sqlite3.Row) -> MapRecord:

@@ -4,7 +4,8 @@ Read side (:mod:`.reads`): models, layers, renders, exemplars, statistics, units
 Write side (:mod:`.writes`): a planned render, a finished render, a pass's statistics and exemplars, crops,
 a layer pair's expanded weights and a unit's circuit sections.
 They hold no database handle; ``to_dict`` gives what ``filterscope atlas show --json`` and the microscope's
-JSON API print.
+JSON API print, as ``dict[str, object]``: plain JSON data, read only after its type is checked (the records are
+what code reads; the dicts are only written out).
 """
 
 from __future__ import annotations
@@ -24,18 +25,13 @@ from .sections import Section
 
 __all__ = ["ModelRecord", "LayerRecord", "RenderRecord", "ExemplarRecord", "UnitStats", "UnitRecord", "StatusRow",
            "PassRecord", "UnitSummary", "PlannedRender", "RenderJob", "FinishedRender", "NewExemplar", "UnitPassStats",
-           "CropJob", "Crop", "CircuitPair", "CircuitSection", "JSONData", "FINISHED"]
+           "CropJob", "Crop", "CircuitPair", "CircuitSection", "FINISHED"]
 
 FINISHED = ("ok", "inactive", "not-improved")
 """The statuses of a render that ran to the end and has an image (``not-improved``: its objective did not rise, a
 failed visualization that is still shown, marked)."""
 
-JSONData = dict[str, Any]
-"""Plain JSON-ready data (what ``to_dict`` returns): the one untyped shape, at the edge where records become
-JSON for a command's ``--json`` or the web API."""
-
-
-def _fields(record: Any) -> JSONData:
+def _fields(record: Any) -> dict[str, object]:
     """A record's fields as they are (shallow: fast; records whose fields are typed values convert those)."""
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
@@ -86,7 +82,7 @@ class RenderRecord:
     seconds: float | None
     message: str | None
 
-    def to_dict(self) -> JSONData:
+    def to_dict(self) -> dict[str, object]:
         return {**_fields(self), "recipe": self.recipe.to_dict(), "settings": self.settings.to_dict()}
 
 
@@ -108,7 +104,7 @@ class ExemplarRecord:
     source_box: list[float]
     has_crop: bool
 
-    def to_dict(self) -> JSONData:
+    def to_dict(self) -> dict[str, object]:
         return _fields(self)
 
 
@@ -171,7 +167,7 @@ class UnitRecord:
                          [(e.rank, _number(e.value), e.path) for e in self.exemplars.get("max", [])])
         return pictures + renders + stats + top
 
-    def to_dict(self) -> JSONData:
+    def to_dict(self) -> dict[str, object]:
         """As plain JSON-ready data (dicts and lists)."""
         return {"model": self.model, "layer": self.layer, "unit": self.unit, "channels": self.channels,
                 "renders": [r.to_dict() for r in self.renders],
@@ -197,7 +193,7 @@ class UnitSummary:
     fraction_positive: float | None = None
     exemplar: int | None = None
 
-    def to_dict(self) -> JSONData:
+    def to_dict(self) -> dict[str, object]:
         return _fields(self)
 
 

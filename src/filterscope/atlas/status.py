@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .records import JSONData, StatusRow
+from .records import StatusRow
 from .store import AtlasStore
 
 __all__ = ["AtlasStatus", "PassStatus", "MapStatus", "StageStatus", "atlas_status"]
@@ -73,14 +73,14 @@ class AtlasStatus:
         """Failed renders and failed icons: what a build reports and exits 1 for."""
         return sum(r.failed for r in self.renders) + sum(m.failed_icons for m in self.maps)
 
-    def to_dict(self) -> JSONData:
+    def to_dict(self) -> dict[str, object]:
         return {"schema": self.schema, "renders": [{**asdict(r), "total": r.total} for r in self.renders],
                 "passes": [asdict(p) for p in self.passes],
                 "maps": [_map_dict(m) for m in self.maps],
                 "stages": [asdict(s) for s in self.stages]}
 
 
-def _map_dict(status: MapStatus) -> JSONData:
+def _map_dict(status: MapStatus) -> dict[str, object]:
     row = asdict(status)
     row["class"] = row.pop("label_class")
     return row

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atlas.build import BuildProgress, build_atlas
-from ..atlas.records import JSONData
 from ..errors import FilterscopeError
 from ..recipes import Recipe
 from ..results import StepInfo
@@ -52,7 +51,7 @@ class Job:
     message: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def to_dict(self) -> JSONData:
+    def to_dict(self) -> dict[str, object]:
         with self.lock:
             progress = self.steps_done / self.total_steps if self.total_steps else 0.0
             return {"id": self.id, "model": self.model, "layer": self.layer, "unit": self.unit, "state": self.state,

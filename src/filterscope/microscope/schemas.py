@@ -13,16 +13,21 @@ import dataclasses
 import typing
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, create_model
 
 from ..atlas.records import ExemplarRecord, RenderRecord, UnitRecord, UnitStats, UnitSummary
 from ..circuits.evidence import AblationCheck
+from ..identity import RenderSettings
+from ..maps.settings import MapSettings
+from ..recipes import LATER_FIELDS, Recipe
 from ..trust import AFCScore, PathSimilarity, UnitTrust
 from ..trust import Consensus as ConsensusRecord
 from ..trust import Description as DescriptionRecord
 
 __all__ = ["Error", "Model", "LayerGrid", "DatasetImage", "Unit", "Job", "ActivationMap", "MapCell", "Explained",
-           "answers", "json_responses", "file_responses", "page_responses", "without_validation_errors"]
+           "answers", "json_responses", "file_responses", "page_responses", "openapi"]
 
 
 class _Strict(BaseModel):
@@ -32,18 +37,22 @@ class _Strict(BaseModel):
 M = typing.TypeVar("M", bound=type[BaseModel])
 
 
-def mirrors(record: type, drop: tuple[str, ...] = ()) -> typing.Callable[[M], M]:
+def mirrors(record: type, drop: tuple[str, ...] = (), optional: typing.AbstractSet[str] = frozenset()
+            ) -> typing.Callable[[M], M]:
     """The decorated model with ``record``'s fields first (a dataclass of :mod:`~filterscope.atlas.records`, as
-    its ``to_dict`` writes them: every field present), then its own: a record field's JSON type, or a field the
-    API adds. A field added to the record is in the schema, so the answers and the schema cannot drift apart."""
+    its ``to_dict`` writes them: every field present but those ``optional``, which ``to_dict`` leaves out at their
+    default), then its own: a record field's JSON type, or a field the API adds. A field added to the record is
+    in the schema, so the answers and the schema cannot drift apart."""
 
     def make(cls: M) -> M:
         hints, own = typing.get_type_hints(record), typing.cast(type[BaseModel], cls).model_fields
-        fields: dict[str, Any] = {
-            f.name: (own[f.name].annotation, own[f.name]) if f.name in own else (hints[f.name], ...)
+        fields: dict[str, tuple[Any, Any]] = {  # (type, default or FieldInfo) for create_model
+            f.name: (own[f.name].annotation, own[f.name]) if f.name in own
+            else (hints[f.name], f.default if f.name in optional else ...)
             for f in dataclasses.fields(record) if f.name not in drop}
         fields.update({name: (info.annotation, info) for name, info in own.items() if name not in fields})
-        return typing.cast(M, create_model(cls.__name__, __base__=_Strict, __doc__=cls.__doc__, **fields))
+        model: typing.Callable[..., type[BaseModel]] = create_model  # its overloads cannot type **fields
+        return typing.cast(M, model(cls.__name__, __base__=_Strict, __doc__=cls.__doc__, **fields))
 
     return make
 
@@ -102,10 +111,29 @@ class DatasetImage(_Strict):
     source: str
 
 
+class TransformOptions(BaseModel):
+    """A recipe's transforms: their registered ``kind`` and its options (each kind has its own)."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+
+
+@mirrors(Recipe, optional=LATER_FIELDS)
+class RecipeFields(_Strict):
+    """A recipe (:class:`filterscope.Recipe`); the fields added after the first release only where not default."""
+
+    transforms: TransformOptions
+
+
+@mirrors(RenderSettings)
+class Settings(_Strict):
+    """The runtime settings that are part of a render's identity (:class:`filterscope.identity.RenderSettings`)."""
+
+
 @mirrors(RenderRecord)
 class Render(_Strict):
-    recipe: dict[str, Any]
-    settings: dict[str, Any]
+    recipe: RecipeFields
+    settings: Settings
     image: str | None
 
 
@@ -274,11 +302,18 @@ class MapCellSummary(_Cell):
     api: str
 
 
+@mirrors(MapSettings)
+class MapSettingsFields(_Strict):
+    """How an activation atlas was made (:class:`filterscope.MapSettings`)."""
+
+    compare: list[int] | None
+
+
 class ActivationMap(_Strict):
     model: str
     layer: str
     grid: int
-    settings: dict[str, Any]
+    settings: MapSettingsFields
     trustworthiness: float | None
     cells: list[MapCellSummary]
     layer_url: str
@@ -304,6 +339,25 @@ class MapCell(_Cell):
     units: list[TopUnit]
 
 
+class Attribution(_Strict):
+    """The top class's spatial attribution (:class:`filterscope.explain.SpatialAttribution`)."""
+
+    target: int
+    name: str | None
+    logit: float
+    map: list[list[float]]
+
+
+class Groups(_Strict):
+    """The neuron groups (:class:`filterscope.explain.NeuronGroups`): heat maps, strongest units, attributions."""
+
+    explained: float
+    part: str
+    spatial: list[list[list[float]]]
+    units: list[list[int]]
+    attribution: list[float] | None
+
+
 class Explained(_Strict):
     """The image page's data (:meth:`.explain.Explainer.explain`) and the links of the units it names."""
 
@@ -311,8 +365,8 @@ class Explained(_Strict):
     grid: list[int]
     units: list[list[list[int]]]
     values: list[list[list[float]]]
-    attribution: dict[str, Any] | None
-    groups: dict[str, Any]
+    attribution: Attribution | None
+    groups: Groups
     links: dict[str, dict[str, str | None]]
 
 
@@ -322,34 +376,43 @@ _ERRORS = {404: "Not in the atlas", 400: "A malformed request", 413: "An upload 
            429: "The render queue is full (Retry-After)"}
 
 
-def answers(model: Any, status: int = 200, *errors: int) -> dict[int | str, dict[str, Any]]:
+Responses = dict[int | str, dict[str, object]]
+"""A route's ``responses=``: status -> its description, model or content."""
+
+
+def answers(model: object, status: int = 200, *errors: int) -> Responses:
     """The ``responses=`` of a JSON route: ``model`` with ``status``, and :func:`json_responses` ``errors``."""
     return {status: {"model": model, "description": "The answer"}, **json_responses(*errors)}
 
 
-def json_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def json_responses(*statuses: int) -> Responses:
     """The ``responses=`` of a JSON route: the errors it may answer besides 404, each an :class:`Error`."""
     return {status: {"model": Error, "description": _ERRORS[status]} for status in (404, *statuses)}
 
 
-def file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+def file_responses(media_type: str) -> Responses:
     """The ``responses=`` of a route that answers a file (an image): the file, or a 404 :class:`Error`."""
     return {200: {"content": {media_type: {}}, "description": "The file"},
             304: {"description": "Not modified (ETag)"}, **json_responses()}
 
 
-def without_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` without the 422 validation error FastAPI declares on every route with parameters: this
-    server answers a path that does not parse as a 404 (an id that is no number names nothing)."""
+def openapi(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI schema (FastAPI's ``app.openapi``), made once, without the 422 validation error FastAPI
+    declares on every route with parameters: this server answers a path that does not parse as a 404 (an id that
+    is no number names nothing)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     for methods in schema["paths"].values():
         for operation in methods.values():
             if "HTTPValidationError" in str(operation["responses"].get("422", "")):
                 del operation["responses"]["422"]
     for name in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(name, None)
+    app.openapi_schema = schema
     return schema
 
 
-def page_responses() -> dict[int | str, dict[str, Any]]:
+def page_responses() -> Responses:
     """The ``responses=`` of an HTML page: the page, or a 404 page."""
     return {404: {"content": {"text/html": {}}, "description": "Not in the atlas (an HTML page)"}}

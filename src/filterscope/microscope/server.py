@@ -12,11 +12,9 @@ render jobs (``--render``, :mod:`.jobs`). A new page family is a router here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -24,11 +22,10 @@ from starlette.exceptions import HTTPException
 from .._version import __version__
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError
-from . import api, images, maps, pages
+from . import api, images, maps, pages, schemas
 from .context import HERE, Microscope
 from .explain import Explainer, UploadError
 from .jobs import RenderJobs
-from .schemas import without_validation_errors
 
 __all__ = ["create_app"]
 
@@ -47,7 +44,7 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None, explainer: 
                   openapi_url="/api/openapi.json")
     app.state.microscope = scope = Microscope(root, jobs, explainer)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.openapi = lambda: app.openapi_schema or _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: schemas.openapi(app)  # type: ignore[method-assign]
     for router in ROUTERS:  # in any order: a unit's routes take only a number ({unit:int}), so .../map is no unit
         # the routers' routes join the app's own list: FastAPI 0.165's include_router keeps each router as a
         # nested level that every request walks (measured: 20% fewer requests/s, benchmarks/microscope_load.py)
@@ -84,9 +81,3 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None, explainer: 
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    app.openapi_schema = without_validation_errors(get_openapi(title=app.title, version=app.version,
-                                                               routes=app.routes))
-    return app.openapi_schema
