@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 import filterscope as fs
+from filterscope.engine.objectives import ClassLogit
 from filterscope.metrics import activation_ratio, high_frequency_share, reference_max, robustness, transfer
-from filterscope.objectives import ClassLogit
 
 UNITS = {"_blocks.8": [2, 9, 34, 91], "_blocks.11": [3, 30, 77, 150], "_blocks.15": [16, 164, 257, 306]}
 CLASSES = {130: "flamingo", 309: "bee", 417: "balloon", 954: "banana"}

@@ -29,7 +29,7 @@ from filterscope.atlas.records import PlannedRender
 from filterscope.atlas.stages.renders import RenderTask, record_renders, render_task
 from filterscope.atlas.store import AtlasStore
 from filterscope.demo import write_reference_set
-from filterscope.identity import RenderSettings
+from filterscope.engine.identity import RenderSettings
 from filterscope.runtime import Runtime, configure_threads
 
 LAYER, UNITS = "_blocks.8", list(range(8))

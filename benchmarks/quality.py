@@ -32,9 +32,9 @@ import filterscope as fs
 from _quality import CLASSES, UNITS, Scores, class_transfer, score_units, units  # benchmarks/_quality.py
 from _results import machine as describe_machine
 from _results import markdown_table, write_section
+from filterscope.engine.recipes import RECIPES
+from filterscope.engine.render import choose_runtime
 from filterscope.metrics import reference_crops
-from filterscope.recipes import RECIPES
-from filterscope.render import choose_runtime
 from filterscope.runtime import Runtime
 
 COLUMNS = ["variant", "activation ratio", "robustness (mean ratio under transforms)",

@@ -23,10 +23,10 @@ import filterscope as fs
 from _quality import score_units  # benchmarks/_quality.py
 from _results import machine as describe_machine
 from _results import markdown_table, write_section
+from filterscope.engine.recipes import RECIPES, Recipe
+from filterscope.engine.transforms import LUCID_TRANSFORMS, TransformStack
 from filterscope.metrics import reference_crops
-from filterscope.recipes import RECIPES, Recipe
 from filterscope.runtime import Runtime
-from filterscope.transforms import LUCID_TRANSFORMS, TransformStack
 
 LOG = Path(__file__).with_name("recipe_variants.json")
 MATCHED = TransformStack(jitter=18, scales=(0.9, 0.95, 1.0, 1.05, 1.1), angles=tuple(float(a) for a in range(-10, 11)))

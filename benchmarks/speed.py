@@ -2,7 +2,7 @@
 
 Times, side by side in one run on one machine:
 
-1. the naive reference loop (:func:`filterscope.naive.naive_render`): the paper's code, one filter at
+1. the naive reference loop (:func:`filterscope.engine.naive.naive_render`): the paper's code, one filter at
    a time, the whole network on every step, NCHW float32, weights frozen;
 2. filterscope at the same recipe: truncated forward, channels-last, the automatic batch size, in
    ``--precision fp32``, in ``bf16``, and in the default ``auto`` (which of the two a timed probe picks
@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-import filterscope.precision as precision_module
+import filterscope.runtime.precision as precision_module
 from _results import machine as describe_machine
 from _results import write_section  # benchmarks/_results.py
 from filterscope import Channel, Recipe, load_model, render
+from filterscope.engine.naive import naive_render
+from filterscope.engine.render import choose_runtime, plan_batches
 from filterscope.layers import resolve_layer
-from filterscope.naive import naive_render
-from filterscope.render import choose_runtime, plan_batches
 from filterscope.runtime import (
     Forward,
     Runtime,

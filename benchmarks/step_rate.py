@@ -10,7 +10,7 @@ there):
    now). FLOPs are counted by hooks on every convolution and linear layer of the truncated forward (2 per
    multiply-add), x2 for the backward pass to the input; rate = FLOPs / step; share = rate / peak.
 3. **A whole layer**: units of Lite0 ``_blocks.15`` with the ``filterscope`` recipe, end to end through
-   :func:`filterscope.render` (precision probe, batch planning and all), before and after; the minutes for all
+   :func:`filterscope.engine.render` (precision probe, batch planning and all), before and after; the minutes for all
    320 units are extrapolated from ``--layer-units`` (default 32; ``--layer-units 320`` measures them all).
 4. **Steps**: robustness of the 12 quality units (benchmarks/_quality.py) at 64-192 steps of the
    ``filterscope`` recipe, the seed-to-seed spread at 128, and a plateau rule: with a constant learning rate
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 import filterscope as fs
-import filterscope.precision as precision_module
+import filterscope.runtime.precision as precision_module
 from _quality import UNITS  # benchmarks/_quality.py
 from _results import machine, markdown_table, write_section
 from filterscope.layers import resolve_layer
@@ -156,7 +156,7 @@ def in_child(task: str, keep_memory: bool, arg: int) -> list[dict] | dict:
 
 # ------------------------------------------------------------------------------------ whole layer
 def layer_child(units: int, fold: bool) -> dict:
-    """In a child process: ``units`` units of Lite0 ``_blocks.15``, end to end through :func:`filterscope.render`."""
+    """In a child process: ``units`` units of Lite0 ``_blocks.15``, end to end through :func:`filterscope.engine.render`."""
     model = fs.load_model("efficientnet_lite0")
     objectives = [fs.Channel("_blocks.15", u) for u in range(units)]
     start = time.perf_counter()
@@ -232,7 +232,7 @@ def demo_seconds(tree: Path, python: str) -> dict:
     out = Path("/tmp") / f"step-rate-demo-{abs(hash(str(tree)))}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
     start = time.time()
-    code = ("import sys; import filterscope.precision as p; p.cpu_bf16_flags = lambda: (); "
+    code = ("import sys; import filterscope.runtime.precision as p; p.cpu_bf16_flags = lambda: (); "
             "from filterscope._launch import main; "
             f"sys.argv = ['filterscope', 'demo', '--out', {str(out)!r}, '--quiet']; main()")
     done = subprocess.run([python, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree / "src")},

@@ -8,7 +8,7 @@ A page asks for generated text with an HTML comment on a line of its own:
   as ``__all__`` groups them;
 * ``<!-- generate: json-api -->``: every operation of the microscope's OpenAPI schema;
 * ``<!-- generate: recipe-fields -->``: every field of :class:`filterscope.Recipe` with its value in each named
-  recipe and its meaning (from the table in ``filterscope/recipes.py``);
+  recipe and its meaning (from the table in ``filterscope/engine/recipes.py``);
 * ``<!-- generate: atlas-schema -->``: every table and column of the atlas database, as its schema creates them;
 * ``<!-- include: PATH -->``: a file of the repository (its headings one level down).
 
@@ -171,7 +171,7 @@ def _json_type(schema: dict) -> str:
 def recipe_fields() -> str:
     import dataclasses
 
-    from filterscope import recipes
+    from filterscope.engine import recipes
 
     meanings = _field_meanings(recipes.__doc__ or "")
     named = list(recipes.RECIPES)

@@ -214,7 +214,7 @@ def test_names_imported_only_for_type_checking_are_resolved_from_the_module_not_
         "from typing import TYPE_CHECKING\n"
         "from filterscope.arguments import checked\n"
         "if TYPE_CHECKING:\n"
-        "    from filterscope.recipes import Recipe as Steps\n"
+        "    from filterscope.engine.recipes import Recipe as Steps\n"
         "    import numpy.linalg\n"
         "@checked\n"
         "def schedule(recipe: Steps, count: int) -> int:\n"
@@ -224,7 +224,7 @@ def test_names_imported_only_for_type_checking_are_resolved_from_the_module_not_
 
     from filterscope.arguments import _type_checking_imports
 
-    assert _type_checking_imports("typed_elsewhere") == {"Steps": ("filterscope.recipes", "Recipe"),
+    assert _type_checking_imports("typed_elsewhere") == {"Steps": ("filterscope.engine.recipes", "Recipe"),
                                                          "numpy": ("numpy", None)}
     assert typed_elsewhere.schedule(fs.get_recipe("paper"), 3) == 3
     with pytest.raises(fs.ArgumentTypeError, match=r"fs\.schedule: recipe must be .*Recipe.*, not str"):

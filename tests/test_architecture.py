@@ -70,7 +70,7 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_import_cycle_among_filterscope_modules():
     graph = _import_graph()
     # function-local imports count: the command imports matplotlib's module only when it draws
-    assert len(graph) > 30 and {"filterscope.render", "filterscope.plots"} <= graph["filterscope.cli.visualize"]
+    assert len(graph) > 30 and {"filterscope.engine.render", "filterscope.plots"} <= graph["filterscope.cli.visualize"]
     assert _cycles(graph) == []
 
 
@@ -317,6 +317,38 @@ def test_atlas_work_moved_into_its_stages_and_the_old_paths_warn(old, name, new)
     with pytest.warns(DeprecationWarning, match=rf"^{old}\.{name} moved to {new}\.{name}; import it"):
         found = getattr(importlib.import_module(old), name)
     assert found is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize(("old", "name", "new"), [
+    ("filterscope.recipes", "Recipe", "filterscope.engine.recipes"),
+    ("filterscope.render", "visualize_filters", "filterscope.engine.render"),
+    ("filterscope.objectives", "channel", "filterscope.engine.objectives"),
+    ("filterscope.objective_syntax", "parse_objective", "filterscope.engine.objective_syntax"),
+    ("filterscope.params", "PARAMS", "filterscope.engine.params"),
+    ("filterscope.transforms", "TransformStack", "filterscope.engine.transforms"),
+    ("filterscope.results", "RenderResult", "filterscope.engine.results"),
+    ("filterscope.identity", "RenderIdentity", "filterscope.engine.identity"),
+    ("filterscope.naive", "naive_render", "filterscope.engine.naive"),
+    ("filterscope.precision", "choose_precision", "filterscope.runtime.precision"),
+    ("filterscope.fusion", "fold_batch_norms", "filterscope.runtime.fusion"),
+    ("filterscope.gradients", "redirected_relu", "filterscope.runtime.gradients")])
+def test_the_engine_and_the_runtime_have_their_packages_and_the_old_paths_warn(old, name, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"^{old} moved to {new}; import {name} from there"):
+        found = getattr(importlib.import_module(old), name)
+    assert found is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        importlib.import_module(old).nothing  # noqa: B018 (other names: AttributeError, no warning)
+
+
+def test_the_runtime_package_keeps_the_runtime_modules_names():
+    import filterscope.runtime as runtime
+    from filterscope.runtime import core
+
+    assert set(runtime.__all__) == set(core.__all__)
+    assert all(getattr(runtime, name) is getattr(core, name) for name in core.__all__)
+    assert fs.Runtime is runtime.Runtime and fs.render is fs.engine.render.render
 
 
 def test_the_build_runs_the_registered_stages_in_dependency_order_and_a_new_stage_is_one_registration():

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 import filterscope as fs
 from filterscope.cli import app
+from filterscope.engine.render import improved
 from filterscope.images import read_png_metadata
-from filterscope.render import improved
 from filterscope.zoo.calibration import activation_scales, photo_views, reestimate_batchnorm
 from filterscope.zoo.weights import weights_fingerprint
 

@@ -171,7 +171,7 @@ def test_visualize_with_a_named_recipe(tmp_path):
 ])
 @pytest.mark.integration
 def test_the_runtime_line_says_which_precision_and_why(tmp_path, monkeypatch, bf16_seconds, expected, why):
-    import filterscope.precision as precision
+    import filterscope.runtime.precision as precision
 
     monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: {"amx_bf16"})
     monkeypatch.setattr(precision, "_MEMORY", {})

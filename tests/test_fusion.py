@@ -1,4 +1,4 @@
-"""Batch norms folded into convolutions (filterscope.fusion): the same function, on a copy, only where exact."""
+"""Batch norms folded into convolutions (filterscope.runtime.fusion): the same function, on a copy, only where exact."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import filterscope as fs
-from filterscope.fusion import fold_batch_norms
 from filterscope.layers import resolve_layer
 from filterscope.runtime import Forward, Runtime
+from filterscope.runtime.fusion import fold_batch_norms
 from tests.helpers.models import PLAIN
 
 
@@ -190,7 +190,7 @@ def test_lite0_folded_in_float32_errs_no_more_than_one_more_rounding_of_the_plai
     """A float32 network's folded weights are rounded to float32 once. That adds at most one rounding per
     weight to the plain float32 network's rounding at every multiply-add, so the folded activations may err
     against float64 at most twice as much as the plain float32 network's own (measured: 1.1-1.3x, with AVX2 and
-    AVX-512 kernels alike). Input gradients are not compared entry by entry (see filterscope.fusion)."""
+    AVX-512 kernels alike). Input gradients are not compared entry by entry (see filterscope.runtime.fusion)."""
     folding = fold_batch_norms(lite0, [resolve_layer(lite0, "_blocks.15")])
     assert len(folding.pairs) == 49
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))

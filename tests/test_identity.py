@@ -1,4 +1,4 @@
-"""One identity for "the same image" (filterscope.identity): the atlas's keys and visualize's resume both
+"""One identity for "the same image" (filterscope.engine.identity): the atlas's keys and visualize's resume both
 use it; it holds the weights' fingerprint, objective, recipe, seed, copy and requested settings."""
 
 import hashlib
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import filterscope as fs
-from filterscope.identity import RenderIdentity, RenderSettings
-from filterscope.results import finished_outputs, save_result
+from filterscope.engine.identity import RenderIdentity, RenderSettings
+from filterscope.engine.results import finished_outputs, save_result
 from filterscope.zoo.weights import WeightsSource, weights_fingerprint
 
 from .helpers.models import PLAIN, SmallConvNet

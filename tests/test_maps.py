@@ -19,10 +19,10 @@ from filterscope.atlas.stages import StageReport
 from filterscope.atlas.stages import maps as atlas_maps
 from filterscope.atlas.tasks import TaskFailure
 from filterscope.cli import app
+from filterscope.engine.objectives import DirectionNeuron
 from filterscope.layers import OUTPUT, resolve_layer
 from filterscope.maps import MapSettings, bin_cells, lay_out, normalize_layout, sample_places, second_moment, whitening
 from filterscope.maps.samples import SampleSpec, Taps, class_gradients, collect
-from filterscope.objectives import DirectionNeuron
 from filterscope.runtime import Forward, Runtime
 
 from .helpers.maps import SMALL, build

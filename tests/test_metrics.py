@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from filterscope import channel
+from filterscope.engine.transforms import LUCID_TRANSFORMS, TransformStack, random_affine
 from filterscope.metrics import (
     activation_ratio,
     high_frequency_share,
@@ -13,7 +14,6 @@ from filterscope.metrics import (
     score,
     transfer,
 )
-from filterscope.transforms import LUCID_TRANSFORMS, TransformStack, random_affine
 
 from .helpers.models import color_net
 

@@ -56,7 +56,7 @@ def test_resolve_checks_layers_and_indices():
 
 
 def test_layer_energy_and_direction_on_hand_built_activations():
-    from filterscope.objectives import direction, layer_energy
+    from filterscope.engine.objectives import direction, layer_energy
 
     acts = _acts()
     # sample 0: channel 1 is 2 everywhere → mean of squares over (3, 4, 4) = 4 * 16 / 48
@@ -66,7 +66,7 @@ def test_layer_energy_and_direction_on_hand_built_activations():
 
 
 def test_diversity_is_minus_the_mean_gram_similarity():
-    from filterscope.objectives import diversity
+    from filterscope.engine.objectives import diversity
 
     same = torch.ones(3, 2, 2, 2)
     assert torch.allclose(diversity(A)({A: same}), torch.full((3,), -1.0))
@@ -78,7 +78,7 @@ def test_diversity_is_minus_the_mean_gram_similarity():
 
 
 def test_resolve_checks_direction_length():
-    from filterscope.objectives import direction
+    from filterscope.engine.objectives import direction
 
     with pytest.raises(InvalidObjectiveError, match="6 values"):
         direction("conv2", [1, 2]).resolve(color_net())

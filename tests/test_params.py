@@ -7,8 +7,8 @@ from torch import nn
 
 import filterscope as fs
 from filterscope import InvalidRecipeError, Preprocessing, Recipe, visualize_filters
-from filterscope.params import FourierParam, MacoParam, PixelParam, initial_state, make_param
-from filterscope.recipes import RECIPES, get_recipe
+from filterscope.engine.params import FourierParam, MacoParam, PixelParam, initial_state, make_param
+from filterscope.engine.recipes import RECIPES, get_recipe
 
 from .helpers.models import small_net
 
@@ -87,7 +87,7 @@ def test_recipe_files(tmp_path):
 
 @pytest.mark.parametrize("param", ["pixel", "fft"])  # maco is not invertible: its magnitude is fixed
 def test_set_state_round_trips(param):
-    from filterscope.params import initial_state
+    from filterscope.engine.params import initial_state
 
     state = initial_state(param, IMAGES, decorrelate=True)
     module = make_param(param, state, Preprocessing(), decorrelate=True)
@@ -109,8 +109,8 @@ def test_periodic_blur_smooths_the_result():
 
 
 def test_cppn_draws_smooth_images_at_any_size_from_its_weights():
+    from filterscope.engine.params import CPPNParam
     from filterscope.metrics import high_frequency_share
-    from filterscope.params import CPPNParam
 
     state = initial_state("cppn", IMAGES)
     assert state.shape[0] == 2 and state.dim() == 2

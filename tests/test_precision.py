@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-import filterscope.precision as precision
+import filterscope.runtime.precision as precision
 from filterscope import visualize_filters
+from filterscope.engine.recipes import Recipe
 from filterscope.layers import resolve_layer
-from filterscope.precision import CACHE_FILE, MARGIN, choose_precision
-from filterscope.recipes import Recipe
 from filterscope.runtime import Runtime
+from filterscope.runtime.precision import CACHE_FILE, MARGIN, choose_precision
 from filterscope.zoo.model import coerce_model
 
 TINY = Recipe(size=24, scales=2, steps=3)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from filterscope import PAPER_RECIPE, InvalidRecipeError, Recipe
-from filterscope.render import box_blur, start_noise, upscale
+from filterscope.engine.render import box_blur, start_noise, upscale
 
 
 def test_paper_schedule_sizes_and_steps():
@@ -106,7 +106,7 @@ def test_recipe_files_that_name_themselves_as_base_are_refused(tmp_path):
 
 
 def test_fields_added_later_are_written_only_when_set():
-    from filterscope.recipes import LATER_FIELDS
+    from filterscope.engine.recipes import LATER_FIELDS
 
     written = PAPER_RECIPE.to_dict()
     assert not LATER_FIELDS & set(written)  # the JSON of earlier renders and atlas keys stays the same
@@ -126,7 +126,7 @@ def test_new_fields_are_checked(changes, message):
 
 
 def test_learning_rate_schedule():
-    from filterscope.render import Schedule
+    from filterscope.engine.render import Schedule
 
     constant = Schedule(((8, 8),), (10,))
     assert [constant.lr_factor(s, 10) for s in range(10)] == [1.0] * 10
@@ -139,7 +139,7 @@ def test_learning_rate_schedule():
 
 
 def test_gaussian_blur_keeps_the_mean_and_has_the_box_variance():
-    from filterscope.render import box_blur, gaussian_blur
+    from filterscope.engine.render import box_blur, gaussian_blur
 
     impulse = torch.zeros(1, 1, 41, 41)
     impulse[..., 20, 20] = 1
@@ -155,7 +155,7 @@ def test_gaussian_blur_keeps_the_mean_and_has_the_box_variance():
 
 def test_transform_copies_average_the_objective_over_copies():
     from filterscope import visualize_filters
-    from filterscope.recipes import RECIPES
+    from filterscope.engine.recipes import RECIPES
 
     from .helpers.models import small_net
 
@@ -171,7 +171,7 @@ def test_transform_copies_average_the_objective_over_copies():
 
 def test_tiled_images_repeat_one_optimized_tile():
     from filterscope import visualize_filters
-    from filterscope.recipes import RECIPES
+    from filterscope.engine.recipes import RECIPES
 
     from .helpers.models import small_net
 
@@ -188,7 +188,7 @@ def test_tiled_images_repeat_one_optimized_tile():
 
 def test_transform_copies_refuse_batchwise_objectives():
     from filterscope import render
-    from filterscope.recipes import RECIPES
+    from filterscope.engine.recipes import RECIPES
 
     from .helpers.models import small_net
 

@@ -99,7 +99,7 @@ def test_metadata_names_everything():
 
 
 def test_copies_start_from_different_noise_and_diversity_pushes_them_apart():
-    from filterscope.objectives import diversity
+    from filterscope.engine.objectives import diversity
 
     model = small_net()
     plain = render(model, channel("features.5", 3), recipe=SMALL, copies=3, seed=0)

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from filterscope import Recipe, visualize_filters
 from filterscope.analysis import layer_means, rank_filters, sensitivity_maps
 from filterscope.cli import app
+from filterscope.engine.naive import naive_render
 from filterscope.errors import DeviceError, RuntimeSettingError
 from filterscope.layers import resolve_layer
-from filterscope.naive import naive_render
 from filterscope.runtime import (
     BATCH_LIMITS,
     Forward,
@@ -141,8 +141,8 @@ def test_auto_batch_size_fits_the_budget_and_the_device_limit():
 
 
 def test_estimate_grows_with_size_and_batchwise_render_refuses_a_small_budget(resnet18_random):
-    from filterscope.objectives import diversity
-    from filterscope.render import render
+    from filterscope.engine.objectives import diversity
+    from filterscope.engine.render import render
 
     ref = resolve_layer(resnet18_random, "layer3.1.relu")
     small, large = (estimate_memory(resnet18_random, [ref], s) for s in (64, 128))
@@ -158,7 +158,7 @@ MEASURE = textwrap.dedent("""
     from pathlib import Path
     from filterscope import Channel, Recipe, load_model
     from filterscope.layers import resolve_layer
-    from filterscope.render import render
+    from filterscope.engine.render import render
     from filterscope.runtime import Runtime, estimate_memory, proc_bytes as status
 
     model = load_model("resnet18", "random")

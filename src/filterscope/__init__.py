@@ -13,8 +13,9 @@ import a user needs::
 
 Library functions never print, show or save on their own; :func:`save_result` saves PNGs and
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
-errors, registry, tensors, data, files, images → zoo → layers → runtime → objectives, objective_syntax,
-params, transforms → recipes → identity → results → render, analysis, metrics → circuits, explain, plots → atlas →
+errors, registry, tensors, data, files, images → zoo → layers, hooks → runtime (the runtime package: core,
+precision, fusion, gradients) → engine (the optimization engine: objectives, objective_syntax, params, transforms
+→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit → atlas →
 microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
@@ -80,52 +81,52 @@ _EXPORTS: dict[str, str] = {
     "measure": ".metrics",
     "reference_crops": ".metrics",
     "score": ".metrics",
-    "as_objectives": ".objective_syntax",
-    "parse_objective": ".objective_syntax",
-    "OBJECTIVES": ".objectives",
-    "Channel": ".objectives",
-    "ClassLogit": ".objectives",
-    "Direction": ".objectives",
-    "Diversity": ".objectives",
-    "LayerEnergy": ".objectives",
-    "Neuron": ".objectives",
-    "Objective": ".objectives",
-    "channel": ".objectives",
-    "class_logit": ".objectives",
-    "direction": ".objectives",
-    "diversity": ".objectives",
-    "layer_energy": ".objectives",
-    "neuron": ".objectives",
-    "register_objective": ".objectives",
-    "PARAMS": ".params",
-    "Param": ".params",
-    "register_param": ".params",
-    "PAPER_RECIPE": ".recipes",
-    "RECIPES": ".recipes",
-    "Recipe": ".recipes",
-    "get_recipe": ".recipes",
-    "list_recipes": ".recipes",
-    "Stages": ".render",
-    "iter_render": ".render",
-    "render": ".render",
-    "visualize_filters": ".render",
-    "RenderResult": ".results",
-    "StepInfo": ".results",
+    "as_objectives": ".engine.objective_syntax",
+    "parse_objective": ".engine.objective_syntax",
+    "OBJECTIVES": ".engine.objectives",
+    "Channel": ".engine.objectives",
+    "ClassLogit": ".engine.objectives",
+    "Direction": ".engine.objectives",
+    "Diversity": ".engine.objectives",
+    "LayerEnergy": ".engine.objectives",
+    "Neuron": ".engine.objectives",
+    "Objective": ".engine.objectives",
+    "channel": ".engine.objectives",
+    "class_logit": ".engine.objectives",
+    "direction": ".engine.objectives",
+    "diversity": ".engine.objectives",
+    "layer_energy": ".engine.objectives",
+    "neuron": ".engine.objectives",
+    "register_objective": ".engine.objectives",
+    "PARAMS": ".engine.params",
+    "Param": ".engine.params",
+    "register_param": ".engine.params",
+    "PAPER_RECIPE": ".engine.recipes",
+    "RECIPES": ".engine.recipes",
+    "Recipe": ".engine.recipes",
+    "get_recipe": ".engine.recipes",
+    "list_recipes": ".engine.recipes",
+    "Stages": ".engine.render",
+    "iter_render": ".engine.render",
+    "render": ".engine.render",
+    "visualize_filters": ".engine.render",
+    "RenderResult": ".engine.results",
+    "StepInfo": ".engine.results",
     "ProgressBar": ".progress",
-    "output_name": ".results",
-    "save_result": ".results",
-    "PrecisionChoice": ".precision",
-    "choose_precision": ".precision",
-    "choose_runtime": ".render",
+    "output_name": ".engine.results",
+    "save_result": ".engine.results",
+    "PrecisionChoice": ".runtime.precision",
+    "choose_precision": ".runtime.precision",
+    "choose_runtime": ".engine.render",
     "Forward": ".runtime",
     "Runtime": ".runtime",
     "parse_memory": ".runtime",
     "to_pil": ".tensors",
     "to_tensor": ".tensors",
-    "TRANSFORMS": ".transforms",
-    "Transform": ".transforms",
-    "TransformStack": ".transforms",
-    "register_transform": ".transforms",
+    "TRANSFORMS": ".engine.transforms",
+    "Transform": ".engine.transforms",
+    "TransformStack": ".engine.transforms",
+    "register_transform": ".engine.transforms",
     "DEFAULT_MODEL": ".zoo",
     "MODELS": ".zoo",
     "LoadedModel": ".zoo",
@@ -137,7 +138,7 @@ _EXPORTS: dict[str, str] = {
     "wrap_model": ".zoo",
     "reload_model": ".zoo",
     "WeightsSource": ".zoo",
-    "RenderIdentity": ".identity",
+    "RenderIdentity": ".engine.identity",
     "Circuit": ".circuits",
     "ExpandedWeights": ".circuits",
     "circuit": ".circuits",
@@ -245,6 +246,30 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .audit import AuditReport, audit_layer
     from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
     from .circuits.circuit import circuit
+    from .engine.identity import RenderIdentity
+    from .engine.objective_syntax import as_objectives, parse_objective
+    from .engine.objectives import (
+        OBJECTIVES,
+        Channel,
+        ClassLogit,
+        Direction,
+        Diversity,
+        LayerEnergy,
+        Neuron,
+        Objective,
+        channel,
+        class_logit,
+        direction,
+        diversity,
+        layer_energy,
+        neuron,
+        register_objective,
+    )
+    from .engine.params import PARAMS, Param, register_param
+    from .engine.recipes import PAPER_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
+    from .engine.render import Stages, iter_render, render, visualize_filters
+    from .engine.results import RenderResult, StepInfo, output_name, save_result
+    from .engine.transforms import TRANSFORMS, Transform, TransformStack, register_transform
     from .errors import (
         ArgumentTypeError,
         AtlasError,
@@ -272,36 +297,12 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         semantic_dictionary,
         spatial_attribution,
     )
-    from .identity import RenderIdentity
     from .images import load_image, read_png_metadata
     from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
     from .maps import ActivationMap, MapSettings
     from .metrics import Quality, measure, reference_crops, score
-    from .objective_syntax import as_objectives, parse_objective
-    from .objectives import (
-        OBJECTIVES,
-        Channel,
-        ClassLogit,
-        Direction,
-        Diversity,
-        LayerEnergy,
-        Neuron,
-        Objective,
-        channel,
-        class_logit,
-        direction,
-        diversity,
-        layer_energy,
-        neuron,
-        register_objective,
-    )
-    from .params import PARAMS, Param, register_param
-    from .recipes import PAPER_RECIPE, RECIPES, Recipe, get_recipe, list_recipes
-    from .render import Stages, iter_render, render, visualize_filters
-    from .results import RenderResult, StepInfo, output_name, save_result
-    from .runtime import Forward, Runtime, parse_memory
+    from .runtime.core import Forward, Runtime, parse_memory
     from .tensors import to_pil, to_tensor
-    from .transforms import TRANSFORMS, Transform, TransformStack, register_transform
     from .trust import UnitTrust, independent_network, trust_units
     from .zoo import (
         DEFAULT_MODEL,

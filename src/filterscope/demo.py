@@ -31,10 +31,13 @@ from PIL import Image
 from .analysis import Box, Ranking, occlusion_study, rank_filters, sensitivity_maps
 from .atlas import Atlas, BuildProgress
 from .data import natural_images
+from .engine.objectives import Channel
+from .engine.recipes import PAPER_RECIPE, Recipe, get_recipe
+from .engine.render import render
+from .engine.results import RenderResult, StepInfo, save_result
 from .files import atomic_write, atomic_write_text
 from .images import save_png
 from .maps import MapSettings
-from .objectives import Channel
 from .plots import (
     activation_bars,
     atlas_sheet,
@@ -44,10 +47,7 @@ from .plots import (
     sensitivity_figure,
     top_filters_panel,
 )
-from .recipes import PAPER_RECIPE, Recipe, get_recipe
-from .render import render
-from .results import RenderResult, StepInfo, save_result
-from .runtime import Runtime
+from .runtime.core import Runtime
 from .zoo.model import LoadedModel
 
 __all__ = ["DemoPlan", "DEMO_PLAN", "DemoOutputs", "run_demo", "write_reference_set"]

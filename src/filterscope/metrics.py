@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .arguments import checked
+from .engine.objective_syntax import ObjectiveLike, as_objective, as_objectives
+from .engine.objectives import ClassLogit, Objective, layers_of, objective_values
+from .engine.transforms import random_affine
 from .errors import InvalidObjectiveError, InvalidOptionError
-from .objective_syntax import ObjectiveLike, as_objective, as_objectives
-from .objectives import ClassLogit, Objective, layers_of, objective_values
-from .runtime import ANALYSIS_BATCH, Forward, Runtime
-from .transforms import random_affine
+from .runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from .zoo.calibration import photo_views
 from .zoo.model import LoadedModel, coerce_model
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .results import StepInfo
+from .engine.results import StepInfo
 
 __all__ = ["ProgressBar"]
 

@@ -16,7 +16,7 @@ analysed layer (:mod:`.activations`); images are decoded by a background thread 
 on the previous batch.
 """
 
-from ..runtime import ANALYSIS_BATCH
+from ..runtime.core import ANALYSIS_BATCH
 from .activations import layer_means
 from .inputs import IMAGE_SUFFIXES, AnalysisImage, collect_images, prepare_image
 from .occlusion import FILLS, OcclusionRow, OcclusionStudy, fill_image, occlude, occlusion_study

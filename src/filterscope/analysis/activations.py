@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ChannelError
 from ..layers import LayerRef, layer_info, resolve_layer
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime
+from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
 
 __all__ = ["checked_layer", "layer_means", "filter_means", "strongest_first", "nonfinite"]

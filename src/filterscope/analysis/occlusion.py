@@ -20,7 +20,7 @@ from ..arguments import checked
 from ..display import html_table
 from ..errors import RegionError
 from ..layers import LayerRef
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from ..zoo.model import LoadedModel, coerce_model
 from .activations import checked_layer, layer_means, strongest_first
 from .inputs import AnalysisImage, prepare_image

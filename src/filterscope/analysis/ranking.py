@@ -16,7 +16,7 @@ from ..arguments import checked
 from ..display import html_table
 from ..errors import ImageError
 from ..layers import LayerRef
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
+from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime, prefetch
 from ..zoo.model import LoadedModel, coerce_model
 from ..zoo.preprocessing import Placement
 from .activations import checked_layer, filter_means, nonfinite, strongest_first

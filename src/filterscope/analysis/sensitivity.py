@@ -13,7 +13,7 @@ from PIL import Image
 from ..arguments import checked
 from ..errors import ChannelError, RegionError
 from ..layers import LayerRef
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime
+from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
 from .activations import checked_layer, filter_means
 from .inputs import AnalysisImage, prepare_image

@@ -14,11 +14,11 @@ from typing import Self
 import numpy as np
 import torch
 
+from ..engine.recipes import Recipe
 from ..errors import AtlasError
 from ..maps.result import ActivationMap, MapCell
 from ..maps.settings import MapSettings
-from ..recipes import Recipe
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from ..zoo.model import LoadedModel
 from .build import BuildProgress, BuildSummary, build_atlas
 from .check import Problem, check_atlas

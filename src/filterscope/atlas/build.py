@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from ..arguments import checked
+from ..engine.recipes import Recipe, get_recipe
 from ..errors import AtlasError
 from ..files import OutputLock, remove_stale_parts
 from ..maps.settings import MapSettings
-from ..recipes import Recipe, get_recipe
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from ..zoo.model import LoadedModel, coerce_model
 from .dataset import Dataset, list_dataset
 from .executors import Executor, LocalExecutor

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import FilterscopeError, InvalidOptionError
-from ..runtime import usable_cpus
+from ..runtime.core import usable_cpus
 from ..zoo.model import LoadedModel
 from .executors import SHARD_IMAGES, Executor, R, T, TaskFunction
 from .tasks import TaskFailure

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.receptive_field import ReceptiveField
+from ..engine.identity import RenderSettings
+from ..engine.recipes import Recipe
 from ..errors import AtlasError, did_you_mean
-from ..identity import RenderSettings
-from ..recipes import Recipe
 from ..trust.unit import UnitTrust
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource

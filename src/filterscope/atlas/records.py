@@ -16,9 +16,9 @@ from typing import Any
 
 from ..analysis.receptive_field import ReceptiveField
 from ..display import html_png, html_table, png_strip
-from ..identity import RenderSettings
+from ..engine.identity import RenderSettings
+from ..engine.recipes import Recipe
 from ..images import load_image
-from ..recipes import Recipe
 from ..zoo.preprocessing import Preprocessing
 from ..zoo.weights import WeightsSource
 from .sections import Section

@@ -22,7 +22,7 @@ from ..analysis.inputs import decode_image, decoded
 from ..errors import FilterscopeError
 from ..layers import OUTPUT, LayerRef, resolve_layer
 from ..maps.samples import SampleRows, SampleSpec, Tangents, Taps, class_gradients, collect, primal
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime, prefetch
+from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime, prefetch
 from ..zoo.model import LoadedModel
 from ..zoo.preprocessing import Placement
 from .exemplars import UnitTracker

@@ -36,11 +36,11 @@ import torch
 
 from ..analysis.activations import checked_layer
 from ..arguments import checked
+from ..engine.objectives import Channel
+from ..engine.recipes import Recipe, get_recipe
+from ..engine.render import improved, render
 from ..errors import InvalidOptionError
 from ..layers import LayerRef
-from ..objectives import Channel
-from ..recipes import Recipe, get_recipe
-from ..render import improved, render
 from ..trust import Independent, UnitTrust, trust_units
 from ..trust.unit import unit_maxima
 from ..zoo.model import LoadedModel, coerce_model

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine.recipes import Recipe
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, resolve_layer
-from ..recipes import Recipe
 from ..trust.unit import unit_maxima
 from ..zoo.model import LoadedModel
 
@@ -186,8 +186,8 @@ def optimizer_images(model: LoadedModel, layer: str | LayerRef, units: Sequence[
                      steps: Sequence[int] = (1, 8, 32), seed: int = 0) -> torch.Tensor:
     """An optimizer's images of ``units`` of ``layer`` (maximized and minimized) after each of ``steps`` steps of
     ``recipe``: ``(2 * len(units) * len(steps), C, H, W)`` in [0, 1], from its first noise to its pictures."""
-    from ..objectives import Channel, Objective
-    from ..render import render
+    from ..engine.objectives import Channel, Objective
+    from ..engine.render import render
 
     objectives: list[Objective] = [Channel(str(resolve_layer(model, layer)), u) for u in units]
     objectives += [-o for o in objectives]

@@ -28,7 +28,7 @@ from ..arguments import checked
 from ..errors import ChannelError, FilterscopeError
 from ..layers import Capture, LayerRef, check_channel, layer_info, resolve_layer
 from ..metrics import reference_crops
-from ..runtime import ANALYSIS_BATCH
+from ..runtime.core import ANALYSIS_BATCH
 from ..zoo.model import LoadedModel, coerce_model, frozen
 from .classes import class_effects
 from .evidence import DRAWS, AblationCheck, ablation_check, attribution

@@ -22,7 +22,7 @@ import torch
 
 from ..hooks import Intervene, Leaf, source_calls
 from ..layers import Capture, LayerRef
-from ..runtime import ANALYSIS_BATCH
+from ..runtime.core import ANALYSIS_BATCH
 from ..zoo.model import LoadedModel, frozen
 
 __all__ = ["AblationCheck", "attribute", "attribution", "ablation_check", "peaks", "DRAWS"]

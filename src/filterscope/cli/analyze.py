@@ -16,14 +16,14 @@ from ..analysis import (
     read_regions,
     sensitivity_maps,
 )
+from ..engine.objectives import Channel
+from ..engine.recipes import Recipe
+from ..engine.render import visualize_filters
+from ..engine.results import save_result
 from ..errors import RegionError
 from ..files import atomic_write_text, check_output
 from ..layers import layer_slug
-from ..objectives import Channel
-from ..recipes import Recipe
-from ..render import visualize_filters
-from ..results import save_result
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from .app import app, guarded
 from .options import (
     BatchOption,

@@ -14,7 +14,7 @@ import typer
 
 from .._version import __version__
 from ..errors import FilterscopeError
-from ..runtime import configure_threads, keep_freed_memory
+from ..runtime.core import configure_threads, keep_freed_memory
 
 __all__ = ["app", "guarded", "main", "Terminated", "deferred_signals"]
 

@@ -14,11 +14,11 @@ from ..atlas import Atlas, BuildProgress, BuildSummary, build_atlas, list_datase
 from ..atlas.distributed import dask_executor, parse_cluster
 from ..atlas.stages import STAGES
 from ..atlas.store import AtlasStore
+from ..engine.recipes import get_recipe
+from ..engine.results import StepInfo
 from ..errors import AtlasError, InvalidOptionError
 from ..files import check_output
-from ..recipes import get_recipe
-from ..results import StepInfo
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from ..zoo.preprocessing import FITS
 from .app import app, guarded
 from .options import (

@@ -11,9 +11,9 @@ import typer
 from ..analysis import collect_images, prepare_image
 from ..audit import AuditReport, audit_figure, audit_layer
 from ..audit.audit import MIN_PHOTOS, SILENT_SHARE
+from ..engine.recipes import get_recipe
 from ..errors import InvalidOptionError
 from ..files import atomic_write_text, check_output
-from ..recipes import get_recipe
 from ..trust import independent_network
 from ..trust.judges import JUDGES
 from .app import app, guarded

@@ -4,10 +4,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..engine.recipes import RECIPES
 from ..errors import FilterscopeError
 from ..layers import list_layers
-from ..recipes import RECIPES
-from ..runtime import format_size
+from ..runtime.core import format_size
 from ..zoo import PackageWeights, get_model_spec, list_models
 from .app import app, guarded
 from .options import PreprocessingOption, at_least, load

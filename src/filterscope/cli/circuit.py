@@ -11,9 +11,9 @@ from ..analysis import collect_images
 from ..atlas.store import AtlasStore
 from ..circuits import Circuit, Connection, circuit
 from ..circuits.evidence import DRAWS
+from ..engine.recipes import get_recipe
 from ..files import atomic_write_text, check_output
 from ..layers import layer_slug
-from ..recipes import get_recipe
 from ..zoo.model import LoadedModel
 from .app import app, guarded
 from .options import (

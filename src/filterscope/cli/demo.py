@@ -7,7 +7,7 @@ import typer
 
 from ..demo import run_demo
 from ..files import check_output
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from .app import app, guarded
 from .options import DeviceOption, ModelOption, OutOption, QuietOption, SeedOption, load, runtime_options
 from .progress import RenderProgress

@@ -10,12 +10,12 @@ import torch
 import typer
 
 from ..analysis import collect_images
+from ..engine.objective_syntax import parse_objective
+from ..engine.objectives import ClassLogit
 from ..errors import InvalidObjectiveError
 from ..files import atomic_write_text, check_output
 from ..images import load_array, load_image, read_png_metadata
 from ..metrics import reference_crops, score
-from ..objective_syntax import parse_objective
-from ..objectives import ClassLogit
 from ..tensors import to_tensor
 from ..zoo import Preprocessing, WeightsSource, load_model, read_preprocessing, reload_model
 from .app import app, guarded

@@ -8,15 +8,15 @@ from typing import Annotated, Optional
 import typer
 from PIL import Image
 
+from ..engine.objectives import Direction, Objective
+from ..engine.recipes import get_recipe
+from ..engine.render import render
+from ..engine.results import save_result
 from ..errors import InvalidOptionError
 from ..explain import PARTS, accentuate, caricature, invert, neuron_groups, semantic_dictionary, spatial_attribution
 from ..explain.activations import as_image
 from ..files import atomic_write_text, check_output
 from ..layers import layer_slug
-from ..objectives import Direction, Objective
-from ..recipes import get_recipe
-from ..render import render
-from ..results import save_result
 from ..zoo.model import LoadedModel
 from .app import app, guarded
 from .options import (

@@ -6,12 +6,12 @@ from typing import Annotated, Optional
 import typer
 
 from ..atlas import Atlas, build_atlas
+from ..engine.recipes import list_recipes
 from ..errors import InvalidOptionError
 from ..maps.layout import GRID, LAYOUTS, MIN_COUNT, MIN_DIST, N_NEIGHBORS
 from ..maps.samples import POSITIONS
 from ..maps.settings import MapSettings
-from ..recipes import list_recipes
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from .app import guarded
 from .atlas import _Bars, atlas_app, check_icons
 from .options import DeviceOption, PreprocessingOption, QuietOption, WeightsOption, check_list

@@ -21,9 +21,9 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
+from ..engine.recipes import Recipe, get_recipe
 from ..errors import InvalidObjectiveError, InvalidOptionError
-from ..recipes import Recipe, get_recipe
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from ..zoo import LoadedModel, load_model, read_preprocessing
 
 __all__ = ["ModelOption", "ModelArgument", "PreprocessingOption", "WeightsOption", "DeviceOption", "BatchOption", "SeedOption", "QuietOption", "OutOption",

@@ -7,13 +7,13 @@ from typing import Optional
 from PIL import Image
 
 from ..atlas.store import AtlasStore
+from ..engine.identity import RenderIdentity, RenderSettings
+from ..engine.objectives import Channel
+from ..engine.recipes import get_recipe
+from ..engine.render import render
+from ..engine.results import finished_outputs, save_result
 from ..errors import AtlasError
-from ..identity import RenderIdentity, RenderSettings
-from ..objectives import Channel
-from ..recipes import get_recipe
-from ..render import render
-from ..results import finished_outputs, save_result
-from ..runtime import Runtime
+from ..runtime.core import Runtime
 from ..zoo.model import LoadedModel
 from ..zoo.weights import weights_fingerprint
 from .progress import RenderProgress

@@ -3,8 +3,8 @@ asked, and checking for signals at every render step."""
 
 from typing import Optional
 
+from ..engine.results import StepInfo
 from ..progress import ProgressBar
-from ..results import StepInfo
 from .app import check_signals
 
 __all__ = ["ImageProgress", "RenderProgress"]

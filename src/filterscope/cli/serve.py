@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..atlas.store import AtlasStore
+from ..engine.recipes import Recipe, get_recipe
 from ..errors import AtlasError, InvalidOptionError
-from ..recipes import Recipe, get_recipe
 from ..zoo import LoadedModel, read_preprocessing, reload_model
 from ..zoo.weights import weights_fingerprint
 from .app import app, guarded

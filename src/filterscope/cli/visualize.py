@@ -9,17 +9,17 @@ from typing import Annotated, Optional
 import typer
 from PIL import Image
 
+from ..engine.identity import RenderIdentity, RenderSettings
+from ..engine.objective_syntax import parse_objective
+from ..engine.objectives import Channel, ClassLogit, Neuron, Objective
+from ..engine.recipes import Recipe
+from ..engine.render import choose_runtime, iter_render, plan_batches
+from ..engine.results import finished_outputs, output_name, save_result
 from ..errors import FilterscopeError, InvalidObjectiveError, InvalidOptionError
 from ..files import OutputLock, check_output, remove_stale_parts
-from ..identity import RenderIdentity, RenderSettings
 from ..images import read_png_metadata
 from ..layers import resolve_layer
-from ..objective_syntax import parse_objective
-from ..objectives import Channel, ClassLogit, Neuron, Objective
-from ..recipes import Recipe
-from ..render import choose_runtime, iter_render, plan_batches
-from ..results import finished_outputs, output_name, save_result
-from ..runtime import Runtime, format_bytes
+from ..runtime.core import Runtime, format_bytes
 from ..zoo import LoadedModel
 from ..zoo.weights import weights_fingerprint
 from .app import app, deferred_signals, guarded

@@ -22,14 +22,14 @@ from collections.abc import Callable
 import torch
 
 from ..arguments import checked
+from ..engine.objectives import Channel, Match, Objective
+from ..engine.recipes import Recipe, get_recipe
+from ..engine.render import Stages, render
+from ..engine.results import RenderResult, StepInfo
+from ..engine.transforms import TransformStack
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, resolve_layer
-from ..objectives import Channel, Match, Objective
-from ..recipes import Recipe, get_recipe
-from ..render import Stages, render
-from ..results import RenderResult, StepInfo
-from ..runtime import Runtime
-from ..transforms import TransformStack
+from ..runtime.core import Runtime
 from ..zoo.model import LoadedModel, coerce_model
 from .activations import ImageLike, as_image, layer_activations
 

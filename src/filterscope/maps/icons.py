@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.objectives import DirectionNeuron
+from ..engine.recipes import Recipe, get_recipe
+from ..engine.render import iter_render
 from ..images import encode_png
 from ..layers import resolve_layer
-from ..objectives import DirectionNeuron
-from ..recipes import Recipe, get_recipe
-from ..render import iter_render
-from ..runtime import Forward, Runtime
+from ..runtime.core import Forward, Runtime
 from ..zoo.model import LoadedModel
 
 __all__ = ["ICON_SIZE", "ICON_POWER", "RIDGE", "icon_recipe", "second_moment", "whitening", "IconJob", "IconTask",

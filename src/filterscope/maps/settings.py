@@ -7,8 +7,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
+from ..engine.recipes import list_recipes
 from ..errors import InvalidOptionError
-from ..recipes import list_recipes
 from .icons import ICON_POWER, ICON_SIZE
 from .layout import GRID, LAYOUTS, MIN_COUNT, MIN_DIST, N_NEIGHBORS
 from .samples import POSITIONS, TOP_CLASSES, SampleSpec

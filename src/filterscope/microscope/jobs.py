@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atlas.build import BuildProgress, build_atlas
+from ..engine.recipes import Recipe
+from ..engine.results import StepInfo
 from ..errors import FilterscopeError
-from ..recipes import Recipe
-from ..results import StepInfo
 from ..zoo.model import LoadedModel
 
 __all__ = ["MAX_KEPT", "MAX_WAITING", "Job", "QueueFullError", "RenderJobs"]

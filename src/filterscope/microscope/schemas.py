@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from ..atlas.records import ExemplarRecord, RenderRecord, UnitRecord, UnitStats, UnitSummary
 from ..circuits.evidence import AblationCheck
-from ..identity import RenderSettings
+from ..engine.identity import RenderSettings
+from ..engine.recipes import LATER_FIELDS, Recipe
 from ..maps.settings import MapSettings
-from ..recipes import LATER_FIELDS, Recipe
 from ..trust import AFCScore, PathSimilarity, UnitTrust
 from ..trust import Consensus as ConsensusRecord
 from ..trust import Description as DescriptionRecord

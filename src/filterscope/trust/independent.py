@@ -22,8 +22,8 @@ from torch import nn
 
 from ..arguments import checked
 from ..errors import InvalidOptionError
-from ..fusion import fold_batch_norms
 from ..metrics import to_input_size
+from ..runtime.fusion import fold_batch_norms
 from ..zoo import load_model
 from ..zoo.model import LoadedModel, frozen
 

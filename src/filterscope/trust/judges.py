@@ -31,7 +31,7 @@ from ..errors import InvalidOptionError
 from ..layers import LayerRef, layer_info, list_layers, resolve_layer
 from ..metrics import to_input_size
 from ..registry import Registry
-from ..runtime import Forward
+from ..runtime.core import Forward
 from ..zoo.model import LoadedModel
 from .independent import Independent
 

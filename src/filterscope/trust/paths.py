@@ -37,7 +37,7 @@ from scipy.stats import rankdata
 
 from ..layers import LayerRef, list_layers, resolve_layer
 from ..metrics import to_input_size
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime
+from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel
 
 __all__ = ["PathSimilarity", "path_layers", "channel_vectors", "spearman", "path_similarity", "PATH_ALPHA",

@@ -22,7 +22,7 @@ from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..arguments import checked
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, check_channel, list_layers, resolve_layer
-from ..runtime import ANALYSIS_BATCH, Forward, Runtime
+from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
 from .afc import AFC_K, AFC_POOL, AFC_TASKS, AFCScore, machine_afc
 from .describe import Description, colours, consensus, spread

@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from ...engine.recipes import Recipe
+from ...engine.results import StepInfo
 from ...errors import AtlasError
 from ...layers import LayerRef
 from ...maps.settings import MapSettings
-from ...recipes import Recipe
 from ...registry import Registry
-from ...results import StepInfo
-from ...runtime import Runtime
+from ...runtime.core import Runtime
 from ...zoo.model import LoadedModel
 from ..dataset import Dataset
 from ..executors import Executor

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ...analysis.inputs import decode_image, decoded
 from ...errors import FilterscopeError
-from ...runtime import prefetch
+from ...runtime.core import prefetch
 from ...tensors import to_pil
 from ...zoo.model import LoadedModel
 from ..records import Crop, CropJob

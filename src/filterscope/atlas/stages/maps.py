@@ -36,7 +36,7 @@ from ...maps.icons import IconJob, IconTask, IconTaskOutcome, icon_recipe, icon_
 from ...maps.layout import bin_cells, lay_out, normalize_layout
 from ...maps.samples import SampleRows, SampleSpec, per_image
 from ...maps.settings import MapSettings
-from ...runtime import Runtime
+from ...runtime.core import Runtime
 from ...zoo.model import LoadedModel
 from ..executors import Executor
 from ..map_store import FinishedIcon, MapRecord, MapSamplesRecord, NewCell

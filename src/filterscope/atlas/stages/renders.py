@@ -21,17 +21,17 @@ import numpy as np
 import torch
 
 from ...analysis.activations import layer_means
+from ...engine.identity import RenderIdentity, RenderSettings
+from ...engine.objectives import Channel
+from ...engine.recipes import Recipe
+from ...engine.render import iter_render, plan_batches
+from ...engine.results import RenderResult
 from ...errors import FilterscopeError
 from ...files import write_bytes
-from ...identity import RenderIdentity, RenderSettings
 from ...images import encode_png
 from ...layers import layer_slug, resolve_layer, slug
 from ...metrics import activation_ratio, high_frequency_share, reference_crops, robustness
-from ...objectives import Channel
-from ...recipes import Recipe
-from ...render import iter_render, plan_batches
-from ...results import RenderResult
-from ...runtime import Runtime
+from ...runtime.core import Runtime
 from ...zoo.model import LoadedModel
 from ..records import FinishedRender, PlannedRender, RenderJob
 from ..store import AtlasStore

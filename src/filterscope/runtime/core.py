@@ -40,11 +40,11 @@ from typing import TypeVar
 
 import torch
 
-from .arguments import checked
-from .errors import InvalidRecipeError, RuntimeSettingError
+from ..arguments import checked
+from ..errors import InvalidRecipeError, RuntimeSettingError
+from ..layers import Capture, LayerRef
+from ..zoo.model import LoadedModel, frozen
 from .fusion import fold_batch_norms
-from .layers import Capture, LayerRef
-from .zoo.model import LoadedModel, frozen
 
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "format_size", "usable_cpus", "configure_threads",
