@@ -98,7 +98,7 @@ def test_recipe_dicts(changes):
         one_line(error)
     else:
         assert all(math.isfinite(v) for v in (recipe.lr, recipe.upscale, recipe.weight_decay, recipe.tv))
-        assert recipe.output_size <= fs.recipes.MAX_SIZE
+        assert recipe.output_size <= fs.engine.recipes.MAX_SIZE
         assert fs.Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe  # round-trips
 
 

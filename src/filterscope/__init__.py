@@ -15,7 +15,7 @@ Library functions never print, show or save on their own; :func:`save_result` sa
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
 errors, registry, tensors, data, files, images → zoo → layers, hooks → runtime (the runtime package: core,
 precision, fusion, gradients) → engine (the optimization engine: objectives, objective_syntax, params, transforms
-→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit → atlas →
+→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit, concepts → atlas →
 microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "independent_network": ".trust",
     "audit_layer": ".audit",
     "AuditReport": ".audit",
+    "train_dictionary": ".concepts",
+    "load_dictionary": ".concepts",
+    "ConceptDictionary": ".concepts",
     "MapSettings": ".maps",
     "ActivationMap": ".maps",
     "Atlas": ".atlas",
@@ -194,6 +197,8 @@ __all__ = [
     "trust_units", "UnitTrust", "independent_network",
     # the red-team audit of the trust signals
     "audit_layer", "AuditReport",
+    # concepts: sparse dictionaries of a layer
+    "train_dictionary", "load_dictionary", "ConceptDictionary",
     # atlases, and activation atlases of their layers
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor", "MapSettings", "ActivationMap",
 ]
@@ -244,6 +249,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .analysis.receptive_field import receptive_field
     from .atlas import Atlas, DaskExecutor, build_atlas, list_dataset
     from .audit import AuditReport, audit_layer
+    from .concepts import ConceptDictionary, load_dictionary, train_dictionary
     from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
     from .circuits.circuit import circuit
     from .engine.identity import RenderIdentity

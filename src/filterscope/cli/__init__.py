@@ -12,6 +12,6 @@ Only this package imports Typer or prints.
 from .app import app, main
 
 # Each module registers its commands; imported in the order --help lists them.
-from . import catalog, visualize, analyze, circuit, explain, evaluate, trust, audit, atlas, maps, serve, demo  # noqa: F401  # isort: skip
+from . import catalog, visualize, analyze, circuit, explain, evaluate, trust, audit, concepts, atlas, maps, serve, demo  # noqa: F401  # isort: skip
 
 __all__ = ["app", "main"]

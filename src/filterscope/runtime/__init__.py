@@ -26,6 +26,7 @@ from .core import (
     estimate_memory,
     format_bytes,
     format_size,
+    keep_freed_memory,
     memory_format,
     parse_memory,
     plan_batch_size,
@@ -37,4 +38,4 @@ from .core import (
 __all__ = ["Runtime", "Forward", "memory_format", "MemoryEstimate", "PRECISIONS", "estimate_memory", "auto_batch_size",
            "default_memory_budget", "parse_memory", "format_bytes", "format_size", "usable_cpus", "configure_threads",
            "prefetch", "proc_bytes", "BATCH_LIMITS", "ANALYSIS_BATCH", "plan_batch_size", "cpu_description",
-           "cpu_bf16_flags"]
+           "cpu_bf16_flags", "keep_freed_memory"]

@@ -1,0 +1,53 @@
+"""The concepts' figure: the most used concepts, one row each, with the images where each fires most and where in
+them (its activation over the image), next to the channel the concept writes to most."""
+
+from __future__ import annotations
+
+import torch
+from matplotlib.figure import Figure
+
+from ..layers import LayerRef
+from ..tensors import to_pil
+from ..zoo.model import LoadedModel
+from .concepts import ConceptDictionary
+from .vectors import layer_grids
+
+__all__ = ["concept_maps", "concept_figure"]
+
+
+def concept_maps(model: LoadedModel, ref: LayerRef, found: ConceptDictionary, images: torch.Tensor,
+                 concepts: list[int]) -> torch.Tensor:
+    """``(N, len(concepts), H, W)``: where each of ``concepts`` fires in each image (the layer's grid)."""
+    grids = layer_grids(model, ref, images)
+    n, channels, height, width = grids.shape
+    with torch.no_grad():
+        codes = found.encode(grids.permute(0, 2, 3, 1).reshape(-1, channels))[:, concepts]
+    return codes.reshape(n, height, width, len(concepts)).permute(0, 3, 1, 2)
+
+
+def concept_figure(model: LoadedModel, ref: LayerRef, found: ConceptDictionary, images: torch.Tensor, *,
+                   concepts: int = 8, per_concept: int = 4) -> Figure:
+    """The ``concepts`` most used concepts, each with the ``per_concept`` images (of ``images``, in [0, 1]) where it
+    fires most, its activation over them in heat colours."""
+    chosen = found.by_usage()[:concepts]
+    maps = concept_maps(model, ref, found, images, chosen)
+    shown = min(per_concept, images.shape[0])
+    figure = Figure(figsize=(1.9 * shown + 0.4, 2.0 * len(chosen) + 0.5), layout="constrained")
+    axes = figure.subplots(len(chosen), shown, squeeze=False)
+    for row, concept in enumerate(chosen):
+        peaks = maps[:, row].flatten(1).amax(1)
+        strongest = int(found.atoms[concept].abs().argmax())
+        for column, index in enumerate(peaks.topk(shown).indices.tolist()):
+            ax = axes[row, column]
+            image = to_pil(images[index])
+            ax.imshow(image)
+            heat = maps[index, row]
+            ax.imshow(heat.numpy(), cmap="inferno", alpha=0.5, vmin=0, vmax=max(float(heat.max()), 1e-12),
+                      extent=(-0.5, image.size[0] - 0.5, image.size[1] - 0.5, -0.5))
+            ax.set_axis_off()
+            if column == 0:
+                ax.set_title(f"concept {concept} ({found.usage[concept]:.1%} of positions; mostly channel "
+                             f"{strongest})", fontsize=8, loc="left")
+    figure.suptitle(f"{found.model} {found.layer}: the {len(chosen)} most used of {found.settings.atoms} concepts, "
+                    "where each fires most", fontsize=10)
+    return figure
