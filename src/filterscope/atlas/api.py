@@ -65,7 +65,7 @@ class Atlas:
               fit: str = "crop", runtime: Runtime | None = None, batch_size: int | None = None,
               retry_failed: bool = False, progress: BuildProgress | None = None, checkpoint_seconds: float = 30.0,
               cluster: str | None = None, circuits: bool | None = None, trust: bool | None = None,
-              maps: MapSettings | bool = False) -> BuildSummary:
+              maps: MapSettings | bool = False, stages: Sequence[object] = ()) -> BuildSummary:
         """:func:`~filterscope.atlas.build.build_atlas` into this atlas (the same arguments); with ``cluster``
         (``"local:2"``, ``"tcp://host:8786"``) on Dask (:mod:`filterscope.atlas.distributed`)."""
         with dask_executor(cluster) as executor:
@@ -73,7 +73,7 @@ class Atlas:
                                dataset=dataset, exemplars=exemplars, scores=scores, fit=fit, runtime=runtime,
                                batch_size=batch_size, retry_failed=retry_failed, progress=progress,
                                checkpoint_seconds=checkpoint_seconds, executor=executor, circuits=circuits,
-                               trust=trust, maps=maps)
+                               trust=trust, maps=maps, stages=stages)
 
     def status(self) -> AtlasStatus:
         """What the atlas holds and what is left: renders per layer, recipe and seed; exemplar passes; activation

@@ -58,7 +58,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 retry_failed: bool = False, progress: BuildProgress | None = None,
                 checkpoint_seconds: float = 30.0, executor: Executor | None = None,
                 circuits: bool | None = None, trust: bool | None = None,
-                maps: MapSettings | bool = False) -> BuildSummary:
+                maps: MapSettings | bool = False, stages: Sequence[object] = ()) -> BuildSummary:
     """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (module docstring).
 
     Args:
@@ -81,6 +81,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         circuits: Record each unit's circuit (default: when the build renders; :func:`_by_cost`).
         trust: Record each unit's trust scores and description (:mod:`filterscope.trust`; default: as ``circuits``).
         maps: An activation atlas of each layer (``True``: default :class:`~filterscope.maps.MapSettings`).
+        stages: The settings of further stages (``ConceptSettings`` of :mod:`.stages.concepts`): each runs.
 
     Returns:
         What each stage did (:class:`~.stages.BuildSummary`).
@@ -94,7 +95,7 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         tuple((r, get_recipe(r)) if isinstance(r, str) else (r.name or "custom", r) for r in recipes),
         tuple(seeds), dataset if isinstance(dataset, Dataset) or dataset is None else list_dataset(dataset),
         exemplars, scores, fit, batch_size, retry_failed, checkpoint_seconds, circuits, trust,
-        MapSettings() if maps is True else maps or None)
+        MapSettings() if maps is True else maps or None, tuple(stages))
     store = atlas if isinstance(atlas, AtlasStore) else None
     folder = atlas.path if isinstance(atlas, AtlasStore) else Path(atlas)
 
@@ -127,6 +128,8 @@ def _run_stages(context: BuildContext) -> None:
     for stage in stage_order():
         if stage.wanted(context.request):
             begun = time.perf_counter()
+            with context.store.transaction() as conn:
+                stage.migrate(conn)
             stage.execute(context)
             if stage.name in context.summary.stages:
                 context.report(stage.name).seconds = time.perf_counter() - begun

@@ -42,10 +42,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["Stage", "StageReport", "Recorded", "BuildProgress", "BuildSummary", "BuildRequest", "BuildContext",
-           "LayerPlan", "NamedFile", "STAGES", "register_stage", "stage_order"]
+           "LayerPlan", "NamedFile", "STAGES", "register_stage", "stage_order", "has_table"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+O = TypeVar("O")
 
 
 class BuildProgress:
@@ -169,6 +170,12 @@ class BuildRequest:
     circuits: bool = True
     trust: bool = True
     maps: MapSettings | None = None
+    extras: tuple[object, ...] = ()
+    """The settings of stages beyond these (``build_atlas(stages=...)``): one object per stage, found by its type."""
+
+    def option(self, kind: type[O]) -> O | None:
+        """The settings of type ``kind`` the build was given, if any (what a stage's :meth:`Stage.wanted` asks)."""
+        return next((x for x in self.extras if isinstance(x, kind)), None)
 
 
 @dataclass
@@ -236,6 +243,9 @@ class Stage(Generic[T, R]):
     Attributes:
         name: The stage's name (the summary's key, the progress's label, ``atlas check``'s repair kind).
         after: Stages that must run before this one when both run.
+        tables: The stage's own tables, as ``CREATE TABLE IF NOT EXISTS`` / ``CREATE INDEX IF NOT EXISTS``
+            statements: its schema fragment, created (:meth:`migrate`) by a build before the stage runs, so an atlas
+            that never ran it has none, and its reads check for them (:func:`has_table`).
         ordered: Outcomes come back in task order (for a stage that checkpoints a prefix).
         stops: A failed task stops the build (the stage cannot go on without it) instead of being recorded.
         counts: What the progress counts (``unit``, ``image``, ``icon``).
@@ -248,7 +258,13 @@ class Stage(Generic[T, R]):
     stops: ClassVar[bool] = False
     counts: ClassVar[str] = "unit"
     redone: ClassVar[str] = "record(s) to redo"
+    tables: ClassVar[tuple[str, ...]] = ()
     run: Callable[[LoadedModel, T, Callable[[Any], None] | None], R]
+
+    def migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the stage's :attr:`tables` where missing (inside the caller's write transaction)."""
+        for statement in self.tables:
+            conn.execute(statement)
 
     def wanted(self, request: BuildRequest) -> bool:
         """Whether a build with ``request`` runs this stage."""
@@ -296,6 +312,11 @@ class Stage(Generic[T, R]):
     def invalidate(self, conn: sqlite3.Connection, keys: set[tuple[int, ...]]) -> None:
         """Mark the records of ``keys`` (damaged files) for the next build to redo, inside the caller's
         transaction."""
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the atlas has table ``name`` (a stage's tables exist once a build ran it)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 STAGES: Registry[Stage[Any, Any]] = Registry("atlas stage", AtlasError)
