@@ -46,7 +46,7 @@ __all__ = ["Stage", "StageReport", "Recorded", "BuildProgress", "BuildSummary", 
 
 T = TypeVar("T")
 R = TypeVar("R")
-O = TypeVar("O")
+S = TypeVar("S")
 
 
 class BuildProgress:
@@ -173,7 +173,7 @@ class BuildRequest:
     extras: tuple[object, ...] = ()
     """The settings of stages beyond these (``build_atlas(stages=...)``): one object per stage, found by its type."""
 
-    def option(self, kind: type[O]) -> O | None:
+    def option(self, kind: type[S]) -> S | None:
         """The settings of type ``kind`` the build was given, if any (what a stage's :meth:`Stage.wanted` asks)."""
         return next((x for x in self.extras if isinstance(x, kind)), None)
 
