@@ -343,10 +343,10 @@ def test_the_engine_and_the_runtime_have_their_packages_and_the_old_paths_warn(o
 
 
 def test_the_runtime_package_keeps_the_runtime_modules_names():
+    import inspect
+
     import filterscope.runtime as runtime
     from filterscope.runtime import core
-
-    import inspect
 
     public = {name for name, value in vars(core).items() if not name.startswith("_") and
               (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == core.__name__}

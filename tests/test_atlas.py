@@ -217,10 +217,11 @@ def test_the_atlas_object_is_a_small_face_status_covers_every_stage_and_check_re
         assert sorted((r.layer, r.done, r.pending) for r in status.renders) == [("4", 2, 0), ("6", 1, 0)]
         assert sorted((p.layer, p.images, p.status, p.units_with_crops) for p in status.passes) == [
             ("4", 6, "done", 2), ("6", 6, "done", 1)]
-        assert sorted((s.layer, s.stage, s.units) for s in status.stages) == [("4", "circuits", 2),
-                                                                              ("6", "circuits", 1)]
-        assert {"model": "stack", "layer": "6", "stage": "circuits", "units": 1,
-                "channels": atlas.layer("6").channels} in status.to_dict()["stages"]
+        assert sorted((s.layer, s.stage, s.text) for s in status.stages) == [
+            ("4", "circuits", f"2 of {atlas.layer('4').channels} units have a circuit"),
+            ("6", "circuits", f"1 of {atlas.layer('6').channels} units have a circuit")]
+        assert {"model": "stack", "layer": "6", "stage": "circuits",
+                "text": f"1 of {atlas.layer('6').channels} units have a circuit"} in status.to_dict()["stages"]
         assert atlas.check() == [] and [m.name for m in atlas.models()] == ["stack"]
         assert sorted(layer.name for layer in atlas.layers()) == ["4", "6"]
         (tmp_path / "atlas" / atlas.unit("4", 1).renders[0].file).unlink()

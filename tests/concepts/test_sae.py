@@ -106,7 +106,7 @@ def test_stability_matches_atoms_one_to_one():
 
 
 def test_a_dictionary_file_round_trips_and_bad_settings_are_named(planted, tmp_path):
-    model, images, found = planted
+    _, images, found = planted
     path = found.save(tmp_path / "mix.concepts")
     again = load_dictionary(path)
     assert torch.equal(again.encode(images[:1].permute(0, 2, 3, 1).reshape(-1, FEATURES) @ planted_atoms()),

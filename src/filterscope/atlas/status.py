@@ -1,5 +1,5 @@
 """What an atlas holds and what is left, in one record: renders per layer, recipe and seed; exemplar passes;
-activation atlases; and the units each unit-level stage (circuits, trust) has recorded.
+activation atlases; and, per layer, what each registered stage says it holds (circuits, trust, concepts, ...).
 
 ``filterscope atlas status`` prints it; :meth:`filterscope.Atlas.status` returns it.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .records import StatusRow
+from .stages import stage_order
 from .store import AtlasStore
 
 __all__ = ["AtlasStatus", "PassStatus", "MapStatus", "StageStatus", "atlas_status"]
@@ -44,13 +45,13 @@ class MapStatus:
 
 @dataclass(frozen=True)
 class StageStatus:
-    """The units of a layer with a record of a unit-level stage (``circuits``: any section; ``trust``)."""
+    """What the atlas holds of a stage's work for a layer, in words (:meth:`~.stages.Stage.recorded`): the units
+    with a circuit or a trust record, a concept dictionary."""
 
     model: str
     layer: str
     stage: str
-    units: int
-    channels: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,8 @@ def atlas_status(store: AtlasStore) -> AtlasStatus:
                                           sum(c.file is not None for c in cells),
                                           sum(c.status == "failed" and c.file is None for c in cells),
                                           found.trustworthiness))
-                circuits = set().union(*(store.units_with_section(layer.id, section)
-                                         for section in ("inputs", "outputs", "classes")))
-                for stage, units in (("circuits", circuits),
-                                     ("trust", store.units_with_trust(layer.id))):
-                    if units:
-                        stages.append(StageStatus(model.name, layer.name, stage, len(units), layer.channels))
+                for stage in stage_order():
+                    text = stage.recorded(store, layer)
+                    if text is not None:
+                        stages.append(StageStatus(model.name, layer.name, stage.name, text))
         return AtlasStatus(store.schema_version, store.status(), passes, maps, stages)

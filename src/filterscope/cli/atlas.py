@@ -236,7 +236,7 @@ def status_command(
         typer.echo(f"  activation atlas {m.model} {m.layer}: {m.cells} cells of {m.grid}x{m.grid} "
                    f"({m.positions} positions{what}){trust}, {m.icons} of {m.cells} icons{rest}")
     for s in found.stages:
-        typer.echo(f"  {s.stage} {s.model} {s.layer}: {s.units} of {s.channels} units recorded")
+        typer.echo(f"  {s.stage} {s.model} {s.layer}: {s.text}")
     left = found.renders_left
     typer.echo(f"  {left} render(s) left" if left else "  nothing left to render")
 

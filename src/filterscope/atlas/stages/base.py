@@ -35,6 +35,7 @@ from ...runtime.core import Runtime
 from ...zoo.model import LoadedModel
 from ..dataset import Dataset
 from ..executors import Executor
+from ..records import LayerRecord
 from ..store import AtlasStore
 from ..tasks import TaskFailure
 
@@ -308,6 +309,11 @@ class Stage(Generic[T, R]):
     def files(self, conn: sqlite3.Connection) -> Iterator[NamedFile]:
         """Every file this stage's records name (for ``atlas check``)."""
         return iter(())
+
+    def recorded(self, store: AtlasStore, layer: LayerRecord) -> str | None:
+        """What the atlas holds of this stage's work for ``layer``, in words, for ``atlas status`` (``None``: the
+        stage keeps nothing per layer, or nothing yet)."""
+        return None
 
     def invalidate(self, conn: sqlite3.Connection, keys: set[tuple[int, ...]]) -> None:
         """Mark the records of ``keys`` (damaged files) for the next build to redo, inside the caller's

@@ -34,7 +34,7 @@ from ...files import file_sha256, write_bytes
 from ...layers import LayerRef, layer_slug, resolve_layer, slug
 from ...metrics import reference_crops
 from ...zoo.model import LoadedModel
-from ..records import CircuitPair, CircuitSection
+from ..records import CircuitPair, CircuitSection, LayerRecord
 from ..sections import ClassesSection, InputsSection, OutputsSection
 from ..store import AtlasStore
 from ..tasks import Report, TaskFailure, worker_name
@@ -234,6 +234,11 @@ class CircuitStage(Stage[CircuitTask, CircuitOutcome]):
         if why is not None:
             return Recorded(failed=(f"{task.label}: {why}",))
         return Recorded(len(task.units), message=f"circuits: {task.label}, {len(task.units)} unit(s)")
+
+    def recorded(self, store: AtlasStore, layer: LayerRecord) -> str | None:
+        units = set().union(*(store.units_with_section(layer.id, section) for section in ("inputs", "outputs",
+                                                                                           "classes")))
+        return f"{len(units)} of {layer.channels} units have a circuit" if units else None
 
     def files(self, conn: sqlite3.Connection) -> Iterator[NamedFile]:
         for c in conn.execute("SELECT c.id, c.file, a.name AS a, b.name AS b FROM circuit_pairs c JOIN layers a "

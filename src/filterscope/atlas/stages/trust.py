@@ -27,7 +27,7 @@ from ...trust import TrustData, UnitTrust, independent_network, unit_trust
 from ...trust.afc import AFC_K
 from ...trust.unit import near_classifier
 from ...zoo.model import LoadedModel
-from ..records import FINISHED
+from ..records import FINISHED, LayerRecord
 from ..store import AtlasStore
 from ..tasks import Report, TaskFailure, worker_name
 from .base import BuildContext, BuildRequest, Recorded, Stage, register_stage
@@ -156,3 +156,7 @@ class TrustStage(Stage[TrustTask, TrustOutcome]):
         if why is not None:
             return Recorded(failed=(f"{task.layer}: {why}",))
         return Recorded(len(task.units), message=f"trust: {task.layer}, {len(task.units)} unit(s)")
+
+    def recorded(self, store: AtlasStore, layer: LayerRecord) -> str | None:
+        units = store.units_with_trust(layer.id)
+        return f"{len(units)} of {layer.channels} units have a trust record" if units else None
