@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..atlas import Atlas, BuildProgress, BuildSummary, build_atlas, list_dataset
 from ..atlas.distributed import dask_executor, parse_cluster
 from ..atlas.stages import STAGES
+from ..atlas.stages.concepts import ConceptSettings
 from ..atlas.store import AtlasStore
 from ..engine.recipes import get_recipe
 from ..engine.results import StepInfo
@@ -117,6 +118,10 @@ def build_command(
     activation_map: Annotated[bool, typer.Option("--map", help="An activation atlas of each layer (default "
                                                  "settings; filterscope atlas map for others): its samples are "
                                                  "collected in the exemplar pass (needs --dataset).")] = False,
+    concepts: Annotated[Optional[int], typer.Option(
+        "--concepts", help="A sparse dictionary of N concepts for each layer, trained on the exemplar pass's images "
+        "(needs --dataset of 10 images or more; filterscope concepts for its options): stored in the atlas, trained "
+        "once.", show_default=False)] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
                                                                       "failed in an earlier build.")] = False,
     cluster: Annotated[Optional[str], typer.Option(
@@ -164,6 +169,9 @@ def build_command(
         raise InvalidOptionError("--recipe none renders nothing: give a --dataset for exemplars")
     if activation_map and data is None:
         raise InvalidOptionError("--map needs a --dataset: the map's samples come from the exemplar pass")
+    if concepts is not None and data is None:
+        raise InvalidOptionError("--concepts needs a --dataset: the dictionary is trained on the pass's images")
+    extra = [ConceptSettings(atoms=concepts)] if concepts is not None else []
     if cluster is not None:
         parse_cluster(cluster)  # a malformed address fails before the model loads
     loaded = load(model, weights, seed, device, quiet, preprocessing)
@@ -175,7 +183,7 @@ def build_command(
             summary = build_atlas(out, loaded, names, units=unit_list, recipes=chosen, seeds=[seed], dataset=data,
                                   exemplars=exemplars, scores=scores, fit=fit, runtime=runtime, batch_size=batch_size,
                                   retry_failed=retry_failed, progress=bars, executor=executor, circuits=circuits,
-                                  trust=trust, maps=activation_map)
+                                  trust=trust, maps=activation_map, stages=extra)
     finally:
         bars.close()
     parts = [f"{summary.rendered} render(s) done"]
@@ -191,7 +199,12 @@ def build_command(
         parts.append(f"{summary.trust} trust record(s)")
     if summary.maps or summary.icons:
         parts.append(f"{summary.maps} activation map(s), {summary.icons} icon(s)")
+    if summary.of("concepts").done:
+        parts.append(f"{summary.of('concepts').done} concept dictionary(ies)")
     typer.echo(f"{out}: {', '.join(parts)} in {summary.seconds:.0f} s")
+    if summary.of("concepts").failed:
+        raise AtlasError(f"{len(summary.of('concepts').failed)} concept dictionary(ies) failed "
+                         f"({summary.of('concepts').failed[0]}); the next build trains them again")
     if summary.failed:
         raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "
                          "--retry-failed renders them again")

@@ -11,7 +11,7 @@ below. Its settings are a class of its own, passed as ``build_atlas(stages=[...]
 ``request.option(TheSettings)``. The build, ``atlas check`` and the summary pick it up from the registry.
 """
 
-from . import circuits, crops, exemplars, maps, renders, trust  # noqa: F401  (registration, in build order)
+from . import circuits, concepts, crops, exemplars, maps, renders, trust  # noqa: F401  (registration, in build order)
 from .base import (
     STAGES,
     BuildContext,
