@@ -44,8 +44,11 @@ def concepts_command(
                                                                  "layer's channels).", show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", help="Active concepts per activation vector (on average for batchtopk).")]
     = 32,
-    kind: Annotated[str, typer.Option("--kind", help=f"The sparse autoencoder: {', '.join(KINDS)}.")] = "batchtopk",
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training vectors.")] = 40,
+    kind: Annotated[str, typer.Option("--kind", help=f"The sparse autoencoder: {', '.join(KINDS)}.")] = "topk",
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training vectors (at least 600 steps of "
+                                                         "1,024 vectors).")] = 5,
+    views: Annotated[int, typer.Option("--views", help="Random views of each training image besides it and its "
+                                                       "mirror image (resized crops, brightness).")] = 4,
     per_image: Annotated[Optional[int], typer.Option(
         "--per-image", help="Vectors per image, drawn by their norm (default: every position).",
         show_default=False)] = None,
@@ -66,7 +69,7 @@ def concepts_command(
     Example: filterscope concepts efficientnet_lite0 -l _blocks.15 --dataset photos/
     """
     for value, minimum, option in ((k, 1, "-k"), (epochs, 1, "--epochs"), (atoms, 2, "--atoms"),
-                                   (per_image, 1, "--per-image")):
+                                   (per_image, 1, "--per-image"), (views, 0, "--views")):
         at_least(value, minimum, option)
     if kind not in KINDS:
         raise InvalidOptionError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})")
@@ -92,7 +95,7 @@ def concepts_command(
 
     try:
         found = train_dictionary(loaded, ref, torch.stack(pixels), atoms=atoms, k=k, kind=kind, epochs=epochs,
-                                 flips=flips, per_image=per_image, seed=seed,
+                                 views=views, flips=flips, per_image=per_image, seed=seed,
                                  stability_seed=seed + 1 if stability else None, progress=progress)
     finally:
         for bar in bars.values():

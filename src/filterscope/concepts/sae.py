@@ -14,11 +14,11 @@ The model, on vectors ``x`` normalized by :class:`~.dictionary.Normalizer` (cent
 with the decoder's rows (the atoms) kept at unit norm: the gradient's part along each row is removed before a
 step and the rows are renormalized after it. TopK keeps each vector's ``k`` largest; BatchTopK keeps the
 ``batch * k`` largest of a batch (vectors take as many latents as they need) and, at inference, every latent
-above a threshold: the running mean of the smallest kept value. The loss is the normalized squared error plus
-``aux_alpha`` times AuxK: the residual ``x - x_hat`` reconstructed from the ``aux_k`` largest pre-activations of
-the dead latents (those that have not fired for ``dead_after`` training vectors), which gives them a gradient
-towards what the live ones miss. The encoder starts as the decoder's transpose; everything is drawn from one
-seeded generator, so a seed gives the same dictionary.
+above a threshold: the value above which ``k`` latents per training vector fire on average. The loss is the
+normalized squared error plus ``aux_alpha`` times AuxK: the residual ``x - x_hat`` reconstructed from the
+``aux_k`` largest pre-activations of the dead latents (those that have not fired for ``dead_after`` training
+vectors), which gives them a gradient towards what the live ones miss. The encoder starts as the decoder's
+transpose; everything is drawn from one seeded generator, so a seed gives the same dictionary.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidOptionError
@@ -46,8 +47,9 @@ class SAESettings:
         atoms: Latents (dictionary size).
         k: Active latents per vector (TopK), or on average (BatchTopK).
         kind: ``batchtopk`` or ``topk``.
-        epochs: Passes over the training vectors.
+        epochs: Passes over the training vectors (more when that is fewer than ``min_steps`` steps).
         batch_size: Vectors per step.
+        min_steps: The fewest optimizer steps (a small dataset gets more epochs).
         lr: Adam's learning rate (decayed linearly to 0 over the last fifth of the steps).
         aux_k: Dead latents the auxiliary loss uses (default: half the channels).
         aux_alpha: The auxiliary loss's weight (Gao et al.: 1/32).
@@ -57,10 +59,11 @@ class SAESettings:
 
     atoms: int
     k: int = 32
-    kind: str = "batchtopk"
-    epochs: int = 40
-    batch_size: int = 4096
-    lr: float = 2e-3
+    kind: str = "topk"
+    epochs: int = 5
+    batch_size: int = 1024
+    lr: float = 5e-3
+    min_steps: int = 600
     aux_k: int | None = None
     aux_alpha: float = 1 / 32
     dead_after: int | None = None
@@ -71,8 +74,8 @@ class SAESettings:
             raise InvalidOptionError(f"kind must be one of {', '.join(KINDS)} (got {self.kind!r})")
         if not 1 <= self.k <= self.atoms:
             raise InvalidOptionError(f"k must be between 1 and the atoms ({self.atoms}), got {self.k}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InvalidOptionError("epochs and batch_size must be at least 1 and lr above 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.min_steps < 0:
+            raise InvalidOptionError("epochs and batch_size must be at least 1, min_steps at least 0 and lr above 0")
 
 
 class SparseAutoencoder(nn.Module):
@@ -129,12 +132,24 @@ class SparseAutoencoder(nn.Module):
         return self.normalizer.invert(z @ self.W_dec + self.b_pre)
 
 
+def _reconstruct(sae: SparseAutoencoder, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training reconstruction of pre-activations, and which latents fired. TopK decodes only the ``k`` kept
+    atoms of each vector (``embedding_bag``: 1.7 times faster than the dense product at 8 x 320 latents)."""
+    if sae.kind == "topk":
+        values, index = pre.clamp(min=0).topk(sae.k, dim=1)
+        fired = torch.zeros(pre.shape[1], dtype=torch.bool)
+        fired[index[values.detach() > 0]] = True
+        return F.embedding_bag(index, sae.W_dec, per_sample_weights=values, mode="sum") + sae.b_pre, fired
+    z = sae.sparsify(pre, training=True)
+    return z @ sae.W_dec + sae.b_pre, (z.detach() > 0).any(0)
+
+
 def _step_loss(sae: SparseAutoencoder, x: torch.Tensor, dead: torch.Tensor, aux_k: int, aux_alpha: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss of one batch (normalized MSE + aux_alpha * AuxK) and its codes."""
+    """The loss of one batch (normalized MSE + aux_alpha * AuxK) and which latents fired."""
     pre = sae.pre(x)
-    z = sae.sparsify(pre, training=True)
-    residual = x - (z @ sae.W_dec + sae.b_pre)
+    reconstruction, fired = _reconstruct(sae, pre)
+    residual = x - reconstruction
     scale = (x - x.mean(0)).pow(2).sum(1).mean()
     loss = residual.pow(2).sum(1).mean() / scale
     if aux_alpha > 0 and bool(dead.any()):
@@ -144,7 +159,18 @@ def _step_loss(sae: SparseAutoencoder, x: torch.Tensor, dead: torch.Tensor, aux_
         target = residual.detach()
         aux = (target - z_aux @ sae.W_dec[dead]).pow(2).sum(1).mean() / target.pow(2).sum(1).mean().clamp(min=1e-12)
         loss = loss + aux_alpha * aux
-    return loss, z.detach()
+    return loss, fired
+
+
+def _threshold(sae: SparseAutoencoder, x: torch.Tensor, batch_size: int, generator: torch.Generator) -> float:
+    """BatchTopK's inference threshold: the value above which ``k`` latents per vector fire on average, over up to
+    16 batches of the training vectors (the batch rule applied to them all: Bussmann et al.'s mean of each batch's
+    smallest kept value estimates the same, less exactly)."""
+    sample = x[torch.randperm(x.shape[0], generator=generator)[:16 * batch_size]]
+    with torch.no_grad():
+        positive = torch.cat([sae.pre(part).clamp(min=0).flatten() for part in sample.split(batch_size)])
+    kept = min(sae.k * sample.shape[0], positive.numel())
+    return float(positive.topk(kept).values[-1])
 
 
 def train_sae(vectors: torch.Tensor, settings: SAESettings, *,
@@ -159,16 +185,16 @@ def train_sae(vectors: torch.Tensor, settings: SAESettings, *,
     sae.initialize(generator)
     optimizer = torch.optim.Adam(sae.parameters(), lr=settings.lr)
     per_epoch = math.ceil(n / settings.batch_size)
-    steps, decay_from = settings.epochs * per_epoch, int(0.8 * settings.epochs * per_epoch)
+    epochs = max(settings.epochs, math.ceil(settings.min_steps / per_epoch))
+    steps, decay_from = epochs * per_epoch, int(0.8 * epochs * per_epoch)
     dead_after = settings.dead_after or n
     aux_k = settings.aux_k or max(1, channels // 2)
     since_fired = torch.zeros(settings.atoms)
-    thresholds: list[float] = []
     step = 0
-    for _ in range(settings.epochs):
+    for _ in range(epochs):
         for batch in torch.randperm(n, generator=generator).split(settings.batch_size):
             x = x_all[batch]
-            loss, z = _step_loss(sae, x, since_fired > dead_after, aux_k, settings.aux_alpha)
+            loss, fired = _step_loss(sae, x, since_fired > dead_after, aux_k, settings.aux_alpha)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():  # keep the atoms on the unit sphere: no gradient along them, renormalized after
@@ -180,13 +206,10 @@ def train_sae(vectors: torch.Tensor, settings: SAESettings, *,
             optimizer.step()
             with torch.no_grad():
                 sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12))
-            fired = (z > 0).any(0)
             since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + x.shape[0])
-            if settings.kind == "batchtopk" and bool((z > 0).any()):
-                thresholds.append(float(z[z > 0].min()))
             step += 1
             if progress is not None:
                 progress(step, steps, float(loss.detach()))
-    if thresholds:  # Bussmann et al.: the mean smallest kept activation, over the last epoch's batches
-        sae.threshold.fill_(sum(thresholds[-per_epoch:]) / len(thresholds[-per_epoch:]))
+    if settings.kind == "batchtopk":
+        sae.threshold.fill_(_threshold(sae, x_all, settings.batch_size, generator))
     return sae.eval().requires_grad_(False)

@@ -52,13 +52,15 @@ MIN_IMAGES = 10
 @dataclass(frozen=True)
 class ConceptSettings:
     """A dictionary per built layer: ``atoms`` concepts (default 8 x the layer's channels), ``k`` active per
-    vector, the ``kind`` of sparse autoencoder, ``epochs``; trained on at most ``images`` of the pass's images;
+    vector, the ``kind`` of sparse autoencoder, ``epochs``, random ``views`` of each image (besides it and its
+    mirror image); trained on at most ``images`` of the pass's images;
     ``exemplars`` top images kept per concept; ``seed``."""
 
     atoms: int | None = None
     k: int = 32
-    kind: str = "batchtopk"
-    epochs: int = 40
+    kind: str = "topk"
+    epochs: int = 5
+    views: int = 4
     images: int = 1000
     exemplars: int = 9
     seed: int = 0
@@ -111,7 +113,7 @@ def concept_task(model: LoadedModel, task: ConceptTask, report: Report | None = 
     chosen = _chosen(len(task.paths), settings.images, settings.seed)
     pixels = torch.stack([decoded(*decode_image(model, task.paths[i], task.fit, None)).pixels for i in chosen])
     found = train_dictionary(model, ref, pixels, atoms=settings.atoms, k=settings.k, kind=settings.kind,
-                             epochs=settings.epochs, seed=settings.seed)
+                             epochs=settings.epochs, views=settings.views, seed=settings.seed)
     if report is not None:
         report(task.layer)
     grids = layer_grids(model, ref, pixels)
