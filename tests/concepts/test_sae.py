@@ -119,5 +119,5 @@ def test_a_dictionary_file_round_trips_and_bad_settings_are_named(planted, tmp_p
         load_dictionary(tmp_path / "other")
     with pytest.raises(InvalidOptionError, match="k must be between 1 and the atoms"):
         SAESettings(atoms=4, k=5)
-    with pytest.raises(InvalidOptionError, match="kind must be one of batchtopk, topk"):
+    with pytest.raises(InvalidOptionError, match="kind must be one of topk, batchtopk"):
         SAESettings(atoms=4, kind="relu")

@@ -127,6 +127,8 @@ def summary(found: ConceptDictionary, channels: int) -> str:
         top1 = f"{q.top1:.1%}" if q.top1 is not None else "-"
         kl = f"{q.kl:.4f}" if q.kl is not None else "-"
         lines.append(f"{q.name:<12}{q.atoms:>7}{q.fve:>8.3f}{q.l0:>8.1f}{q.dead:>8.1%}{q.dense:>8.1%}{top1:>8}{kl:>9}")
+    if found.train_fve is not None:
+        lines.append(f"(the dictionary's FVE on its training vectors: {found.train_fve:.3f})")
     if found.stability is not None:
         lines.append(f"stability against seed {s.seed + 1}: matched cosine {found.stability.mean_cosine:.3f} on "
                      f"average, {found.stability.above_09:.0%} of the concepts above 0.9")

@@ -36,7 +36,7 @@ from .dictionary import Normalizer
 
 __all__ = ["SAESettings", "SparseAutoencoder", "train_sae", "KINDS"]
 
-KINDS = ("batchtopk", "topk")
+KINDS = ("topk", "batchtopk")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class SAESettings:
     Attributes:
         atoms: Latents (dictionary size).
         k: Active latents per vector (TopK), or on average (BatchTopK).
-        kind: ``batchtopk`` or ``topk``.
+        kind: ``topk`` or ``batchtopk``.
         epochs: Passes over the training vectors (more when that is fewer than ``min_steps`` steps).
         batch_size: Vectors per step.
         min_steps: The fewest optimizer steps (a small dataset gets more epochs).
