@@ -63,6 +63,7 @@ fs.build_atlas(out, model, ["_blocks.4", "_blocks.10"], units=[0, 3, 7], recipes
                exemplars=4, runtime=fs.Runtime(precision="fp32"))
 seconds = time.perf_counter() - start
 atlas = fs.Atlas(out, create=False)
+store = getattr(atlas, "store", atlas)  # the records' queries: on the store since Architecture III, on the atlas before
 snap = {}
 for layer in ("_blocks.4", "_blocks.10"):
     for unit in (0, 3, 7):
@@ -77,8 +78,8 @@ for layer in ("_blocks.4", "_blocks.10"):
             "stats": [s.mean, s.std, s.max, s.min, s.fraction_positive, s.images], "histogram": s.histogram,
             "exemplars": {k: [(e.image, e.value, e.y, e.x, e.box, e.source_box) for e in v]
                           for k, v in u.exemplars.items()},
-            "crops": [atlas.exemplar_image(e.id).hex() for v in u.exemplars.values() for e in v],
-            "cofiring": atlas.cofiring(layer, unit)}
+            "crops": [store.exemplar_image(e.id).hex() for v in u.exemplars.values() for e in v],
+            "cofiring": store.cofiring(layer, unit)}
 print(json.dumps({"seconds": seconds, "snapshot": snap}))
 """
 
