@@ -83,7 +83,7 @@ circuit-pictures: $(VENV)/.installed
 
 # The docs' microscope screenshots: the browser test photographs the demo's atlas (run `make demo` first).
 microscope-pictures: $(VENV)/.installed-dev chromium
-	FILTERSCOPE_SCREENSHOT_ATLAS=$(OUT)/atlas $(PY) -m pytest -q tests/test_browser.py -k screenshots
+	FILTERSCOPE_SCREENSHOT_ATLAS=$(OUT)/atlas $(PY) -m pytest -q tests/microscope/test_browser.py -k screenshots
 	$(PY) -c "from PIL import Image; import sys; [Image.open(a).convert('RGB').save(b, quality=85) for a, b in zip(sys.argv[1::2], sys.argv[2::2])]" \
 		docs/images/microscope_layer.png docs/images/microscope_layer.jpg docs/images/microscope_unit.png docs/images/microscope_unit.jpg \
 		docs/images/microscope_trust.png docs/images/microscope_trust.jpg

@@ -1,5 +1,5 @@
-"""Whether an answer of the microscope is one its OpenAPI schema declares (tests/test_api_fuzz.py, and the
-render-job and image-page tests of tests/test_microscope.py)."""
+"""Whether an answer of the microscope is one its OpenAPI schema declares (tests/microscope/test_api_fuzz.py, and the
+render-job and image-page tests of tests/microscope/test_microscope.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What each JSON answer of the API holds, as pydantic models: they write the OpenAPI schema
-(``/api/openapi.json``) that ``tests/test_api_fuzz.py`` checks every answer against.
+(``/api/openapi.json``) that ``tests/microscope/test_api_fuzz.py`` checks every answer against.
 
 They document, they do not serialize: handlers return ``JSONResponse`` objects (see :mod:`.api`), so a
 field added to an answer but not here fails that test (``extra="forbid"`` writes

@@ -66,7 +66,7 @@ def create_app(atlas: str | Path, *, jobs: RenderJobs | None = None, explainer: 
 
     @app.exception_handler(OverflowError)
     async def too_large(request: Request, exc: OverflowError) -> Response:
-        # an id beyond SQLite's 64-bit integers names nothing in the atlas (found by tests/test_api_fuzz.py)
+        # an id beyond SQLite's 64-bit integers names nothing in the atlas (found by tests/microscope/test_api_fuzz.py)
         return not_found(request, f"Not found: {request.url.path} (a number too large to be an id)")
 
     @app.exception_handler(RequestValidationError)

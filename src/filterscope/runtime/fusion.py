@@ -6,7 +6,7 @@ a convolution whose output nothing else reads, it folds into the convolution's w
 memory-bound pass fewer per layer, forward and backward. On EfficientNet-Lite0 (a batch norm after each of
 its 49 convolutions up to ``_blocks.15``) that is a third of a render step's time (benchmarks/step_rate.py).
 The fold itself is exact algebra, computed in float64: a float64 network folds to the same function to
-float64 rounding (tests/test_fusion.py). A float32 network's folded weights are rounded to float32 once, so
+float64 rounding (tests/runtime/test_fusion.py). A float32 network's folded weights are rounded to float32 once, so
 its activations err against float64 1.1-1.3x as much as the unfolded float32 network's own (both ~1.5e-6 of
 their norm on Lite0's ``_blocks.15``). Input gradients of either float32 network are not compared entry by
 entry: a rounding-sized change flips a ReLU somewhere, which moves the gradient by ~0.1 % of its norm, so
