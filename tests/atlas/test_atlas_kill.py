@@ -27,7 +27,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import filterscope as fs
     from filterscope.atlas import writes
-    from tests.test_atlas import conv_stack
+    from tests.helpers.atlases import conv_stack
     moment = int(sys.argv[1])  # the SQLite VM instruction of the pass's final transactions to be killed at; -1: count
     ticks = [0]
 
