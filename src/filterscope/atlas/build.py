@@ -59,7 +59,8 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
                 checkpoint_seconds: float = 30.0, executor: Executor | None = None,
                 circuits: bool | None = None, trust: bool | None = None,
                 maps: MapSettings | bool = False, stages: Sequence[object] = ()) -> BuildSummary:
-    """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (module docstring).
+    """Add to ``atlas`` what it lacks for these layers, units, recipes, seeds and dataset (module docstring); returns
+    what each stage did (:class:`~.stages.BuildSummary`).
 
     Args:
         atlas: An :class:`AtlasStore` or a folder (created when missing or empty).
@@ -82,9 +83,6 @@ def build_atlas(atlas: AtlasStore | str | os.PathLike[str], model: LoadedModel |
         trust: Record each unit's trust scores and description (:mod:`filterscope.trust`; default: as ``circuits``).
         maps: An activation atlas of each layer (``True``: default :class:`~filterscope.maps.MapSettings`).
         stages: The settings of further stages (``ConceptSettings`` of :mod:`.stages.concepts`): each runs.
-
-    Returns:
-        What each stage did (:class:`~.stages.BuildSummary`).
     """
     started, loaded = time.perf_counter(), coerce_model(model)
     if exemplars < 1 or (batch_size is not None and batch_size < 1):
