@@ -208,7 +208,7 @@ def test_rerunning_a_finished_atlas_does_no_work_and_renders_are_recorded(tmp_pa
 
 def test_the_atlas_object_is_a_small_face_status_covers_every_stage_and_check_repairs(tmp_path):
     public = {name for name in dir(fs.Atlas) if not name.startswith("_")}
-    assert public == {"build", "status", "models", "layers", "layer", "unit", "map", "check", "close"}
+    assert public == {"build", "status", "models", "layers", "layer", "unit", "map", "concepts", "check", "close"}
     write_images(tmp_path / "data", 6)
     with fs.Atlas(tmp_path / "atlas") as atlas:
         atlas.build(conv_stack(), ["4", "6"], units={"4": [0, 1], "6": [0]}, recipes=[TINY_RECIPE],

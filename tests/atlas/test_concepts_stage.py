@@ -42,7 +42,7 @@ def test_a_build_trains_a_dictionary_per_layer_records_its_concepts_and_never_tr
             values = [e.value for e in concept.exemplars]
             assert values == sorted(values, reverse=True) and all(0 <= e.image < images for e in concept.exemplars)
         (one,) = concepts_of(atlas.store, record.id, concepts[0].concept)
-        assert one == concepts[0]
+        assert one == concepts[0] and atlas.concepts("6") == concepts
         assert "concepts" in [s.name for s in stage_order()] and STAGES.get("concepts").after[0] == "exemplars"
         assert atlas.check() == []
         before = (atlas.path / record.file).read_bytes()
@@ -65,6 +65,8 @@ def test_an_atlas_without_the_stage_has_no_concept_tables_and_reads_none(tmp_pat
     with fs.Atlas(tmp_path / "atlas") as atlas:
         atlas.build(conv_stack(), "6", units=[0], recipes=(), dataset=tmp_path / "data", exemplars=2)
         assert concept_dictionaries(atlas.store, atlas.layer("6").id) == [] and concepts_of(atlas.store, 1) == []
+        with pytest.raises(fs.AtlasError, match="No concepts of 6 in .*--concepts N"):
+            atlas.concepts("6")
         assert atlas.check() == []
     with sqlite3.connect(tmp_path / "atlas" / "atlas.sqlite") as conn:
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'concept%'").fetchall()

@@ -26,6 +26,7 @@ from .check import repair as repair_atlas
 from .dataset import Dataset
 from .distributed import dask_executor
 from .records import LayerRecord, ModelRecord, UnitRecord
+from .stages.concepts import ConceptRecord, concept_dictionaries, concepts_of
 from .status import AtlasStatus, atlas_status
 from .store import AtlasStore
 
@@ -43,7 +44,11 @@ class Atlas:
         atlas.unit("_blocks.8", 3)                          # renders, exemplars, statistics of one unit
         atlas.build(model, "_blocks.15", dataset="photos/", maps=True, recipes=())  # an activation atlas
         atlas.map("_blocks.15").figure()                    # its icons on the grid, labelled
+        atlas.build(model, "_blocks.15", dataset="photos/", recipes=(), stages=[ConceptSettings(atoms=640)])  # concepts
+        atlas.concepts("_blocks.15")                        # its concepts, most used first, with their top images
         atlas.check()                                       # damaged files and records; [] when sound
+
+    (``ConceptSettings`` is :class:`filterscope.atlas.stages.concepts.ConceptSettings`.)
 
     ``Atlas(path)`` opens the atlas in ``path``, creating it when the folder is missing or empty;
     ``create=False`` only opens one; ``readonly=True`` opens it for reading only. Every other query is on
@@ -104,6 +109,17 @@ class Atlas:
             raise AtlasError(f"No activation atlas of {layer} in {self.path}: make one with filterscope atlas map "
                              f"{self.path} -l {layer}")
         return read_map(self.store, found[0].id, record.name)
+
+    def concepts(self, layer: str, model: str | None = None) -> list[ConceptRecord]:
+        """The concepts of ``layer``'s newest dictionary (``atlas build --concepts N``), most used first, each with
+        its usage, the unit it writes to most and its top images; the dictionary itself is
+        ``concept_dictionaries(atlas.store, layer_id)[0].load(atlas.path)``."""
+        record = self.layer(layer, model)
+        found = concept_dictionaries(self.store, record.id)
+        if not found:
+            raise AtlasError(f"No concepts of {layer} in {self.path}: make them with filterscope atlas build "
+                             f"{self.path} -l {layer} --dataset DIR --concepts N")
+        return concepts_of(self.store, found[0].id)
 
     def check(self, *, repair: bool = False) -> list[Problem]:
         """Every problem of the atlas (see :mod:`filterscope.atlas.check`): empty when sound. With ``repair``,
