@@ -31,11 +31,8 @@ def monosemanticity(model: fs.LoadedModel, layer: str, found: fs.ConceptDictiona
     writes to most (its largest positive decoder weight), over all the photos: table rows and a summary line."""
     ref = resolve_layer(model, layer)
     grids = layer_grids(model, ref, photos)
-    n, channels, height, width = grids.shape
     units = grids.flatten(2).amax(2)
-    with torch.no_grad():
-        codes = torch.cat([found.encode(part) for part in grids.permute(0, 2, 3, 1).reshape(-1, channels).split(8192)])
-    peaks = codes.reshape(n, height * width, -1).amax(1)
+    peaks = found.grid_codes(grids).flatten(2).amax(2)
     data = TrustData(model, ref, units, lambda idx: photos[list(idx)], independent_network(explained=model.name))
     _, features = data.judged()
     rows, wins, pairs = [], 0, []

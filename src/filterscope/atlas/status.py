@@ -69,11 +69,6 @@ class AtlasStatus:
     def renders_left(self) -> int:
         return sum(r.pending for r in self.renders)
 
-    @property
-    def failed(self) -> int:
-        """Failed renders and failed icons: what a build reports and exits 1 for."""
-        return sum(r.failed for r in self.renders) + sum(m.failed_icons for m in self.maps)
-
     def to_dict(self) -> dict[str, object]:
         return {"schema": self.schema, "renders": [{**asdict(r), "total": r.total} for r in self.renders],
                 "passes": [asdict(p) for p in self.passes],

@@ -1,6 +1,7 @@
 """The ``concepts`` command: a sparse dictionary of a layer, trained on the user's images, measured on held-out ones
 against the raw channels and a PCA (:mod:`filterscope.concepts`)."""
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -104,16 +105,10 @@ def concepts_command(
     out.mkdir(parents=True, exist_ok=True)
     name = str(ref).replace("/", "_")
     typer.echo(f"wrote {found.save(out / f'{name}.concepts')}")
-    typer.echo(f"wrote {atomic_write_text(out / 'concepts.json', _json(found))}")
+    typer.echo(f"wrote {atomic_write_text(out / 'concepts.json', json.dumps(found.to_dict(), indent=2))}")
     held = torch.stack([pixels[i] for i in found.held_out])
     typer.echo(f"wrote {save_figure(concept_figure(loaded, ref, found, held), out / 'concepts.png')}")
     sys.stdout.flush()
-
-
-def _json(found: ConceptDictionary) -> str:
-    import json
-
-    return json.dumps(found.to_dict(), indent=2)
 
 
 def summary(found: ConceptDictionary, channels: int) -> str:

@@ -78,6 +78,15 @@ class ConceptDictionary:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.sae.decode(z)
 
+    def grid_codes(self, grids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """``(N, K, H, W)``: every concept at every position of the layer's activations ``grids`` ``(N, C, H, W)``
+        (encoded ``chunk`` positions at a time)."""
+        n, channels, height, width = grids.shape
+        with torch.no_grad():
+            codes = torch.cat([self.encode(part) for part in
+                               grids.permute(0, 2, 3, 1).reshape(-1, channels).split(chunk)])
+        return codes.reshape(n, height, width, -1).permute(0, 3, 1, 2)
+
     def by_usage(self) -> list[int]:
         """The concepts, most used first (dead ones last)."""
         return self.usage.argsort(descending=True, stable=True).tolist()
@@ -165,8 +174,8 @@ def train_dictionary(model: LoadedModel | torch.nn.Module, layer: str | LayerRef
     tell("vectors", len(pixels), len(pixels))
     sae = train_sae(vectors.vectors, settings, progress=lambda step, steps, loss: tell("training", step, steps))
     seconds = time.perf_counter() - started
-    found = _measured(loaded, ref, sae, vectors, pixels[held] if len(held) else pixels[train], settings, tell)
-    quality, usage = found
+    quality, usage = _measured(loaded, ref, sae, vectors, pixels[held] if len(held) else pixels[train], settings,
+                               tell)
     second = None
     if stability_seed is not None:
         other = train_sae(vectors.vectors, SAESettings(**{**asdict(settings), "seed": stability_seed}))
@@ -181,11 +190,9 @@ def _measured(model: LoadedModel, ref: LayerRef, sae: SparseAutoencoder, train: 
               settings: SAESettings, tell: Progress) -> tuple[list[DictionaryQuality], torch.Tensor]:
     """The dictionary's, the channels' and the PCA's numbers on the held-out images, and each concept's usage."""
     vectors = collect_vectors(model, ref, held, flips=False).vectors
-    channels = vectors.shape[1]
-    size = min(settings.atoms, channels)
-    candidates: list[tuple[Dictionary, int, str]] = [
-        (sae, settings.atoms, "SAE"), (channel_basis(train.vectors, settings.k), channels, "channels"),
-        (pca_basis(train.vectors, settings.k, size), size, "PCA")]
+    bases = (channel_basis(train.vectors, settings.k), pca_basis(train.vectors, settings.k, settings.atoms))
+    candidates: list[tuple[Dictionary, int, str]] = [(sae, settings.atoms, "SAE"),
+                                                     *((b, b.atoms.shape[0], b.name) for b in bases)]
     quality = []
     for n, (dictionary, size, name) in enumerate(candidates):
         tell("measuring", n, len(candidates))

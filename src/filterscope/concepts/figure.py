@@ -20,11 +20,7 @@ __all__ = ["concept_maps", "concept_figure"]
 def concept_maps(model: LoadedModel, ref: LayerRef, found: ConceptDictionary, images: torch.Tensor,
                  concepts: list[int]) -> torch.Tensor:
     """``(N, len(concepts), H, W)``: where each of ``concepts`` fires in each image (the layer's grid)."""
-    grids = layer_grids(model, ref, images)
-    n, channels, height, width = grids.shape
-    with torch.no_grad():
-        codes = found.encode(grids.permute(0, 2, 3, 1).reshape(-1, channels))[:, concepts]
-    return codes.reshape(n, height, width, len(concepts)).permute(0, 3, 1, 2)
+    return found.grid_codes(layer_grids(model, ref, images))[:, concepts]
 
 
 def concept_figure(model: LoadedModel, ref: LayerRef, found: ConceptDictionary, images: torch.Tensor, *,

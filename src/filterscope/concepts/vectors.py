@@ -31,11 +31,6 @@ class ActivationVectors:
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
 
-    def of_images(self, keep: torch.Tensor) -> ActivationVectors:
-        """The vectors of the images whose indices are in ``keep``."""
-        mask = torch.isin(self.image, keep)
-        return ActivationVectors(self.vectors[mask], self.image[mask], self.y[mask], self.x[mask], self.view[mask])
-
     @staticmethod
     def joined(parts: list[ActivationVectors]) -> ActivationVectors:
         return ActivationVectors(*(torch.cat([getattr(p, f) for p in parts]) for f in ("vectors", "image", "y", "x",

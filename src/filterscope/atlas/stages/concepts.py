@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ...analysis.inputs import decode_image, decoded
+from ...analysis.inputs import prepare_image
 from ...concepts import ConceptDictionary, DictionaryQuality, layer_grids, load_dictionary, train_dictionary
 from ...errors import InvalidOptionError
 from ...layers import resolve_layer
@@ -111,16 +111,14 @@ def concept_task(model: LoadedModel, task: ConceptTask, report: Report | None = 
     started, settings = time.perf_counter(), task.settings
     ref = resolve_layer(model, task.layer)
     chosen = _chosen(len(task.paths), settings.images, settings.seed)
-    pixels = torch.stack([decoded(*decode_image(model, task.paths[i], task.fit, None)).pixels for i in chosen])
+    pixels = torch.stack([prepare_image(model, task.paths[i], fit=task.fit).pixels for i in chosen])
     found = train_dictionary(model, ref, pixels, atoms=settings.atoms, k=settings.k, kind=settings.kind,
                              epochs=settings.epochs, views=settings.views, seed=settings.seed)
     if report is not None:
         report(task.layer)
-    grids = layer_grids(model, ref, pixels)
-    n, channels, height, width = grids.shape
-    with torch.no_grad():
-        codes = torch.cat([found.encode(part) for part in grids.permute(0, 2, 3, 1).reshape(-1, channels).split(8192)])
-    peak, where = codes.reshape(n, height * width, -1).max(dim=1)  # (n, K) each image's maximum and its position
+    codes = found.grid_codes(layer_grids(model, ref, pixels))
+    n, width = codes.shape[0], codes.shape[-1]
+    peak, where = codes.flatten(2).max(dim=2)  # (n, K) each image's maximum and its position
     shown = min(settings.exemplars, n)
     values, images = peak.T.topk(shown, dim=1)  # (K, shown)
     places = where.T.gather(1, images)
