@@ -126,8 +126,9 @@ def _run_stages(context: BuildContext) -> None:
     for stage in stage_order():
         if stage.wanted(context.request):
             begun = time.perf_counter()
-            with context.store.transaction() as conn:
-                stage.migrate(conn)
+            if stage.tables:  # only a stage with tables of its own opens a write transaction for them
+                with context.store.transaction() as conn:
+                    stage.migrate(conn)
             stage.execute(context)
             if stage.name in context.summary.stages:
                 context.report(stage.name).seconds = time.perf_counter() - begun
