@@ -4,7 +4,8 @@ silent units of Lite0, on the 800 diverse photos of ``../shared/data/imagenet-sa
 For each layer: 4 fooling units (their pictures show another unit, after Geirhos et al. 2024), 4 silent units and 12
 untouched units of the same network, 3 ``filterscope`` renders of each sign per unit; half the photos fit the
 manipulations, half are the trust scores' dataset. Prints the table and what moved on natural photos, writes the
-figure to ``benchmarks/audit-<layer>.png`` and the numbers to ``benchmarks/RESULTS.md``.
+figure to ``benchmarks/audit-<layer>.png``, the report (every unit's trust record) to ``audit-<layer>.json`` and
+the numbers to ``benchmarks/RESULTS.md``.
 
     .venv/bin/python benchmarks/audit.py            # about 20 minutes on 2 cores
 """
@@ -44,6 +45,8 @@ def main() -> None:
 
         report = audit_layer(lite0, layer, photos, independent, progress=say)
         audit_figure(report).savefig(Path(__file__).parent / f"audit-{layer}.png", dpi=90)
+        if not args.no_write:  # every unit's record: other thresholds can be read from it without a rerun
+            (Path(__file__).parent / f"audit-{layer}.json").write_text(report.to_json())
         for s in report.scores():
             rows.append(f"| `{layer}` ({LAYERS.get(layer, '')}) | {s.kind} | {s.signal} | {s.auroc:.2f} | "
                         + (f"{s.detected:.0%} | {s.false_alarm:.0%} |" if s.detected is not None else "- | - |"))

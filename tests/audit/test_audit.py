@@ -14,6 +14,7 @@ from filterscope.audit import AuditReport, audit_figure, audit_layer, manipulate
 from filterscope.audit.audit import SILENT_SHARE, suspicion
 from filterscope.audit.manipulations import SILENT_SCALE, layer_inputs, natural_drift, optimizer_images
 from filterscope.cli import app
+from filterscope.trust.afc import RENDER_SHARE
 from filterscope.trust.unit import unit_maxima
 
 from ..helpers.models import colour_independent, save_photos, small_net, smooth_photos
@@ -99,7 +100,9 @@ def test_the_suspicions_in_closed_form(report):
     assert values["silent"] == pytest.approx(-torch.log10(torch.tensor(0.5 * SILENT_SHARE)).item())
     assert values["overdrive"] == pytest.approx(torch.log10(torch.tensor(5.0 / (0.5 * SILENT_SHARE))).item())
     assert "silent" in flagged and "any" in flagged
-    assert values["renders-2afc"] == -record.score("renders").score  # type: ignore[union-attr]
+    test = record.score("renders").test  # type: ignore[union-attr]
+    assert test is not None and values["renders-2afc"] == -test.score  # the exact score, over every query pair
+    assert ("renders-2afc" in flagged) == (test.p_value <= test.alpha) and test.share == RENDER_SHARE
 
 
 def test_an_audit_report_round_trips_and_draws(report):

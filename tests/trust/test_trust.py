@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 import filterscope as fs
 from filterscope.cli import app
-from filterscope.trust import AFCScore, UnitTrust, machine_afc, path_similarity, spearman, trust_units
+from filterscope.trust import AFCScore, TrustData, UnitTrust, machine_afc, path_similarity, render_test, spearman, trust_units
 from filterscope.trust.describe import colours, consensus, spread
 from filterscope.trust.judges import Judge, Standardized, judge_for
 from filterscope.trust.paths import channel_vectors, path_layers
@@ -212,6 +213,79 @@ def test_colours_and_spread_in_closed_form():
     assert spread([peak, torch.ones(4, 4), torch.zeros(4, 4)]) == pytest.approx((1 / 16 + 1 + 0) / 3)
 
 
+def _exchangeable(seed, k=3, pool=30, n=200, d=16, signal=0.08):
+    """Features whose unit reads a direction weakly, and k maximizing and k minimizing "renders" that are images of
+    the unit's two pools taken out of the dataset: exchangeable with the exemplars by construction."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(n + 2 * k, generator=g)
+    features = values[:, None] * signal * torch.randn(d, generator=g)[None] + torch.randn(n + 2 * k, d, generator=g)
+    order = torch.argsort(values, descending=True)
+    up = order[:pool + k][torch.randperm(pool + k, generator=g)[:k]]
+    down = order.flip(0)[:pool + k][torch.randperm(pool + k, generator=g)[:k]]
+    keep = torch.ones(n + 2 * k, dtype=torch.bool)
+    keep[up], keep[down] = False, False
+    return features[keep], values[keep], features[up], features[down]
+
+
+def test_the_render_tests_false_alarm_rate_on_renders_exchangeable_with_exemplars_is_the_nominal_one():
+    """Renders that are more of the unit's own images are flagged floor(alpha (draws + 1)) / (draws + 1) of the time
+    (0.1 with 19 draws), within three standard errors over 1,000 seeded trials."""
+    trials, flagged = 1000, 0
+    for seed in range(trials):
+        features, values, up, down = _exchangeable(seed)
+        found = render_test(features, values, up, down, draws=19, seed=seed, share=1.0)
+        flagged += found.flagged
+        assert found.false_alarm == pytest.approx(0.1) and len(found.null) == 19
+    assert abs(flagged / trials - 0.1) < 3 * (0.1 * 0.9 / trials) ** 0.5, flagged / trials
+
+
+def test_the_render_test_scores_every_query_pair_and_flags_renders_pointing_the_wrong_way():
+    features, values, up, down = _exchangeable(3, signal=0.5)
+    found = render_test(features, values, up, down, pool=12, draws=9, seed=2)
+    order = torch.argsort(values.double(), descending=True, stable=True)
+    strong, weak = order[:12], order.flip(0)[:12]
+    cosine = torch.nn.functional.cosine_similarity
+
+    def similarity(q: int) -> float:
+        return float(cosine(features[q][None], up).mean() - cosine(features[q][None], down).mean())
+
+    right = sum(1.0 if similarity(a) > similarity(b) else 0.5 if similarity(a) == similarity(b) else 0.0
+                for a in strong.tolist() for b in weak.tolist())
+    assert found.score == pytest.approx(right / 144) and found.score > 0.8
+    assert not found.flagged and found.p_value == (1 + sum(v <= found.score for v in found.null)) / 10
+    swapped = render_test(features, values, down, up, pool=12, draws=9, seed=2)  # renders of the other unit
+    assert swapped.score < 0.2 and swapped.p_value == pytest.approx(0.1) and swapped.flagged
+    at_chance = [render_test(features, values, a, b, pool=12, draws=9, seed=2, share=0.0) for a, b in ((up, down),
+                                                                                                      (down, up))]
+    assert at_chance[0].null == found.null and [t.p_value for t in at_chance] == [1.0, pytest.approx(0.1)]
+    one_sign = render_test(features, values, up, pool=12, draws=9, seed=2)
+    assert one_sign.score > 0.8 and not one_sign.flagged
+
+
+def test_the_judges_features_are_kept_in_the_cache_and_read_back_for_the_same_dataset_only(tmp_path):
+    from filterscope.trust.unit import unit_maxima
+    from filterscope.zoo.model import coerce_model
+
+    model = coerce_model(fooling())
+    ref = fs.layers.resolve_layer(model, "conv3")
+    photos = smooth_photos(40)
+    loads: list[int] = []
+
+    def data(dataset: str) -> TrustData:
+        def load(indices):
+            loads.append(len(indices))
+            return photos[list(indices)]
+        return TrustData(model, ref, unit_maxima(model, ref, photos), load, colour_independent(), cache=tmp_path,
+                         dataset=dataset)
+
+    first = data("photos-a").judged()[1]
+    assert sum(loads) == 40 and len(list(tmp_path.glob("*.npy"))) == 1
+    again = data("photos-a").judged()[1]
+    assert sum(loads) == 40 and torch.allclose(again, first, atol=1e-6)  # read back: no image loaded
+    data("photos-b").judged()
+    assert sum(loads) == 80 and len(list(tmp_path.glob("*.npy"))) == 2  # another dataset: computed and kept apart
+
+
 def test_a_trust_record_round_trips_through_json(fooled):
     import json
 
@@ -263,6 +337,8 @@ def test_an_atlas_build_records_trust_and_the_cli_reads_it(tmp_path, photo_folde
     again = fs.build_atlas(tmp_path / "a", fooling(), "conv3", units=[0, 1], recipes=[RECIPE], dataset=photo_folder,
                            scores=False, circuits=False)
     assert again.trust == 0  # kept, not done again
+    kept = list((tmp_path / "a" / "judged").glob("*.npy"))  # the judge's features of the dataset, for later builds
+    assert len(kept) == 1 and np.load(kept[0]).shape[0] == len(list(photo_folder.iterdir()))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,8 +11,10 @@ The signals, each as a *suspicion* (larger: more suspicious) and a default thres
 
 - ``another-path``: minus the path check's closeness; flagged ``another-path`` (p at most 0.1 against held-out
   exemplars, :mod:`filterscope.trust.paths`);
-- ``renders-2afc``: minus the renders' 2-AFC score (both signs, as many references as renders); flagged where the
-  score is not above chance by two standard errors;
+- ``renders-2afc``: minus the renders' 2-AFC score (both signs, as many references as renders, exact over every
+  query pair; measured: a better suspicion than its gap to the unit's own exemplar sets, AUROC 0.92 against 0.71
+  in the middle layer of Lite0); flagged where the trust record's render test is (p at most 0.1 against exemplar
+  sets drawn from the unit's pools, held to people's share of their margin, :func:`filterscope.trust.render_test`);
 - ``silent``: minus the log of the unit's largest activation on the photos over the layer's median unit's;
   flagged below :data:`SILENT_SHARE` of it (or the trust record's ``silent`` flag);
 - ``overdrive``: the log of the render's activation over the unit's largest on the photos (no default threshold:
@@ -152,15 +154,16 @@ def suspicion(record: UnitTrust, peak: float, median: float, reached: float) -> 
     its largest activation on the photos (``peak``), the layer's median unit's (``median``), and its maximizing
     renders' mean activation (``reached``)."""
     renders = record.score("renders")
+    test = renders.test if renders is not None else None
     closeness = record.paths.closeness if record.paths is not None else None
     share = peak / median if median > 0 else 0.0
     values = {"another-path": -closeness if closeness is not None else 0.0,
-              "renders-2afc": -renders.score if renders is not None else 0.0,
+              "renders-2afc": -test.score if test is not None else 0.0,
               "silent": -math.log10(max(share, 1e-12)),
               "overdrive": math.log10(max(reached, 1e-12) / max(peak, 1e-12))}
     flagged = [name for name, hit in (
         ("another-path", "another-path" in record.flags),
-        ("renders-2afc", renders is not None and renders.score - 2 * renders.stderr <= 0.5),
+        ("renders-2afc", "renders-2afc" in record.flags),
         ("silent", share < SILENT_SHARE or "silent" in record.flags)) if hit]
     values["any"] = float(len(flagged) + ("not-improved" in record.flags))
     if flagged or "not-improved" in record.flags:

@@ -104,6 +104,6 @@ def summary(report: AuditReport) -> str:
         detected = f"{s.detected:.0%}" if s.detected is not None else "-"
         alarms = f"{s.false_alarm:.0%}" if s.false_alarm is not None else "-"
         lines.append(f"{s.signal:<14}{s.kind:<14}{s.auroc:>7.2f}{detected:>10}{alarms:>14}")
-    lines.append(f"(silent: below {SILENT_SHARE:.0%} of the layer's median unit; renders-2afc: not above chance by "
-                 "2 standard errors; another-path: p <= 0.1; any: any of them or not-improved)")
+    lines.append(f"(silent: below {SILENT_SHARE:.0%} of the layer's median unit; renders-2afc: below 90 % of the "
+                 "unit's own exemplar sets, held to people's 0.76 of their margin above chance; another-path: p <= 0.1; any: any of them or not-improved)")
     return "\n".join(lines)

@@ -53,7 +53,7 @@ def trust_command(
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
-    """Trust scores and a description of each unit: path similarity (does the render drive the earlier layers like the unit's natural exemplars?), the machine 2-AFC score of renders and exemplars (chance 0.5), flags (another-path, silent, not-improved), and what the unit is (exemplar classes, colours, spread).
+    """Trust scores and a description of each unit: path similarity (does the render drive the earlier layers like the unit's natural exemplars?), the machine 2-AFC score of renders and exemplars (chance 0.5), flags (another-path, renders-2afc, silent, not-improved), and what the unit is (exemplar classes, colours, spread).
 
     Example: filterscope trust out/efficientnet_lite0-_blocks.15-f0016.png --images photos/
     """
@@ -94,6 +94,11 @@ def describe(record: UnitTrust) -> str:
     ratio = f"; renders ÷ exemplars {renders.score / exemplars.score:.2f} (people: 0.89)" if renders and exemplars \
         and exemplars.score > 0 else ""
     lines.append(f"  2-AFC ({record.independent}, {record.judge} judge; chance 0.50): {scores}{ratio}")
+    test = renders.test if renders is not None else None
+    if test is not None:
+        lines.append(f"  renders against {len(test.null)} sets of as many of its own exemplars: {test.score:.2f} against "
+                     f"their median {test.median:.2f}, p = {test.p_value:.2f} (flagged at p <= {test.alpha}: a "
+                     f"false-alarm rate of {test.false_alarm:.0%} for renders as informative as exemplars)")
     lines.append(f"  what it is: {record.description.text}")
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from ..circuits.evidence import AblationCheck
 from ..engine.identity import RenderSettings
 from ..engine.recipes import LATER_FIELDS, Recipe
 from ..maps.settings import MapSettings
-from ..trust import AFCScore, PathSimilarity, UnitTrust
+from ..trust import AFCScore, PathSimilarity, RenderTest, UnitTrust
 from ..trust import Consensus as ConsensusRecord
 from ..trust import Description as DescriptionRecord
 
@@ -226,9 +226,16 @@ class Weights(_Strict):
     classes: Classes | None
 
 
+@mirrors(RenderTest)
+class RenderCheck(_Strict):
+    """The renders against the unit's own exemplar sets (:class:`filterscope.trust.RenderTest`)."""
+
+
 @mirrors(AFCScore)
 class AFC(_Strict):
     """A 2-AFC score (:class:`filterscope.trust.AFCScore`)."""
+
+    test: RenderCheck | None
 
 
 @mirrors(PathSimilarity)

@@ -13,13 +13,13 @@ Random baselines that are alive are :mod:`filterscope.zoo.calibration`'s; render
 ``not-improved`` (:func:`filterscope.render.improved`).
 """
 
-from .afc import AFCScore, machine_afc
+from .afc import AFCScore, RenderTest, machine_afc, render_test
 from .describe import Consensus, Description, consensus
 from .independent import INDEPENDENT, Independent, independent_network
 from .judges import JUDGES, Judge
 from .paths import PathSimilarity, channel_vectors, path_layers, path_similarity, spearman
 from .unit import TrustData, UnitTrust, trust_units, unit_trust
 
-__all__ = ["AFCScore", "machine_afc", "Consensus", "Description", "consensus", "INDEPENDENT", "Independent",
+__all__ = ["AFCScore", "RenderTest", "machine_afc", "render_test", "Consensus", "Description", "consensus", "INDEPENDENT", "Independent",
            "independent_network", "JUDGES", "Judge", "PathSimilarity", "channel_vectors", "path_layers",
            "path_similarity", "spearman", "TrustData", "UnitTrust", "trust_units", "unit_trust"]

@@ -10,24 +10,29 @@ dataset), and ``filterscope trust`` shows them.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..analysis.inputs import Images, image_list, prepare_image
 from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..arguments import checked
 from ..errors import InvalidOptionError
+from ..files import atomic_write
 from ..layers import LayerRef, check_channel, list_layers, resolve_layer
 from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
-from .afc import AFC_K, AFC_POOL, AFC_TASKS, AFCScore, machine_afc
+from .afc import AFC_K, AFC_POOL, AFC_TASKS, RENDER_SHARE, AFCScore, machine_afc, render_test
 from .describe import Description, colours, consensus, spread
 from .independent import Independent
-from .judges import DEFAULT_JUDGE, Standardized, judge_for
+from .judges import DEFAULT_JUDGE, Judge, Standardized, judge_for
 from .paths import PathSimilarity, channel_vectors, path_layers, path_similarity
 
 __all__ = ["UnitTrust", "TrustData", "unit_trust", "trust_units", "unit_maxima", "near_classifier", "EXEMPLARS",
@@ -69,8 +74,12 @@ class UnitTrust:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """What makes the pictures untrustworthy: ``another-path``, ``silent``, ``not-improved``."""
+        """What makes the pictures untrustworthy: ``another-path``, ``silent`` (:mod:`.paths`), ``renders-2afc`` (the
+        renders predict the unit's photos worse than its own exemplar sets do, :func:`.afc.render_test`),
+        ``not-improved``."""
         found = list(self.paths.flags) if self.paths is not None else []
+        renders = self.score("renders")
+        found += ["renders-2afc"] if renders is not None and renders.test is not None and renders.test.flagged else []
         return tuple(found + (["not-improved"] if self.render_status == "not-improved" else []))
 
     def score(self, references: str) -> AFCScore | None:
@@ -118,6 +127,9 @@ class TrustData:
         judge: The 2-AFC task's feature space (:data:`~.judges.JUDGES`; ``None``: :func:`~.judges.judge_for`'s
             choice, ``matched`` for an EfficientNet independent network).
         layers: The earlier layers of the path check (default :func:`~.paths.path_layers`).
+        cache: A folder where the judge's raw features of the dataset are kept between runs (an atlas's), under a
+            name made of the judge, its description, the independent network and ``dataset`` (what identifies the
+            images: their paths and fit); ``None``: computed each time.
     """
 
     model: LoadedModel
@@ -129,6 +141,8 @@ class TrustData:
     runtime: Runtime | None = None
     seed: int = 0
     judge: str | None = None
+    cache: Path | None = None
+    dataset: str = ""
     _judged: tuple[Standardized, torch.Tensor] | None = None
     _vectors: dict[int, dict[LayerRef, torch.Tensor]] = field(default_factory=dict)
     _maps: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -177,11 +191,29 @@ class TrustData:
         """The judge's features of every image of the dataset, standardized over it (computed once, in chunks)."""
         if self._judged is None:
             judge = judge_for(self.judge, self.independent, self.model, self.layer)
-            raw = torch.cat([judge.embed(self.load(list(range(start, min(start + _CHUNK, self.size)))))
-                             for start in range(0, self.size, _CHUNK)])
+            raw = self._cached(judge)
             standard = Standardized.fit(judge, raw)
             self._judged = (standard, standard(raw))
         return self._judged
+
+    def _cached(self, judge: Judge) -> torch.Tensor:
+        """The judge's raw features of every image: read from :attr:`cache` when they are there, else computed in
+        chunks (and written there, atomically)."""
+        file = None
+        if self.cache is not None:
+            key = json.dumps([judge.name, judge.describe, self.independent.name, self.dataset, self.size])
+            file = self.cache / f"{judge.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+            if file.is_file():
+                found = torch.from_numpy(np.load(file))
+                if found.shape == (self.size, sum(judge.groups)):
+                    return found
+        raw = torch.cat([judge.embed(self.load(list(range(start, min(start + _CHUNK, self.size)))))
+                         for start in range(0, self.size, _CHUNK)])
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            features = raw.float().numpy()
+            atomic_write(file, lambda tmp: tmp.write_bytes(_npy(features)))
+        return raw
 
     def crops(self, indices: Sequence[int], unit: int) -> list[torch.Tensor]:
         """Each image cropped to the unit's receptive field at its maximum (the whole image for global layers)."""
@@ -216,8 +248,11 @@ def unit_trust(data: TrustData, unit: int, renders: torch.Tensor | None = None, 
     if renders is not None and len(renders):
         render_vectors = channel_vectors(data.model, data.layers, renders, runtime=data.runtime)
         against = standard(standard.judge.embed(negatives)) if negatives is not None and len(negatives) else None
-        scores.append(machine_afc(features, values, "renders", renders=standard(standard.judge.embed(renders)),
-                                  negatives=against, tasks=tasks, k=k, pool=pool, seed=seed))
+        judged = standard(standard.judge.embed(renders))
+        score = machine_afc(features, values, "renders", renders=judged, negatives=against, tasks=tasks, k=k,
+                            pool=pool, seed=seed)
+        scores.append(replace(score, test=render_test(features, values, judged, against, pool=pool,
+                                                       share=RENDER_SHARE, seed=seed)))
     scores.append(machine_afc(features, values, "exemplars", tasks=tasks, k=k, pool=pool, seed=seed))
     scores.append(machine_afc(features, values, "random", tasks=tasks, k=k, pool=pool, seed=seed))
     paths = None
@@ -233,6 +268,12 @@ def unit_trust(data: TrustData, unit: int, renders: torch.Tensor | None = None, 
                               up, down)
     return UnitTrust(str(data.layer), unit, paths, tuple(scores), description, data.size, data.independent.name,
                      render_status, standard.judge.name)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def _stack(crops: Sequence[torch.Tensor]) -> torch.Tensor:

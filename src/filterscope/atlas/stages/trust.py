@@ -5,15 +5,19 @@ need and nothing heavy: the pass's maxima matrix file (each image's activation o
 paths, each unit's finished render files with their statuses, and the classes the circuits stage found. Its
 function, :func:`trust_task`, builds :class:`~filterscope.trust.TrustData` over the dataset (images decoded on
 demand: a unit reads its 10 top exemplars, 20 crops and its 2-AFC pools; units of a layer share what they read) and
-returns the records; :func:`record_trust` stores them (``unit_trust``, one transaction per layer). Units that have
+returns the records (the judge's features of the dataset are kept in the atlas's :data:`JUDGED` folder, so a
+later build, or another layer at the same depth, reads them instead of running the independent network over every
+image again); :func:`record_trust` stores them (``unit_trust``, one transaction per layer). Units that have
 a record are not done again; a build with ``trust=False`` skips the stage.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +36,11 @@ from ..store import AtlasStore
 from ..tasks import Report, TaskFailure, worker_name
 from .base import BuildContext, BuildRequest, Recorded, Stage, register_stage
 
-__all__ = ["TrustTask", "TrustOutcome", "trust_task", "record_trust", "trust_tasks", "TrustStage"]
+__all__ = ["TrustTask", "TrustOutcome", "trust_task", "record_trust", "trust_tasks", "TrustStage", "JUDGED"]
+
+JUDGED = "judged"
+"""The atlas's folder of the judges' features of its datasets (one ``.npy`` per judge, its blocks and dataset):
+computed by the first build that needs them, read by every later one."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class TrustTask:
     classes: tuple[tuple[int, tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]], ...] = ()
     fit: str = "crop"
     seed: int = 0
+    cache: str = ""  # a folder where the judge's features of the dataset are kept between builds
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,8 @@ def trust_task(model: LoadedModel, task: TrustTask, report: Report | None = None
             return torch.stack([views[i] for i in indices])
 
         judge = independent_network(explained=model.name)
-        data = TrustData(model, ref, values, load, judge, seed=task.seed)
+        data = TrustData(model, ref, values, load, judge, seed=task.seed, cache=Path(task.cache) if task.cache else None,
+                         dataset=json.dumps([task.paths, task.fit]))
         classes = {u: (up, down) for u, up, down in task.classes}
         records = []
         for unit, files, status in task.renders:
@@ -128,7 +138,7 @@ def trust_tasks(store: AtlasStore, model: LoadedModel, layers: Sequence[tuple[st
                 classes.append((unit, up, down))
         maxima = store.path / str(store.pass_maxima_file(pass_id))
         tasks.append(TrustTask(name, layer_id, tuple(missing), str(maxima), tuple(paths), tuple(renders),
-                               tuple(classes), fit, seed))
+                               tuple(classes), fit, seed, str(store.path / JUDGED)))
     return tasks
 
 

@@ -292,6 +292,7 @@ function weightsSection(w) {
 
 const FLAG_TEXT = {
   "another-path": "the render drives the earlier layers unlike the unit's natural exemplars: the picture may show another mechanism",
+  "renders-2afc": "the renders tell the unit's strong photos from its weak ones worse than sets of its own exemplars do: the picture may show another feature",
   silent: "the dataset barely drives the unit: its exemplars are arbitrary, and the picture shows what no natural image does",
   "not-improved": "the optimization did not raise the unit: the picture shows nothing of it",
 };
@@ -311,6 +312,10 @@ function trustSection(t) {
       : kind === "renders" ? `renders (${score(kind).signs === "both" ? "both signs" : "maximizing only"}, ${score(kind).k ?? "?"})` : kind),
       el("td", {}, `${score(kind).score.toFixed(2)} ± ${score(kind).stderr.toFixed(2)}`), el("td", {}, String(score(kind).tasks))))));
   parts.push(el("p", { class: "muted small" }, `which of two held-out images drives the unit more, judged in ${t.independent}'s features (${t.judge || "pooled"} judge; chance 0.50; people score 0.92 with natural exemplars, 0.82 with visualizations: Borowski et al. 2021)`));
+  const test = score("renders") && score("renders").test;
+  if (test) parts.push(el("p", { class: "muted small", id: "render-test" }, `renders against ${test.null.length} sets of as many of the unit's own exemplars: ` +
+    `${fmt(test.score, 2)} against their median ${fmt(test.null[Math.floor(test.null.length / 2)], 2)}, p = ${fmt(test.p_value, 2)} ` +
+    `(flagged at p ≤ ${test.alpha}: ${pct(test.false_alarm)} false alarms for renders as informative as exemplars)`));
   if (t.paths) {
     const p = t.paths;
     parts.push(el("table", { class: "paths" },
