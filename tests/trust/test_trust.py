@@ -14,7 +14,16 @@ from typer.testing import CliRunner
 
 import filterscope as fs
 from filterscope.cli import app
-from filterscope.trust import AFCScore, TrustData, UnitTrust, machine_afc, path_similarity, render_test, spearman, trust_units
+from filterscope.trust import (
+    AFCScore,
+    TrustData,
+    UnitTrust,
+    machine_afc,
+    path_similarity,
+    render_test,
+    spearman,
+    trust_units,
+)
 from filterscope.trust.describe import colours, consensus, spread
 from filterscope.trust.judges import Judge, Standardized, judge_for
 from filterscope.trust.paths import channel_vectors, path_layers

@@ -20,6 +20,6 @@ from .judges import JUDGES, Judge
 from .paths import PathSimilarity, channel_vectors, path_layers, path_similarity, spearman
 from .unit import TrustData, UnitTrust, trust_units, unit_trust
 
-__all__ = ["AFCScore", "RenderTest", "machine_afc", "render_test", "Consensus", "Description", "consensus", "INDEPENDENT", "Independent",
-           "independent_network", "JUDGES", "Judge", "PathSimilarity", "channel_vectors", "path_layers",
-           "path_similarity", "spearman", "TrustData", "UnitTrust", "trust_units", "unit_trust"]
+__all__ = ["AFCScore", "RenderTest", "machine_afc", "render_test", "Consensus", "Description", "consensus",
+           "INDEPENDENT", "Independent", "independent_network", "JUDGES", "Judge", "PathSimilarity", "channel_vectors",
+           "path_layers", "path_similarity", "spearman", "TrustData", "UnitTrust", "trust_units", "unit_trust"]

@@ -223,7 +223,7 @@ def render_test(features: torch.Tensor, values: torch.Tensor, renders: torch.Ten
     if k < 1 or len(strong) < 2:
         raise InvalidOptionError(f"The render test needs renders and at least 4 images; got {len(renders)} renders "
                                  f"and {values.shape[0]} images")
-    parts = [features[strong], renders, features[weak]] + ([negatives] if m else [])
+    parts = [features[strong], renders, features[weak]] + ([negatives] if negatives is not None and m else [])
     unit = torch.nn.functional.normalize(torch.cat(parts).double(), dim=1)
     s_all = torch.arange(len(strong) + k)
     w_all = torch.arange(len(s_all), len(unit))

@@ -84,8 +84,8 @@ def trust_task(model: LoadedModel, task: TrustTask, report: Report | None = None
             return torch.stack([views[i] for i in indices])
 
         judge = independent_network(explained=model.name)
-        data = TrustData(model, ref, values, load, judge, seed=task.seed, cache=Path(task.cache) if task.cache else None,
-                         dataset=json.dumps([task.paths, task.fit]))
+        data = TrustData(model, ref, values, load, judge, seed=task.seed,
+                         cache=Path(task.cache) if task.cache else None, dataset=json.dumps([task.paths, task.fit]))
         classes = {u: (up, down) for u, up, down in task.classes}
         records = []
         for unit, files, status in task.renders:
