@@ -15,7 +15,7 @@ Library functions never print, show or save on their own; :func:`save_result` sa
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
 errors, registry, tensors, data, files, images → zoo → layers, hooks → runtime (the runtime package: core,
 precision, fusion, gradients) → engine (the optimization engine: objectives, objective_syntax, params, transforms
-→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit, concepts
+→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit, concepts, compare
 → atlas → microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "train_dictionary": ".concepts",
     "load_dictionary": ".concepts",
     "ConceptDictionary": ".concepts",
+    "diff": ".compare",
+    "ModelDiff": ".compare",
     "MapSettings": ".maps",
     "ActivationMap": ".maps",
     "Atlas": ".atlas",
@@ -199,6 +201,8 @@ __all__ = [
     "audit_layer", "AuditReport",
     # concepts: sparse dictionaries of a layer
     "train_dictionary", "load_dictionary", "ConceptDictionary",
+    # model diff: what two networks share and where they differ
+    "diff", "ModelDiff",
     # atlases, and activation atlases of their layers
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor", "MapSettings", "ActivationMap",
 ]
@@ -251,6 +255,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .audit import AuditReport, audit_layer
     from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
     from .circuits.circuit import circuit
+    from .compare import ModelDiff, diff
     from .concepts import ConceptDictionary, load_dictionary, train_dictionary
     from .engine.identity import RenderIdentity
     from .engine.objective_syntax import as_objectives, parse_objective

@@ -1,0 +1,137 @@
+"""The ``diff`` command: what two networks, or two checkpoints of one, share and where they differ
+(:mod:`filterscope.compare`)."""
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..analysis import collect_images
+from ..compare import ModelDiff, diff
+from ..compare.diff import MIN_IMAGES
+from ..compare.figure import diff_figure
+from ..errors import InvalidOptionError
+from ..files import atomic_write_text, check_output
+from ..plots import save_figure
+from .app import app, guarded
+from .options import DeviceOption, QuietOption, at_least, check_list, load
+from .progress import ImageProgress
+
+WeightsA = Annotated[Optional[str], typer.Option(
+    "--weights-a", help="A's weights: 'default', 'random' (untrained, seeded) or a state-dict FILE.")]
+WeightsB = Annotated[Optional[str], typer.Option(
+    "--weights-b", help="B's weights (e.g. a fine-tuned checkpoint of the same model).")]
+
+
+def _pairs(layers: list[str]) -> list[str | tuple[str, str]] | None:
+    """``-l NAME`` (a layer both networks have) or ``-l NAME_A=NAME_B``."""
+    out: list[str | tuple[str, str]] = []
+    for text in layers:
+        if text.count("=") > 1 or text.strip() in ("", "="):
+            raise InvalidOptionError(f"--layer {text!r}: expected NAME (in both networks) or NAME_A=NAME_B")
+        a, _, b = text.partition("=")
+        if "=" in text and (not a.strip() or not b.strip()):
+            raise InvalidOptionError(f"--layer {text!r}: expected NAME_A=NAME_B with both names")
+        out.append((a.strip(), b.strip()) if b else a.strip())
+    return out or None
+
+
+def _names(text: Optional[str], option: str) -> list[str] | None:
+    if text is None:
+        return None
+    check_list(text, option)
+    return [part.strip() for part in text.split(",")]
+
+
+@app.command("diff")
+@guarded
+def diff_command(
+    a: Annotated[str, typer.Argument(help="Network A: a model name (see `filterscope models`) or FILE.py:FACTORY.",
+                                     metavar="A", show_default=False)],
+    b: Annotated[str, typer.Argument(help="Network B (the same name with --weights-b for two checkpoints).",
+                                     metavar="B", show_default=False)],
+    dataset: Annotated[list[Path], typer.Option(
+        "--dataset", help=f"Your images (files or folders; {MIN_IMAGES} at least, a few hundred diverse ones is "
+                          "better): both networks see the same ones.")],
+    layer: Annotated[Optional[list[str]], typer.Option(
+        "--layer", "-l", help="A layer pair whose units are matched: NAME (both networks) or NAME_A=NAME_B; "
+                              "repeatable (default: A's deepest compared layer with its namesake in B, else B's "
+                              "deepest).", show_default=False)] = None,
+    layers_a: Annotated[Optional[str], typer.Option(
+        "--layers-a", help="A's layers compared by CKA, comma-separated (default: its numbered blocks).",
+        show_default=False)] = None,
+    layers_b: Annotated[Optional[str], typer.Option(
+        "--layers-b", help="B's layers compared by CKA (default: its numbered blocks).", show_default=False)] = None,
+    grid: Annotated[int, typer.Option("--grid", help="CKA pools each image's activations to GRID x GRID regions.")]
+    = 2,
+    biased: Annotated[bool, typer.Option("--biased", help="The biased CKA estimator (default: debiased).")] = False,
+    weights_a: WeightsA = None,
+    weights_b: WeightsB = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")] = Path("out/diff"),
+    seed: Annotated[int, typer.Option("--seed", help="Seeds random weights and the matching's null.")] = 0,
+    quiet: QuietOption = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Compare two networks over the same images: linear CKA of every layer of A with every layer of B (the best partner of each), and for chosen layer pairs the unit matching (correlation over images and positions, one-to-one Hungarian matching, mutual best buddies, the share of units matched above a shuffled-image null).
+
+    Writes OUT/diff.json, OUT/diff.png (the CKA heat map and the matching curves) and OUT/matches-LAYER.csv (every matched pair with its correlation).
+
+    Example: filterscope diff efficientnet_lite0 efficientnet_lite1 --dataset photos/ -l _blocks.15
+    """
+    at_least(grid, 1, "--grid")
+    pairs = _pairs(layer or [])
+    names_a, names_b = _names(layers_a, "--layers-a"), _names(layers_b, "--layers-b")
+    check_output(out, folder=True)
+    files = collect_images(dataset)
+    if len(files) < MIN_IMAGES:
+        raise InvalidOptionError(f"--dataset gave {len(files)} images; a diff needs at least {MIN_IMAGES}")
+    first = load(a, weights_a, seed, device, quiet, None)
+    second = load(b, weights_b, seed, device, quiet, None)
+    bars: dict[str, ImageProgress] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what not in bars:
+            bars[what] = ImageProgress(what, total, quiet)
+        bars[what](done, total)
+
+    try:
+        report = diff(first, second, files, layers_a=names_a, layers_b=names_b, pairs=pairs, grid=grid,
+                      debiased=not biased, seed=seed, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    typer.echo(summary(report))
+    out.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"wrote {atomic_write_text(out / 'diff.json', report.to_json())}")
+    typer.echo(f"wrote {save_figure(diff_figure(report), out / 'diff.png')}")
+    for match in report.matches:
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["unit_a", "unit_b", "correlation", "buddies", "matched"])
+        for m in match.matches:
+            writer.writerow([m.a, m.b, f"{m.correlation:.4f}", int(m.buddies), int(m.correlation > match.threshold)])
+        name = match.layer_a.replace("/", "_")
+        typer.echo(f"wrote {atomic_write_text(out / f'matches-{name}.csv', table.getvalue())}")
+    sys.stdout.flush()
+
+
+def summary(report: ModelDiff, top: int = 5) -> str:
+    """The diff as text: each layer of A's best partner, then each matching's summary and best pairs."""
+    lines = [f"A: {report.model_a}", f"B: {report.model_b}",
+             f"{report.images} images, {report.seconds:.0f} s; linear CKA ({'debiased' if report.debiased else 'biased'}"
+             f", {report.grid}x{report.grid} regions per image)",
+             f"{'layer of A':<16}{'best in B':<16}{'CKA':>7}{'same name':>11}"]
+    same = dict(report.same_names())
+    for name, partner, value in report.best():
+        lines.append(f"{name:<16}{partner:<16}{value:>7.3f}" + (f"{same[name]:>11.3f}" if name in same else ""))
+    for match in report.matches:
+        lines.append(f"{match.layer_a} ↔ {match.layer_b}: {len(match.matched)} of {match.units_a} units of A matched "
+                     f"({match.share:.0%}) above the shuffled-image threshold {match.threshold:.2f}; "
+                     f"{len(match.buddies)} best buddies; {len(match.unmatched('b'))} of {match.units_b} units of B "
+                     "unmatched")
+        best = ", ".join(f"{m.a}↔{m.b} {m.correlation:.2f}" for m in match.matches[:top])
+        lines.append(f"  best pairs: {best}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""Model diff: CKA in closed form and against brute force, unit matching on planted permutations, a network against
+its permuted and rescaled copy, and the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import filterscope as fs
+from filterscope.cli import app
+from filterscope.compare import ModelDiff, cka, gram, match_units
+from filterscope.compare.cka import hsic, image_features
+from filterscope.compare.controls import permuted_copy
+
+from ..helpers.models import save_photos, small_net, smooth_photos
+
+SPEC = f"{Path(__file__).parents[1] / 'helpers' / 'models.py'}:small_net"
+
+
+def _brute_unbiased_hsic(k: torch.Tensor, l: torch.Tensor) -> float:  # noqa: E741
+    """Song et al. (2012), eq. 5, term by term over index tuples."""
+    n = k.shape[0]
+    k, l = k.clone(), l.clone()  # noqa: E741
+    k.fill_diagonal_(0)
+    l.fill_diagonal_(0)
+    trace = sum(float(k[i, j] * l[j, i]) for i in range(n) for j in range(n))
+    ones = float(k.sum()) * float(l.sum()) / ((n - 1) * (n - 2))
+    cross = 2 / (n - 2) * sum(float(k[i, j] * l[j, m]) for i in range(n) for j in range(n) for m in range(n))
+    return (trace + ones - cross) / (n * (n - 3))
+
+
+def test_hsic_equals_its_definitions():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 4, generator=g), torch.randn(9, 3, generator=g)
+    k, l = gram(x), gram(y)  # noqa: E741
+    assert hsic(k, l) == pytest.approx(_brute_unbiased_hsic(k, l), rel=1e-9)
+    h = torch.eye(9, dtype=torch.float64) - 1 / 9
+    assert hsic(k, l, debiased=False) == pytest.approx(float(torch.trace(k @ h @ l @ h)) / 64, rel=1e-9)
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+def test_cka_is_one_for_a_rotated_rescaled_copy_and_near_zero_for_independent_features(debiased):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 16, generator=g)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))
+    same = (x.double() @ rotation) * 3.0  # an orthogonal transform and an isotropic scale
+    assert cka(gram(x, standardize=False), gram(same, standardize=False), debiased=debiased) == pytest.approx(1.0)
+    shuffled = x[:, torch.randperm(16, generator=g)] * torch.rand(16, generator=g) * 5  # units reordered, rescaled
+    assert cka(gram(x), gram(shuffled), debiased=debiased) == pytest.approx(1.0)
+    independent = cka(gram(x), gram(torch.randn(200, 16, generator=g)), debiased=debiased)
+    assert abs(independent) < (0.03 if debiased else 0.15), independent
+
+
+def test_debiased_cka_stays_near_zero_where_the_biased_one_is_inflated_by_width():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(30, 400, generator=g), torch.randn(30, 400, generator=g)  # wide against few images
+    assert cka(gram(x), gram(y), debiased=False) > 0.5
+    assert abs(cka(gram(x), gram(y))) < 0.1
+
+
+def test_image_features_pool_to_a_grid():
+    act = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert image_features(act, 2).tolist() == [[2.5, 4.5, 10.5, 12.5]]
+    assert image_features(act, 1).tolist() == [[7.5]]
+
+
+def test_matching_recovers_a_planted_permutation_and_the_null_rejects_unrelated_units():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(60, 12, 5, 5, generator=g)
+    order = torch.randperm(12, generator=g)
+    b = torch.cat([a[:, order] * 2.0 + 0.1 * torch.randn(60, 12, 5, 5, generator=g),
+                   torch.randn(60, 4, 5, 5, generator=g)], dim=1)  # B: A's units moved, and 4 of its own
+    found = match_units(a, b)
+    where = order.argsort()
+    assert all(m.b == int(where[m.a]) and m.buddies for m in found.matches)
+    assert found.share == 1.0 and found.unmatched("b") == [12, 13, 14, 15]
+    unrelated = match_units(a, torch.randn(60, 12, 5, 5, generator=g))
+    assert unrelated.share < 0.1 and all(m.correlation < 0.2 for m in unrelated.matches)
+
+
+def test_a_network_and_its_permuted_rescaled_copy_compute_the_same_function_and_the_diff_finds_it():
+    net = small_net()
+    moved = permuted_copy(net, "features.2", "features.4", seed=5)
+    photos = smooth_photos(24)
+    with torch.no_grad():
+        assert torch.allclose(net.module(photos), moved.model.module(photos), atol=1e-5)
+    report = fs.diff(net, moved.model, photos, pairs=["features.3"])
+    assert [round(v, 6) for _, v in report.same_names()] == [1.0] * len(report.layers_a)
+    match = report.match("features.3")
+    assert match is not None and all(m.b == int(moved.permutation[m.a]) for m in match.matches)
+    assert ModelDiff.from_dict(json.loads(report.to_json())) == report
+
+
+@pytest.mark.integration
+def test_lite0_against_itself_with_blocks_15_permuted_and_rescaled():
+    lite0 = fs.load_model("efficientnet_lite0")
+    moved = permuted_copy(lite0, "_blocks.15._project_conv", "_conv_head", norm="_blocks.15._bn2", seed=1)
+    photos = smooth_photos(12, size=lite0.preprocessing.input_size)
+    report = fs.diff(lite0, moved.model, photos, layers_a=["_blocks.14", "_blocks.15"],
+                     layers_b=["_blocks.14", "_blocks.15"], pairs=["_blocks.15"])
+    assert [round(v, 3) for _, v in report.same_names()] == [1.0, 1.0]
+    match = report.match("_blocks.15")
+    assert match is not None and len(match.matches) == 320
+    assert all(m.b == int(moved.permutation[m.a]) for m in match.matches)
+
+
+def test_the_diff_command_writes_its_report_figure_and_matches(tmp_path):
+    photos = save_photos(tmp_path / "photos", 12)
+    result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos), "-l", "features.3",
+                                      "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "features.3 ↔ features.3: 16 of 16 units of A matched" in result.output
+    report = ModelDiff.from_dict(json.loads((tmp_path / "out" / "diff.json").read_text()))
+    assert report.images == 12 and (tmp_path / "out" / "diff.png").stat().st_size > 0
+    rows = (tmp_path / "out" / "matches-features.3.csv").read_text().splitlines()
+    assert rows[0] == "unit_a,unit_b,correlation,buddies,matched" and len(rows) == 17
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-l", "a=b=c"], "expected NAME (in both networks) or NAME_A=NAME_B"),
+    (["-l", "features.3="], "with both names"),
+    (["-l", "nope"], "nope"),
+    (["--grid", "0"], "--grid must be at least 1"),
+    (["--layers-a", "features.1,,features.3"], "empty element"),
+])
+def test_diff_errors_are_one_line(tmp_path, args, message):
+    photos = save_photos(tmp_path / "photos", 12)
+    result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos), "-o", str(tmp_path / "out"),
+                                      "-q", *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_diff_refuses_too_few_images(tmp_path):
+    photos = save_photos(tmp_path / "photos", 4)
+    result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos)])
+    assert result.exit_code != 0 and "a diff needs at least 10" in result.output
