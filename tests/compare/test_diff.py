@@ -138,3 +138,64 @@ def test_diff_refuses_too_few_images(tmp_path):
     photos = save_photos(tmp_path / "photos", 4)
     result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos)])
     assert result.exit_code != 0 and "a diff needs at least 10" in result.output
+
+
+def _planted(seed: int = 0, vectors: int = 6000, shared: int = 16, own: int = 6, channels: int = 24):
+    """Paired vectors of A and B: ``shared`` sparse sources both read (through different random maps), and
+    ``own`` sources each side alone reads."""
+    g = torch.Generator().manual_seed(seed)
+
+    def sparse(n: int, k: float) -> torch.Tensor:
+        return torch.rand(vectors, n, generator=g) * (torch.rand(vectors, n, generator=g) < k / n)
+
+    both, only_a, only_b = sparse(shared, 2), sparse(own, 1), sparse(own, 1)
+    maps = [torch.randn(n, channels, generator=g) for n in (shared, own, shared, own)]
+    a = both @ maps[0] + only_a @ maps[1]
+    b = both @ maps[2] + only_b @ maps[3]
+    return a, b, torch.arange(vectors) // 10
+
+
+FAST = dict(epochs=3, batch_size=256, min_steps=300)
+
+
+def test_a_crosscoder_finds_the_planted_exclusive_concepts_of_each_side():
+    from filterscope.compare.crosscoder import train_crosscoder
+    from filterscope.concepts.sae import SAESettings
+
+    a, b, images = _planted()
+    found = train_crosscoder(a, b, images, SAESettings(atoms=48, k=4, kind="batchtopk", seed=0, **FAST))
+    assert len(found.exclusive("a")) == 6 and len(found.exclusive("b")) == 6, found.summary()
+    assert found.fve_a > 0.9 and found.fve_b > 0.9
+    only_b = found.exclusive("b")[0]
+    assert only_b.norm_a < 0.1 * only_b.norm_b and only_b.readable is not None and only_b.readable < 0.2
+
+
+def test_a_crosscoder_of_a_layer_with_itself_has_no_exclusive_concepts():
+    from filterscope.compare.crosscoder import train_crosscoder
+    from filterscope.concepts.sae import SAESettings
+
+    a, _, images = _planted(1)
+    found = train_crosscoder(a, a.clone(), images, SAESettings(atoms=48, k=4, kind="batchtopk", seed=3, **FAST))
+    live = [lt for lt in found.latents if lt.kind != "dead"]
+    assert found.count("a-only") + found.count("b-only") <= 0.01 * len(live), found.summary()
+
+
+def test_the_probe_reads_a_linear_function_and_not_noise():
+    from filterscope.compare.crosscoder import _probe
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2000, 8, generator=g)
+    y = torch.stack([x @ torch.randn(8, generator=g), torch.randn(2000, generator=g)], dim=1)
+    r2 = _probe(x[:1500], y[:1500], x[1500:], y[1500:])
+    assert r2[0] > 0.99 and abs(float(r2[1])) < 0.02
+
+
+def test_the_diff_command_with_concepts_shows_what_each_side_has(tmp_path):
+    photos = save_photos(tmp_path / "photos", 12)
+    result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos), "-l", "features.3",
+                                      "--concepts", "24", "--concept-k", "4", "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "concepts of features.3 ↔ features.3 (24, k=4;" in result.output
+    assert "exclusive and not readable from the other: A 0, B 0" in result.output  # a network against itself
+    report = ModelDiff.from_dict(json.loads((tmp_path / "out" / "diff.json").read_text()))
+    assert len(report.concepts) == 1 and len(report.concepts[0].latents) == 24

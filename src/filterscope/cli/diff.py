@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from PIL import Image, ImageOps
 
 from ..analysis import collect_images
 from ..compare import ModelDiff, diff
+from ..compare.crosscoder import LATENT_KINDS
 from ..compare.diff import MIN_IMAGES
-from ..compare.figure import diff_figure
+from ..compare.figure import diff_figure, exclusive_figure
 from ..errors import InvalidOptionError
 from ..files import atomic_write_text, check_output
+from ..images import load_image
 from ..plots import save_figure
 from .app import app, guarded
 from .options import DeviceOption, QuietOption, at_least, check_list, load
@@ -37,6 +40,11 @@ def _pairs(layers: list[str]) -> list[str | tuple[str, str]] | None:
             raise InvalidOptionError(f"--layer {text!r}: expected NAME_A=NAME_B with both names")
         out.append((a.strip(), b.strip()) if b else a.strip())
     return out or None
+
+
+def thumbnail(path: Path, side: int = 160) -> Image.Image:
+    """An image file as a small square thumbnail (centre crop)."""
+    return ImageOps.fit(load_image(path).convert("RGB"), (side, side))
 
 
 def _names(text: Optional[str], option: str) -> list[str] | None:
@@ -67,6 +75,12 @@ def diff_command(
         "--layers-b", help="B's layers compared by CKA (default: its numbered blocks).", show_default=False)] = None,
     grid: Annotated[int, typer.Option("--grid", help="CKA pools each image's activations to GRID x GRID regions.")]
     = 2,
+    concepts: Annotated[Optional[int], typer.Option(
+        "--concepts", help="Also train a crosscoder of this many concepts on each matched pair: which concepts both "
+                           "networks have and which only one has (a few minutes; e.g. 4 x the two widths).",
+        show_default=False)] = None,
+    concept_k: Annotated[int, typer.Option("--concept-k", help="The crosscoder's active concepts per position (on "
+                                                               "average).")] = 32,
     biased: Annotated[bool, typer.Option("--biased", help="The biased CKA estimator (default: debiased).")] = False,
     weights_a: WeightsA = None,
     weights_b: WeightsB = None,
@@ -82,6 +96,8 @@ def diff_command(
     Example: filterscope diff efficientnet_lite0 efficientnet_lite1 --dataset photos/ -l _blocks.15
     """
     at_least(grid, 1, "--grid")
+    at_least(concepts, 2, "--concepts")
+    at_least(concept_k, 1, "--concept-k")
     pairs = _pairs(layer or [])
     names_a, names_b = _names(layers_a, "--layers-a"), _names(layers_b, "--layers-b")
     check_output(out, folder=True)
@@ -99,7 +115,7 @@ def diff_command(
 
     try:
         report = diff(first, second, files, layers_a=names_a, layers_b=names_b, pairs=pairs, grid=grid,
-                      debiased=not biased, seed=seed, progress=progress)
+                      debiased=not biased, concepts=concepts, concept_k=concept_k, seed=seed, progress=progress)
     finally:
         for bar in bars.values():
             bar.close()
@@ -115,6 +131,11 @@ def diff_command(
             writer.writerow([m.a, m.b, f"{m.correlation:.4f}", int(m.buddies), int(m.correlation > match.threshold)])
         name = match.layer_a.replace("/", "_")
         typer.echo(f"wrote {atomic_write_text(out / f'matches-{name}.csv', table.getvalue())}")
+    for split in report.concepts:
+        figure = exclusive_figure(split, lambda i: thumbnail(files[i]))
+        if figure is not None:
+            name = split.layer_a.replace("/", "_")
+            typer.echo(f"wrote {save_figure(figure, out / f'exclusive-{name}.png')}")
     sys.stdout.flush()
 
 
@@ -127,6 +148,12 @@ def summary(report: ModelDiff, top: int = 5) -> str:
     same = dict(report.same_names())
     for name, partner, value in report.best():
         lines.append(f"{name:<16}{partner:<16}{value:>7.3f}" + (f"{same[name]:>11.3f}" if name in same else ""))
+    for split in report.concepts:
+        lines.append(f"concepts of {split.layer_a} ↔ {split.layer_b} ({len(split.latents)}, k={split.k}; on held-out "
+                     f"images FVE A {split.fve_a:.2f}, B {split.fve_b:.2f}): " + ", ".join(
+                         f"{split.count(kind)} {kind}" for kind in LATENT_KINDS)
+                     + f"; exclusive and not readable from the other: A {len(split.exclusive('a'))}, "
+                       f"B {len(split.exclusive('b'))}")
     for match in report.matches:
         lines.append(f"{match.layer_a} ↔ {match.layer_b}: {len(match.matched)} of {match.units_a} units of A matched "
                      f"({match.share:.0%}) above the shuffled-image threshold {match.threshold:.2f}; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -31,10 +32,13 @@ class Permuted:
     scale: torch.Tensor
 
 
-def _module(model: nn.Module, name: str, kind: type | tuple[type, ...]) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _module(model: nn.Module, name: str, kind: type[M]) -> M:
     found = dict(model.named_modules()).get(name)
     if not isinstance(found, kind):
-        raise InvalidOptionError(f"{name!r} is not a {getattr(kind, '__name__', 'layer of that kind')} of the model")
+        raise InvalidOptionError(f"{name!r} is not a {kind.__name__} of the model")
     return found
 
 
@@ -47,13 +51,12 @@ def permuted_copy(model: LoadedModel | nn.Module, conv: str, next_conv: str, *, 
     module = copy.deepcopy(loaded.module)
     first = _module(module, conv, nn.Conv2d)
     second = _module(module, next_conv, nn.Conv2d)
-    channels = first.out_channels
+    channels = int(first.out_channels)
     if second.in_channels != channels or second.groups != 1:
         raise InvalidOptionError(f"{next_conv!r} must read {conv!r}'s {channels} channels with groups=1")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(channels, generator=generator)  # new channel j holds old channel order[j]
     scale = low + (high - low) * torch.rand(channels, generator=generator)
-    last: nn.Module = first
     if norm is not None:
         last = _module(module, norm, nn.BatchNorm2d)
         for p in (first.weight, first.bias, last.running_mean, last.running_var):

@@ -22,12 +22,14 @@ import torch
 
 from ..analysis.inputs import Images, image_list, prepare_image
 from ..arguments import checked
+from ..concepts.sae import SAESettings
 from ..errors import InvalidOptionError
 from ..layers import LayerRef, list_layers, resolve_layer
 from ..metrics import to_input_size
 from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
 from .cka import cka_matrix, gram, image_features
+from .crosscoder import ConceptSplit, concept_split, paired_vectors, train_crosscoder
 from .matching import MAX_GRID, LayerMatch, match_units
 
 __all__ = ["ModelDiff", "diff", "default_layers", "MIN_IMAGES", "CKA_GRID", "MAX_LAYERS"]
@@ -51,6 +53,7 @@ class ModelDiff:
         layers_a, layers_b: The layers compared, in running order.
         cka: ``cka[i][j]``: linear CKA of ``layers_a[i]`` with ``layers_b[j]``.
         matches: The matched layer pairs.
+        concepts: Each matched pair's crosscoder record (shared and exclusive concepts), when asked for.
         images: How many images; ``debiased``: the CKA estimator; ``grid``: CKA's pooling grid.
     """
 
@@ -64,6 +67,7 @@ class ModelDiff:
     debiased: bool = True
     grid: int = CKA_GRID
     seconds: float = 0.0
+    concepts: tuple[ConceptSplit, ...] = ()
 
     def best(self) -> list[tuple[str, str, float]]:
         """Each layer of A with its most similar layer of B and their CKA."""
@@ -86,7 +90,7 @@ class ModelDiff:
         return {"model_a": self.model_a, "model_b": self.model_b, "layers_a": list(self.layers_a),
                 "layers_b": list(self.layers_b), "cka": [list(row) for row in self.cka],
                 "matches": [m.to_dict() for m in self.matches], "images": self.images, "debiased": self.debiased,
-                "grid": self.grid, "seconds": self.seconds}
+                "grid": self.grid, "seconds": self.seconds, "concepts": [c.to_dict() for c in self.concepts]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -97,7 +101,8 @@ class ModelDiff:
                    tuple(str(v) for v in data["layers_b"]),
                    tuple(tuple(float(v) for v in row) for row in data["cka"]),
                    tuple(LayerMatch.from_dict(m) for m in data["matches"]), int(data["images"]),
-                   bool(data.get("debiased", True)), int(data.get("grid", CKA_GRID)), float(data.get("seconds", 0.0)))
+                   bool(data.get("debiased", True)), int(data.get("grid", CKA_GRID)), float(data.get("seconds", 0.0)),
+                   tuple(ConceptSplit.from_dict(c) for c in data.get("concepts") or ()))
 
 
 def default_layers(model: LoadedModel, count: int = MAX_LAYERS) -> list[str]:
@@ -174,14 +179,17 @@ def _named(model: LoadedModel) -> str:
 def diff(a: LoadedModel | torch.nn.Module, b: LoadedModel | torch.nn.Module, images: torch.Tensor | Images, *,
          layers_a: Sequence[str] | None = None, layers_b: Sequence[str] | None = None,
          pairs: Sequence[str | tuple[str, str]] | None = None, grid: int = CKA_GRID, debiased: bool = True,
-         shuffles: int = 3, seed: int = 0, runtime: Runtime | None = None,
+         shuffles: int = 3, concepts: int | None = None, concept_k: int = 32, seed: int = 0,
+         runtime: Runtime | None = None,
          progress: Callable[[str, int, int], None] | None = None) -> ModelDiff:
     """Compare networks ``a`` and ``b`` over ``images`` (files or PIL images, or a ``(N,C,H,W)`` tensor in [0, 1]:
     :data:`MIN_IMAGES` at least, diverse ones): CKA of every layer of ``layers_a`` (default
     :func:`default_layers`) with every layer of ``layers_b``, and the unit matching of each of ``pairs`` (a layer
     name both networks have, or a ``(layer of a, layer of b)`` pair; default: A's deepest compared layer with its
     namesake in B, else with B's deepest). ``grid``: CKA's pooling grid; ``shuffles``: the matching null's
-    shuffled-image draws. ``progress(what, done, total)`` during each pass.
+    shuffled-image draws. ``concepts``: also train a crosscoder of ``concepts`` latents (``concept_k`` active per
+    vector on average) on each matched pair, for its shared and exclusive concepts (:mod:`.crosscoder`).
+    ``progress(what, done, total)`` during each pass and the training.
 
     Raises:
         InvalidOptionError: too few images, an unknown layer, or a grid below 1.
@@ -206,12 +214,35 @@ def diff(a: LoadedModel | torch.nn.Module, b: LoadedModel | torch.nn.Module, ima
     for label, model, names, kept in (("A", first, names_a, [p[0] for p in matched]),
                                       ("B", second, names_b, [p[1] for p in matched])):
         work = _Pass([resolve_layer(model, n) for n in names], kept, grid)
-        _run(model, found, work, runtime,
-             (lambda done, total, label=label: progress(f"network {label}", done, total)) if progress else None)
+        _run(model, found, work, runtime, _labelled(progress, f"network {label}"))
         passes.append(work)
     table = cka_matrix(passes[0].grams(), passes[1].grams(), debiased=debiased)
     matches = tuple(match_units(passes[0].kept_grid(ra), passes[1].kept_grid(rb), layer_a=str(ra),
                                 layer_b=str(rb), shuffles=shuffles, seed=seed) for ra, rb in matched)
+    splits = tuple(_concepts(passes[0].kept_grid(ra), passes[1].kept_grid(rb), str(ra), str(rb),
+                             SAESettings(concepts, min(concept_k, concepts), "batchtopk", seed=seed), progress)
+                   for ra, rb in matched) if concepts else ()
     return ModelDiff(_named(first), _named(second), tuple(names_a), tuple(names_b),
                      tuple(tuple(float(v) for v in row) for row in table), matches, len(found), debiased, grid,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, splits)
+
+
+def _labelled(progress: Callable[[str, int, int], None] | None, what: str) -> Callable[[int, int], None] | None:
+    """``progress`` with ``what`` filled in."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(what, done, total)
+
+
+def _concepts(a: torch.Tensor, b: torch.Tensor, layer_a: str, layer_b: str, settings: SAESettings,
+              progress: Callable[[str, int, int], None] | None) -> ConceptSplit:
+    """A crosscoder of one matched pair's grids, as the diff keeps it."""
+    vectors_a, vectors_b, images = paired_vectors(a, b)
+    def trained(step: int, steps: int, loss: float) -> None:
+        if progress is not None:
+            progress("crosscoder", step, steps)
+
+    crosscoder = train_crosscoder(vectors_a, vectors_b, images, settings, layer_a=layer_a, layer_b=layer_b,
+                                  progress=trained)
+    return concept_split(crosscoder, vectors_a, vectors_b, images)

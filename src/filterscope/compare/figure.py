@@ -3,11 +3,16 @@ against the null's threshold (matplotlib)."""
 
 from __future__ import annotations
 
-from matplotlib.figure import Figure
+from collections.abc import Callable
 
+from matplotlib.figure import Figure
+from PIL import Image
+
+from ..plots import image_grid
+from .crosscoder import ConceptSplit
 from .diff import ModelDiff
 
-__all__ = ["diff_figure"]
+__all__ = ["diff_figure", "exclusive_figure"]
 
 
 def _short(name: str) -> str:
@@ -38,3 +43,23 @@ def diff_figure(report: ModelDiff) -> Figure:
     if report.matches:
         curves.legend(fontsize=7, loc="upper right")
     return figure
+
+
+def exclusive_figure(split: ConceptSplit, image: Callable[[int], Image.Image], *, latents: int = 8,
+                     per_latent: int = 6) -> Figure | None:
+    """What each network sees that the other does not: up to ``latents`` exclusive concepts (B's first, the most
+    used first), a row each of their top images (``image(index)`` loads the diff's image ``index``); ``None``
+    when there are none."""
+    rows = [("B", lt) for lt in split.exclusive("b")] + [("A", lt) for lt in split.exclusive("a")]
+    rows = rows[:latents]
+    if not rows:
+        return None
+    images, titles = [], []
+    for side, latent in rows:
+        found = [image(i).convert("RGB") for i in split.images_of(latent.index)[:per_latent]]
+        blank = Image.new("RGB", found[0].size if found else (64, 64), "white")
+        images += found + [blank] * (per_latent - len(found))
+        titles += [f"{side} only: concept {latent.index}\n(on {latent.usage:.1%} of positions)"] + \
+            [""] * (per_latent - 1)
+    return image_grid(images, titles, columns=per_latent, panel_inches=1.6,
+                      suptitle=f"Concepts of one network only: {split.layer_a} (A) and {split.layer_b} (B)")

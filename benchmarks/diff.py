@@ -1,0 +1,99 @@
+"""Model diff on the embedded networks (issue "Model diff"), over the 800 diverse photos of
+``../shared/data/imagenet-sample``.
+
+Three comparisons, each one paired pass (``fs.diff``): Lite0 against its copy with ``_blocks.15`` permuted and
+rescaled (the control: CKA 1 on the diagonal, the permutation recovered exactly), Lite0 against Lite1 (two
+architectures trained on the same data), and Lite0 against the alive random Lite0 (what training adds). CKA of
+every block pair (debiased), and unit matching at five depths (blocks paired by relative depth). Prints the tables
+and writes the numbers to ``benchmarks/RESULTS.md`` and the figures to ``benchmarks/diff-<name>.png``.
+
+    .venv/bin/python benchmarks/diff.py            # about 10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import filterscope as fs
+from _results import PHOTOS, machine, markdown_table, write_section  # benchmarks/_results.py
+from filterscope.compare import ModelDiff
+from filterscope.compare.controls import permuted_copy
+from filterscope.compare.diff import default_layers
+from filterscope.compare.figure import diff_figure
+from filterscope.plots import save_figure
+from filterscope.runtime import configure_threads
+
+DEPTHS = (0.15, 0.35, 0.55, 0.75, 1.0)
+
+
+def by_depth(a: list[str], b: list[str]) -> list[tuple[str, str]]:
+    """Blocks of A and B at the same relative depths."""
+    return [(a[round(d * (len(a) - 1))], b[round(d * (len(b) - 1))]) for d in DEPTHS]
+
+
+def rows_of(name: str, report: ModelDiff) -> tuple[list[str], list[str]]:
+    same = dict(report.same_names())
+    diagonal = [same[n] for n in report.layers_a if n in same]
+    best = report.best()
+    layer_row = (f"| {name} | {len(report.layers_a)} x {len(report.layers_b)} | "
+                 + (f"{min(diagonal):.3f} / {statistics.mean(diagonal):.3f} | " if diagonal else "- | ")
+                 + f"{statistics.mean(v for _, _, v in best):.3f} | "
+                 + f"{sum(a == b for a, b, _ in best)} of {len(best)} | {report.seconds:.0f} |")
+    match_rows = [f"| {name} | `{m.layer_a}` ↔ `{m.layer_b}` | {m.units_a} x {m.units_b} | {m.matches[0].correlation:.2f}"
+                  f" / {statistics.median(x.correlation for x in m.matches):.2f} | {m.threshold:.2f} | {m.share:.0%} | "
+                  f"{len(m.buddies)} |" for m in report.matches]
+    return [layer_row], match_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=800, help="photos of the sample to use (default all 800)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    configure_threads()
+    print(machine(), flush=True)
+    photos = sorted(PHOTOS.glob("*.JPEG"))[:args.images]
+    lite0 = fs.load_model("efficientnet_lite0")
+    moved = permuted_copy(lite0, "_blocks.15._project_conv", "_conv_head", norm="_blocks.15._bn2", seed=1)
+    blocks0 = default_layers(lite0)
+    comparisons = {
+        "Lite0 vs Lite0 permuted": (moved.model, [(n, n) for n in (blocks0[8], blocks0[-1])]),
+        "Lite0 vs Lite1": (fs.load_model("efficientnet_lite1"), None),
+        "Lite0 vs Lite0 random (alive)": (fs.load_model("efficientnet_lite0", "random"), None),
+    }
+    layer_rows, match_rows = [], []
+    for name, (other, pairs) in comparisons.items():
+        print(name, flush=True)
+        pairs = pairs or by_depth(blocks0, default_layers(other))
+        report = fs.diff(lite0, other, photos, pairs=pairs,
+                         progress=lambda what, done, total: print(f"  {what}: {done}/{total}", end="\r", flush=True))
+        if name.endswith("permuted"):
+            last = report.match(blocks0[-1])
+            assert last is not None
+            exact = all(m.b == int(moved.permutation[m.a]) for m in last.matches)
+            print(f"\n  permutation recovered exactly: {exact}", flush=True)
+            name = f"{name} ({'recovered exactly' if exact else 'NOT recovered'})"
+        layers, matches = rows_of(name, report)
+        layer_rows += layers
+        match_rows += matches
+        print("\n" + "\n".join(layers + matches), flush=True)
+        slug = name.split(" (")[0].lower().replace(" ", "-")
+        if not args.no_write:
+            save_figure(diff_figure(report), Path(__file__).parent / f"diff-{slug}.png", dpi=80)
+    text = [f"{machine()}; {len(photos)} photos of `imagenet-sample`; linear CKA (debiased) over each image's 2 x 2 "
+            "regions, unit matching over images and positions (grids pooled to the smaller, at most 14), threshold: "
+            "the 99th percentile of 3 shuffled-image nulls.", "",
+            *markdown_table(["comparison", "blocks", "CKA same name: min / mean", "CKA best partner (mean)",
+                             "best partner is the namesake", "seconds"], layer_rows), "",
+            *markdown_table(["comparison", "layers", "units", "correlation best / median", "threshold", "matched",
+                             "best buddies"], match_rows)]
+    if not args.no_write:
+        write_section("diff", "\n".join(text), heading="Model diff (`benchmarks/diff.py`)",
+                      intro="`benchmarks/diff.py` (about 10 minutes on 2 cores): `fs.diff` of Lite0 against its "
+                            "permuted copy, Lite1 and the alive random Lite0; figures `benchmarks/diff-*.png`.")
+
+
+if __name__ == "__main__":
+    main()
