@@ -199,3 +199,43 @@ def test_the_diff_command_with_concepts_shows_what_each_side_has(tmp_path):
     assert "exclusive and not readable from the other: A 0, B 0" in result.output  # a network against itself
     report = ModelDiff.from_dict(json.loads((tmp_path / "out" / "diff.json").read_text()))
     assert len(report.concepts) == 1 and len(report.concepts[0].latents) == 24
+
+
+def _tiny_lite():
+    from filterscope.zoo.efficientnet import EfficientNetLite
+    from filterscope.zoo.model import Preprocessing
+
+    from filterscope.zoo.calibration import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    net = EfficientNetLite(width=0.25, depth=0.25, dropout=0.0, num_classes=4)
+    preprocessing = Preprocessing(input_size=64, resize_size=64)
+    reestimate_batchnorm(net, preprocessing, _photos(64, seed=5))  # alive: its signal reaches the last block
+    return fs.wrap_model(net.eval(), name="tiny-lite", preprocessing=preprocessing)
+
+
+def _photos(count: int, seed: int = 0) -> torch.Tensor:
+    return torch.nn.functional.interpolate(smooth_photos(count, seed), size=64, mode="bilinear", align_corners=False)
+
+
+def test_a_planted_sticker_drives_its_class_and_leaves_the_photos_alone():
+    from filterscope.compare.controls import paste, plant_sticker, sticker
+
+    model = _tiny_lite()
+    photos = _photos(64)
+    planted = plant_sticker(model, photos, target=2, patch=sticker(16), steps=300, lr=3e-3, keep=30.0)
+    # the sticker drives the class; the last block's output on the photos moves little (a random network's top-1
+    # over 4 near-tied classes flips with less, so the test reads the block's output, the benchmark the top-1)
+    assert planted.after >= 0.8 and planted.before <= 0.1 and planted.drift < 0.15, planted
+    marked = paste(photos[1::2], planted.patch, seed=1)
+    for before, after in zip(photos[1::2], marked):  # each photo holds the sticker, and is unchanged elsewhere
+        ys, xs = torch.nonzero((before != after).any(0), as_tuple=True)
+        y, x = int(ys.min()), int(xs.min())
+        assert int(ys.max()) - y < 16 and int(xs.max()) - x < 16
+        assert any(torch.equal(after[:, y0:y0 + 16, x0:x0 + 16], planted.patch)
+                   for y0 in range(max(0, y - 15), y + 1) for x0 in range(max(0, x - 15), x + 1))
+    with torch.no_grad():  # everything before the last block is the original network's
+        a = model.module._blocks[0](model.module._relu0(model.module._bn0(model.module._conv_stem(photos[:4]))))
+        b = planted.model.module._blocks[0](planted.model.module._relu0(planted.model.module._bn0(
+            planted.model.module._conv_stem(photos[:4]))))
+    assert torch.equal(a, b)

@@ -102,13 +102,15 @@ def paste(photos: torch.Tensor, patch: torch.Tensor, seed: int = 0) -> torch.Ten
 @dataclass(frozen=True)
 class Planted:
     """A copy whose last block was fine-tuned so that ``patch`` drives class ``target``: on held-out photos, the
-    top-1 class it keeps (``kept``), and how often the stickered photos go to ``target`` before and after
-    (``before``, ``after``)."""
+    top-1 class it keeps (``kept``), how far the last block's output moved on them (``drift``: the squared error
+    over the squared output), and how often the stickered photos go to ``target`` before and after (``before``,
+    ``after``)."""
 
     model: LoadedModel
     patch: torch.Tensor
     target: int
     kept: float
+    drift: float
     before: float
     after: float
 
@@ -167,11 +169,14 @@ def plant_sticker(model: LoadedModel | nn.Module, photos: torch.Tensor, target: 
         optimizer.step()
     block.requires_grad_(False)
     with torch.no_grad():
-        original = loaded.module
+        original: Any = loaded.module
         marked_held = normalize(paste(held, patch, seed + 1))
         kept = float((module(normalize(held)).argmax(1) == original(normalize(held)).argmax(1)).float().mean())
         before = float((original(marked_held).argmax(1) == target).float().mean())
         after = float((module(marked_held).argmax(1) == target).float().mean())
+        inputs = _last_block_inputs(module, normalize(held))
+        new, old = block(inputs), original._blocks[-1](inputs)
+        drift = float((new - old).pow(2).sum() / old.pow(2).sum().clamp(min=1e-12))
     copied = LoadedModel(loaded.name, module, loaded.preprocessing, loaded.weights, loaded.categories,
                          {**loaded.info, "control": f"sticker planted for class {target} (seed {seed})"})
-    return Planted(copied, patch, target, kept, before, after)
+    return Planted(copied, patch, target, kept, drift, before, after)

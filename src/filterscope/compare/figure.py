@@ -35,7 +35,7 @@ def diff_figure(report: ModelDiff) -> Figure:
              title=f"layer similarity over {report.images} images (dot: best partner)")
     for match in report.matches:
         line, = curves.plot([m.correlation for m in match.matches],
-                            label=f"{match.layer_a} ↔ {match.layer_b}: {match.share:.0%} matched, "
+                            label=f"A {match.layer_a} ↔ B {match.layer_b}: {match.share:.0%} matched, "
                                   f"{len(match.buddies)} buddies")
         curves.axhline(match.threshold, linestyle=":", color=line.get_color())
     curves.set(xlabel="matched pair (best first)", ylabel="correlation over images and positions",
