@@ -64,11 +64,18 @@ def sticker_rows(lite0: fs.LoadedModel, count: int, concepts: int) -> list[str]:
     marked = set(range(0, len(held), 4))
     images = held.clone()
     images[sorted(marked)] = paste(held[sorted(marked)], planted.patch, seed=7)
-    report = fs.diff(lite0, planted.model, images, pairs=["_blocks.15"], concepts=concepts, concept_k=16)
+    report = fs.diff(lite0, planted.model, images, pairs=["_blocks.15"], concepts=concepts)
     split, match = report.concepts[0], report.match("_blocks.15")
     assert match is not None
     exclusive = split.exclusive("b")
     latent_p = [precision_at_10(list(split.images_of(lt.index)), marked) for lt in exclusive]
+    leaning = split.leaning("b")[:20]
+    leaning_p = [precision_at_10(list(split.images_of(lt.index)), marked) for lt in leaning]
+    null = fs.diff(lite0, lite0, images.flip(0), layers_a=["_blocks.15"], layers_b=["_blocks.15"],
+                   pairs=["_blocks.15"], concepts=concepts, seed=1).concepts[0]
+    live = sum(lt.kind != "dead" for lt in null.latents)
+    print(f"  null (Lite0 against itself, images reversed, seed 1): {null.count('a-only') + null.count('b-only')} "
+          f"of {live} live concepts exclusive", flush=True)
     maxima = unit_maxima(planted.model, fs.layers.resolve_layer(planted.model, "_blocks.15"), images)
     changed = sorted(match.matches, key=lambda m: m.correlation)  # the least matched units of B first
     unit_p = [precision_at_10(maxima[:, m.b].argsort(descending=True)[:10].tolist(), marked) for m in changed]
@@ -79,8 +86,9 @@ def sticker_rows(lite0: fs.LoadedModel, count: int, concepts: int) -> list[str]:
             f"none of {len(values)} (best p@10 {max(values, default=0):.1f})"
 
     return [f"| {len(images)} ({len(marked)} stickered) | {planted.kept:.1%} | {planted.before:.1%} → "
-            f"{planted.after:.1%} | {len(exclusive)} | {first(latent_p)} | {first(unit_p[:20])} | "
-            f"{split.fve_a:.2f} / {split.fve_b:.2f} |"]
+            f"{planted.after:.1%} | {len(exclusive)} | {first(latent_p)} | {first(leaning_p)} | "
+            f"{first(unit_p[:20])} | {split.fve_a:.2f} / {split.fve_b:.2f} | "
+            f"{null.count('a-only') + null.count('b-only')} of {live} |"]
 
 
 def main() -> None:
@@ -131,11 +139,14 @@ def main() -> None:
                              "best buddies"], match_rows), "",
             f"The planted change (Lite0's last block fine-tuned on half the photos so that a sticker drives class "
             f"{TARGET}; the diff over the other half, a quarter of them stickered; crosscoder of `_blocks.15`, "
-            f"{args.concepts} concepts, k 16): the rank of the first B-only concept, and of the first of the 20 least "
-            "matched units of B, whose top 10 images hold the sticker in at least 8.", "",
+            f"{args.concepts} concepts, k 32): the rank of the first B-only concept, of the first of the 20 concepts "
+            "leaning furthest to B, and of the first of the 20 least matched units of B, whose top 10 images hold "
+            "the sticker in at least 8; the null: the crosscoder of Lite0 against itself (images in reverse order, "
+            "seed 1), its exclusive concepts among the live ones.", "",
             *markdown_table(["images", "top-1 kept", f"stickered photos to class {TARGET}", "B-only concepts",
-                             "first B-only concept with the sticker", "first changed unit with the sticker",
-                             "crosscoder FVE A / B"], planted_rows)]
+                             "first B-only concept with the sticker", "first B-leaning concept with the sticker",
+                             "first changed unit with the sticker", "crosscoder FVE A / B",
+                             "null: exclusive concepts"], planted_rows)]
     if not args.no_write:
         write_section("diff", "\n".join(text), heading="Model diff (`benchmarks/diff.py`)",
                       intro="`benchmarks/diff.py` (about 10 minutes on 2 cores): `fs.diff` of Lite0 against its "

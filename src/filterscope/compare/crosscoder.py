@@ -124,8 +124,9 @@ class Crosscoder:
 
 @dataclass(frozen=True)
 class ConceptSplit:
-    """What a diff keeps of a crosscoder (:meth:`Crosscoder.summary`'s numbers, every latent, and each exclusive
-    latent's top images: indices into the diff's images, strongest first)."""
+    """What a diff keeps of a crosscoder (:meth:`Crosscoder.summary`'s numbers, every latent, and the top images of
+    each exclusive latent and of those leaning furthest to each side: indices into the diff's images, strongest
+    first)."""
 
     layer_a: str
     layer_b: str
@@ -148,6 +149,12 @@ class ConceptSplit:
     def images_of(self, latent: int) -> tuple[int, ...]:
         return dict(self.top_images).get(latent, ())
 
+    def leaning(self, side: str) -> list[Latent]:
+        """The live latents with top images, leaning furthest to ``side`` (``a`` or ``b``) first."""
+        kept = {j for j, _ in self.top_images}
+        found = [lt for lt in self.latents if lt.index in kept and lt.kind != "dead"]
+        return sorted(found, key=lambda lt: lt.delta, reverse=side == "b")
+
     def to_dict(self) -> dict[str, object]:
         return {"layer_a": self.layer_a, "layer_b": self.layer_b, "latents": [lt.to_dict() for lt in self.latents],
                 "fve_a": self.fve_a, "fve_b": self.fve_b, "k": self.k, "vectors": self.vectors,
@@ -163,10 +170,14 @@ class ConceptSplit:
 
 
 def concept_split(crosscoder: Crosscoder, a: torch.Tensor, b: torch.Tensor, images: torch.Tensor,
-                  top: int = 10) -> ConceptSplit:
-    """The record of ``crosscoder`` with each exclusive latent's ``top`` images by its largest activation over
-    the paired vectors ``a``, ``b`` (each from image ``images``)."""
-    chosen = [lt.index for side in ("a", "b") for lt in crosscoder.exclusive(side)]
+                  top: int = 10, lean: int = 20) -> ConceptSplit:
+    """The record of ``crosscoder`` with the ``top`` images (by its largest activation over the paired vectors
+    ``a``, ``b``, each from image ``images``) of each exclusive latent and of the ``lean`` live latents leaning
+    furthest to each side (by relative decoder norm: what changed most, exclusive or not)."""
+    live = [lt for lt in crosscoder.latents if lt.kind != "dead"]
+    leaning = sorted(live, key=lambda lt: lt.delta)  # the most A-leaning first, the most B-leaning last
+    chosen = list(dict.fromkeys([lt.index for side in ("a", "b") for lt in crosscoder.exclusive(side)]
+                                + [lt.index for lt in leaning[:lean] + leaning[-lean:]]))
     count = int(images.max()) + 1 if len(images) else 0
     best = torch.zeros(count, len(chosen))
     with torch.no_grad():

@@ -22,7 +22,7 @@ def _short(name: str) -> str:
 def diff_figure(report: ModelDiff) -> Figure:
     """Left: CKA of every layer of A (rows) with every layer of B (columns), a dot on each row's best partner.
     Right: each matched pair's one-to-one correlations, best first, with the shuffled-image threshold."""
-    figure = Figure(figsize=(11, 4.8), layout="constrained")
+    figure = Figure(figsize=(12, 5), layout="constrained")
     heat, curves = figure.subplots(1, 2, width_ratios=(1.2, 1))
     image = heat.imshow(report.cka, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     figure.colorbar(image, ax=heat, label="linear CKA" + (" (debiased)" if report.debiased else ""))
@@ -31,15 +31,15 @@ def diff_figure(report: ModelDiff) -> Figure:
         heat.plot([j], [i], "o", color="white", markersize=4)
     heat.set_yticks(range(len(report.layers_a)), [_short(n) for n in report.layers_a], fontsize=7)
     heat.set_xticks(range(len(report.layers_b)), [_short(n) for n in report.layers_b], fontsize=7, rotation=90)
-    heat.set(ylabel=f"A: {report.model_a}", xlabel=f"B: {report.model_b}",
-             title=f"layer similarity over {report.images} images (dot: best partner)")
+    heat.set(ylabel=f"A: {report.model_a.split(' (')[0]}", xlabel=f"B: {report.model_b.split(' (')[0]}",
+             title=f"layer CKA over {report.images} images (dot: best partner)")
     for match in report.matches:
         line, = curves.plot([m.correlation for m in match.matches],
                             label=f"A {match.layer_a} ↔ B {match.layer_b}: {match.share:.0%} matched, "
                                   f"{len(match.buddies)} buddies")
         curves.axhline(match.threshold, linestyle=":", color=line.get_color())
     curves.set(xlabel="matched pair (best first)", ylabel="correlation over images and positions",
-               title="one-to-one unit matching (dotted: shuffled-image threshold)", ylim=(-0.05, 1.02))
+               title="unit matching (dotted: the null's threshold)", ylim=(-0.05, 1.02))
     if report.matches:
         curves.legend(fontsize=7, loc="upper right")
     return figure
