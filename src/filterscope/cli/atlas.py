@@ -14,6 +14,7 @@ from ..atlas import Atlas, BuildProgress, BuildSummary, build_atlas, list_datase
 from ..atlas.distributed import dask_executor, parse_cluster
 from ..atlas.stages import STAGES
 from ..atlas.stages.concepts import ConceptSettings
+from ..atlas.stages.diff import DiffSettings
 from ..atlas.store import AtlasStore
 from ..engine.recipes import get_recipe
 from ..engine.results import StepInfo
@@ -122,6 +123,13 @@ def build_command(
         "--concepts", help="A sparse dictionary of N concepts for each layer, trained on the exemplar pass's images "
         "(needs --dataset of 10 images or more; filterscope concepts for its options): stored in the atlas, trained "
         "once.", show_default=False)] = None,
+    diff_with: Annotated[Optional[str], typer.Option(
+        "--diff-with", help="Diff each layer against this network (a model spec; filterscope diff for its options) "
+        "over the exemplar pass's images: CKA of the blocks, the layer's units matched with the other network's "
+        "(needs --dataset).", show_default=False)] = None,
+    diff_weights: Annotated[Optional[str], typer.Option(
+        "--diff-weights", help="The --diff-with network's weights (e.g. a checkpoint of the same model).",
+        show_default=False)] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render again the units whose render "
                                                                       "failed in an earlier build.")] = False,
     cluster: Annotated[Optional[str], typer.Option(
@@ -171,7 +179,14 @@ def build_command(
         raise InvalidOptionError("--map needs a --dataset: the map's samples come from the exemplar pass")
     if concepts is not None and data is None:
         raise InvalidOptionError("--concepts needs a --dataset: the dictionary is trained on the pass's images")
-    extra = [ConceptSettings(atoms=concepts)] if concepts is not None else []
+    if diff_weights is not None and diff_with is None:
+        raise InvalidOptionError("--diff-weights goes with --diff-with MODEL (use the atlas's model name to compare "
+                                 "two checkpoints)")
+    if diff_with is not None and data is None:
+        raise InvalidOptionError("--diff-with needs a --dataset: the networks are compared over the pass's images")
+    extra: list[object] = [ConceptSettings(atoms=concepts)] if concepts is not None else []
+    if diff_with is not None:
+        extra.append(DiffSettings(model=diff_with, weights=diff_weights, seed=seed))
     if cluster is not None:
         parse_cluster(cluster)  # a malformed address fails before the model loads
     loaded = load(model, weights, seed, device, quiet, preprocessing)
@@ -199,12 +214,14 @@ def build_command(
         parts.append(f"{summary.trust} trust record(s)")
     if summary.maps or summary.icons:
         parts.append(f"{summary.maps} activation map(s), {summary.icons} icon(s)")
-    if summary.of("concepts").done:
-        parts.append(f"{summary.of('concepts').done} concept dictionary(ies)")
+    for stage, what in (("concepts", "concept dictionary(ies)"), ("diff", "diff(s)")):
+        if summary.of(stage).done:
+            parts.append(f"{summary.of(stage).done} {what}")
     typer.echo(f"{out}: {', '.join(parts)} in {summary.seconds:.0f} s")
-    if summary.of("concepts").failed:
-        raise AtlasError(f"{len(summary.of('concepts').failed)} concept dictionary(ies) failed "
-                         f"({summary.of('concepts').failed[0]}); the next build trains them again")
+    for stage, what in (("concepts", "concept dictionary(ies)"), ("diff", "diff(s)")):
+        if summary.of(stage).failed:
+            raise AtlasError(f"{len(summary.of(stage).failed)} {what} failed ({summary.of(stage).failed[0]}); the "
+                             "next build does them again")
     if summary.failed:
         raise AtlasError(f"{len(summary.failed)} render(s) failed and are recorded as failed ({summary.failed[0]}); "
                          "--retry-failed renders them again")

@@ -1,7 +1,7 @@
 """The kinds of atlas work, one module each, registered in :data:`~.base.STAGES` (see :mod:`.base`).
 
 In build order: :mod:`.exemplars` (the exemplar pass), :mod:`.crops`, :mod:`.circuits`, :mod:`.renders`,
-:mod:`.maps` (``map-samples``, ``map-layout``, ``map-icons``), :mod:`.trust`.
+:mod:`.maps` (``map-samples``, ``map-layout``, ``map-icons``), :mod:`.trust`, :mod:`.concepts`, :mod:`.diff`.
 
 Adding a kind of atlas work is one module here: a frozen task dataclass, a module-level task function
 ``run(model, task, report) -> outcome`` that reads and writes nothing, and a :class:`~.base.Stage` subclass
@@ -11,7 +11,7 @@ below. Its settings are a class of its own, passed as ``build_atlas(stages=[...]
 ``request.option(TheSettings)``. The build, ``atlas check`` and the summary pick it up from the registry.
 """
 
-from . import circuits, concepts, crops, exemplars, maps, renders, trust  # noqa: F401  (registration, in build order)
+from . import circuits, concepts, crops, diff, exemplars, maps, renders, trust  # noqa: F401  (registration)
 from .base import (
     STAGES,
     BuildContext,
