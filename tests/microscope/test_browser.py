@@ -300,3 +300,37 @@ def test_the_map_page_pans_zooms_and_shows_a_cells_patches(tmp_path, photo_folde
         missing = page.request.get(url + "/img/patch/99/0")
         assert missing.status == 404 and "No activation atlas 99" in missing.json()["detail"]
         assert page.request.get(url + "/api/m/colorclasses/conv2/map/cells/999").status == 404
+
+
+def test_the_diff_page_and_the_same_unit_in_the_other_network(tmp_path, page):
+    import torch
+
+    import filterscope as fs
+    from filterscope.atlas.stages.diff import DiffSettings
+
+    from ..helpers.atlases import write_images
+    from ..helpers.models import small_net
+
+    spec = f"{Path(__file__).parents[1] / 'helpers' / 'models.py'}:small_net"
+    write_images(tmp_path / "data", 12)
+    torch.save(small_net(7).module.state_dict(), tmp_path / "other.pt")
+    fs.build_atlas(tmp_path / "a", small_net(), "features.4", units=[0, 1], recipes=[TINY_RECIPE],
+                   dataset=tmp_path / "data", exemplars=2, scores=False, circuits=False, trust=False,
+                   stages=[DiffSettings(model=spec, weights=str(tmp_path / "other.pt"), images=12)])
+    with Server(create_app(tmp_path / "a")) as url:
+        page.goto(url + "/m/smallnet/features.4")
+        page.wait_for_selector("#diff-page")
+        page.click("#diff-page")
+        page.wait_for_selector("#cka")
+        assert len(page.query_selector_all("#cka td.best")) == len(page.query_selector_all("#cka tr")) - 1
+        rows = page.query_selector_all("#matches tr")
+        assert len(rows) == 17  # a header and the 16 units of A
+        first = rows[1].query_selector("a")
+        unit = first.inner_text()
+        first.click()
+        page.wait_for_selector("#same-unit")
+        text = page.inner_text("#same-unit")
+        assert "The same unit in another network" in text and "correlation" in text
+        assert page.url.endswith(f"/m/smallnet/features.4/{unit}")
+        page.click("#same-unit a")
+        page.wait_for_selector("#cka")

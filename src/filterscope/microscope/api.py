@@ -16,8 +16,10 @@ from fastapi.responses import JSONResponse, Response
 
 from ..atlas.records import FINISHED
 from ..atlas.sections import Link
+from ..atlas.stages.diff import model_diffs
 from ..errors import AtlasError, FilterscopeError
 from .context import Microscope, microscope
+from .diff import same_unit
 from .explain import MAX_BYTES, UploadError, read_upload
 from .jobs import QueueFullError
 from .schemas import DatasetImage, Explained, Job, LayerGrid, Model, Unit, answers
@@ -57,7 +59,9 @@ def layer_grid(scope: Scope, model: str, layer: str) -> Response:
                          "can_render": scope.jobs is not None,
                          "map_page": urls.map_page(found.name, record.name)
                          if scope.store().maps_of_layer(record.id) else None,
-                         "image_page": urls.image_page(found.name, record.name) if scope.explainer else None})
+                         "image_page": urls.image_page(found.name, record.name) if scope.explainer else None,
+                         "diff_page": urls.diff_page(found.name, record.name)
+                         if model_diffs(scope.store(), record.id) else None})
 
 
 @router.get("/m/{model}/{layer}/images", responses=answers(list[DatasetImage]))
@@ -118,7 +122,8 @@ def _unit_record(scope: Microscope, model: str, layer: str, unit: int) -> Respon
         store.unit(record.name, unit, found.name), record.receptive_field, scope.urls,
         cofiring=store.cofiring(record.name, unit, 8, found.name), weights=_weights(scope, found.name, record.id, unit),
         trust=store.unit_trust(record.id, unit).get(unit), can_render=scope.jobs is not None,
-        job=job_view(active, scope.urls) if active is not None else None))
+        job=job_view(active, scope.urls) if active is not None else None,
+        same_unit=same_unit(scope, found.name, record, unit)))
 
 
 def _weights(scope: Microscope, model: str, layer_id: int, unit: int) -> View | None:

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from ..atlas.records import ExemplarRecord, RenderRecord, UnitRecord, UnitStats, UnitSummary
 from ..circuits.evidence import AblationCheck
+from ..compare import LayerMatch, Match, ModelDiff
+from ..compare.crosscoder import ConceptSplit, Latent
 from ..engine.identity import RenderSettings
 from ..engine.recipes import LATER_FIELDS, Recipe
 from ..maps.settings import MapSettings
@@ -27,7 +29,7 @@ from ..trust import Consensus as ConsensusRecord
 from ..trust import Description as DescriptionRecord
 
 __all__ = ["Error", "Model", "LayerGrid", "DatasetImage", "Unit", "Job", "ActivationMap", "MapCell", "Explained",
-           "answers", "json_responses", "file_responses", "page_responses", "openapi"]
+           "Diff", "answers", "json_responses", "file_responses", "page_responses", "openapi"]
 
 
 class _Strict(BaseModel):
@@ -103,6 +105,7 @@ class LayerGrid(_Strict):
     can_render: bool
     map_page: str | None
     image_page: str | None
+    diff_page: str | None
 
 
 class DatasetImage(_Strict):
@@ -277,6 +280,18 @@ class Job(_Strict):
     url: str
 
 
+class SameUnit(_Strict):
+    """The unit's match in the other network of the layer's newest diff (:mod:`filterscope.compare`)."""
+
+    model: str
+    layer: str
+    unit: int
+    correlation: float
+    buddies: bool
+    matched: bool
+    diff_page: str
+
+
 @mirrors(UnitRecord, drop=("folder",))
 class Unit(_Strict):
     renders: list[Render]
@@ -291,6 +306,7 @@ class Unit(_Strict):
     can_render: bool
     render_url: str
     job: Job | None
+    same_unit: SameUnit | None
 
 
 class _Cell(_Strict):
@@ -423,3 +439,46 @@ def openapi(app: FastAPI) -> dict[str, Any]:
 def page_responses() -> Responses:
     """The ``responses=`` of an HTML page: the page, or a 404 page."""
     return {404: {"content": {"text/html": {}}, "description": "Not in the atlas (an HTML page)"}}
+
+
+@mirrors(Match)
+class DiffMatch(_Strict):
+    """One matched pair of units (:class:`filterscope.compare.Match`), with the page of A's unit."""
+
+    url: str
+
+
+@mirrors(LayerMatch)
+class DiffLayerMatch(_Strict):
+    """A matched layer pair (:class:`filterscope.compare.LayerMatch`), best correlation first."""
+
+    matches: list[DiffMatch]
+    share: float
+
+
+@mirrors(Latent)
+class DiffLatent(_Strict):
+    """A crosscoder concept (:class:`filterscope.compare.crosscoder.Latent`)."""
+
+
+@mirrors(ConceptSplit)
+class DiffConcepts(_Strict):
+    """A matched pair's crosscoder (:class:`filterscope.compare.crosscoder.ConceptSplit`); its top images are
+    indices into ``images``."""
+
+    latents: list[DiffLatent]
+    counts: dict[str, int]
+    top_images: dict[str, list[int]]
+
+
+@mirrors(ModelDiff)
+class Diff(_Strict):
+    """A layer's newest diff against another network (:class:`filterscope.compare.ModelDiff`)."""
+
+    matches: list[DiffLayerMatch]
+    concepts: list[DiffConcepts]
+    model: str
+    layer: str
+    layer_url: str
+    diffs: int
+    image_names: list[str]

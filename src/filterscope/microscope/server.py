@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from .._version import __version__
 from ..atlas.store import AtlasStore
 from ..errors import AtlasError
-from . import api, images, maps, pages, schemas
+from . import api, diff, images, maps, pages, schemas
 from .context import HERE, Microscope
 from .explain import Explainer, UploadError
 from .jobs import RenderJobs
@@ -30,7 +30,7 @@ from .jobs import RenderJobs
 __all__ = ["create_app"]
 
 
-ROUTERS = [pages.router, api.router, images.router, maps.router]
+ROUTERS = [pages.router, api.router, images.router, maps.router, diff.router]
 """The microscope's page families; each capability brings its own router."""
 
 

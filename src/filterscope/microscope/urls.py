@@ -31,6 +31,9 @@ class Urls:
     def map_page(self, model: str, layer: str) -> str:
         return f"{self.layer(model, layer)}/map"
 
+    def diff_page(self, model: str, layer: str) -> str:
+        return f"{self.layer(model, layer)}/diff"
+
     def exemplar_page(self, model: str, layer: str, unit: int, exemplar: int) -> str:
         return f"{self.unit(model, layer, unit)}/exemplar/{exemplar}"
 
@@ -59,6 +62,9 @@ class Urls:
 
     def api_map(self, model: str, layer: str) -> str:
         return f"{self.api_layer(model, layer)}/map"
+
+    def api_diff(self, model: str, layer: str) -> str:
+        return f"{self.api_layer(model, layer)}/diff"
 
     def api_map_cell(self, model: str, layer: str, cell: int) -> str:
         return f"{self.api_map(model, layer)}/cells/{cell}"

@@ -84,9 +84,10 @@ def job_view(job: Job, urls: Urls) -> View:
 
 
 def unit_view(record: UnitRecord, field: ReceptiveField | None, urls: Urls, *, cofiring: Sequence[tuple[int, float]],
-              weights: View | None, trust: UnitTrust | None, job: View | None, can_render: bool) -> View:
+              weights: View | None, trust: UnitTrust | None, job: View | None, can_render: bool,
+              same_unit: View | None = None) -> View:
     """A unit's page data: its record with links (renders, exemplars, co-firing units, neighbours), its circuit
-    sections, trust record and render job."""
+    sections, trust record, render job and its match in another network (``same_unit``)."""
     model, layer, unit = record.model, record.layer, record.unit
     return {**record.to_dict(), "renders": [render_view(r, urls) for r in record.renders],
             "exemplars": {kind: [exemplar_view(e, urls, model, layer, unit, field) for e in items]
@@ -96,7 +97,7 @@ def unit_view(record: UnitRecord, field: ReceptiveField | None, urls: Urls, *, c
             "prev": urls.unit(model, layer, unit - 1) if unit > 0 else None,
             "next": urls.unit(model, layer, unit + 1) if unit + 1 < record.channels else None,
             "layer_url": urls.layer(model, layer), "can_render": can_render,
-            "render_url": urls.api_render(model, layer, unit), "job": job}
+            "render_url": urls.api_render(model, layer, unit), "job": job, "same_unit": same_unit}
 
 
 def marker(field: ReceptiveField | None, exemplar: ExemplarRecord) -> list[float] | None:

@@ -143,7 +143,8 @@ async function layer() {
     el("p", { class: "muted" }, `${data.channels} units, ${rendered} rendered; output ${data.shape.join("×")}`),
     el("div", { class: "controls" }, el("label", {}, "sort by ", select), el("label", {}, "show ", filter), el("label", {}, "go to unit ", jump), el("button", { onclick: go }, "go"),
       data.image_page ? el("a", { id: "image-page", href: data.image_page }, "explain an image at this layer →") : null,
-      data.map_page ? el("a", { id: "map-page", href: data.map_page }, "activation atlas of this layer →") : null),
+      data.map_page ? el("a", { id: "map-page", href: data.map_page }, "activation atlas of this layer →") : null,
+      data.diff_page ? el("a", { id: "diff-page", href: data.diff_page }, "this layer against another network →") : null),
     grid);
   draw();
 }
@@ -346,6 +347,11 @@ async function unit() {
       el("div", {}, histogram(s), el("p", { class: "muted small" }, "per-image maxima over the dataset")))
       : el("p", { class: "muted" }, "No exemplar pass yet (build with --dataset)."));
   const sections = [nav, renders, stats];
+  const same = data.same_unit;
+  if (same) sections.push(el("section", { id: "same-unit" }, el("h2", {}, "The same unit in another network"),
+    el("p", {}, `unit ${same.unit} of ${same.layer} in ${same.model}: correlation ${fmt(same.correlation, 2)} over images and positions` +
+      (same.buddies ? ", each the other's best match" : "") + (same.matched ? "" : " (below the null's threshold: no real match)") + " ",
+      el("a", { href: same.diff_page }, "the whole diff →"))));
   const ex = data.exemplars;
   if (ex.max) sections.push(el("section", {}, el("h2", {}, "Top exemplars"),
     el("p", { class: "muted small" }, `where the unit fires most in ${data.dataset}, cropped to its receptive field; the dot marks the maximum`),
@@ -595,5 +601,43 @@ async function map() {
   draw();
 }
 
-const handler = { home, layer, unit, exemplar, image, map }[kind];
+function ckaColour(v) {
+  const t = Math.max(0, Math.min(1, v));
+  return `rgb(${Math.round(68 + 185 * t)}, ${Math.round(1 + 230 * t)}, ${Math.round(84 + (t < 0.5 ? 100 * t : 150 - 200 * (t - 0.5)))})`;
+}
+
+async function diff() {
+  const data = await getJSON(page.api);
+  crumbs([{ text: "home", href: page.home }, { text: data.model }, { text: data.layer, href: data.layer_url }, { text: "diff" }]);
+  const short = (name) => name.replace("_blocks.", "b");
+  const best = data.cka.map((row) => row.indexOf(Math.max(...row)));
+  const heat = el("table", { class: "cka", id: "cka" },
+    el("tr", {}, el("th", {}, "A \\ B"), data.layers_b.map((name) => el("th", { title: name }, short(name)))),
+    data.layers_a.map((name, i) => el("tr", {}, el("th", { title: name }, short(name)),
+      data.cka[i].map((v, j) => el("td", { style: `background:${ckaColour(v)}`, class: best[i] === j ? "best" : "", title: `${name} ↔ ${data.layers_b[j]}: ${fmt(v, 3)}` },
+        best[i] === j ? "●" : "")))));
+  const sections = [el("h1", {}, `${data.model} ${data.layer} against another network`),
+    el("p", { class: "muted" }, `A: ${data.model_a}; B: ${data.model_b}; over ${data.images} images (${data.diffs} diff(s) of this layer, the newest shown).`),
+    el("h2", {}, "Layer similarity (linear CKA" + (data.debiased ? ", debiased" : "") + "; ● each row's best partner)"), heat];
+  const concepts = data.concepts.find((c) => c.layer_a === data.layer);
+  if (concepts) {
+    const exclusive = concepts.latents.filter((lt) => (lt.kind === "b-only" || lt.kind === "a-only") && (lt.readable === null || lt.readable <= 0.5))
+      .sort((x, y) => (x.kind === y.kind ? y.usage - x.usage : x.kind === "b-only" ? -1 : 1));
+    sections.push(el("h2", {}, "Concepts of one network only"),
+      el("p", { class: "muted" }, Object.entries(concepts.counts).map(([k, n]) => `${n} ${k}`).join(", ") + ` of ${concepts.latents.length} (crosscoder, k ${concepts.k})`),
+      el("table", { id: "exclusive" }, el("tr", {}, el("th", {}, "concept"), el("th", {}, "only in"), el("th", {}, "used on"), el("th", {}, "top images")),
+        exclusive.map((lt) => el("tr", {}, el("td", {}, String(lt.index)), el("td", {}, lt.kind === "b-only" ? "B" : "A"), el("td", {}, pct(lt.usage)),
+          el("td", {}, (concepts.top_images[String(lt.index)] || []).map((i) => data.image_names[i] || `#${i}`).join(", "))))));
+  }
+  for (const m of data.matches) {
+    sections.push(el("h2", {}, `Units of ${m.layer_a} matched with ${m.layer_b}`),
+      el("p", { class: "muted" }, `${pct(m.share)} of A's ${m.units_a} units matched above ${fmt(m.threshold, 2)} (the 99th percentile of a shuffled-image null); ${m.matches.filter((x) => x.buddies).length} best buddies`),
+      el("table", { class: "matches", id: "matches" }, el("tr", {}, el("th", {}, "unit of A"), el("th", {}, "unit of B"), el("th", {}, "correlation"), el("th", {}, "")),
+        m.matches.map((x) => el("tr", { class: x.correlation > m.threshold ? "matched" : "unmatched" }, el("td", {}, el("a", { href: x.url }, String(x.a))),
+          el("td", {}, String(x.b)), el("td", {}, fmt(x.correlation, 3)), el("td", {}, x.buddies ? "best buddies" : "")))));
+  }
+  app.replaceChildren(...sections);
+}
+
+const handler = { home, layer, unit, exemplar, image, map, diff }[kind];
 if (handler) Promise.resolve().then(handler).catch(fail);
