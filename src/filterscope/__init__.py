@@ -15,8 +15,8 @@ Library functions never print, show or save on their own; :func:`save_result` sa
 :mod:`filterscope.plots` draws figures when asked. The modules import one way only, from the bottom up:
 errors, registry, tensors, data, files, images → zoo → layers, hooks → runtime (the runtime package: core,
 precision, fusion, gradients) → engine (the optimization engine: objectives, objective_syntax, params, transforms
-→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit, concepts, compare
-→ atlas → microscope, demo → cli.
+→ recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit, concepts,
+compare → atlas → microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
 loads its module on first use, so the command line can install its signal handlers before torch loads.

@@ -18,6 +18,7 @@ from filterscope.errors import InvalidOptionError
 from ..helpers.atlases import write_images
 from ..helpers.models import small_net
 
+LAYERS, UNITS = ["features.2", "features.4"], {"features.2": [0], "features.4": [0]}
 SPEC = f"{Path(__file__).parents[1] / 'helpers' / 'models.py'}:small_net"
 
 
@@ -25,8 +26,8 @@ def test_a_build_diffs_each_layer_against_the_other_network_once(tmp_path):
     write_images(tmp_path / "data", 12)
     settings = DiffSettings(model=SPEC, images=12)
     with fs.Atlas(tmp_path / "atlas") as atlas:
-        summary = atlas.build(small_net(), ["features.2", "features.4"], units={"features.2": [0], "features.4": [0]}, recipes=(),
-                              dataset=tmp_path / "data", exemplars=2, stages=[settings])
+        summary = atlas.build(small_net(), LAYERS, units=UNITS, recipes=(), dataset=tmp_path / "data", exemplars=2,
+                              stages=[settings])
         assert summary.of("diff").done == 2 and not summary.failures
         (found,) = model_diffs(atlas.store, atlas.layer("features.4").id)
         (match,) = found.matches
@@ -34,8 +35,8 @@ def test_a_build_diffs_each_layer_against_the_other_network_once(tmp_path):
         assert match.share == 1.0 and all(m.a == m.b for m in match.matches)  # the same network: every unit itself
         assert [round(v, 6) for _, v in found.same_names()] == [1.0] * len(found.layers_a)
         assert "diff" in [s.name for s in stage_order()] and STAGES.get("diff").after[0] == "exemplars"
-        again = atlas.build(small_net(), ["features.2", "features.4"], units={"features.2": [0], "features.4": [0]}, recipes=(),
-                            dataset=tmp_path / "data", exemplars=2, stages=[settings])
+        again = atlas.build(small_net(), LAYERS, units=UNITS, recipes=(), dataset=tmp_path / "data", exemplars=2,
+                            stages=[settings])
         assert again.of("diff").done == 0
         torch.save(small_net(7).module.state_dict(), tmp_path / "other.pt")  # another checkpoint of the network
         other = atlas.build(small_net(), ["features.4"], units={"features.4": [0]}, recipes=(),
@@ -51,7 +52,8 @@ def test_a_build_diffs_each_layer_against_the_other_network_once(tmp_path):
 def test_an_atlas_without_the_stage_reads_no_diffs_and_bad_settings_are_named(tmp_path):
     write_images(tmp_path / "data", 12)
     with fs.Atlas(tmp_path / "atlas") as atlas:
-        atlas.build(small_net(), ["features.4"], units={"features.4": [0]}, recipes=(), dataset=tmp_path / "data", exemplars=2)
+        atlas.build(small_net(), ["features.4"], units={"features.4": [0]}, recipes=(), dataset=tmp_path / "data",
+                    exemplars=2)
         assert model_diffs(atlas.store, atlas.layer("features.4").id) == []
     with pytest.raises(InvalidOptionError, match="images must be at least 10"):
         DiffSettings(model=SPEC, images=3)

@@ -155,7 +155,7 @@ def _planted(seed: int = 0, vectors: int = 6000, shared: int = 16, own: int = 6,
     return a, b, torch.arange(vectors) // 10
 
 
-FAST = dict(epochs=3, batch_size=256, min_steps=300)
+FAST = {"epochs": 3, "batch_size": 256, "min_steps": 300}
 
 
 def test_a_crosscoder_finds_the_planted_exclusive_concepts_of_each_side():
@@ -202,10 +202,9 @@ def test_the_diff_command_with_concepts_shows_what_each_side_has(tmp_path):
 
 
 def _tiny_lite():
+    from filterscope.zoo.calibration import reestimate_batchnorm
     from filterscope.zoo.efficientnet import EfficientNetLite
     from filterscope.zoo.model import Preprocessing
-
-    from filterscope.zoo.calibration import reestimate_batchnorm
 
     torch.manual_seed(0)
     net = EfficientNetLite(width=0.25, depth=0.25, dropout=0.0, num_classes=4)

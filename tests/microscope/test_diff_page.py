@@ -39,7 +39,8 @@ def test_the_diff_answer_is_the_newest_report_with_unit_links(diffed):
     data = answer.json()
     assert data["layer"] == "features.4" and data["diffs"] == 1 and "other.pt" in data["model_b"]
     (match,) = data["matches"]
-    assert len(match["matches"]) == 16 and match["matches"][0]["url"] == f"/m/smallnet/features.4/{match['matches'][0]['a']}"
+    first = match["matches"][0]
+    assert len(match["matches"]) == 16 and first["url"] == f"/m/smallnet/features.4/{first['a']}"
     correlations = [m["correlation"] for m in match["matches"]]
     assert correlations == sorted(correlations, reverse=True)
     assert len(data["cka"]) == len(data["layers_a"]) and len(data["image_names"]) == 12

@@ -94,11 +94,12 @@ def describe(record: UnitTrust) -> str:
     ratio = f"; renders ÷ exemplars {renders.score / exemplars.score:.2f} (people: 0.89)" if renders and exemplars \
         and exemplars.score > 0 else ""
     lines.append(f"  2-AFC ({record.independent}, {record.judge} judge; chance 0.50): {scores}{ratio}")
-    test = renders.test if renders is not None else None
-    if test is not None:
-        lines.append(f"  renders against {len(test.null)} sets of as many of its own exemplars: {test.score:.2f} against "
-                     f"their median {test.median:.2f}, p = {test.p_value:.2f} (flagged at p <= {test.alpha}: a "
-                     f"false-alarm rate of {test.false_alarm:.0%} for renders as informative as exemplars)")
+    check = renders.test if renders is not None else None
+    if check is not None:
+        lines.append(f"  renders against {len(check.null)} sets of as many of its own exemplars: {check.score:.2f} "
+                     f"against their median {check.median:.2f}, p = {check.p_value:.2f} (flagged at p <= "
+                     f"{check.alpha}: a false-alarm rate of {check.false_alarm:.0%} for renders as informative as "
+                     "exemplars)")
     lines.append(f"  what it is: {record.description.text}")
     return "\n".join(lines)
 
