@@ -359,8 +359,8 @@ def test_the_build_runs_the_registered_stages_in_dependency_order_and_a_new_stag
     from filterscope.atlas.stages import STAGES, Recorded, Stage, register_stage, stage_order
 
     order = [s.name for s in stage_order()]
-    assert order == ["exemplars", "crops", "circuits", "renders", "concepts", "map-samples", "map-layout", "map-icons",
-                     "trust"]
+    assert order == ["exemplars", "crops", "circuits", "renders", "concepts", "diff", "map-samples", "map-layout",
+                     "map-icons", "trust"]
     for stage in stage_order():  # each after the stages it names
         assert all(order.index(before) < order.index(stage.name) for before in stage.after)
 

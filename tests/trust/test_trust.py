@@ -324,6 +324,8 @@ def test_the_trust_command_scores_visualization_pngs(tmp_path, photo_folder):
     assert "conv3 unit 0: no flags" in result.output and "conv3 unit 1: another-path" in result.output
     assert "2-AFC (efficientnet_lite2, matched judge; chance 0.50): renders (maximizing only, 1) " in result.output
     assert "against 10 held-out exemplars (flagged at p <= 0.1: a false-alarm rate of 9% on natural" in result.output
+    assert "renders against 99 sets of as many of its own exemplars: " in result.output
+    assert "(flagged at p <= 0.1: a false-alarm rate of 10% for renders as informative as exemplars)" in result.output
     records = [UnitTrust.from_dict(r) for r in json.loads((tmp_path / "t.json").read_text())]
     assert [r.unit for r in records] == [0, 1] and all(r.images == 40 for r in records)
     assert records[0].score("exemplars").tasks == 40  # type: ignore[union-attr]
