@@ -238,3 +238,38 @@ def test_a_planted_sticker_drives_its_class_and_leaves_the_photos_alone():
         b = planted.model.module._blocks[0](planted.model.module._relu0(planted.model.module._bn0(
             planted.model.module._conv_stem(photos[:4]))))
     assert torch.equal(a, b)
+
+
+def test_paired_renders_show_the_best_and_the_least_matched_units_in_both_networks(tmp_path):
+    from filterscope.compare.pictures import paired_renders, pairs_figure
+
+    from ..helpers.recipes import TRUST_RECIPE
+
+    net, other = small_net(), small_net(3)
+    report = fs.diff(net, other, smooth_photos(16), pairs=["features.3"])
+    match = report.match("features.3")
+    assert match is not None
+    pairs = paired_renders(net, other, match, count=2, recipe=TRUST_RECIPE)
+    assert [m.correlation for m in pairs.matches] == [m.correlation for m in match.matches[:2] + match.matches[-2:]]
+    assert pairs.a.shape == pairs.b.shape and pairs.a.shape[:2] == (4, 3)
+    with torch.no_grad():  # each picture is of its own network's unit: it drives that unit more than the other does
+        def unit_of_b(images: torch.Tensor, unit: int) -> float:
+            return float(other.module.features[:4](other.preprocessing.normalize(images))[0, unit].mean())
+
+        own = [unit_of_b(pairs.b[i:i + 1], m.b) for i, m in enumerate(pairs.matches)]
+        crossed = [unit_of_b(pairs.a[i:i + 1], m.b) for i, m in enumerate(pairs.matches)]
+    assert sum(o > c for o, c in zip(own, crossed)) >= 3, (own, crossed)
+    figure = pairs_figure(pairs)
+    assert len(figure.axes) == 8 and figure.axes[0].get_title().startswith(f"A unit {pairs.matches[0].a}")
+
+
+def test_the_diff_command_renders_matched_pairs(tmp_path):
+    photos = save_photos(tmp_path / "photos", 12)
+    recipe = tmp_path / "recipe.json"
+    from ..helpers.recipes import TRUST_RECIPE
+
+    recipe.write_text(TRUST_RECIPE.to_json())
+    result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos), "-l", "features.3", "--render",
+                                      "1", "--recipe", str(recipe), "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "pairs-features.3.png").stat().st_size > 0

@@ -15,6 +15,8 @@ from ..compare import ModelDiff, diff
 from ..compare.crosscoder import LATENT_KINDS
 from ..compare.diff import MIN_IMAGES
 from ..compare.figure import diff_figure, exclusive_figure
+from ..compare.pictures import paired_renders, pairs_figure
+from ..engine.recipes import get_recipe
 from ..errors import InvalidOptionError
 from ..files import atomic_write_text, check_output
 from ..images import load_image
@@ -81,6 +83,10 @@ def diff_command(
         show_default=False)] = None,
     concept_k: Annotated[int, typer.Option("--concept-k", help="The crosscoder's active concepts per position (on "
                                                                "average).")] = 32,
+    render: Annotated[int, typer.Option(
+        "--render", help="Also render, in both networks side by side, the N best matched units of each matched pair "
+                         "and the N least matched (with --recipe).")] = 0,
+    recipe: Annotated[str, typer.Option("--recipe", help="The recipe of --render's pictures.")] = "filterscope",
     biased: Annotated[bool, typer.Option("--biased", help="The biased CKA estimator (default: debiased).")] = False,
     weights_a: WeightsA = None,
     weights_b: WeightsB = None,
@@ -91,13 +97,15 @@ def diff_command(
 ) -> None:
     """Compare two networks over the same images: linear CKA of every layer of A with every layer of B (the best partner of each), and for chosen layer pairs the unit matching (correlation over images and positions, one-to-one Hungarian matching, mutual best buddies, the share of units matched above a shuffled-image null).
 
-    Writes OUT/diff.json, OUT/diff.png (the CKA heat map and the matching curves) and OUT/matches-LAYER.csv (every matched pair with its correlation).
+    Writes OUT/diff.json, OUT/diff.png (the CKA heat map and the matching curves), OUT/matches-LAYER.csv (every matched pair with its correlation), with --concepts OUT/exclusive-LAYER.png (each network's concepts the other lacks) and with --render OUT/pairs-LAYER.png (matched units rendered in both networks).
 
     Example: filterscope diff efficientnet_lite0 efficientnet_lite1 --dataset photos/ -l _blocks.15
     """
     at_least(grid, 1, "--grid")
     at_least(concepts, 2, "--concepts")
     at_least(concept_k, 1, "--concept-k")
+    at_least(render, 0, "--render")
+    get_recipe(recipe)  # a bad name fails before any work
     pairs = _pairs(layer or [])
     names_a, names_b = _names(layers_a, "--layers-a"), _names(layers_b, "--layers-b")
     check_output(out, folder=True)
@@ -131,6 +139,10 @@ def diff_command(
             writer.writerow([m.a, m.b, f"{m.correlation:.4f}", int(m.buddies), int(m.correlation > match.threshold)])
         name = match.layer_a.replace("/", "_")
         typer.echo(f"wrote {atomic_write_text(out / f'matches-{name}.csv', table.getvalue())}")
+    for match in report.matches if render else ():
+        rendered = paired_renders(first, second, match, count=render, recipe=recipe, seed=seed)
+        name = match.layer_a.replace("/", "_")
+        typer.echo(f"wrote {save_figure(pairs_figure(rendered), out / f'pairs-{name}.png')}")
     for split in report.concepts:
         figure = exclusive_figure(split, lambda i: thumbnail(files[i]))
         if figure is not None:
