@@ -250,17 +250,18 @@ def test_paired_renders_show_the_best_and_the_least_matched_units_in_both_networ
     match = report.match("features.3")
     assert match is not None
     pairs = paired_renders(net, other, match, count=2, recipe=TRUST_RECIPE)
-    assert [m.correlation for m in pairs.matches] == [m.correlation for m in match.matches[:2] + match.matches[-2:]]
+    chosen = match.matches[:2] + match.matches[-2:]
+    assert pairs.labels_a == tuple(f"A unit {m.a}\nr = {m.correlation:.2f}" for m in chosen)
     assert pairs.a.shape == pairs.b.shape and pairs.a.shape[:2] == (4, 3)
     with torch.no_grad():  # each picture is of its own network's unit: it drives that unit more than the other does
         def unit_of_b(images: torch.Tensor, unit: int) -> float:
             return float(other.module.features[:4](other.preprocessing.normalize(images))[0, unit].mean())
 
-        own = [unit_of_b(pairs.b[i:i + 1], m.b) for i, m in enumerate(pairs.matches)]
-        crossed = [unit_of_b(pairs.a[i:i + 1], m.b) for i, m in enumerate(pairs.matches)]
+        own = [unit_of_b(pairs.b[i:i + 1], m.b) for i, m in enumerate(chosen)]
+        crossed = [unit_of_b(pairs.a[i:i + 1], m.b) for i, m in enumerate(chosen)]
     assert sum(o > c for o, c in zip(own, crossed)) >= 3, (own, crossed)
     figure = pairs_figure(pairs)
-    assert len(figure.axes) == 8 and figure.axes[0].get_title().startswith(f"A unit {pairs.matches[0].a}")
+    assert len(figure.axes) == 8 and figure.axes[0].get_title().startswith(f"A unit {chosen[0].a}")
 
 
 def test_the_diff_command_renders_matched_pairs(tmp_path):
@@ -270,6 +271,15 @@ def test_the_diff_command_renders_matched_pairs(tmp_path):
 
     recipe.write_text(TRUST_RECIPE.to_json())
     result = CliRunner().invoke(app, ["diff", SPEC, SPEC, "--dataset", str(photos), "-l", "features.3", "--render",
-                                      "1", "--recipe", str(recipe), "-o", str(tmp_path / "out"), "-q"])
+                                      "1", "--recipe", str(recipe), "--concepts", "16", "--concept-k", "4",
+                                      "-o", str(tmp_path / "out"), "-q"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "pairs-features.3.png").stat().st_size > 0
+    report = ModelDiff.from_dict(json.loads((tmp_path / "out" / "diff.json").read_text()))
+    (split,) = report.concepts
+    assert split.directions  # a network against itself shares concepts: the most used are drawn in both
+    assert (tmp_path / "out" / "shared-features.3.png").stat().st_size > 0
+    j, part_a, part_b = split.directions[0]
+    assert len(part_a) == len(part_b) == 16 and split.latents[j].kind == "shared"
+    alike = torch.nn.functional.cosine_similarity(torch.tensor(part_a), torch.tensor(part_b), dim=0)
+    assert alike > 0.9, alike  # the same layer on both sides: its two halves point the same way

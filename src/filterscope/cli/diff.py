@@ -15,7 +15,7 @@ from ..compare import ModelDiff, diff
 from ..compare.crosscoder import LATENT_KINDS
 from ..compare.diff import MIN_IMAGES
 from ..compare.figure import diff_figure, exclusive_figure
-from ..compare.pictures import paired_renders, pairs_figure
+from ..compare.pictures import concept_renders, paired_renders, pairs_figure
 from ..engine.recipes import get_recipe
 from ..errors import InvalidOptionError
 from ..files import atomic_write_text, check_output
@@ -85,7 +85,8 @@ def diff_command(
                                                                "average).")] = 32,
     render: Annotated[int, typer.Option(
         "--render", help="Also render, in both networks side by side, the N best matched units of each matched pair "
-                         "and the N least matched (with --recipe).")] = 0,
+                         "and the N least matched, and with --concepts the N most used shared concepts (with "
+                         "--recipe).")] = 0,
     recipe: Annotated[str, typer.Option("--recipe", help="The recipe of --render's pictures.")] = "filterscope",
     biased: Annotated[bool, typer.Option("--biased", help="The biased CKA estimator (default: debiased).")] = False,
     weights_a: WeightsA = None,
@@ -97,7 +98,7 @@ def diff_command(
 ) -> None:
     """Compare two networks over the same images: linear CKA of every layer of A with every layer of B (the best partner of each), and for chosen layer pairs the unit matching (correlation over images and positions, one-to-one Hungarian matching, mutual best buddies, the share of units matched above a shuffled-image null).
 
-    Writes OUT/diff.json, OUT/diff.png (the CKA heat map and the matching curves), OUT/matches-LAYER.csv (every matched pair with its correlation), with --concepts OUT/exclusive-LAYER.png (each network's concepts the other lacks) and with --render OUT/pairs-LAYER.png (matched units rendered in both networks).
+    Writes OUT/diff.json, OUT/diff.png (the CKA heat map and the matching curves), OUT/matches-LAYER.csv (every matched pair with its correlation), with --concepts OUT/exclusive-LAYER.png (each network's concepts the other lacks) and with --render OUT/pairs-LAYER.png (matched units rendered in both networks) and OUT/shared-LAYER.png (shared concepts rendered in both).
 
     Example: filterscope diff efficientnet_lite0 efficientnet_lite1 --dataset photos/ -l _blocks.15
     """
@@ -143,6 +144,11 @@ def diff_command(
         rendered = paired_renders(first, second, match, count=render, recipe=recipe, seed=seed)
         name = match.layer_a.replace("/", "_")
         typer.echo(f"wrote {save_figure(pairs_figure(rendered), out / f'pairs-{name}.png')}")
+    for split in report.concepts if render else ():
+        shared = concept_renders(first, second, split, count=render, recipe=recipe, seed=seed)
+        if shared is not None:
+            name = split.layer_a.replace("/", "_")
+            typer.echo(f"wrote {save_figure(pairs_figure(shared), out / f'shared-{name}.png')}")
     for split in report.concepts:
         figure = exclusive_figure(split, lambda i: thumbnail(files[i]))
         if figure is not None:

@@ -46,6 +46,8 @@ SHARED = 0.1
 READABLE = 0.5
 """An exclusive latent whose activation the other side predicts with a held-out R² above this is ``readable``."""
 LATENT_KINDS = ("shared", "a-only", "b-only", "mixed", "dead")
+SHARED_KEPT = 8
+"""Shared concepts whose decoder directions a diff keeps (the most used), to render them in both networks."""
 _RIDGE = 1e-2  # the probe's ridge, relative to the mean eigenvalue of the other side's covariance
 
 
@@ -124,9 +126,10 @@ class Crosscoder:
 
 @dataclass(frozen=True)
 class ConceptSplit:
-    """What a diff keeps of a crosscoder (:meth:`Crosscoder.summary`'s numbers, every latent, and the top images of
+    """What a diff keeps of a crosscoder (:meth:`Crosscoder.summary`'s numbers, every latent, the top images of
     each exclusive latent and of those leaning furthest to each side: indices into the diff's images, strongest
-    first)."""
+    first; and the most used shared concepts' decoder directions, ``(concept, A's part, B's part)``, to render
+    them in each network)."""
 
     layer_a: str
     layer_b: str
@@ -137,6 +140,7 @@ class ConceptSplit:
     vectors: int
     seconds: float
     top_images: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    directions: tuple[tuple[int, tuple[float, ...], tuple[float, ...]], ...] = ()
 
     def count(self, kind: str) -> int:
         return sum(1 for latent in self.latents if latent.kind == kind)
@@ -159,14 +163,17 @@ class ConceptSplit:
         return {"layer_a": self.layer_a, "layer_b": self.layer_b, "latents": [lt.to_dict() for lt in self.latents],
                 "fve_a": self.fve_a, "fve_b": self.fve_b, "k": self.k, "vectors": self.vectors,
                 "seconds": self.seconds, "counts": {kind: self.count(kind) for kind in LATENT_KINDS},
-                "top_images": {str(j): list(images) for j, images in self.top_images}}
+                "top_images": {str(j): list(images) for j, images in self.top_images},
+                "directions": [[j, list(a), list(b)] for j, a, b in self.directions]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConceptSplit:
         return cls(str(data["layer_a"]), str(data["layer_b"]), tuple(Latent.from_dict(lt) for lt in data["latents"]),
                    float(data["fve_a"]), float(data["fve_b"]), int(data["k"]), int(data["vectors"]),
                    float(data["seconds"]),
-                   tuple((int(j), tuple(int(i) for i in images)) for j, images in data["top_images"].items()))
+                   tuple((int(j), tuple(int(i) for i in images)) for j, images in data["top_images"].items()),
+                   tuple((int(j), tuple(float(v) for v in a), tuple(float(v) for v in b))
+                         for j, a, b in data.get("directions") or ()))
 
 
 def concept_split(crosscoder: Crosscoder, a: torch.Tensor, b: torch.Tensor, images: torch.Tensor,
@@ -187,8 +194,13 @@ def concept_split(crosscoder: Crosscoder, a: torch.Tensor, b: torch.Tensor, imag
             best.scatter_reduce_(0, index, codes, reduce="amax")
     tops = tuple((j, tuple(int(i) for i in best[:, n].argsort(descending=True, stable=True)[:top]
                           if best[i, n] > 0)) for n, j in enumerate(chosen))
+    shared = sorted((lt for lt in live if lt.kind == "shared"), key=lambda lt: -lt.usage)[:SHARED_KEPT]
+    atoms, width = crosscoder.sae.atoms, crosscoder.channels_a
+    directions = tuple((lt.index, tuple(atoms[lt.index, :width].tolist()), tuple(atoms[lt.index, width:].tolist()))
+                       for lt in shared)
     return ConceptSplit(crosscoder.layer_a, crosscoder.layer_b, crosscoder.latents, crosscoder.fve_a,
-                        crosscoder.fve_b, crosscoder.settings.k, crosscoder.vectors, crosscoder.seconds, tops)
+                        crosscoder.fve_b, crosscoder.settings.k, crosscoder.vectors, crosscoder.seconds, tops,
+                        directions)
 
 
 def _joined(a: torch.Tensor, b: torch.Tensor, scales: tuple[float, float]) -> torch.Tensor:
