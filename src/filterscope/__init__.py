@@ -16,7 +16,7 @@ Library functions never print, show or save on their own; :func:`save_result` sa
 errors, registry, tensors, data, files, images → zoo → layers, hooks → runtime (the runtime package: core,
 precision, fusion, gradients) → engine (the optimization engine: objectives, objective_syntax, params, transforms
 → recipes → identity → results → render) → analysis, metrics → circuits, explain, plots → trust, audit, concepts,
-compare → atlas → microscope, demo → cli.
+compare, labels → atlas → microscope, demo → cli.
 
 The names below are imported lazily (PEP 562): ``import filterscope`` itself is cheap, and each name
 loads its module on first use, so the command line can install its signal handlers before torch loads.
@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "ConceptDictionary": ".concepts",
     "diff": ".compare",
     "ModelDiff": ".compare",
+    "label_layer": ".labels",
+    "UnitLabel": ".labels",
     "MapSettings": ".maps",
     "ActivationMap": ".maps",
     "Atlas": ".atlas",
@@ -203,6 +205,8 @@ __all__ = [
     "train_dictionary", "load_dictionary", "ConceptDictionary",
     # model diff: what two networks share and where they differ
     "diff", "ModelDiff",
+    # labels with evidence: what a unit detects, as a scored formula with a p-value
+    "label_layer", "UnitLabel",
     # atlases, and activation atlases of their layers
     "Atlas", "build_atlas", "list_dataset", "DaskExecutor", "MapSettings", "ActivationMap",
 ]
@@ -256,6 +260,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
     from .circuits.circuit import circuit
     from .compare import ModelDiff, diff
+    from .labels import UnitLabel, label_layer
     from .concepts import ConceptDictionary, load_dictionary, train_dictionary
     from .engine.identity import RenderIdentity
     from .engine.objective_syntax import as_objectives, parse_objective
