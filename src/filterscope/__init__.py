@@ -260,7 +260,6 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .circuits import Circuit, ExpandedWeights, class_effects, expanded_weights
     from .circuits.circuit import circuit
     from .compare import ModelDiff, diff
-    from .labels import UnitLabel, label_layer
     from .concepts import ConceptDictionary, load_dictionary, train_dictionary
     from .engine.identity import RenderIdentity
     from .engine.objective_syntax import as_objectives, parse_objective
@@ -314,6 +313,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         spatial_attribution,
     )
     from .images import load_image, read_png_metadata
+    from .labels import UnitLabel, label_layer
     from .layers import Capture, LayerInfo, LayerRef, layer_info, list_layers, resolve_layer
     from .maps import ActivationMap, MapSettings
     from .metrics import Quality, measure, reference_crops, score
