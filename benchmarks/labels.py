@@ -4,7 +4,7 @@
 - Known units: each class logit of Lite0 and Lite1 whose class has a photo in the sample; the top formula should
   name the class or a WordNet ancestor within two levels (concepts of a single image are searched here, as the
   protocol needs; their p-values mean nothing, so none are reported).
-- A whole layer: every unit of Lite0's ``_blocks.15`` labelled with the default settings (99 null draws), the time
+- A whole layer: every unit of Lite0's ``_blocks.15`` labelled with the default settings (999 null draws), the time
   and how many are significant.
 
     .venv/bin/python benchmarks/labels.py            # about 12 minutes on 2 cores
@@ -89,7 +89,7 @@ def main() -> None:
             *markdown_table(["units", "classes with a photo", "named (or an ancestor within two levels)", "seconds"],
                             rows), "",
             f"Lite0 `_blocks.15`, all {len(labels)} units (AUPRC above chance, length 3, beam 5, concepts of 3 images "
-            f"or more, 99 null draws): labels in {done - passed:.0f} s after the activations ({passed - started:.0f}"
+            f"or more, 999 null draws): labels in {done - passed:.0f} s after the activations ({passed - started:.0f}"
             f" s); {significant} significant at q <= 0.05. The five best:", "",
             *markdown_table(["unit", "formula", "AUPRC above chance", "q"],
                             [f"| {x.unit} | {x.formula} | {x.score:.2f} | {x.q_value:.3f} |" for x in shown])]

@@ -8,7 +8,7 @@ activation (its spatial maximum on each image) against where the formula holds.
 The **p-value** is honest about the search: a permutation test of the whole search. The rank metrics (AUPRC, F1,
 IoU, AUC) depend on the activations only through their order, so under the null (activations unrelated to the
 concepts) the best score the search finds has one distribution for every unit of the dataset: the search is run
-on ``null_draws`` random orders of the images, once per dataset, and a unit's p-value is the share of those best
+on ``null_draws`` random orders of the images (999), once per dataset, and a unit's p-value is the share of those best
 scores at least its own, ``(1 + count) / (1 + draws)`` (for Pearson, which reads values, the same null of ranks
 approximates it). The p-values are corrected over the units labelled (Benjamini-Hochberg, scipy); a unit is
 *significant* at :data:`ALPHA`. (A split into a search half and a test half would be simpler, and fails where a
@@ -39,8 +39,9 @@ ALPHA = 0.05
 MIN_IMAGES = 3
 """Concepts shown by fewer images are not searched: a concept of one image fits, perfectly, any unit whose top image
 it is (and the search's null would then be perfect too)."""
-NULL_DRAWS = 99
-"""Random orders of the images the search's null is measured on (the smallest p-value: 1 / 100)."""
+NULL_DRAWS = 999
+"""Random orders of the images the search's null is measured on (the smallest p-value: 1 / 1,000; with 99, a layer
+of 320 units could never pass the correction: 1 / 100 x 320 / rank is above 0.05 for fewer than 64 units)."""
 TOP_EXEMPLARS = 20
 """The unit's top images the label's coverage, support and contradiction are read from."""
 
@@ -81,10 +82,17 @@ class UnitLabel:
 
 
 def best_formula(values: torch.Tensor, present: torch.Tensor, *, metric_name: str = DEFAULT_METRIC,
-                 length: int = 3, beam: int = 5) -> tuple[Formula, float]:
+                 length: int = 3, beam: int = 5, min_images: int = 1) -> tuple[Formula, float]:
     """The best formula of at most ``length`` concepts for activations ``values`` ``(N,)`` over the concept
-    matrix ``present`` ``(N, K)``, by beam search (see the module docstring), with its score."""
-    score = metric(metric_name)
+    matrix ``present`` ``(N, K)``, by beam search (see the module docstring), with its score; formulas that hold
+    on fewer than ``min_images`` images are not candidates (``dog AND NOT terrier AND NOT hound`` can carve out a
+    single image, which fits any unit whose top image it is)."""
+    metric_of = metric(metric_name)
+
+    def score(v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        found = metric_of(v, labels)
+        return torch.where(labels.sum(0) >= min_images, found, torch.full_like(found, -torch.inf))
+
     singles = score(values, present)
     order = torch.argsort(singles, descending=True, stable=True)[:beam].tolist()
     frontier: list[tuple[Formula, float, torch.Tensor]] = [
@@ -109,13 +117,14 @@ def best_formula(values: torch.Tensor, present: torch.Tensor, *, metric_name: st
 
 
 def search_null(present: torch.Tensor, *, metric_name: str = DEFAULT_METRIC, length: int = 3, beam: int = 5,
-                draws: int = NULL_DRAWS, seed: int = 0) -> torch.Tensor:
+                draws: int = NULL_DRAWS, min_images: int = 1, seed: int = 0) -> torch.Tensor:
     """``(draws,)``: the best score the search finds for activations in a random order of the images (see the
     module docstring), sorted."""
     generator = torch.Generator().manual_seed(seed)
     ranks = torch.arange(present.shape[0], 0, -1, dtype=torch.float64)
     found = [best_formula(ranks[torch.randperm(present.shape[0], generator=generator)], present,
-                          metric_name=metric_name, length=length, beam=beam)[1] for _ in range(draws)]
+                          metric_name=metric_name, length=length, beam=beam, min_images=min_images)[1]
+             for _ in range(draws)]
     return torch.tensor(sorted(found), dtype=torch.float64)
 
 
@@ -158,11 +167,12 @@ def label_units(values: torch.Tensor, concepts: ConceptMatrix, units: Sequence[i
         raise InvalidOptionError(f"No concept is shown by {min_images} images or more: give more images")
     present, names = concepts.present[:, kept], [concepts.names[k] for k in kept.tolist()]
     null = search_null(present, metric_name=metric_name, length=length, beam=beam, draws=null_draws,
-                       seed=seed)
+                       min_images=min_images, seed=seed)
     found = []
     for n, unit in enumerate(chosen):
         column = values[:, unit].double()
-        formula, score = best_formula(column, present, metric_name=metric_name, length=length, beam=beam)
+        formula, score = best_formula(column, present, metric_name=metric_name, length=length, beam=beam,
+                                      min_images=min_images)
         holds = formula.evaluate(present)
         p_value = (1 + int((null >= score - 1e-12).sum())) / (1 + len(null))
         coverage, support, contradict = _evidence(column, holds)
