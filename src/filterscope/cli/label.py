@@ -14,7 +14,6 @@ from ..files import atomic_write_text, check_output
 from ..labels import UnitLabel, label_layer
 from ..labels.metrics import METRICS, metric
 from ..labels.search import MIN_IMAGES, NULL_DRAWS
-from ..trust import independent_network
 from .app import app, guarded
 from .options import DeviceOption, ModelArgument, QuietOption, WeightsOption, at_least, load, parse_indices
 from .progress import ImageProgress
@@ -62,7 +61,6 @@ def label_command(
         raise InvalidOptionError(f"--dataset gave {len(files)} images; labels need at least 8")
     loaded = load(model, weights, seed, device, quiet, None)
     wanted = parse_indices(units, "--units") if units else None
-    independent = independent_network(explained=loaded.name) if any(_unnamed(f) for f in files) else None
     bars: dict[str, ImageProgress] = {}
 
     def progress(what: str, done: int, total: int) -> None:
@@ -72,8 +70,7 @@ def label_command(
 
     try:
         found = label_layer(loaded, layer, files, units=wanted, check=check, metric=metric_name, length=length,
-                            beam=beam, min_images=min_images, null_draws=null_draws, independent=independent,
-                            seed=seed, progress=progress)
+                            beam=beam, min_images=min_images, null_draws=null_draws, seed=seed, progress=progress)
     finally:
         for bar in bars.values():
             bar.close()
@@ -86,12 +83,6 @@ def label_command(
     if json_path is not None:
         typer.echo(f"wrote {atomic_write_text(json_path, json.dumps([x.to_dict() for x in found], indent=2))}")
     sys.stdout.flush()
-
-
-def _unnamed(path: Path) -> bool:
-    from ..labels import wordnet_id
-
-    return wordnet_id(path) is None
 
 
 def describe(label: UnitLabel, layer: str, files: list[Path]) -> str:

@@ -55,7 +55,8 @@ def label_layer(model: LoadedModel | torch.nn.Module, layer: str, files: Sequenc
                 runtime: Runtime | None = None, progress: Callable[[str, int, int], None] | None = None
                 ) -> list[UnitLabel]:
     """Labels of ``units`` (default all) of ``layer`` over image ``files`` (:func:`label_units`), or with ``check``
-    that description scored for each unit (:func:`check_label`). The images' concepts: :func:`image_concepts`.
+    that description scored for each unit (:func:`check_label`). The images' concepts: :func:`image_concepts`,
+    with ``independent`` (default: the embedded independent network) where some files have no WordNet id.
 
     Raises:
         InvalidOptionError: a bad unit, too few images, an unknown concept in ``check``.
@@ -64,6 +65,10 @@ def label_layer(model: LoadedModel | torch.nn.Module, layer: str, files: Sequenc
     ref = resolve_layer(loaded, layer)
     for unit in units or ():
         check_channel(loaded, ref, unit)
+    if independent is None and not all(wordnet_id(f) for f in files):
+        from ..trust import independent_network
+
+        independent = independent_network(explained=loaded.name)
     concepts = image_concepts(files, independent)
     parts = []
     for start in range(0, len(files), _CHUNK):
