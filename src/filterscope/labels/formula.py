@@ -103,6 +103,63 @@ class Or(Formula):
 _TOKEN = re.compile(r"\(|\)|[^()\s]+")
 
 
+class _Parser:
+    """A recursive-descent reading of one formula's tokens (see :func:`parse`)."""
+
+    def __init__(self, text: str, names: Sequence[str]) -> None:
+        self.text, self.names = text, names
+        self.index = {name.lower(): i for i, name in enumerate(names)}
+        self.tokens, self.position = _TOKEN.findall(text), 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def take(self) -> str:
+        self.position += 1
+        return self.tokens[self.position - 1]
+
+    def concept(self) -> Formula:
+        words = []
+        while self.peek() not in (None, "(", ")", "AND", "OR", "NOT"):
+            words.append(self.take())
+        name = " ".join(words).lower()
+        if not name:
+            raise InvalidOptionError(f"Formula {self.text!r}: a concept is missing after "
+                                     f"{' '.join(self.tokens[:self.position])!r}")
+        if name not in self.index:
+            close = [n for n in self.names if name in n.lower()][:5]
+            raise InvalidOptionError(f"Formula {self.text!r}: unknown concept {name!r}" +
+                                     (f" (did you mean {', '.join(close)}?)" if close else ""))
+        return Concept(self.index[name])
+
+    def atom(self) -> Formula:
+        if self.peek() == "NOT":
+            self.take()
+            return Not(self.atom())
+        if self.peek() == "(":
+            self.take()
+            inner = self.either()
+            if self.peek() != ")":
+                raise InvalidOptionError(f"Formula {self.text!r}: a parenthesis is not closed")
+            self.take()
+            return inner
+        return self.concept()
+
+    def both(self) -> Formula:
+        found = self.atom()
+        while self.peek() == "AND":
+            self.take()
+            found = And(found, self.atom())
+        return found
+
+    def either(self) -> Formula:
+        found = self.both()
+        while self.peek() == "OR":
+            self.take()
+            found = Or(found, self.both())
+        return found
+
+
 def parse(text: str, names: Sequence[str]) -> Formula:
     """The formula ``text`` over concepts ``names`` (matched without regard to case; a name may have several
     words; the keywords AND, OR, NOT are upper case).
@@ -110,59 +167,8 @@ def parse(text: str, names: Sequence[str]) -> Formula:
     Raises:
         InvalidOptionError: an unknown concept (naming a few that are known) or a malformed formula.
     """
-    index = {name.lower(): i for i, name in enumerate(names)}
-    tokens = _TOKEN.findall(text)
-    position = 0
-
-    def peek() -> str | None:
-        return tokens[position] if position < len(tokens) else None
-
-    def take() -> str:
-        nonlocal position
-        position += 1
-        return tokens[position - 1]
-
-    def concept() -> Formula:
-        words = []
-        while peek() not in (None, "(", ")", "AND", "OR", "NOT"):
-            words.append(take())
-        name = " ".join(words).lower()
-        if not name:
-            raise InvalidOptionError(f"Formula {text!r}: a concept is missing after {' '.join(tokens[:position])!r}")
-        if name not in index:
-            close = [n for n in names if name in n.lower()][:5]
-            raise InvalidOptionError(f"Formula {text!r}: unknown concept {name!r}" +
-                                     (f" (did you mean {', '.join(close)}?)" if close else ""))
-        return Concept(index[name])
-
-    def atom() -> Formula:
-        if peek() == "NOT":
-            take()
-            return Not(atom())
-        if peek() == "(":
-            take()
-            inner = either()
-            if peek() != ")":
-                raise InvalidOptionError(f"Formula {text!r}: a parenthesis is not closed")
-            take()
-            return inner
-        return concept()
-
-    def both() -> Formula:
-        found = atom()
-        while peek() == "AND":
-            take()
-            found = And(found, atom())
-        return found
-
-    def either() -> Formula:
-        found = both()
-        while peek() == "OR":
-            take()
-            found = Or(found, both())
-        return found
-
-    result = either()
-    if peek() is not None:
-        raise InvalidOptionError(f"Formula {text!r}: unexpected {peek()!r}")
+    parser = _Parser(text, names)
+    result = parser.either()
+    if parser.peek() is not None:
+        raise InvalidOptionError(f"Formula {text!r}: unexpected {parser.peek()!r}")
     return result
