@@ -11,7 +11,6 @@ dataset), and ``filterscope trust`` shows them.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ from ..analysis.inputs import Images, image_list, prepare_image
 from ..analysis.receptive_field import ReceptiveField, receptive_field
 from ..arguments import checked
 from ..errors import InvalidOptionError
-from ..files import atomic_write
+from ..images import save_array
 from ..layers import LayerRef, check_channel, list_layers, resolve_layer
 from ..runtime.core import ANALYSIS_BATCH, Forward, Runtime
 from ..zoo.model import LoadedModel, coerce_model
@@ -211,8 +210,7 @@ class TrustData:
                          for start in range(0, self.size, _CHUNK)])
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
-            features = raw.float().numpy()
-            atomic_write(file, lambda tmp: tmp.write_bytes(_npy(features)))
+            save_array(raw.float().numpy(), file)
         return raw
 
     def crops(self, indices: Sequence[int], unit: int) -> list[torch.Tensor]:
@@ -268,12 +266,6 @@ def unit_trust(data: TrustData, unit: int, renders: torch.Tensor | None = None, 
                               up, down)
     return UnitTrust(str(data.layer), unit, paths, tuple(scores), description, data.size, data.independent.name,
                      render_status, standard.judge.name)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def _stack(crops: Sequence[torch.Tensor]) -> torch.Tensor:
