@@ -197,6 +197,24 @@ class BuildContext:
     pass_ids: dict[int, int] = field(default_factory=dict)
     references: torch.Tensor | None = None  # the quality scores' reference photos, loaded once
 
+    def passes_without(self, table: str, key: str, minimum: int, stage: str, work: str
+                       ) -> Iterator[tuple[LayerPlan, int, list[str]]]:
+        """Each planned layer with a finished exemplar pass of at least ``minimum`` images and no row of ``table``
+        (a stage's own, with ``layer_id`` and ``key`` columns) for settings ``key``: the layer, its pass and the
+        pass's image paths; a layer whose pass is too small is said (``stage``'s ``work`` needs more)."""
+        with self.store.records() as conn:
+            have = {(r["layer_id"], r["key"]) for r in conn.execute(f"SELECT layer_id, key FROM {table}")}
+        for layer in self.plan:
+            pass_id = self.pass_ids.get(layer.id)
+            if pass_id is None or (layer.id, key) in have:
+                continue
+            paths = self.store.pass_images(pass_id)
+            if len(paths) < minimum:
+                self.progress.message(f"{stage}: {layer.ref} has {len(paths)} pass images; {work} needs at least "
+                                      f"{minimum}", warning=True)
+                continue
+            yield layer, pass_id, paths
+
     def report(self, stage: str) -> StageReport:
         """Stage ``stage``'s report in the summary (created on first use)."""
         return self.summary.stages.setdefault(stage, StageReport())

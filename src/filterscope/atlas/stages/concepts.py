@@ -252,20 +252,9 @@ class ConceptStage(Stage[ConceptTask, ConceptOutcome]):
     def plan(self, context: BuildContext) -> Sequence[ConceptTask]:
         settings = context.request.option(ConceptSettings)
         assert settings is not None  # wanted() said so
-        tasks = []
-        with context.store.records() as conn:
-            have = {(r["layer_id"], r["key"]) for r in conn.execute("SELECT layer_id, key FROM concept_dictionaries")}
-        for layer in context.plan:
-            pass_id = context.pass_ids.get(layer.id)
-            if pass_id is None or (layer.id, settings.key) in have:
-                continue
-            paths = context.store.pass_images(pass_id)
-            if len(paths) < MIN_IMAGES:
-                context.progress.message(f"concepts: {layer.ref} has {len(paths)} pass images; a dictionary needs at "
-                                         f"least {MIN_IMAGES}", warning=True)
-                continue
-            tasks.append(ConceptTask(str(layer.ref), layer.id, pass_id, tuple(paths), context.request.fit, settings))
-        return tasks
+        return [ConceptTask(str(layer.ref), layer.id, pass_id, tuple(paths), context.request.fit, settings)
+                for layer, pass_id, paths in context.passes_without("concept_dictionaries", settings.key, MIN_IMAGES,
+                                                                    "concepts", "a dictionary")]
 
     def record(self, context: BuildContext, task: ConceptTask, outcome: ConceptOutcome | TaskFailure) -> Recorded:
         if isinstance(outcome, TaskFailure):

@@ -134,20 +134,9 @@ class DiffStage(Stage[DiffTask, DiffOutcome]):
     def plan(self, context: BuildContext) -> Sequence[DiffTask]:
         settings = context.request.option(DiffSettings)
         assert settings is not None  # wanted() said so
-        with context.store.records() as conn:
-            have = {(r["layer_id"], r["key"]) for r in conn.execute("SELECT layer_id, key FROM model_diffs")}
-        tasks = []
-        for layer in context.plan:
-            pass_id = context.pass_ids.get(layer.id)
-            if pass_id is None or (layer.id, settings.key) in have:
-                continue
-            paths = context.store.pass_images(pass_id)
-            if len(paths) < MIN_IMAGES:
-                context.progress.message(f"diff: {layer.ref} has {len(paths)} pass images; a diff needs at least "
-                                         f"{MIN_IMAGES}", warning=True)
-                continue
-            tasks.append(DiffTask(str(layer.ref), layer.id, pass_id, tuple(paths), settings))
-        return tasks
+        return [DiffTask(str(layer.ref), layer.id, pass_id, tuple(paths), settings)
+                for layer, pass_id, paths in context.passes_without("model_diffs", settings.key, MIN_IMAGES, "diff",
+                                                                    "a diff")]
 
     def record(self, context: BuildContext, task: DiffTask, outcome: DiffOutcome | TaskFailure) -> Recorded:
         if isinstance(outcome, TaskFailure):
