@@ -28,7 +28,7 @@ from .options import (
     at_least,
     load,
 )
-from .progress import ImageProgress
+from .progress import ImageProgress, ProgressBars
 
 MIN_IMAGES = 10
 
@@ -87,20 +87,10 @@ def concepts_command(
         for n, path in enumerate(files):
             pixels.append(prepare_image(loaded, path).pixels)
             bar(n + 1, len(files))
-    bars: dict[str, ImageProgress] = {}
-
-    def progress(what: str, done: int, total: int) -> None:
-        if what not in bars:
-            bars[what] = ImageProgress(what, total, quiet, unit={"training": "step"}.get(what, "image"))
-        bars[what](done, total)
-
-    try:
+    with ProgressBars(quiet, {"training": "step"}) as progress:
         found = train_dictionary(loaded, ref, torch.stack(pixels), atoms=atoms, k=k, kind=kind, epochs=epochs,
                                  views=views, flips=flips, per_image=per_image, seed=seed,
                                  stability_seed=seed + 1 if stability else None, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
     typer.echo(summary(found, channels))
     out.mkdir(parents=True, exist_ok=True)
     name = str(ref).replace("/", "_")

@@ -23,7 +23,7 @@ from ..images import load_image
 from ..plots import save_figure
 from .app import app, guarded
 from .options import DeviceOption, QuietOption, at_least, check_list, load
-from .progress import ImageProgress
+from .progress import ProgressBars
 
 WeightsA = Annotated[Optional[str], typer.Option(
     "--weights-a", help="A's weights: 'default', 'random' (untrained, seeded) or a state-dict FILE.")]
@@ -115,19 +115,9 @@ def diff_command(
         raise InvalidOptionError(f"--dataset gave {len(files)} images; a diff needs at least {MIN_IMAGES}")
     first = load(a, weights_a, seed, device, quiet, None)
     second = load(b, weights_b, seed, device, quiet, None)
-    bars: dict[str, ImageProgress] = {}
-
-    def progress(what: str, done: int, total: int) -> None:
-        if what not in bars:
-            bars[what] = ImageProgress(what, total, quiet)
-        bars[what](done, total)
-
-    try:
+    with ProgressBars(quiet) as progress:
         report = diff(first, second, files, layers_a=names_a, layers_b=names_b, pairs=pairs, grid=grid,
                       debiased=not biased, concepts=concepts, concept_k=concept_k, seed=seed, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
     typer.echo(summary(report))
     out.mkdir(parents=True, exist_ok=True)
     typer.echo(f"wrote {atomic_write_text(out / 'diff.json', report.to_json())}")

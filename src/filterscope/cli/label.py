@@ -16,7 +16,7 @@ from ..labels.metrics import METRICS, metric
 from ..labels.search import MIN_IMAGES, NULL_DRAWS
 from .app import app, guarded
 from .options import DeviceOption, ModelArgument, QuietOption, WeightsOption, at_least, load, parse_indices
-from .progress import ImageProgress
+from .progress import ProgressBars
 
 
 @app.command("label")
@@ -61,19 +61,9 @@ def label_command(
         raise InvalidOptionError(f"--dataset gave {len(files)} images; labels need at least 8")
     loaded = load(model, weights, seed, device, quiet, None)
     wanted = parse_indices(units, "--units") if units else None
-    bars: dict[str, ImageProgress] = {}
-
-    def progress(what: str, done: int, total: int) -> None:
-        if what not in bars:
-            bars[what] = ImageProgress(what, total, quiet, unit={"labels": "unit"}.get(what, "image"))
-        bars[what](done, total)
-
-    try:
+    with ProgressBars(quiet, {"labels": "unit"}) as progress:
         found = label_layer(loaded, layer, files, units=wanted, check=check, metric=metric_name, length=length,
                             beam=beam, min_images=min_images, null_draws=null_draws, seed=seed, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
     typer.echo(f"{loaded.name} {layer}: {len(files)} images, concepts from {found[0].source if found else '-'}; "
                f"{metric_name} (chance 0), p-values " + ("uncorrected (a checked description)" if check else
                                                           f"of the search against {null_draws} random orders, "

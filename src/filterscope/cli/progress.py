@@ -7,7 +7,7 @@ from ..engine.results import StepInfo
 from ..progress import ProgressBar
 from .app import check_signals
 
-__all__ = ["ImageProgress", "RenderProgress"]
+__all__ = ["ImageProgress", "RenderProgress", "ProgressBars"]
 
 
 class ImageProgress(ProgressBar):
@@ -15,6 +15,27 @@ class ImageProgress(ProgressBar):
 
     def __init__(self, label: str, total: Optional[int], quiet: bool, unit: str = "image") -> None:
         super().__init__(label, total=total, unit=unit, disable=quiet, leave=False)
+
+
+class ProgressBars:
+    """One :class:`ImageProgress` per kind of work, made when a ``progress(what, done, total)`` callback first names
+    it (counted in ``units[what]``, else images); a context manager that closes them all."""
+
+    def __init__(self, quiet: bool, units: Optional[dict[str, str]] = None) -> None:
+        self.quiet, self.units = quiet, units or {}
+        self.bars: dict[str, ImageProgress] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what not in self.bars:
+            self.bars[what] = ImageProgress(what, total, self.quiet, unit=self.units.get(what, "image"))
+        self.bars[what](done, total)
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 class RenderProgress(ProgressBar):
