@@ -290,13 +290,26 @@ def _probed(latents: list[Latent], a: torch.Tensor, b: torch.Tensor, held: torch
             joint: torch.Tensor) -> list[Latent]:
     """Each exclusive latent with the held-out R² of the other side's probe of its activation."""
     out = list(latents)
-    with torch.no_grad():
-        for side, other in (("a-only", b), ("b-only", a)):
-            chosen = [lt.index for lt in latents if lt.kind == side]
-            if not chosen:
-                continue
-            codes = torch.cat([sae.encode(part)[:, chosen] for part in joint.split(8192)])
-            r2 = _probe(other[~held], codes[~held], other[held], codes[held])
+    only_a = [lt.index for lt in latents if lt.kind == "a-only"]
+    only_b = [lt.index for lt in latents if lt.kind == "b-only"]
+    if not only_a and not only_b:
+        return out
+    with torch.no_grad():  # every vector encoded once, the exclusive latents' columns kept
+        codes = torch.cat([sae.encode(part)[:, only_a + only_b] for part in joint.split(8192)])
+    for other, chosen, mine in ((b, only_a, codes[:, :len(only_a)]), (a, only_b, codes[:, len(only_a):])):
+        if chosen:
+            r2 = _probe(other[~held], mine[~held], other[held], mine[held])
             for index, value in zip(chosen, r2.tolist()):
                 out[index] = replace(out[index], readable=float(value))
+    return out
+    with torch.no_grad():  # every vector encoded once, the exclusive latents' columns kept
+        codes = torch.cat([sae.encode(part)[:, wanted] for part in joint.split(8192)])
+    start = 0
+    for _, other, chosen in sides:
+        if chosen:
+            mine = codes[:, start:start + len(chosen)]
+            r2 = _probe(other[~held], mine[~held], other[held], mine[held])
+            for index, value in zip(chosen, r2.tolist()):
+                out[index] = replace(out[index], readable=float(value))
+        start += len(chosen)
     return out
