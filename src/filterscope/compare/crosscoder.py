@@ -302,14 +302,3 @@ def _probed(latents: list[Latent], a: torch.Tensor, b: torch.Tensor, held: torch
             for index, value in zip(chosen, r2.tolist()):
                 out[index] = replace(out[index], readable=float(value))
     return out
-    with torch.no_grad():  # every vector encoded once, the exclusive latents' columns kept
-        codes = torch.cat([sae.encode(part)[:, wanted] for part in joint.split(8192)])
-    start = 0
-    for _, other, chosen in sides:
-        if chosen:
-            mine = codes[:, start:start + len(chosen)]
-            r2 = _probe(other[~held], mine[~held], other[held], mine[held])
-            for index, value in zip(chosen, r2.tolist()):
-                out[index] = replace(out[index], readable=float(value))
-        start += len(chosen)
-    return out
