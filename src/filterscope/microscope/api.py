@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..atlas.records import FINISHED
 from ..atlas.sections import Link
-from ..atlas.stages.diff import model_diffs
+from ..atlas.stages.diff import diff_count
 from ..errors import AtlasError, FilterscopeError
 from .context import Microscope, microscope
 from .diff import same_unit
@@ -61,7 +61,7 @@ def layer_grid(scope: Scope, model: str, layer: str) -> Response:
                          if scope.store().maps_of_layer(record.id) else None,
                          "image_page": urls.image_page(found.name, record.name) if scope.explainer else None,
                          "diff_page": urls.diff_page(found.name, record.name)
-                         if model_diffs(scope.store(), record.id) else None})
+                         if diff_count(scope.store(), record.id) else None})
 
 
 @router.get("/m/{model}/{layer}/images", responses=answers(list[DatasetImage]))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..atlas.records import LayerRecord, ModelRecord
-from ..atlas.stages.diff import model_diffs
+from ..atlas.stages.diff import diff_count, model_diffs
 from ..compare import ModelDiff
 from ..errors import AtlasError
 from .context import Microscope, microscope
@@ -25,18 +25,18 @@ router = APIRouter()
 Scope = Annotated[Microscope, Depends(microscope)]
 
 
-def _newest(scope: Microscope, model: str, layer: str) -> tuple[ModelRecord, LayerRecord, list[ModelDiff]]:
+def _newest(scope: Microscope, model: str, layer: str) -> tuple[ModelRecord, LayerRecord, ModelDiff]:
     found, record = scope.find(model, layer)
-    diffs = model_diffs(scope.store(), record.id)
+    diffs = model_diffs(scope.store(), record.id, limit=1)
     if not diffs:
         raise AtlasError(f"No diff of {record.name}: make one with filterscope atlas build ATLAS -l {record.name} "
                          "--dataset DIR --diff-with MODEL")
-    return found, record, diffs
+    return found, record, diffs[0]
 
 
 def same_unit(scope: Microscope, model: str, record: LayerRecord, unit: int) -> View | None:
     """Unit ``unit``'s match in the layer's newest diff, with the diff page (``None`` without a diff)."""
-    diffs = model_diffs(scope.store(), record.id)
+    diffs = model_diffs(scope.store(), record.id, limit=1)
     if not diffs or not diffs[0].matches:
         return None
     match = diffs[0].matches[0]
@@ -66,8 +66,8 @@ def diff_page(request: Request, scope: Scope, model: str, layer: str) -> Respons
 
 @router.get("/api/m/{model}/{layer}/diff", responses=answers(Diff))
 def diff_data(scope: Scope, model: str, layer: str) -> Response:
-    found, record, diffs = _newest(scope, model, layer)
+    found, record, newest = _newest(scope, model, layer)
     store = scope.store()
     latest = store.latest_pass(record.id)
-    names = [Path(p).name for p in store.pass_images(latest.id)][:diffs[0].images] if latest is not None else []
-    return JSONResponse(diff_view(diffs[0], found.name, record.name, scope.urls, len(diffs), names))
+    names = [Path(p).name for p in store.pass_images(latest.id)][:newest.images] if latest is not None else []
+    return JSONResponse(diff_view(newest, found.name, record.name, scope.urls, diff_count(store, record.id), names))

@@ -11,8 +11,8 @@ crosscoder of the pair. :meth:`DiffStage.record` writes the report in one transa
 finished diff.
 
 The stage keeps its own table (created by the build before it runs; an atlas that never ran it has none):
-``model_diffs`` (one per layer and settings: the other network, the report as JSON). Its read is
-:func:`model_diffs`.
+``model_diffs`` (one per layer and settings: the other network, the report as JSON). Its reads are
+:func:`model_diffs` and :func:`diff_count`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..store import AtlasStore
 from ..tasks import Report, TaskFailure, worker_name
 from .base import BuildContext, BuildRequest, Recorded, Stage, has_table, register_stage
 
-__all__ = ["DiffSettings", "DiffTask", "DiffOutcome", "diff_task", "DiffStage", "model_diffs"]
+__all__ = ["DiffSettings", "DiffTask", "DiffOutcome", "diff_task", "DiffStage", "model_diffs", "diff_count"]
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,22 @@ TABLES = (
     "finished TEXT NOT NULL, UNIQUE (layer_id, key))",)
 
 
-def model_diffs(store: AtlasStore, layer_id: int) -> list[ModelDiff]:
-    """The layer's diffs, newest first (none in an atlas that never ran the stage)."""
+def model_diffs(store: AtlasStore, layer_id: int, limit: int | None = None) -> list[ModelDiff]:
+    """The layer's diffs, newest first, at most ``limit`` of them (none in an atlas that never ran the stage)."""
     with store.records() as conn:
         if not has_table(conn, "model_diffs"):
             return []
-        rows = conn.execute("SELECT report FROM model_diffs WHERE layer_id = ? ORDER BY id DESC",
-                            (layer_id,)).fetchall()
+        rows = conn.execute("SELECT report FROM model_diffs WHERE layer_id = ? ORDER BY id DESC LIMIT ?",
+                            (layer_id, -1 if limit is None else limit)).fetchall()
     return [ModelDiff.from_dict(json.loads(r["report"])) for r in rows]
+
+
+def diff_count(store: AtlasStore, layer_id: int) -> int:
+    """How many diffs the layer has (without reading them)."""
+    with store.records() as conn:
+        if not has_table(conn, "model_diffs"):
+            return 0
+        return int(conn.execute("SELECT COUNT(*) FROM model_diffs WHERE layer_id = ?", (layer_id,)).fetchone()[0])
 
 
 @register_stage
