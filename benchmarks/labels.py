@@ -21,18 +21,13 @@ import filterscope as fs
 from _results import PHOTOS, machine, markdown_table, write_section  # benchmarks/_results.py
 from filterscope.labels import image_concepts, label_units, parse
 from filterscope.labels.formula import And, Concept, Formula, Or
+from filterscope.labels.label import file_maxima
 from filterscope.runtime import configure_threads
 from filterscope.trust.describe import hierarchy
-from filterscope.trust.unit import unit_maxima
 
 
 def activations(model: fs.LoadedModel, layer: str, files: list) -> torch.Tensor:
-    ref = fs.layers.resolve_layer(model, layer)
-    parts = []
-    for start in range(0, len(files), 64):
-        pixels = torch.stack([fs.prepare_image(model, f).pixels for f in files[start:start + 64]])
-        parts.append(unit_maxima(model, ref, pixels))
-    return torch.cat(parts)
+    return file_maxima(model, fs.layers.resolve_layer(model, layer), files)
 
 
 def leaves(formula: Formula) -> list[Concept]:

@@ -10,7 +10,7 @@ import torch
 from ..analysis.inputs import prepare_image
 from ..arguments import checked
 from ..errors import InvalidOptionError
-from ..layers import check_channel, resolve_layer
+from ..layers import LayerRef, check_channel, resolve_layer
 from ..runtime.core import Runtime
 from ..trust.describe import hierarchy
 from ..trust.independent import Independent
@@ -20,7 +20,7 @@ from .concepts import ConceptMatrix, from_wordnet_ids, wordnet_id
 from .metrics import DEFAULT_METRIC
 from .search import MIN_IMAGES, NULL_DRAWS, UnitLabel, check_label, label_units
 
-__all__ = ["image_concepts", "label_layer"]
+__all__ = ["image_concepts", "label_layer", "file_maxima"]
 
 _CHUNK = 64
 
@@ -47,6 +47,18 @@ def image_concepts(files: Sequence[str | os.PathLike[str]], independent: Indepen
     return from_wordnet_ids(predicted, source=f"predictions of {independent.name}")
 
 
+def file_maxima(model: LoadedModel, ref: LayerRef, files: Sequence[str | os.PathLike[str]],
+                runtime: Runtime | None = None, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """``(N, C)``: each image file's spatial maximum of every unit of ``ref``, decoded a chunk at a time."""
+    parts = []
+    for start in range(0, len(files), _CHUNK):
+        pixels = torch.stack([prepare_image(model, f).pixels for f in files[start:start + _CHUNK]])
+        parts.append(unit_maxima(model, ref, pixels, runtime))
+        if progress is not None:
+            progress(min(start + _CHUNK, len(files)), len(files))
+    return torch.cat(parts)
+
+
 @checked
 def label_layer(model: LoadedModel | torch.nn.Module, layer: str, files: Sequence[str | os.PathLike[str]], *,
                 units: Sequence[int] | None = None, check: str | None = None, metric: str = DEFAULT_METRIC,
@@ -70,13 +82,8 @@ def label_layer(model: LoadedModel | torch.nn.Module, layer: str, files: Sequenc
 
         independent = independent_network(explained=loaded.name)
     concepts = image_concepts(files, independent)
-    parts = []
-    for start in range(0, len(files), _CHUNK):
-        pixels = torch.stack([prepare_image(loaded, f).pixels for f in files[start:start + _CHUNK]])
-        parts.append(unit_maxima(loaded, ref, pixels, runtime))
-        if progress is not None:
-            progress("activations", min(start + _CHUNK, len(files)), len(files))
-    values = torch.cat(parts)
+    values = file_maxima(loaded, ref, files, runtime,
+                         (lambda done, total: progress("activations", done, total)) if progress else None)
     if check is not None:
         return [check_label(values, concepts, u, check, metric_name=metric)
                 for u in (units if units is not None else range(values.shape[1]))]
